@@ -1,0 +1,164 @@
+"""The ONE intercepting feed-forward block used by every architecture (encoder and decoder alike).
+
+A transformer FFN is `out = W_o · act(W_i · x)` (gated variants: `W_o · (act(W_i0 · x) * (W_i1 · x))`).
+The "neurons" are the entries of the vector that `W_o` multiplies: shape `[batch, tokens, neurons]`.
+This module can hand that vector back (all positions or a static slice of them, e.g. the prompt) and can
+intervene on it with a per-layer boolean mask. Interventions are pure arrays, so a single compiled
+function serves every mask, every suppression level and every intervention kind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+# One table: activation names as Hugging Face configs spell them -> functions.
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def activation_fn(name: str):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown FFN activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Capture:
+    """Which neuron activations a forward pass hands back (static: part of the compiled function).
+
+    Activations come back as `[layers, batch, length, neurons]` for token positions
+    `start : start + length` (length None = to the end). Only that slice is kept, never the rest.
+    `pre_activation=True` returns `W_i · x` (+ bias) before the nonlinearity instead (gated FFNs:
+    the gate's pre-activation).
+    """
+
+    start: int = 0
+    length: Optional[int] = None
+    pre_activation: bool = False
+
+    def take(self, x: jax.Array) -> jax.Array:
+        """x: [batch, tokens, neurons] -> [batch, length, neurons]."""
+        stop = x.shape[1] if self.length is None else self.start + self.length
+        if stop > x.shape[1] or self.start < 0:
+            raise ValueError(
+                f"capture slice {self.start}:{stop} is outside the {x.shape[1]} token positions")
+        return x[:, self.start:stop, :]
+
+
+@flax.struct.dataclass
+class Intervention:
+    """A per-layer neuron intervention, all arrays (traceable under jit and vmap).
+
+    For masked neurons at the chosen positions:  a' = keep * a + value + noise_scale * N(0, 1).
+      zero:      keep 0, value 0,    noise 0
+      mean:      keep 0, value mean, noise 0
+      gaussian:  keep 1, value 0,    noise sigma
+    Fields:
+      mask:        bool  [layers, neurons]
+      value:       float [layers, neurons]
+      keep:        float [layers, neurons]
+      noise_scale: float [layers, neurons]
+      positions:   bool  [tokens] (positions of the full input sequence, prompt included) or None = all
+      rng:         PRNG key used for the Gaussian noise (folded with the layer index) or None
+    """
+
+    mask: jax.Array
+    value: jax.Array
+    keep: jax.Array
+    noise_scale: jax.Array
+    positions: Optional[jax.Array] = None
+    rng: Optional[jax.Array] = None
+
+    @classmethod
+    def zero(cls, mask, positions=None) -> "Intervention":
+        mask = jnp.asarray(mask, bool)
+        z = jnp.zeros(mask.shape, jnp.float32)
+        return cls(mask=mask, value=z, keep=z, noise_scale=z, positions=positions)
+
+    @classmethod
+    def mean(cls, mask, means, positions=None) -> "Intervention":
+        mask = jnp.asarray(mask, bool)
+        z = jnp.zeros(mask.shape, jnp.float32)
+        means = jnp.broadcast_to(jnp.asarray(means, jnp.float32), mask.shape)
+        return cls(mask=mask, value=means, keep=z, noise_scale=z, positions=positions)
+
+    @classmethod
+    def gaussian(cls, mask, scale, rng, positions=None) -> "Intervention":
+        mask = jnp.asarray(mask, bool)
+        z = jnp.zeros(mask.shape, jnp.float32)
+        scale = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), mask.shape)
+        return cls(mask=mask, value=z, keep=jnp.ones_like(z), noise_scale=scale,
+                   positions=positions, rng=rng)
+
+    @property
+    def num_layers(self) -> int:
+        return self.mask.shape[0]
+
+    def apply(self, acts: jax.Array, layer: int) -> jax.Array:
+        """acts: [batch, tokens, neurons] of layer `layer` -> the intervened activations."""
+        if self.mask.ndim != 2 or self.mask.shape[1] != acts.shape[-1]:
+            raise ValueError(
+                f"intervention mask has shape {self.mask.shape}; expected [layers, {acts.shape[-1]}]")
+        m = self.mask[layer][None, None, :]
+        if self.positions is not None:
+            if self.positions.shape != (acts.shape[1],):
+                raise ValueError(
+                    f"intervention positions have shape {self.positions.shape}; "
+                    f"expected [{acts.shape[1]}] (the full sequence)")
+            m = m & self.positions[None, :, None]
+        new = self.keep[layer] * acts + self.value[layer].astype(acts.dtype)
+        if self.rng is not None:
+            noise = jax.random.normal(jax.random.fold_in(self.rng, layer), acts.shape, jnp.float32)
+            new = new + (self.noise_scale[layer] * noise).astype(acts.dtype)
+        return jnp.where(m, new.astype(acts.dtype), acts)
+
+
+class InterceptFFN(nn.Module):
+    """W_o · act(W_i · x), optionally gated, with neuron read-out and intervention.
+
+    Parameter names: `wi` (or `wi_0` gate / `wi_1` linear when gated) and `wo`, each an nn.Dense.
+    Returns (out [batch, tokens, hidden], neurons [batch, length, neurons] float32 or None).
+    """
+
+    hidden: int
+    intermediate: int
+    activation: str
+    gated: bool = False
+    use_bias: bool = True
+    dropout_rate: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, layer: int, capture: Optional[Capture] = None,
+                 intervention: Optional[Intervention] = None, deterministic: bool = True):
+        act = activation_fn(self.activation)
+        dense = functools.partial(nn.Dense, use_bias=self.use_bias, dtype=self.dtype,
+                                  param_dtype=jnp.float32)
+        if self.gated:
+            pre = dense(self.intermediate, name="wi_0")(x)
+            h = act(pre) * dense(self.intermediate, name="wi_1")(x)
+        else:
+            pre = dense(self.intermediate, name="wi")(x)
+            h = act(pre)
+        if intervention is not None:
+            h = intervention.apply(h, layer)
+        neurons = None
+        if capture is not None:
+            neurons = capture.take(pre if capture.pre_activation else h).astype(jnp.float32)
+        h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        out = dense(self.hidden, name="wo")(h)
+        return out, neurons
