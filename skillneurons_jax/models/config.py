@@ -94,6 +94,8 @@ def config_from_hf(cfg: Mapping[str, Any], *, has_lm_head: bool = True, source: 
         head_dim=cfg.get("d_kv", cfg["d_model"] // cfg["num_heads"]),
         relative_buckets=cfg.get("relative_attention_num_buckets", 32),
         relative_max_distance=cfg.get("relative_attention_max_distance", 128),
-        tie_word_embeddings=cfg.get("tie_word_embeddings", True),
+        # transformers 5 writes tie_word_embeddings=true for every T5 it saves and says with
+        # scale_decoder_outputs whether the d_model**-0.5 rescale (the v1.0 tied head) applies.
+        tie_word_embeddings=bool(cfg.get("scale_decoder_outputs", cfg.get("tie_word_embeddings", True))),
         decoder_start_token_id=cfg.get("decoder_start_token_id", 0) or 0,
     )

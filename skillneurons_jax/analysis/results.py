@@ -1,0 +1,470 @@
+"""Reading saved stage outputs for the analysis, with errors that name the file and the problem.
+
+Everything here reads files written by other stages (formats in ../shared/ARCHITECTURE.md "Contracts" and
+docs/interfaces.md "analysis"); nothing here computes statistics. A missing file raises FileNotFoundError naming
+the path; a file that exists but cannot be read or has the wrong content raises `CorruptResultError`, a ValueError
+whose message starts with the path.
+
+Layout under WORKDIR (model = the output name of a model, e.g. ``all-minilm-l6-v2``):
+  prompts/<model>/<task>/seed_<s>/{prompt.npy, metrics.jsonl}
+  predictivity/<model>/<task>.npz        (+ sidecar <task>.npz.json)
+  suppression/<model>/<source>__<target>.json
+  transfer/<model>/<source>__<target>.json
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import re
+import zipfile
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------------------------
+# The task catalogue used for display: order, task type, and the clean task behind each adversarial set.
+# Order and grouping follow the paper (sentiment, paraphrase, NLI, ethics, then the adversarial sets). Tasks not
+# listed (e.g. the offline default's task) come after these, alphabetically, with type "other".
+# ----------------------------------------------------------------------------------------------------------------
+TASK_TABLE: tuple[tuple[str, str, str | None], ...] = (
+    # name,             task type,     clean task (adversarial sets only)
+    ("sst2", "sentiment", None),
+    ("imdb", "sentiment", None),
+    ("movierationales", "sentiment", None),
+    ("qqp", "paraphrase", None),
+    ("mrpc", "paraphrase", None),
+    ("qnli", "nli", None),
+    ("mnli", "nli", None),
+    ("ethicsdeontology", "ethics", None),
+    ("ethicsjustice", "ethics", None),
+    ("advsst2", "sentiment", "sst2"),
+    ("advqqp", "paraphrase", "qqp"),
+    ("advqnli", "nli", "qnli"),
+    ("advmnli", "nli", "mnli"),
+)
+TASK_ORDER: tuple[str, ...] = tuple(row[0] for row in TASK_TABLE)
+TASK_TYPE: dict[str, str] = {row[0]: row[1] for row in TASK_TABLE}
+CLEAN_TASK: dict[str, str] = {row[0]: row[2] for row in TASK_TABLE if row[2] is not None}
+
+STAGE_DIRS = ("prompts", "predictivity", "suppression", "transfer")
+_PAIR_SEP = "__"
+# Keys a predictivity sidecar may use for the model's accuracy / F1 per seed (first found wins).
+SIDECAR_ACCURACY_KEYS = ("model_accuracy", "accuracy")
+SIDECAR_F1_KEYS = ("model_f1", "f1")
+
+
+class CorruptResultError(ValueError):
+    """A result file exists but cannot be read or holds the wrong content; `path` names it."""
+
+    def __init__(self, path, problem: str):
+        self.path = pathlib.Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def task_type(task: str) -> str:
+    return TASK_TYPE.get(task, "other")
+
+
+def clean_task(task: str) -> str | None:
+    """The clean task whose prompt and baseline an adversarial set uses; None for clean tasks."""
+    return CLEAN_TASK.get(task)
+
+
+def order_tasks(tasks: Iterable[str]) -> list[str]:
+    """Known tasks in the paper's order, then unknown ones alphabetically; duplicates dropped."""
+    rank = {t: i for i, t in enumerate(TASK_ORDER)}
+    return sorted(set(tasks), key=lambda t: (rank.get(t, len(rank)), t))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paths
+# ----------------------------------------------------------------------------------------------------------------
+def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
+    return pathlib.Path(workdir) / "predictivity" / model / f"{task}.npz"
+
+
+def suppression_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
+    return pathlib.Path(workdir) / "suppression" / model / f"{source}{_PAIR_SEP}{target}.json"
+
+
+def transfer_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
+    return pathlib.Path(workdir) / "transfer" / model / f"{source}{_PAIR_SEP}{target}.json"
+
+
+def prompt_dir(workdir, model: str, task: str, seed: int) -> pathlib.Path:
+    return pathlib.Path(workdir) / "prompts" / model / task / f"seed_{seed}"
+
+
+def split_pair(name: str) -> tuple[str, str] | None:
+    """'qqp__advqqp' -> ('qqp', 'advqqp'); None when the stem is not a pair."""
+    parts = name.split(_PAIR_SEP)
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Discovery: what is present under a workdir (no file is opened).
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Inventory:
+    """Which results exist for each model: tasks with prompts / predictivity, and (source, target) pairs."""
+
+    prompts: dict[str, dict[str, list[int]]]          # model -> task -> seeds with a prompt.npy
+    predictivity: dict[str, list[str]]                 # model -> tasks
+    suppression: dict[str, list[tuple[str, str]]]      # model -> (source, target) pairs
+    transfer: dict[str, list[tuple[str, str]]]         # model -> (source, target) pairs
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(set(self.prompts) | set(self.predictivity) | set(self.suppression) | set(self.transfer))
+
+    def tasks(self, model: str) -> list[str]:
+        """Every task that appears in any result of `model`, in display order."""
+        found = set(self.prompts.get(model, {})) | set(self.predictivity.get(model, []))
+        for pairs in (self.suppression.get(model, []), self.transfer.get(model, [])):
+            for s, t in pairs:
+                found.update((s, t))
+        return order_tasks(found)
+
+
+def _model_dirs(root: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _visible(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:
+    # Temporary files of atomic writes start with a dot; never count them as results.
+    return sorted(p for p in paths if not p.name.startswith("."))
+
+
+def discover(workdir) -> Inventory:
+    workdir = pathlib.Path(workdir)
+    prompts: dict[str, dict[str, list[int]]] = {}
+    for mdir in _model_dirs(workdir / "prompts"):
+        for tdir in _model_dirs(mdir):
+            seeds = []
+            for sdir in _model_dirs(tdir):
+                m = re.fullmatch(r"seed_(\d+)", sdir.name)
+                if m and (sdir / "prompt.npy").exists():
+                    seeds.append(int(m.group(1)))
+            if seeds:
+                prompts.setdefault(mdir.name, {})[tdir.name] = sorted(seeds)
+    predictivity = {m.name: order_tasks(p.stem for p in _visible(m.glob("*.npz")))
+                    for m in _model_dirs(workdir / "predictivity")}
+    pairs: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    for stage in ("suppression", "transfer"):
+        pairs[stage] = {}
+        for mdir in _model_dirs(workdir / stage):
+            found = [split_pair(p.stem) for p in _visible(mdir.glob("*.json")) if not p.name.endswith(".meta.json")]
+            pairs[stage][mdir.name] = sorted(pr for pr in found if pr is not None)
+    return Inventory(prompts=prompts, predictivity={k: v for k, v in predictivity.items() if v},
+                     suppression={k: v for k, v in pairs["suppression"].items() if v},
+                     transfer={k: v for k, v in pairs["transfer"].items() if v})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generic readers
+# ----------------------------------------------------------------------------------------------------------------
+def _require(path: pathlib.Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {what} (file absent)")
+
+
+def load_json(path, what: str = "JSON result") -> Any:
+    path = pathlib.Path(path)
+    _require(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptResultError(path, f"corrupt {what}: not valid JSON ({e})") from e
+
+
+def load_jsonl(path, what: str = "JSON-lines log") -> list[dict]:
+    """Every line must be a JSON object, except a truncated LAST line (an interrupted append), which is skipped."""
+    path = pathlib.Path(path)
+    _require(path, what)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                break
+            raise CorruptResultError(path, f"corrupt {what}: line {i + 1} is not JSON ({e})") from e
+        if not isinstance(obj, dict):
+            raise CorruptResultError(path, f"corrupt {what}: line {i + 1} is not a JSON object")
+        out.append(obj)
+    return out
+
+
+def load_npz(path, names: Iterable[str], optional: Iterable[str] = (), what: str = "npz result"
+             ) -> dict[str, np.ndarray]:
+    """Reads the named arrays eagerly (a truncated member only fails when read, so read them here)."""
+    path = pathlib.Path(path)
+    _require(path, what)
+    names, optional = tuple(names), tuple(optional)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            present = set(z.files)
+            absent = [n for n in names if n not in present]
+            if absent:
+                raise CorruptResultError(path, f"{what} lacks array(s) {absent}; it has {sorted(present)}")
+            return {n: np.asarray(z[n]) for n in names + tuple(o for o in optional if o in present)}
+    except CorruptResultError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise CorruptResultError(path, f"corrupt {what}: cannot be read ({type(e).__name__}: {e})") from e
+
+
+def _float_list(path, obj, field: str) -> np.ndarray:
+    """A list of finite numbers (one per seed) -> float64 [S]."""
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        obj = [obj]
+    if not isinstance(obj, list) or not obj:
+        raise CorruptResultError(path, f"field {field!r} must be a non-empty list of numbers, got {obj!r:.80}")
+    try:
+        arr = np.asarray(obj, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise CorruptResultError(path, f"field {field!r} is not a list of numbers ({e})") from e
+    if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+        raise CorruptResultError(path, f"field {field!r} must be a flat list of finite numbers")
+    return arr
+
+
+def _check_unit_interval(path, arr: np.ndarray, field: str) -> None:
+    if np.any(arr < -1e-6) or np.any(arr > 1 + 1e-6):
+        raise CorruptResultError(path, f"field {field!r} has values outside [0, 1]: {arr.min():.4g}..{arr.max():.4g}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Typed results
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Predictivity:
+    """pred [L, N]; pred_per_seed [S, L, N]; acc, baseline [S, L, T, N] (None unless asked for);
+    meta: the sidecar JSON (empty when absent); model_accuracy / model_f1 [S] from it (None when absent)."""
+
+    path: pathlib.Path
+    pred: np.ndarray
+    pred_per_seed: np.ndarray | None = None
+    acc: np.ndarray | None = None
+    baseline: np.ndarray | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+    model_accuracy: np.ndarray | None = None
+    model_f1: np.ndarray | None = None
+
+
+_PRED_NDIM = {"pred": 2, "pred_per_seed": 3, "acc": 4, "baseline": 4}
+
+
+def load_predictivity(workdir, model: str, task: str, arrays: Iterable[str] = ("pred", "pred_per_seed"),
+                      with_sidecar: bool = True) -> Predictivity:
+    """Reads `predictivity/<model>/<task>.npz` (only the arrays asked for: acc and baseline are large) and, when
+    `with_sidecar`, its sidecar `<task>.npz.json` (a corrupt sidecar then raises CorruptResultError naming it)."""
+    path = predictivity_path(workdir, model, task)
+    arrays = tuple(dict.fromkeys(("pred",) + tuple(arrays)))
+    unknown = [a for a in arrays if a not in _PRED_NDIM]
+    if unknown:
+        raise ValueError(f"unknown predictivity array(s) {unknown}; known: {sorted(_PRED_NDIM)}")
+    data = load_npz(path, arrays, what=f"predictivity of {model} on {task}")
+    for name, arr in data.items():
+        if arr.ndim != _PRED_NDIM[name]:
+            raise CorruptResultError(path, f"array {name!r} has shape {arr.shape}; expected {_PRED_NDIM[name]} dims")
+        if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+            raise CorruptResultError(path, f"array {name!r} is not all finite numbers")
+    pred = data["pred"].astype(np.float64)
+    # Predictivity is max(acc, 1 - acc) (eq. 4), so it always lies in [0.5, 1].
+    if pred.size == 0 or pred.min() < 0.5 - 1e-6 or pred.max() > 1 + 1e-6:
+        raise CorruptResultError(path, f"'pred' must lie in [0.5, 1] (eq. 4); found "
+                                       f"{pred.min() if pred.size else 'no values'}..{pred.max() if pred.size else ''}")
+    L, N = pred.shape
+    for name in ("pred_per_seed", "acc", "baseline"):
+        arr = data.get(name)
+        if arr is not None and (arr.shape[1] != L or arr.shape[-1] != N):
+            raise CorruptResultError(path, f"array {name!r} has shape {arr.shape}, which does not match "
+                                           f"'pred' [layers={L}, neurons={N}]")
+    meta = _load_sidecar(path) if with_sidecar else {}
+    return Predictivity(path=path, pred=pred, pred_per_seed=data.get("pred_per_seed"), acc=data.get("acc"),
+                        baseline=data.get("baseline"), meta=meta,
+                        model_accuracy=_sidecar_metric(path, meta, SIDECAR_ACCURACY_KEYS),
+                        model_f1=_sidecar_metric(path, meta, SIDECAR_F1_KEYS))
+
+
+def load_decoder_pred(workdir, model: str, task: str) -> np.ndarray | None:
+    """T5 only: `decoder_pred` [L_dec, N] (neurons of the first decoder step) when the npz has it, else None."""
+    path = predictivity_path(workdir, model, task)
+    arr = load_npz(path, (), optional=("decoder_pred",), what=f"predictivity of {model} on {task}").get("decoder_pred")
+    if arr is None:
+        return None
+    arr = arr.astype(np.float64)
+    if arr.ndim != 2 or arr.size == 0 or not np.all(np.isfinite(arr)) or arr.min() < 0.5 - 1e-6 or arr.max() > 1 + 1e-6:
+        raise CorruptResultError(path, f"'decoder_pred' must be finite [layers, neurons] in [0.5, 1], got shape "
+                                       f"{arr.shape}")
+    return arr
+
+
+def _load_sidecar(path: pathlib.Path) -> dict:
+    side = path.with_name(path.name + ".json")
+    if not side.exists():
+        return {}
+    meta = load_json(side, what="sidecar")
+    if not isinstance(meta, dict):
+        raise CorruptResultError(side, "sidecar must be a JSON object")
+    return meta
+
+
+def _sidecar_metric(path, meta: Mapping, keys: tuple[str, ...]) -> np.ndarray | None:
+    for key in keys:
+        if key in meta and meta[key] is not None:
+            side = path.with_name(path.name + ".json")
+            arr = _float_list(side, meta[key], key)
+            _check_unit_interval(side, arr, key)
+            return arr
+    return None
+
+
+@dataclasses.dataclass
+class Transfer:
+    """Accuracy (and F1) of the source task's prompt on the target task, per seed: [S]."""
+
+    path: pathlib.Path
+    source: str
+    target: str
+    accuracy: np.ndarray
+    f1: np.ndarray | None = None
+    seeds: list[int] | None = None
+
+
+def load_transfer(workdir, model: str, source: str, target: str) -> Transfer:
+    """Reads `transfer/<model>/<source>__<target>.json`: {"accuracy": [per seed], "f1": [per seed] (optional),
+    "seeds": [..] (optional)}."""
+    path = transfer_path(workdir, model, source, target)
+    obj = load_json(path, what=f"transfer result {source} -> {target}")
+    if not isinstance(obj, dict) or "accuracy" not in obj:
+        raise CorruptResultError(path, "transfer result must be a JSON object with an 'accuracy' list")
+    acc = _float_list(path, obj["accuracy"], "accuracy")
+    _check_unit_interval(path, acc, "accuracy")
+    f1 = None
+    if obj.get("f1") is not None:
+        f1 = _float_list(path, obj["f1"], "f1")
+        _check_unit_interval(path, f1, "f1")
+        if f1.shape != acc.shape:
+            raise CorruptResultError(path, f"'f1' has {f1.size} seeds but 'accuracy' has {acc.size}")
+    seeds = _seeds(path, obj, acc.size)
+    return Transfer(path=path, source=source, target=target, accuracy=acc, f1=f1, seeds=seeds)
+
+
+def _seeds(path, obj: Mapping, n: int) -> list[int] | None:
+    seeds = obj.get("seeds")
+    if seeds is None:
+        return None
+    if not isinstance(seeds, list) or len(seeds) != n or not all(isinstance(s, int) for s in seeds):
+        raise CorruptResultError(path, f"'seeds' must be a list of {n} integers (one per accuracy), got {seeds!r:.80}")
+    return seeds
+
+
+@dataclasses.dataclass
+class Suppression:
+    """Accuracy after suppressing the top-k% skill neurons of `source`, evaluated on `target`.
+
+    ks [K] (percent); skill [K, S]; random [K, D, S] (D random draws per k, same neurons-per-layer count)."""
+
+    path: pathlib.Path
+    model: str
+    source: str
+    target: str
+    ks: np.ndarray
+    skill: np.ndarray
+    random: np.ndarray
+    seeds: list[int] | None = None
+
+
+def load_suppression(workdir, model: str, source: str, target: str) -> Suppression:
+    """Reads `suppression/<model>/<source>__<target>.json` (schema in docs/interfaces.md, analysis)."""
+    path = suppression_path(workdir, model, source, target)
+    obj = load_json(path, what=f"suppression result {source} -> {target}")
+    if not isinstance(obj, dict):
+        raise CorruptResultError(path, "suppression result must be a JSON object")
+    missing = [k for k in ("ks", "skill", "random") if k not in obj]
+    if missing:
+        raise CorruptResultError(path, f"suppression result lacks field(s) {missing}")
+    for field, expected in (("source", source), ("target", target), ("model", model)):
+        if field in obj and obj[field] != expected:
+            raise CorruptResultError(path, f"field {field!r} is {obj[field]!r} but the file name says {expected!r}")
+    ks = _float_list(path, obj["ks"], "ks")
+    if np.any(ks < 0) or np.any(ks > 100):
+        raise CorruptResultError(path, f"'ks' are percentages and must lie in [0, 100], got {ks.tolist()}")
+    if len(set(ks.tolist())) != ks.size:
+        raise CorruptResultError(path, f"'ks' has repeated levels: {ks.tolist()}")
+    skill_d, random_d = obj["skill"], obj["random"]
+    if not isinstance(skill_d, dict) or not isinstance(random_d, dict):
+        raise CorruptResultError(path, "'skill' and 'random' must be objects keyed by k")
+    skill_rows, random_rows = [], []
+    for k_raw in obj["ks"]:
+        skey, rkey = _k_key(k_raw, skill_d), _k_key(k_raw, random_d)
+        if skey is None or rkey is None:
+            raise CorruptResultError(path, f"level k={k_raw} is listed in 'ks' but absent from 'skill' or 'random'")
+        skill_rows.append(_float_list(path, skill_d[skey], f"skill[{skey}]"))
+        draws = random_d[rkey]
+        if not isinstance(draws, list) or not draws or not all(isinstance(d, list) for d in draws):
+            raise CorruptResultError(path, f"'random[{rkey}]' must be a non-empty list of draws, each a list of "
+                                           "accuracies per seed")
+        rows = [_float_list(path, d, f"random[{rkey}][{i}]") for i, d in enumerate(draws)]
+        if len({r.size for r in rows}) != 1:
+            raise CorruptResultError(path, f"the draws of 'random[{rkey}]' have different numbers of seeds")
+        random_rows.append(np.stack(rows))
+    s = {r.size for r in skill_rows}
+    shapes = {r.shape for r in random_rows}
+    if len(s) != 1 or len(shapes) != 1 or next(iter(shapes))[1] != next(iter(s)):
+        raise CorruptResultError(path, "every k must have the same number of seeds in 'skill' and in each random "
+                                       f"draw, and the same number of draws (skill seeds {sorted(s)}, random shapes "
+                                       f"{sorted(shapes)})")
+    skill, random = np.stack(skill_rows), np.stack(random_rows)
+    _check_unit_interval(path, skill, "skill")
+    _check_unit_interval(path, random, "random")
+    order = np.argsort(ks, kind="stable")
+    return Suppression(path=path, model=model, source=source, target=target, ks=ks[order], skill=skill[order],
+                       random=random[order], seeds=_seeds(path, obj, skill.shape[1]))
+
+
+def _k_key(k, table: Mapping) -> str | None:
+    """Finds the key of level k in a dict keyed by strings ('5', '5.0' and 5 all name the same level)."""
+    for key in table:
+        try:
+            if math.isclose(float(key), float(k)):
+                return key
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+@dataclasses.dataclass
+class TuningRun:
+    """One seed's tuning log: the best dev accuracy (and dev F1 when logged) over its evaluations."""
+
+    path: pathlib.Path
+    seed: int
+    best_dev_accuracy: float
+    best_dev_f1: float | None
+
+
+def load_tuning_runs(workdir, model: str, task: str, seeds: Iterable[int]) -> list[TuningRun]:
+    """Best-by-dev accuracy per seed from `metrics.jsonl` (the prompt kept is the best by dev accuracy)."""
+    runs = []
+    for seed in seeds:
+        path = prompt_dir(workdir, model, task, seed) / "metrics.jsonl"
+        rows = [r for r in load_jsonl(path, what="tuning metrics") if "dev_accuracy" in r]
+        if not rows:
+            raise CorruptResultError(path, "no evaluation with 'dev_accuracy' in the tuning metrics")
+        best = max(rows, key=lambda r: float(r["dev_accuracy"]))
+        acc = float(best["dev_accuracy"])
+        if not 0.0 <= acc <= 1.0:
+            raise CorruptResultError(path, f"'dev_accuracy' {acc} is outside [0, 1]")
+        f1 = best.get("dev_f1")
+        runs.append(TuningRun(path=path, seed=seed, best_dev_accuracy=acc,
+                              best_dev_f1=None if f1 is None else float(f1)))
+    return runs

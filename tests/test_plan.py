@@ -1,0 +1,84 @@
+"""The stage plan: skips finished stages, recomputes corrupted ones, keeps dependency order, shards by group."""
+import pathlib
+
+import pytest
+
+from skillneurons_jax import io
+from skillneurons_jax.pipeline import plan
+
+
+def _stages(tmp_path, calls):
+    def writer(name, text):
+        def run():
+            calls.append(name)
+            io.atomic_write_text(tmp_path / f"{name}.txt", text)
+        return run
+
+    return [
+        plan.Stage("b", "x", [tmp_path / "b.txt"], writer("b", "B"), deps=["a"], group="g1"),
+        plan.Stage("a", "x", [tmp_path / "a.txt"], writer("a", "A"), group="g1"),
+        plan.Stage("c", "x", [tmp_path / "c.txt"], writer("c", "C"), group="g2"),
+    ]
+
+
+def test_runs_in_dependency_order_and_skips_done(tmp_path):
+    calls = []
+    plan.run(_stages(tmp_path, calls), tmp_path, printer=lambda *_: None)
+    assert calls == ["a", "b", "c"]
+    calls.clear()
+    plan.run(_stages(tmp_path, calls), tmp_path, printer=lambda *_: None)
+    assert calls == []
+
+
+def test_corrupted_output_is_recomputed(tmp_path):
+    calls = []
+    plan.run(_stages(tmp_path, calls), tmp_path, printer=lambda *_: None)
+    (tmp_path / "b.txt").write_text("half-writ")
+    (tmp_path / "c.txt").unlink()
+    calls.clear()
+    plan.run(_stages(tmp_path, calls), tmp_path, printer=lambda *_: None)
+    assert calls == ["b", "c"]
+    assert (tmp_path / "b.txt").read_text() == "B"
+
+
+def test_failure_blocks_dependents_only(tmp_path):
+    calls = []
+    stages = _stages(tmp_path, calls)
+
+    def boom():
+        raise RuntimeError("no data")
+
+    stages[1].run = boom  # "a" fails
+    res = plan.run(stages, tmp_path, printer=lambda *_: None, continue_on_error=True)
+    assert set(res["failed"]) == {"a", "b"}
+    assert calls == ["c"]
+    with pytest.raises(RuntimeError, match="no data"):
+        plan.run(stages, tmp_path, printer=lambda *_: None)
+
+
+def test_skip_reason_and_describe(tmp_path):
+    calls = []
+    stages = _stages(tmp_path, calls)
+    stages[2].skip_reason = "data absent: glue/QQP/train.tsv"
+    rows = {r["key"]: r for r in plan.describe(stages, tmp_path)}
+    assert rows["c"]["state"] == "skip" and "QQP" in rows["c"]["reason"]
+    plan.run(stages, tmp_path, printer=lambda *_: None)
+    assert calls == ["a", "b"]
+
+
+def test_shard_keeps_groups_whole(tmp_path):
+    stages = _stages(tmp_path, [])
+    mine0 = {s.key for s in plan.shard(stages, 0, 2)}
+    mine1 = {s.key for s in plan.shard(stages, 1, 2)}
+    assert mine0 | mine1 == {"a", "b", "c"} and not mine0 & mine1
+    assert {"a", "b"} <= mine0 or {"a", "b"} <= mine1
+    with pytest.raises(ValueError, match="host index"):
+        plan.shard(stages, 2, 2)
+
+
+def test_cycle_and_unknown_dependency(tmp_path):
+    s = [plan.Stage("a", "x", [], lambda: None, deps=["b"]), plan.Stage("b", "x", [], lambda: None, deps=["a"])]
+    with pytest.raises(ValueError, match="cycle"):
+        plan.order(s)
+    with pytest.raises(ValueError, match="unknown stage"):
+        plan.order([plan.Stage("a", "x", [], lambda: None, deps=["zz"])])
