@@ -26,6 +26,7 @@ def atomic_path(path: os.PathLike | str) -> Iterator[pathlib.Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = pathlib.Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual permissions
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -34,6 +35,12 @@ def atomic_path(path: os.PathLike | str) -> Iterator[pathlib.Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path, data: bytes) -> pathlib.Path:

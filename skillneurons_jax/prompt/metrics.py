@@ -1,0 +1,51 @@
+"""Classification metrics from confusion counts (streamed: counts add up over batches, seeds stay apart).
+
+A confusion matrix is int `[..., C, C]`, rows = true label, columns = prediction. F1 is the F1 of class 1 for
+binary tasks (GLUE's convention for MRPC/QQP) and the macro average over classes otherwise.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def confusion(scores: jax.Array, labels: jax.Array, example_mask: jax.Array) -> jax.Array:
+    """scores [..., B, C], labels [..., B] int, example_mask [..., B] bool -> int32 counts [..., C, C].
+
+    Filler rows (example_mask False) count nowhere. Ties go to the lowest label id (argmax).
+    """
+    num_labels = scores.shape[-1]
+    pred = jnp.argmax(scores, axis=-1)
+    true_1h = jax.nn.one_hot(labels, num_labels, dtype=jnp.int32) * example_mask[..., None].astype(jnp.int32)
+    pred_1h = jax.nn.one_hot(pred, num_labels, dtype=jnp.int32)
+    return jnp.einsum("...bi,...bj->...ij", true_1h, pred_1h)
+
+
+def accuracy(conf) -> np.ndarray:
+    """[..., C, C] -> [...] float (NaN for no examples)."""
+    conf = np.asarray(conf, np.float64)
+    total = conf.sum((-1, -2))
+    right = np.trace(conf, axis1=-2, axis2=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, right / np.maximum(total, 1), np.nan)
+
+
+def f1(conf) -> np.ndarray:
+    """[..., C, C] -> [...]: F1 of class 1 when C == 2, macro F1 otherwise (0 for a class never predicted
+    nor present, as sklearn's zero_division=0)."""
+    conf = np.asarray(conf, np.float64)
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    pred_pos = conf.sum(-2)
+    true_pos = conf.sum(-1)
+    denom = pred_pos + true_pos
+    per_class = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    if conf.shape[-1] == 2:
+        return per_class[..., 1]
+    return per_class.mean(-1)
+
+
+def summary(conf) -> dict:
+    """One confusion matrix [C, C] -> {"accuracy", "f1", "examples"} as plain Python numbers."""
+    conf = np.asarray(conf)
+    return {"accuracy": float(accuracy(conf)), "f1": float(f1(conf)), "examples": int(conf.sum())}
