@@ -1,0 +1,258 @@
+"""launch.predictivity and launch.suppress end to end on a tiny random BERT (no MLM head: the tied readout) and a
+tiny SST-2 / AdvGLUE data folder written here; bad inputs fail with errors that say what to do."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import tiny_encoders  # noqa: E402  (tests/ is on sys.path under pytest)
+from launch import common  # noqa: E402
+from launch import predictivity as lp  # noqa: E402
+from launch import suppress as ls  # noqa: E402
+from skillneurons_jax.data import batches as batching  # noqa: E402
+from skillneurons_jax.models.ffn import Capture  # noqa: E402
+from skillneurons_jax.neurons import predictivity as P  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MODEL = "tiny-bert"
+PROMPT_LEN, SEEDS = 4, (0, 1)
+WORDS = [w for w in tiny_encoders.BERT_WORDS if w not in ("fun", "boring")]
+
+
+def _sentences(rng, n):
+    labels = rng.integers(0, 2, size=n)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) + (" good" if y else " bad") for y in labels]
+    return texts, labels
+
+
+def _write_data(folder: pathlib.Path, seed: int, single_label_dev: bool = False) -> pathlib.Path:
+    rng = np.random.default_rng(seed)
+    sst = folder / "glue" / "SST-2"
+    sst.mkdir(parents=True)
+    for split, n in (("train", 21), ("dev", 19)):
+        texts, labels = _sentences(rng, n)
+        if split == "dev" and single_label_dev:
+            labels = np.ones_like(labels)
+        sst.joinpath(f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(
+            f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+    texts, labels = _sentences(rng, 13)
+    (folder / "advglue").mkdir()
+    (folder / "advglue" / "dev.json").write_text(json.dumps(
+        {"sst2": [{"idx": i, "sentence": t, "label": int(y)} for i, (t, y) in enumerate(zip(texts, labels))]}))
+    return folder
+
+
+def _write_prompts(workdir: pathlib.Path, task: str, seeds, hidden: int, model: str = MODEL) -> None:
+    for s in seeds:
+        path = lp.prompt_path(workdir, model, task, s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.random.default_rng(100 + s).normal(size=(PROMPT_LEN, hidden)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("neurons")
+    ckpt = root / MODEL
+    tiny_encoders.make_checkpoint(ckpt, "bert", lm_head=False, seed=0)
+    vocab = ckpt / "vocab.txt"   # give the tiny vocabulary the SST-2 label words (same size, so weights still fit)
+    vocab.write_text(vocab.read_text().replace("\nfun\n", "\nnegative\n").replace("\nboring\n", "\npositive\n"))
+    data = _write_data(root / "data", 0)
+    workdir = root / "work"
+    _write_prompts(workdir, "sst2", SEEDS, tiny_encoders.TINY["hidden_size"])
+    return {"root": root, "ckpt": ckpt, "data": data, "workdir": workdir}
+
+
+def _run(env, task="sst2", **kw):
+    args = dict(model_path=str(env["ckpt"]), task=task, data_dir=str(env["data"]), seeds=SEEDS,
+                workdir=str(env["workdir"]), batch_size=8)
+    args.update(kw)
+    return lp.run_predictivity(lp.PredictivityRun(**args))
+
+
+@pytest.fixture(scope="module")
+def sst2(env):
+    path = _run(env)
+    return path, np.load(path), json.loads(lp.sio.sidecar_path(path).read_text())
+
+
+def test_predictivity_file_matches_a_direct_forward(env, sst2):
+    path, z, meta = sst2
+    assert path == env["workdir"] / "predictivity" / MODEL / "sst2.npz"
+    L, N = tiny_encoders.TINY["num_hidden_layers"], tiny_encoders.TINY["intermediate_size"]
+    assert z["pred"].shape == (L, N) and z["pred_per_seed"].shape == (2, L, N)
+    assert z["acc"].shape == z["baseline"].shape == (2, L, PROMPT_LEN, N)
+    assert meta["task"] == meta["baseline_task"] == "sst2" and meta["seeds"] == list(SEEDS)
+    assert (meta["n_train"], meta["n_dev"]) == (21, 19)
+    # Reference: one seed at a time, all real rows gathered, eqs. 2-5 in numpy.
+    setup = common.setup_model_and_task(str(env["ckpt"]), "sst2", lp.default_config())
+    loaded, readout = setup.loaded, setup.readout
+    prompts = [jnp.asarray(np.load(lp.prompt_path(env["workdir"], MODEL, "sst2", s))) for s in SEEDS]
+
+    def acts(split):
+        enc = lp.encode_split(setup, "sst2", split, env["data"], None, 128)
+        per_seed, labels, scores = [], [], []
+        for b in batching.iterate(enc, 8):
+            keep = b["example_mask"]
+            got = [readout.scores(loaded.params, prompt, b, capture=Capture(0, PROMPT_LEN)) for prompt in prompts]
+            per_seed.append(np.stack([np.asarray(out.neurons)[:, keep] for _, out in got]))   # [S, L, b, T, N]
+            scores.append(np.stack([np.asarray(sc)[keep] for sc, _ in got]))
+            labels.append(b["labels"][keep])
+        return np.concatenate(per_seed, axis=2), np.concatenate(labels), np.concatenate(scores, axis=1)
+
+    train, _, _ = acts("train")
+    dev, y, scores = acts("dev")
+    np.testing.assert_allclose(z["baseline"], train.mean(axis=2), rtol=0, atol=1e-5)
+    correct = ((dev > z["baseline"][:, :, None]) == (y == 1)[None, None, :, None, None]).sum(axis=2)
+    np.testing.assert_array_equal(np.rint(z["acc"] * 19).astype(int), correct)
+    acc = correct / 19
+    np.testing.assert_allclose(z["pred"], np.maximum(acc, 1 - acc).max(axis=2).mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(meta["model_accuracy"], (scores.argmax(-1) == y[None]).mean(axis=1), atol=1e-9)
+
+
+def test_adversarial_task_uses_the_clean_baseline_under_its_own_name(env, sst2):
+    path, z, _ = sst2
+    before = path.read_bytes()
+    adv = _run(env, "advsst2")
+    assert adv.name == "advsst2.npz" and path.read_bytes() == before   # trap 3: nothing overwritten
+    za, meta = np.load(adv), json.loads(lp.sio.sidecar_path(adv).read_text())
+    assert meta["baseline_task"] == "sst2" and meta["prompt_task"] == "sst2" and meta["n_dev"] == 13
+    assert meta["reused_baseline_from"] == str(path)
+    np.testing.assert_array_equal(za["baseline"], z["baseline"])
+    # Recomputed from the clean TRAIN split (no reuse) it is the same baseline.
+    other = env["root"] / "recompute"
+    _write_prompts(other, "sst2", SEEDS, tiny_encoders.TINY["hidden_size"])
+    zr = np.load(_run(env, "advsst2", workdir=str(other)))
+    np.testing.assert_array_equal(zr["baseline"], z["baseline"])
+    np.testing.assert_array_equal(zr["acc"], za["acc"])
+
+
+def test_suppression_curves(env, sst2):
+    _run(env, "advsst2")
+    out = ls.run_suppression(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],
+                             levels=(0, 10, 100), random_draws=2, batch_size=8)
+    assert out == env["workdir"] / "suppression" / MODEL / "sst2__advsst2.json"
+    res = json.loads(out.read_text())
+    adv_meta = json.loads(lp.sio.sidecar_path(lp.predictivity_path(env["workdir"], MODEL, "advsst2")).read_text())
+    assert res["skill"]["0"] == adv_meta["model_accuracy"]              # nothing suppressed = the plain model
+    assert res["random"]["0"] == [adv_meta["model_accuracy"]] * 2
+    L, N = tiny_encoders.TINY["num_hidden_layers"], tiny_encoders.TINY["intermediate_size"]
+    assert res["neurons_per_layer"]["10"] == [N // 10] * L and res["neurons_per_layer"]["100"] == [N] * L
+    assert res["random"]["100"][0] == res["random"]["100"][1] == res["skill"]["100"]   # all neurons: same mask
+    from skillneurons_jax.analysis import results
+    loaded = results.load_suppression(env["workdir"], MODEL, "sst2", "advsst2")
+    assert loaded.skill.shape == (3, 2) and loaded.random.shape == (3, 2, 2)
+    again = ls.run_suppression(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],
+                               levels=(0, 10, 100), random_draws=2, batch_size=8)
+    assert json.loads(again.read_text()) == res                           # fixed draws: reproducible
+    mean = json.loads(ls.run_suppression(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"],
+                                         levels=(0, 50), intervention="mean", random_draws=1,
+                                         batch_size=8).read_text())
+    assert mean["skill"]["0"] == json.loads(lp.sio.sidecar_path(sst2[0]).read_text())["model_accuracy"]
+
+
+def test_bad_inputs(env, sst2, tmp_path):
+    with pytest.raises(FileNotFoundError, match="launch.tune"):
+        _run(env, seeds=(0, 5))
+    _write_prompts(tmp_path, "sst2", (0,), hidden=24)
+    with pytest.raises(ValueError, match="tuned for another model"):
+        _run(env, seeds=(0,), workdir=str(tmp_path))
+    _write_prompts(tmp_path / "w2", "sst2", (0,), hidden=tiny_encoders.TINY["hidden_size"])
+    side = lp.sio.sidecar_path(lp.prompt_path(tmp_path / "w2", MODEL, "sst2", 0))
+    side.write_text(json.dumps({"model": "roberta-base"}))
+    with pytest.raises(ValueError, match="tuned for model 'roberta-base'"):
+        _run(env, seeds=(0,), workdir=str(tmp_path / "w2"))
+    side.write_text(json.dumps({"model": MODEL, "tied_scale": 4.0}))
+    with pytest.raises(ValueError, match="tied_scale=4.0"):
+        _run(env, seeds=(0,), workdir=str(tmp_path / "w2"))
+    single = _write_data(tmp_path / "single", 1, single_label_dev=True)
+    with pytest.warns(P.SingleLabelWarning, match="label 1 only"):
+        _run_single(env, single, tmp_path)
+    with pytest.raises(ValueError, match=r"outside \[0, 100\]"):
+        ls.parse_levels("0,5,150")
+    with pytest.raises(ValueError, match=r"outside \[0, 100\]"):
+        ls.run_suppression(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"], levels=(0, -3))
+    with pytest.raises(FileNotFoundError, match="launch.predictivity"):
+        ls.run_suppression(str(env["ckpt"]), "mrpc", "sst2", env["data"], SEEDS, env["workdir"], levels=(0,))
+
+
+def _run_single(env, data, tmp_path):
+    work = tmp_path / "single_work"
+    _write_prompts(work, "sst2", (0,), tiny_encoders.TINY["hidden_size"])
+    return _run(env, data_dir=str(data), seeds=(0,), workdir=str(work))
+
+
+def common_flags(env, work):
+    return ["--model_path", str(env["ckpt"]), "--data_dir", str(env["data"]), "--seeds", "0,1",
+            "--workdir", str(work), "--max_examples", "16", "--batch_size", "8"]
+
+
+def test_command_lines(env, sst2, tmp_path):
+    """The absl entry points parse the contract's flags and write the contract's files."""
+    work = tmp_path / "cli"
+    _write_prompts(work, "sst2", SEEDS, tiny_encoders.TINY["hidden_size"])
+    common_args = common_flags(env, work)
+    for cmd in (["launch.predictivity", "--task", "sst2", "--threshold", "median", "--median_bins", "16"],
+                ["launch.suppress", "--source_task", "sst2", "--levels", "0,10", "--random_draws", "2"]):
+        proc = subprocess.run([sys.executable, "-m", *cmd, *common_args], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    z = np.load(work / "predictivity" / MODEL / "sst2.npz")
+    assert "threshold" in z.files and z["threshold"].shape == z["baseline"].shape
+    meta = json.loads((work / "predictivity" / MODEL / "sst2.npz.json").read_text())
+    assert meta["options"]["threshold"] == "median" and meta["streams"]["encoder"]["median_width"] == 0.0
+    assert meta["n_train"] == 16 and meta["n_dev"] == 16
+    res = json.loads((work / "suppression" / MODEL / "sst2__sst2.json").read_text())
+    assert res["ks"] == [0.0, 10.0] and len(res["random"]["10"]) == 2
+    bad = subprocess.run([sys.executable, "-m", "launch.predictivity", "--task", "sst2", *common_flags(env, work),
+                          "--seeds", "7"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "launch.tune" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def t5_env(env, tmp_path_factory):
+    """A tiny T5 v1.0 (ReLU) with a SentencePiece vocabulary trained on the test sentences and label words."""
+    import io
+    spm = pytest.importorskip("sentencepiece")
+    import torch
+    import transformers
+    folder = tmp_path_factory.mktemp("t5") / "tiny-t5"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sentences = [" ".join(rng.choice(WORDS + ["negative", "positive", "good", "bad"] * 3, size=8))
+                 for _ in range(300)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=60,
+                                   hard_vocab_limit=False,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   character_coverage=1.0, minloglevel=2)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    tok = transformers.T5Tokenizer.from_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=len(tok), d_model=16, d_kv=4, d_ff=24, num_layers=2,
+                                   num_decoder_layers=3, num_heads=4, dropout_rate=0.0, feed_forward_proj="relu")
+    transformers.T5ForConditionalGeneration(config).eval().save_pretrained(str(folder))
+    workdir = env["root"] / "t5work"
+    _write_prompts(workdir, "sst2", SEEDS, 16, model="tiny-t5")
+    return {"ckpt": folder, "workdir": workdir}
+
+
+def test_t5_encoder_and_first_decoder_step(env, t5_env):
+    path = _run(env, model_path=str(t5_env["ckpt"]), workdir=str(t5_env["workdir"]))
+    z = np.load(path)
+    assert z["acc"].shape == (2, 2, PROMPT_LEN, 24) and z["pred"].shape == (2, 24)
+    assert z["decoder_acc"].shape == (2, 3, 1, 24) and z["decoder_baseline"].shape == (2, 3, 1, 24)
+    assert z["decoder_pred"].shape == (3, 24) and z["decoder_pred_per_seed"].shape == (2, 3, 24)
+    assert np.all((z["decoder_pred"] >= 0.5) & (z["decoder_pred"] <= 1))
+    meta = json.loads(lp.sio.sidecar_path(path).read_text())
+    assert set(meta["streams"]) == {"encoder", "decoder"}
+    res = json.loads(ls.run_suppression(str(t5_env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, t5_env["workdir"],
+                                        levels=(0, 50), random_draws=1, stream="decoder", batch_size=8).read_text())
+    assert res["skill"]["0"] == meta["model_accuracy"] and res["stream"] == "decoder"
+    assert res["neurons_per_layer"]["50"] == [12] * 3
