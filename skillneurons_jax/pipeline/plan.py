@@ -1,8 +1,11 @@
 """A plan of stages with content-hashed completion records.
 
-A stage is done when every output it names exists AND matches the sha256 recorded when the stage finished.
-A missing, truncated or edited output therefore counts as not done and is recomputed; finished stages are
-never rerun. Records live in `WORKDIR/.stages/<key>.json` and are written atomically after the outputs.
+A stage is done when every output it names exists AND matches the sha256 recorded when the stage finished,
+AND its inputs (the outputs of the stages it depends on, plus any files in `Stage.inputs`) still hash to what
+they were when it ran. A missing, truncated or edited output therefore counts as not done and is recomputed, and
+so, as needed, is everything downstream whose inputs then change; finished stages whose inputs are unchanged are
+never rerun. Records live in `WORKDIR/.stages/<key>.json` and are written atomically after the outputs, so an
+interrupted stage leaves no record and simply runs again.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ class Stage:
     cost_s: float = 60.0                  # estimated seconds on this machine (for --dry_run and ETA)
     group: str = ""                       # stages of one group run on the same host (model/task locality)
     skip_reason: Optional[str] = None     # set when the stage cannot run here (e.g. data absent)
+    inputs: Sequence[pathlib.Path] = ()   # files read besides the outputs of `deps` (hashed like those)
+    soft_deps: bool = False               # run even when a dependency failed or was skipped (e.g. the report)
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -43,7 +48,32 @@ def _record_path(workdir: pathlib.Path, key: str) -> pathlib.Path:
     return workdir / ".stages" / (key.replace("/", "__") + ".json")
 
 
-def is_done(stage: Stage, workdir: pathlib.Path) -> bool:
+def _name(path, workdir: pathlib.Path) -> str:
+    """How a file is named in a record: relative to the workdir when inside it, so a copied or moved workdir
+    keeps its records."""
+    path = pathlib.Path(path)
+    try:
+        return str(path.absolute().relative_to(pathlib.Path(workdir).absolute()))
+    except ValueError:
+        return str(path)
+
+
+def _input_hashes(inputs: Sequence[pathlib.Path], workdir: pathlib.Path) -> dict[str, Optional[str]]:
+    """sha256 of each input file; None for one that does not exist (a failed or skipped dependency)."""
+    return {_name(p, workdir): (_sha256(pathlib.Path(p)) if pathlib.Path(p).exists() else None) for p in inputs}
+
+
+def stage_inputs(stage: Stage, by_key: dict[str, Stage]) -> list[pathlib.Path]:
+    """The files a stage reads: its own `inputs` plus every output of the stages it depends on."""
+    out = [pathlib.Path(p) for p in stage.inputs]
+    for d in stage.deps:
+        if d in by_key:
+            out += [pathlib.Path(p) for p in by_key[d].outputs]
+    return list(dict.fromkeys(out))
+
+
+def is_done(stage: Stage, workdir: pathlib.Path, inputs: Optional[Sequence[pathlib.Path]] = None) -> bool:
+    """Outputs present and unchanged since the stage finished; with `inputs`, those unchanged as well."""
     rec_path = _record_path(workdir, stage.key)
     if not rec_path.exists():
         return False
@@ -53,25 +83,34 @@ def is_done(stage: Stage, workdir: pathlib.Path) -> bool:
     except (json.JSONDecodeError, KeyError, OSError):
         log.warning("stage %s: completion record %s is unreadable; recomputing", stage.key, rec_path)
         return False
+    if inputs:
+        recorded = rec.get("inputs_sha256") or {}
+        now = _input_hashes(inputs, workdir)
+        changed = [p for p, h in now.items() if recorded.get(p) != h]
+        if changed:
+            log.warning("stage %s: input %s changed since the stage ran; recomputing", stage.key, changed[0])
+            return False
     for out in stage.outputs:
         out = pathlib.Path(out)
         if not out.exists():
             log.warning("stage %s: output %s is missing; recomputing", stage.key, out)
             return False
-        if hashes.get(str(out)) != _sha256(out):
+        if hashes.get(_name(out, workdir)) != _sha256(out):
             log.warning("stage %s: output %s does not match its recorded hash (corrupted or edited); "
                         "recomputing", stage.key, out)
             return False
     return True
 
 
-def mark_done(stage: Stage, workdir: pathlib.Path, seconds: float) -> None:
+def mark_done(stage: Stage, workdir: pathlib.Path, seconds: float,
+              inputs: Optional[Sequence[pathlib.Path]] = None) -> None:
     missing = [str(o) for o in stage.outputs if not pathlib.Path(o).exists()]
     if missing:
         raise RuntimeError(f"stage {stage.key} finished without writing {missing}")
     io.atomic_write_json(_record_path(workdir, stage.key), {
         "key": stage.key, "kind": stage.kind, "seconds": round(seconds, 3),
-        "sha256": {str(o): _sha256(pathlib.Path(o)) for o in stage.outputs}})
+        "sha256": {_name(o, workdir): _sha256(pathlib.Path(o)) for o in stage.outputs},
+        "inputs_sha256": _input_hashes(inputs or (), workdir)})
 
 
 def order(stages: Sequence[Stage]) -> list[Stage]:
@@ -110,30 +149,67 @@ def shard(stages: Sequence[Stage], index: int, count: int) -> list[Stage]:
 
 
 def describe(stages: Sequence[Stage], workdir: pathlib.Path) -> list[dict]:
+    """One row per stage in run order: key, kind, state ("done" | "todo" | "skip"), cost_s (and the skip reason).
+    A stage downstream of one that is todo is todo as well (its inputs are about to change)."""
     rows = []
+    by_key = {s.key: s for s in stages}
+    todo: set[str] = set()
     for s in order(stages):
-        state = "skip" if s.skip_reason else ("done" if is_done(s, workdir) else "todo")
+        if s.skip_reason:
+            state = "skip"
+        elif any(d in todo for d in s.deps) or not is_done(s, workdir, stage_inputs(s, by_key)):
+            state = "todo"
+            todo.add(s.key)
+        else:
+            state = "done"
         rows.append({"key": s.key, "kind": s.kind, "state": state, "cost_s": s.cost_s,
                      **({"reason": s.skip_reason} if s.skip_reason else {})})
     return rows
 
 
+def pending(stages: Sequence[Stage], workdir: pathlib.Path) -> list[Stage]:
+    """The stages a run would execute, in order: those not done, and everything downstream of them."""
+    by_key = {s.key: s for s in stages}
+    out, keys = [], set()
+    for s in order(stages):
+        if s.skip_reason:
+            continue
+        if any(d in keys for d in s.deps) or not is_done(s, workdir, stage_inputs(s, by_key)):
+            out.append(s)
+            keys.add(s.key)
+    return out
+
+
 def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
         continue_on_error: bool = False) -> dict:
-    """Runs every stage not yet done, in dependency order, printing 'stage i of N' and the time left."""
+    """Runs every stage not yet done, in dependency order, printing 'stage i of N' and the time left.
+
+    A stage that was only pending because something upstream had to run is checked again when its turn comes:
+    if its inputs came back byte-identical it is up to date and is not run. Returns {"ran": count run,
+    "executed": [keys run], "failed": {key: reason}, "skipped": {key: reason}, "up_to_date": [keys]}."""
     workdir = pathlib.Path(workdir)
-    todo = [s for s in order(stages) if not s.skip_reason and not is_done(s, workdir)]
-    skipped = [s for s in stages if s.skip_reason]
-    for s in skipped:
-        printer(f"[plan] skip {s.key}: {s.skip_reason}")
+    by_key = {s.key: s for s in stages}
+    todo = pending(stages, workdir)
+    skipped = {s.key: s.skip_reason for s in stages if s.skip_reason}
+    for key, reason in skipped.items():
+        printer(f"[plan] skip {key}: {reason}")
     failed: dict[str, str] = {}
+    ran: list[str] = []
+    fresh: list[str] = []
     remaining = sum(s.cost_s for s in todo)
     spent_est, spent_real = 0.0, 0.0
     for i, s in enumerate(todo, 1):
-        blocked = [d for d in s.deps if d in failed or any(d == k.key for k in skipped)]
+        inputs = stage_inputs(s, by_key)
+        blocked = [] if s.soft_deps else [d for d in s.deps if d in failed or d in skipped]
         if blocked:
             failed[s.key] = f"dependency {blocked[0]} did not finish"
             printer(f"[plan] {i}/{len(todo)} {s.key}: not run ({failed[s.key]})")
+            remaining -= s.cost_s
+            continue
+        if is_done(s, workdir, inputs):
+            fresh.append(s.key)
+            printer(f"[plan] stage {i} of {len(todo)}: {s.key} is up to date (its inputs did not change)")
+            remaining -= s.cost_s
             continue
         # Scale the remaining estimate by how the real times compare with the estimates so far.
         scale = spent_real / spent_est if spent_est > 0 else 1.0
@@ -141,7 +217,8 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
         t0 = time.time()
         try:
             s.run()
-            mark_done(s, workdir, time.time() - t0)
+            mark_done(s, workdir, time.time() - t0, inputs)
+            ran.append(s.key)
         except Exception as e:  # noqa: BLE001 - a sweep goes on with the other stages when asked to
             if not continue_on_error:
                 raise
@@ -152,4 +229,4 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
         spent_real += dt
         spent_est += s.cost_s
         remaining -= s.cost_s
-    return {"ran": len(todo) - len(failed), "failed": failed, "skipped": {s.key: s.skip_reason for s in skipped}}
+    return {"ran": len(ran), "executed": ran, "failed": failed, "skipped": skipped, "up_to_date": fresh}

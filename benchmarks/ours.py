@@ -1,0 +1,129 @@
+"""Our side of the benchmark: the Flax model, the streaming statistics and the jitted prompt-tuning step.
+
+Same function as the reference (benchmarks/torch_reference.py): the prompt [P, H] with its row 0 replaced by
+the <mask> embedding is the model's `prefix` (zero position embeddings, text positions after it); neurons are
+the FFN post-activations at the P prompt positions (`Capture(0, P)`); the label is read at prompt position 0.
+
+Predictivity pass: what `launch/predictivity.py` runs — its compiled capturing forward (`make_forward`, the
+readout of prompt/readout.py, vmap over seeds, here S = 1) feeding `neurons.predictivity.compute_statistics`,
+whose jitted updates reduce each activation block on the device: TRAIN blocks add to running sums (eq. 2),
+DEV blocks to integer counts (eq. 3). Activations never go to NumPy and never accumulate, so memory is
+O(L * P * N) whatever the number of examples. Training: `prompt.train.make_train_step` (vmap over seeds, S = 1)
+with the same AdamW (optax, weight decay 0) and the verbalizer cross-entropy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from launch.predictivity import make_forward
+from skillneurons_jax import parallel
+from skillneurons_jax.models import Capture, LoadedModel
+from skillneurons_jax.neurons import predictivity as stats
+from skillneurons_jax.prompt import readout as readout_mod
+from skillneurons_jax.prompt import train as prompt_train
+
+
+class Ours:
+    """Our pipeline on one loaded model. Batches: benchmarks.synthetic_batches format (numpy)."""
+
+    def __init__(self, loaded: LoadedModel, prompt_len: int, specials: dict, label_ids: tuple):
+        self.loaded = loaded
+        self.module = loaded.module
+        self.config = loaded.config
+        self.P = prompt_len
+        # The pipeline's readout (mlm for RoBERTa, tied for head-less MiniLM); the benchmark loads no tokenizer,
+        # so the <mask> id comes from the model table.
+        with_mask = dataclasses.replace(loaded, tokenizer=types.SimpleNamespace(mask_token_id=int(specials["mask"])))
+        words = types.SimpleNamespace(ids=np.asarray(label_ids, np.int32)[:, None],
+                                      lengths=np.ones(len(label_ids), np.int32))
+        self.readout = readout_mod.make_readout(with_mask, words)
+        self.readout_source = f"skillneurons_jax.prompt.readout ({self.readout.kind.name})"
+        self.mesh = parallel.make_mesh()
+        self.params = parallel.replicate(loaded.params, self.mesh)
+        self.capture = Capture(start=0, length=prompt_len)
+        # launch/predictivity.py's compiled forward: (params, prompts [S, P, H], batch) -> (scores [S, B, C],
+        # {"encoder": activations [S, L, B, P, N]}), every seed in one call.
+        self.capture_forward = make_forward(self.readout, self.capture, None)
+        self._forward = jax.jit(self._hidden)
+
+    def _hidden(self, params, prompt, input_ids, attention_mask):
+        """Final hidden states [B, P+T, H] of the model with the prompt (no readout, no capture)."""
+        return self.module.apply({"params": params}, input_ids, attention_mask,
+                                 prefix=self.readout.model_prompt(params, prompt)[None],
+                                 prefix_positions=self.readout.prefix_positions).hidden
+
+    # ---------------------------------------------------------------- predictivity, streamed
+    def _blocks(self, prompts, batches: list[dict]):
+        """The pipeline's capturing forward over `batches`: ActivationBlocks with acts [1, L, B, P, N] that stay
+        on the device and are dropped once the statistics have consumed them."""
+        for b in batches:
+            dev = parallel.shard_batch(b, self.mesh)
+            _, streams = self.capture_forward(self.params, prompts, dev)
+            yield stats.ActivationBlock(streams["encoder"], dev["example_mask"], dev["labels"], None)
+
+    def _prompts(self, prompt: np.ndarray):
+        return parallel.replicate(jnp.asarray(prompt, jnp.float32)[None], self.mesh)   # [S = 1, P, H]
+
+    def predictivity(self, prompt: np.ndarray, train_batches: list[dict], dev_batches: list[dict]) -> dict:
+        """Eqs. 2-5 for one seed, as launch/predictivity.py computes them; same keys as Reference.predictivity."""
+        prompts = self._prompts(prompt)
+        out = stats.compute_statistics(lambda: self._blocks(prompts, train_batches),
+                                       self._blocks(prompts, dev_batches))
+        return dict(baseline=out.baseline[0], correct=out.correct[0], n_dev=out.n_dev, accuracy=out.acc[0],
+                    predictivity=out.pred)
+
+    # ---------------------------------------------------------------- prompt tuning
+    def make_train_step(self, prompt: np.ndarray, lr: float = 1e-3):
+        """Returns (step(batch) -> loss float, get_prompt() -> [P, H]); one seed through train.py's step."""
+        tx = optax.adamw(lr, weight_decay=0.0)
+        step_fn = prompt_train.make_train_step(self.readout.score_fn(), tx, self.mesh)
+        prompts = parallel.replicate(jnp.asarray(prompt, jnp.float32)[None], self.mesh)
+        holder = {"prompts": prompts, "opt": parallel.replicate(jax.vmap(tx.init)(prompts), self.mesh)}
+
+        def step(batch: dict) -> float:
+            b = parallel.shard_batch({k: np.asarray(v)[None] for k, v in batch.items()}, self.mesh, batch_axis=1)
+            holder["prompts"], holder["opt"], loss = step_fn(holder["prompts"], holder["opt"], self.params, b)
+            return float(loss[0])
+
+        return step, lambda: np.asarray(holder["prompts"][0])
+
+    def activations(self, prompt: np.ndarray, batches: list[dict]) -> np.ndarray:
+        """[L, E, P, N] prompt-position activations of the real examples of `batches`, from the same compiled
+        forward as the predictivity pass (for the agreement check only: the pass never gathers them)."""
+        prompts = self._prompts(prompt)
+        out = [np.asarray(stats.to_host(blk.acts))[0][:, np.asarray(b["example_mask"])]
+               for blk, b in zip(self._blocks(prompts, batches), batches)]
+        return np.concatenate(out, axis=1)
+
+    def recount(self, acts: np.ndarray, labels: np.ndarray, threshold: np.ndarray, batch_size: int) -> np.ndarray:
+        """DEV counts [L, P, N] from given activations [L, E, P, N] through the streaming accuracy code
+        (stats.update_accuracy, `batch_size` examples per block): the agreement check compares them with a
+        NumPy count of the same activations, which must match exactly."""
+        state = stats.init_accuracy(np.asarray(threshold, np.float32)[None])
+        for i in range(0, acts.shape[1], batch_size):
+            block = jnp.asarray(acts[None, :, i:i + batch_size])
+            n = block.shape[2]
+            state = stats.update_accuracy(state, block, jnp.asarray(labels[i:i + n]), jnp.ones(n, bool))
+        return stats.to_host(state.correct)[0]
+
+    def forward(self, prompt: np.ndarray, batch: dict) -> None:
+        """A plain forward (hidden states only) for the MFU figure."""
+        self._forward(self.params, jnp.asarray(prompt, jnp.float32), batch["input_ids"],
+                      batch["attention_mask"]).block_until_ready()
+
+
+def load(folder, dtype=jnp.float32) -> LoadedModel:
+    """Our loader on a checkpoint folder (the benchmark feeds token ids: no tokenizer needed)."""
+    from skillneurons_jax.models import load_pretrained
+    return load_pretrained(folder, dtype, tokenizer=False)
+
+
+def word_embeddings(loaded: LoadedModel) -> np.ndarray:
+    """[V, H] float32 word embeddings (for the prompt initialisation)."""
+    return np.asarray(loaded.params["word_embeddings"], np.float32)

@@ -1,0 +1,452 @@
+"""Benchmark: our JAX pipeline against the PyTorch + forward-hooks reference, in one process.
+
+    python -m benchmarks.run --output OUT.json                 # both models, full sizes (minutes on 2 cores)
+    python -m benchmarks.run --output OUT.json --model minilm  # one model
+    python -m benchmarks.run --output OUT.json --quick         # tiny random models (the smoke test)
+
+For each model, both sides get the same weights (the random RoBERTa is saved by PyTorch to a temporary
+safetensors folder and read by our loader), the same synthetic batches, prompt (100 tokens), text length
+(128 tokens), batch sizes and thread count. Measured, as medians over --repeats timed runs after a warm-up
+run (compile time reported separately):
+  1. predictivity pass (forward with prompt + eqs. 2-5 statistics): examples/s, after checking that both
+     sides agree (activations, baselines, DEV counts, predictivities; see `check_agreement`);
+  2. prompt-tuning training step: examples/s, after checking that the first losses agree;
+  3. forward MFU: analytic matmul FLOPs (benchmarks.encoder_forward_flops) / time / this machine's float32
+     matmul peak measured in the same run (benchmarks/peak.py);
+  4. peak RSS of the predictivity stage at N and 10N examples, each in a fresh process (benchmarks/memory.py).
+The JSON's top-level ratios are those of the headline model (roberta-base-random when run, else the first
+model); every model's figures are under "models".
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+# Targets of the benchmark issue: key -> (comparison, threshold).
+TARGETS = {
+    "predictivity_speedup": (">=", 2.0),
+    "train_speedup": (">=", 1.5),
+    "forward_mfu": (">=", 0.5),
+    "memory_ratio_10x": ("<", 1.2),
+}
+HEADLINE_ORDER = ("roberta-base-random", "minilm", "tiny-roberta-random", "tiny-bert-random")
+MODEL_CHOICES = {
+    "both": ("minilm", "roberta-base-random"),
+    "minilm": ("minilm",),
+    "roberta-base-random": ("roberta-base-random",),
+    "quick": ("tiny-roberta-random", "tiny-bert-random"),
+}
+# Sizes: full (the issue's 100 prompt + 128 text tokens) and --quick (tiny, seconds).
+# memory_models: how many of the models (in order) get the fresh-process memory measurement (None = all;
+# --quick measures the first only, to stay within the smoke test's time: each child imports torch or jax);
+# memory_jobs: children run at once (--quick: all four; full sizes: one, the reference's 10N child alone
+# holds gigabytes).
+FULL = dict(prompt_len=100, text_len=128, batch_size=32, train_batch_size=16, train_steps=2, examples=64,
+            memory_examples=32, memory_batch_size=16, repeats=3, memory_models=None, memory_jobs=1)
+QUICK = dict(prompt_len=8, text_len=16, batch_size=4, train_batch_size=4, train_steps=2, examples=16,
+             memory_examples=8, memory_batch_size=4, repeats=2, memory_models=1, memory_jobs=4)
+
+# Agreement tolerances (float32 on both sides, different kernels and summation orders): activations and
+# baselines must satisfy |ours - reference| <= ACT_ATOL + ACT_RTOL * |reference|, element by element.
+ACT_ATOL = 1e-4
+ACT_RTOL = 1e-4
+LOSS_ATOL = 1e-4     # first training loss
+
+
+def available_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int) -> int:
+    """Same thread count for PyTorch and XLA; call BEFORE importing torch or jax. Returns the count.
+
+    PyTorch: torch.set_num_threads (and the OpenMP/MKL variables). XLA sizes its CPU thread pool from the
+    cores the process may run on, so fewer threads than cores also pins the process to that many cores
+    (sched_setaffinity: a hard limit that both libraries obey)."""
+    have = available_threads()
+    n = threads or have
+    if n > have:
+        raise ValueError(f"--threads {n} exceeds the {have} cores this process may use")
+    if n < have and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n
+
+
+# --------------------------------------------------------------------------------------------- timing
+def timed(fn, repeats: int) -> dict:
+    """Median wall time of `repeats` calls of fn() (the caller has already warmed it up).
+
+    Also recorded: this process's CPU seconds per call (all threads) and the 1-minute load average before
+    and after, to tell a contended measurement (other work on the machine) from a slow one."""
+    times, cpu = [], []
+    load_before = _loadavg()
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return dict(median_s=statistics.median(times), times_s=times, cpu_s=cpu,
+                load_1min=[None if load_before is None else load_before[0],
+                           None if _loadavg() is None else _loadavg()[0]])
+
+
+def timed_interleaved(fns: dict, repeats: int) -> dict:
+    """Each function timed `repeats` times in alternation (a, b, ..., a, b, ...), so that load from other work
+    on the machine, which drifts over minutes, falls on all of them alike. Returns {name: timed()-like dict}."""
+    runs = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            runs[key].append(timed(fn, 1))
+    return {k: dict(median_s=statistics.median(r["times_s"][0] for r in v), times_s=[r["times_s"][0] for r in v],
+                    cpu_s=[r["cpu_s"][0] for r in v], load_1min=[r["load_1min"][0] for r in v])
+            for k, v in runs.items()}
+
+
+def timed_pair(reference_fn, ours_fn, repeats: int) -> tuple[dict, dict]:
+    """(reference, ours) timed in alternation; see timed_interleaved."""
+    out = timed_interleaved({"reference": reference_fn, "ours": ours_fn}, repeats)
+    return out["reference"], out["ours"]
+
+
+def first_call(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+# --------------------------------------------------------------------------------------------- agreement
+def _tol(x):
+    import numpy as np
+    return ACT_ATOL + ACT_RTOL * np.abs(x)
+
+
+def _flush(x):
+    """float32 with subnormals flushed to (signed) zero, as XLA's CPU and GPU backends compute (FTZ/DAZ):
+    activations of dead GELU neurons underflow to subnormals, and there NumPy and XLA compare differently."""
+    import numpy as np
+    x = np.asarray(x, np.float32)
+    return np.where(np.abs(x) < np.finfo(np.float32).tiny, np.float32(0) * np.sign(x), x)
+
+
+def check_agreement(ref: dict, ours: dict, ref_dev_acts, ours_dev_acts, dev_labels, streamed_recount) -> dict:
+    """Both predictivity results on the same data; raises AssertionError when they disagree.
+
+    ref / ours: baseline [L, P, N], correct [L, P, N] (DEV counts of 1[a > b] == y), n_dev, predictivity [L, N];
+    *_dev_acts: each side's DEV activations [L, E, P, N]; dev_labels [E]; streamed_recount [L, P, N]: our
+    streaming accuracy code run on ours_dev_acts with our baseline as the threshold. Checks, in order:
+      1. activations (every DEV element) and baselines agree within ACT_ATOL + ACT_RTOL * |reference|;
+      2. the streaming counts equal a NumPy count of the same activations against the same threshold,
+         exactly (the streaming statistics lose nothing; subnormals flushed to zero, as XLA computes);
+      3. every count that differs between the sides is explained by near-ties: comparisons whose reference
+         activation lies within the tolerance of (1) of the threshold (|a - b| <= tol(a) + tol(b)); only there
+         can float32 rounding put the two sides on different sides of the threshold. Anything else is a bug;
+      4. the predictivities differ by at most (largest count difference) / n_dev, as eqs. 3-5 imply.
+    """
+    import numpy as np
+
+    a_ref, a_ours = np.asarray(ref_dev_acts), np.asarray(ours_dev_acts)
+    if a_ref.shape != a_ours.shape:
+        raise AssertionError(f"DEV activations have shapes {a_ref.shape} (reference) and {a_ours.shape} (ours)")
+    act_err = np.abs(a_ours.astype(np.float64) - a_ref)
+    act_ok = bool(np.all(act_err <= _tol(a_ref)))
+    b_ref, b_ours = np.asarray(ref["baseline"], np.float64), np.asarray(ours["baseline"], np.float64)
+    base_err = np.abs(b_ours - b_ref)
+    base_ok = bool(np.all(base_err <= _tol(b_ref)))
+    c_ref, c_ours = np.asarray(ref["correct"], np.int64), np.asarray(ours["correct"], np.int64)
+    if c_ref.shape != c_ours.shape or ref["n_dev"] != ours["n_dev"]:
+        raise AssertionError(f"shapes differ: reference counts {c_ref.shape} over {ref['n_dev']} DEV examples, "
+                             f"ours {c_ours.shape} over {ours['n_dev']}")
+    y = np.asarray(dev_labels).astype(bool)[None, :, None, None]
+    recount = np.sum((_flush(a_ours) > _flush(ours["baseline"])[:, None]) == y, axis=1)
+    streamed_exact = bool(np.array_equal(recount, np.asarray(streamed_recount)))
+    diff = np.abs(c_ours - c_ref)
+    near = np.sum(np.abs(a_ref - b_ref[:, None]) <= _tol(a_ref) + _tol(b_ref)[:, None], axis=1)
+    unexplained = int(np.sum(diff > near))
+    pred_diff = float(np.max(np.abs(np.asarray(ours["predictivity"]) - np.asarray(ref["predictivity"]))))
+    n_dev = int(ref["n_dev"])
+    out = dict(
+        activation_max_abs_diff=float(act_err.max()), activation_max_abs=float(np.abs(a_ref).max()),
+        activations_ok=act_ok, baseline_max_abs_diff=float(base_err.max()), baseline_ok=base_ok,
+        streamed_counts_exact=streamed_exact,
+        counts_equal_fraction=float(np.mean(diff == 0)), counts_max_abs_diff=int(diff.max()),
+        counts_differing=int(np.sum(diff > 0)), counts_total=int(diff.size),
+        near_tie_comparisons=int(near.sum()), comparisons_total=int(a_ref.size),
+        counts_unexplained_by_ties=unexplained,
+        predictivity_max_abs_diff=pred_diff, predictivity_bound=float(diff.max() / n_dev), n_dev=n_dev,
+        tolerance=dict(act_atol=ACT_ATOL, act_rtol=ACT_RTOL),
+    )
+    if diff.any():  # the worst neuron: how tightly its DEV activations sit around the threshold
+        l, j, n = np.unravel_index(np.argmax(diff), diff.shape)
+        out["worst_count_cell"] = dict(layer=int(l), token=int(j), neuron=int(n), count_diff=int(diff[l, j, n]),
+                                       threshold=float(b_ref[l, j, n]),
+                                       max_abs_distance_to_threshold=float(np.max(np.abs(a_ref[l, :, j, n]
+                                                                                          - b_ref[l, j, n]))))
+    out["passed"] = bool(act_ok and base_ok and streamed_exact and unexplained == 0
+                         and pred_diff <= out["predictivity_bound"] + 1e-7)
+    if not out["passed"]:
+        raise AssertionError(f"the reference and ours disagree; not timing a wrong computation: {out}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- one model
+def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gflops: float, log, *,
+                peak_loop=None, measure_memory: bool = True) -> dict:
+    """All four measurements for one model. peak_gflops: the run's JAX matmul peak; peak_loop: (run, FLOPs) of
+    the compiled peak loop, timed again in alternation with the forward: the MFU denominator is the larger of
+    the two peaks, so a peak measured while the machine was busy cannot inflate the MFU."""
+    import numpy as np
+
+    import benchmarks as B
+    from benchmarks import memory, ours as ours_mod
+    from benchmarks.torch_reference import Reference, build_model
+
+    w = B.Workload(model=name, prompt_len=sizes["prompt_len"], text_len=sizes["text_len"],
+                   batch_size=sizes["batch_size"], train_batch_size=sizes["train_batch_size"],
+                   examples=sizes["examples"], train_steps=sizes["train_steps"], seed=args.seed)
+    repeats = sizes["repeats"]
+    res: dict = dict(workload=dict(dataclasses.asdict(w), seq_len=w.seq_len))
+
+    log(f"[{name}] building the PyTorch model")
+    tmodel = build_model(name, args.seed, attention=args.reference_attention)
+    tmp = tempfile.TemporaryDirectory(prefix=f"bench_{name}_")
+    if B.MODELS[name]["source"] == "minilm":
+        folder = str(B.minilm_folder())
+    else:
+        folder = str(tmodel.save(pathlib.Path(tmp.name)))
+    loaded = ours_mod.load(folder)
+    reference = Reference(tmodel, w.prompt_len)
+    ours = ours_mod.Ours(loaded, w.prompt_len, B.special_ids(name), B.MODELS[name]["label_ids"])
+    res["model"] = dict(layers=tmodel.num_layers, hidden=tmodel.hidden, intermediate=tmodel.intermediate,
+                        vocab=tmodel.vocab_size, family=tmodel.family, weights=folder if B.MODELS[name]["source"] ==
+                        "minilm" else "random (seed %d), via a temporary safetensors folder" % args.seed,
+                        torch_attention=getattr(tmodel.config, "_attn_implementation", None),
+                        readout=ours.readout_source)
+    prompt = B.initial_prompt(tmodel.word_embeddings.weight.detach().numpy(), w.prompt_len, w.seed)
+    train_b, dev_b = B.predictivity_batches(w, tmodel.vocab_size)
+    E = w.examples
+    flops_ex = B.encoder_forward_flops(layers=tmodel.num_layers, hidden=tmodel.hidden,
+                                       intermediate=tmodel.intermediate, seq_len=w.seq_len)
+
+    # ---- correctness first (also the warm-up run of both sides)
+    log(f"[{name}] correctness: activations, baselines, counts, predictivities")
+    ref_warm, ref_out = first_call(lambda: reference.predictivity(prompt, train_b, dev_b,
+                                                                  return_dev_activations=True))
+    ours_warm, ours_out = first_call(lambda: ours.predictivity(prompt, train_b, dev_b))
+    dev_labels = np.concatenate([b["labels"][b["example_mask"]] for b in dev_b])
+    ours_acts = ours.activations(prompt, dev_b)
+    streamed = ours.recount(ours_acts, dev_labels, ours_out["baseline"], w.batch_size)
+    res["correctness"] = check_agreement(ref_out, ours_out, ref_out.pop("dev_activations"), ours_acts, dev_labels,
+                                         streamed)
+    del ours_acts
+
+    # ---- 1. predictivity pass
+    log(f"[{name}] timing the predictivity pass ({E} examples, {repeats} repeats per side)")
+    t_ref, t_ours = timed_pair(lambda: reference.predictivity(prompt, train_b, dev_b),
+                               lambda: ours.predictivity(prompt, train_b, dev_b), repeats)
+    res["predictivity"] = dict(
+        examples=E, reference_examples_per_s=E / t_ref["median_s"], ours_examples_per_s=E / t_ours["median_s"],
+        reference=t_ref, ours=t_ours, ours_first_call_s=ours_warm,
+        ours_compile_s=max(ours_warm - t_ours["median_s"], 0.0),
+        ours_gflops=flops_ex * E / t_ours["median_s"] / 1e9,
+        reference_gflops=flops_ex * E / t_ref["median_s"] / 1e9)
+    res["predictivity_speedup"] = t_ref["median_s"] / t_ours["median_s"]
+
+    # ---- 2. training step
+    log(f"[{name}] timing the training step ({w.train_steps} steps of {w.train_batch_size} per repeat)")
+    tb = B.training_batches(w, tmodel.vocab_size)
+    ref_step, _ = reference.make_train_step(prompt)
+    ours_step, _ = ours.make_train_step(prompt)
+    ref_t0, ref_loss0 = first_call(lambda: ref_step(tb[0]))
+    ours_t0, ours_loss0 = first_call(lambda: ours_step(tb[0]))
+    if not abs(ref_loss0 - ours_loss0) <= LOSS_ATOL:
+        raise AssertionError(f"first training losses differ: reference {ref_loss0}, ours {ours_loss0}")
+    n_train = w.train_steps * w.train_batch_size
+    t_ref, t_ours = timed_pair(lambda: [ref_step(b) for b in tb], lambda: [ours_step(b) for b in tb], repeats)
+    res["train"] = dict(
+        batch_size=w.train_batch_size, steps_per_repeat=w.train_steps,
+        reference_examples_per_s=n_train / t_ref["median_s"], ours_examples_per_s=n_train / t_ours["median_s"],
+        reference=t_ref, ours=t_ours, ours_first_call_s=ours_t0, reference_first_call_s=ref_t0,
+        first_loss_reference=ref_loss0, first_loss_ours=ours_loss0)
+    res["correctness"]["first_loss_abs_diff"] = abs(ref_loss0 - ours_loss0)
+    res["train_speedup"] = t_ref["median_s"] / t_ours["median_s"]
+
+    # ---- 3. forward MFU: the forward and the matmul-peak loop timed in alternation
+    log(f"[{name}] timing the plain forward and the matmul peak (MFU)")
+    batch = dev_b[0]
+    fwd_warm, _ = first_call(lambda: ours.forward(prompt, batch))
+    reference.forward(prompt, batch)
+    fns = {"reference": lambda: reference.forward(prompt, batch), "ours": lambda: ours.forward(prompt, batch)}
+    if peak_loop is not None:
+        fns["peak"] = peak_loop[0]
+    t = timed_interleaved(fns, repeats)
+    t_ref, t_ours = t["reference"], t["ours"]
+    local_peak = None
+    if peak_loop is not None:
+        local_peak = dict(t["peak"], gflops=peak_loop[1] / t["peak"]["median_s"] / 1e9)
+        peak_gflops = max(peak_gflops, local_peak["gflops"])
+    flops = flops_ex * w.batch_size
+    res["forward"] = dict(
+        batch_size=w.batch_size, flops_per_example=flops_ex,
+        flop_formula="layers * (8*T*H^2 + 4*T^2*H + 4*T*H*F), T = prompt + text tokens",
+        ours_gflops=flops / t_ours["median_s"] / 1e9, reference_gflops=flops / t_ref["median_s"] / 1e9,
+        ours=t_ours, reference=t_ref, ours_first_call_s=fwd_warm,
+        reference_mfu_of_torch_peak=flops / t_ref["median_s"] / 1e9 / torch_peak_gflops,
+        peak_gflops_used=peak_gflops, peak_interleaved=local_peak)
+    res["forward_mfu"] = res["forward"]["ours_gflops"] / peak_gflops
+    res["forward"]["reference_mfu"] = res["forward"]["reference_gflops"] / peak_gflops
+    res["predictivity"]["ours_mfu"] = res["predictivity"]["ours_gflops"] / peak_gflops
+
+    # ---- 4. memory, fresh processes
+    if not measure_memory:
+        res["memory_ratio_10x"] = None
+    else:
+        n = sizes["memory_examples"]
+        runs = [(side, count) for side in ("ours", "reference") for count in (n, 10 * n)]
+        mem = {}
+        for i in range(0, len(runs), sizes["memory_jobs"]):  # children at once (RSS is per process either way)
+            group = runs[i:i + sizes["memory_jobs"]]
+            log(f"[{name}] memory: " + ", ".join(f"{side} at {count} examples" for side, count in group)
+                + " (fresh processes)")
+            handles = {f"{side}_{count}": memory.start(
+                side, name, count, folder=folder, prompt_len=w.prompt_len, text_len=w.text_len,
+                batch_size=sizes["memory_batch_size"], seed=w.seed, threads=args.threads_used,
+                attention=args.reference_attention) for side, count in group}
+            mem.update({key: memory.finish(h) for key, h in handles.items()})
+        peak = lambda side, count: mem[f"{side}_{count}"]["peak_rss_bytes"]
+        res["memory"] = dict(
+            examples_n=n, examples_10n=10 * n, runs=mem,
+            ours_peak_bytes_n=peak("ours", n), ours_peak_bytes_10n=peak("ours", 10 * n),
+            reference_peak_bytes_n=peak("reference", n), reference_peak_bytes_10n=peak("reference", 10 * n),
+            reference_ratio_10x=peak("reference", 10 * n) / peak("reference", n))
+        res["memory_ratio_10x"] = peak("ours", 10 * n) / peak("ours", n)
+    tmp.cleanup()
+    return res
+
+
+# --------------------------------------------------------------------------------------------- main
+def targets_report(res: dict) -> dict:
+    out = {}
+    for key, (op, threshold) in TARGETS.items():
+        value = res.get(key)
+        met = None if value is None else (value >= threshold if op == ">=" else value < threshold)
+        out[key] = dict(value=value, target=f"{op} {threshold}", met=met)
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True, help="JSON file to write")
+    p.add_argument("--model", default="both", choices=("both", "minilm", "roberta-base-random"),
+                   help="which model(s); --quick replaces them by tiny random models")
+    p.add_argument("--quick", action="store_true", help="tiny models and sizes (the smoke test; seconds)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (median reported)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="examples per predictivity pass (half TRAIN, half DEV; whole batches)")
+    p.add_argument("--memory_examples", type=int, default=None, help="N of the memory measurement (also 10N)")
+    p.add_argument("--batch_size", type=int, default=None, help="predictivity / forward batch size")
+    p.add_argument("--train_batch_size", type=int, default=None)
+    p.add_argument("--train_steps", type=int, default=None, help="timed training steps per repeat")
+    p.add_argument("--threads", type=int, default=0, help="threads for both sides (0 = every available core)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip_memory", action="store_true", help="skip the fresh-process memory measurement")
+    p.add_argument("--reference_attention", default=None, choices=("sdpa", "eager"),
+                   help="the reference's attention implementation (default: transformers' default, sdpa; "
+                        "'eager' is what the original code ran)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    args.threads_used = configure_threads(args.threads)
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("repeats", "examples", "memory_examples", "batch_size", "train_batch_size", "train_steps"):
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    models = MODEL_CHOICES["quick" if args.quick else args.model]
+
+    start = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - start:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    import torch
+    torch.set_num_threads(args.threads_used)
+    import transformers
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    import jax
+
+    from benchmarks import peak
+    from skillneurons_jax import io as sio
+
+    log(f"measuring the float32 matmul peak ({args.threads_used} threads)")
+    n_peak = 512 if args.quick else 2048
+    peak_kw = dict(n=n_peak, iters=4 if args.quick else 8)
+    jax_peak = peak.jax_matmul_peak(**peak_kw, repeats=sizes["repeats"] + 2)
+    torch_peak = peak.torch_matmul_peak(**peak_kw, repeats=sizes["repeats"] + 2)
+    peak_run, peak_flops, _ = peak.jax_matmul_loop(**peak_kw)
+
+    per_model = {}
+    for i, name in enumerate(models):
+        measure_memory = not args.skip_memory and (sizes["memory_models"] is None or i < sizes["memory_models"])
+        per_model[name] = bench_model(name, sizes, args, jax_peak["gflops"], torch_peak["gflops"], log,
+                                      peak_loop=(peak_run, peak_flops),
+                                      measure_memory=measure_memory)
+    headline = next(m for m in HEADLINE_ORDER if m in per_model)
+    result = {key: per_model[headline][key] for key in TARGETS}
+    result.update(
+        headline_model=headline,
+        correctness_passed=all(r["correctness"]["passed"] for r in per_model.values()),
+        max_predictivity_diff=max(r["correctness"]["predictivity_max_abs_diff"] for r in per_model.values()),
+        targets=targets_report(result),
+        threads=args.threads_used,
+        matmul_peak=dict(jax=jax_peak, torch=torch_peak, dtype="float32",
+                         method=f"jitted fori_loop of {n_peak}x{n_peak} matmuls, median of repeats; measured at "
+                                "the start and again in alternation with each model's forward, the larger used"),
+        models=per_model, sizes=sizes, quick=bool(args.quick),
+        machine=dict(platform=platform.platform(), processor=platform.processor(), cores=os.cpu_count(),
+                     jax_devices=[str(d) for d in jax.devices()], loadavg_at_end=_loadavg()),
+        versions=sio.package_versions(), python=platform.python_version(),
+        command=" ".join([os.path.basename(sys.executable), "-m", "benchmarks.run"] + list(argv or sys.argv[1:])),
+    )
+    sio.atomic_write_json(args.output, result)
+    summary = {k: result[k] for k in TARGETS}
+    summary.update(threads=result["threads"], headline_model=headline,
+                   max_predictivity_diff=result["max_predictivity_diff"],
+                   correctness_passed=result["correctness_passed"])
+    print(json.dumps(summary, indent=2))
+    for name, r in per_model.items():
+        print(f"{name}: predictivity {r['predictivity']['ours_examples_per_s']:.2f} vs "
+              f"{r['predictivity']['reference_examples_per_s']:.2f} ex/s (x{r['predictivity_speedup']:.2f}); "
+              f"train {r['train']['ours_examples_per_s']:.2f} vs {r['train']['reference_examples_per_s']:.2f} ex/s "
+              f"(x{r['train_speedup']:.2f}); forward {r['forward']['ours_gflops']:.1f} GFLOP/s of "
+              f"{r['forward']['peak_gflops_used']:.1f} peak (MFU {r['forward_mfu']:.2f}); memory 10x ratio "
+              f"{r['memory_ratio_10x'] if r['memory_ratio_10x'] is None else round(r['memory_ratio_10x'], 3)}")
+    return result
+
+
+def _loadavg():
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    main()

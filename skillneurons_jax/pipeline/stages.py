@@ -1,0 +1,488 @@
+"""The research as a plan of stages: models x tasks x seeds -> tune, transfer, predictivity, suppress, report.
+
+    settings = Settings.from_config(config, workdir, data_dir)
+    stages = build_plan(settings, session)          # list[plan.Stage]; nothing is loaded or run here
+
+Stages (keys; `<m>` = the model's short name, LoadedModel.name):
+  tune/<m>/<task>            clean tasks: every seed in one compiled loop  -> prompts/<m>/<task>/seed_<s>/prompt.npy
+  transfer/<m>/<source>      the source's prompts on every target present, TARGET verbalizer
+                             -> transfer/<m>/<source>__<target>.json (with transfer off: only the source itself and
+                             its adversarial sets, which Table 1 needs)
+  predictivity/<m>/<task>    -> predictivity/<m>/<task>.npz (+ sidecar). An adversarial task uses its clean task's
+                             prompts and the clean TRAIN split for the baseline, stored under its own name (trap 3);
+                             it depends on the clean task's predictivity so that baseline is computed once and reused.
+  suppress/<m>/<src>__<tgt>  every task's own skill neurons (src == tgt), and clean -> adversarial pairs
+                             (plus config `suppression.extra_pairs`) -> suppression/<m>/<src>__<tgt>.json
+  report                     analysis.report.build_report -> report/index.html, index.md, summary.json, figures/
+
+Dependencies carry data: a stage is redone when one of its inputs (its dependencies' outputs) changed since it
+ran (plan.py), so a corrupted or deleted output is recomputed together with what was derived from it.
+
+Groups (for pods): `<m>/<clean task>`: a clean task, its adversarial sets and every stage that reads only their
+prompts and statistics, so no stage depends on a stage of another group; the report is group "report" and runs
+on host 0 after every other stage is done (launch/reproduce.py).
+
+Absent inputs do not stop the sweep (a choice): a configured task whose data is absent, an adversarial task
+whose clean task is absent or not configured, or a model folder that does not exist becomes `skip` stages
+that carry the reason (shown by --dry_run, printed by the run, passed to the report, which lists the task as
+missing); every other stage still runs. Names that cannot be right (an unknown task, a malformed config) are
+errors before any work. `optional_tasks` are used where their data is found and otherwise left out of the plan.
+
+Costs are estimates for --dry_run and the progress line: FLOPs of the forward passes each stage does (2 x the
+non-embedding parameters per token plus attention, x3 for a training step), at `cost.flops_per_second`, plus a
+fixed `cost.stage_overhead_s` for compilation; split sizes are the caps, or the public sizes of the full sets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+from typing import Any, Callable, Optional, Sequence
+
+from skillneurons_jax.pipeline import plan
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------------------------
+# task -> (train examples, dev examples, mean text tokens with specials) of the full public sets: cost hints only.
+TASK_SIZE_HINTS = {
+    "sst2": (67349, 872, 14), "imdb": (25000, 25000, 300), "movierationales": (1600, 200, 800),
+    "qqp": (363846, 40430, 30), "mrpc": (3668, 408, 53), "qnli": (104743, 5463, 50), "mnli": (261802, 6692, 40),
+    "ethicsdeontology": (18164, 3596, 30), "ethicsjustice": (21791, 2704, 30),
+    "advsst2": (0, 148, 20), "advqqp": (0, 78, 30), "advqnli": (0, 148, 50), "advmnli": (0, 199, 40),
+    "tweets": (6500, 800, 30),
+}
+DEFAULT_SIZE_HINT = (10000, 1000, 40)
+PADDING_FACTOR = 1.3          # length buckets pad the mean text by about this much
+TRAIN_STEP_FACTOR = 3.0       # a training step ~ forward + backward ~ 3 forwards
+# Backend -> FLOP/s assumed when the config gives none (measured: MiniLM on 2 shared CPU cores ~3e10).
+DEFAULT_FLOPS = {"cpu_per_core": 1.5e10, "accelerator": 3e13}
+
+STAGE_KINDS = ("tune", "transfer", "predictivity", "suppress", "report")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------------
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+def _plain(value):
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything the plan needs, resolved from the config (see configs/default.py for the fields)."""
+    workdir: pathlib.Path
+    data_dir: Optional[str]
+    models: list[str]
+    tasks: list[str]
+    optional_tasks: list[str]
+    seeds: list[int]
+    max_examples: Optional[int]
+    suppression_max_examples: Optional[int]   # dev cap of the suppression stages (None: max_examples)
+    tune: Any                     # ConfigDict with the configs/tune.py fields
+    stats: Any                    # neurons.stats_options.StatsOptions
+    levels: list[float]
+    random_draws: int
+    random_seed: int
+    scope: str
+    intervention: str
+    noise_scale: float
+    extra_pairs: list[tuple[str, str]]
+    transfer_all: bool
+    report: bool
+    analysis: dict
+    allow_hub: bool
+    continue_on_error: bool
+    flops_per_second: Optional[float]
+    stage_overhead_s: float
+    config: dict                  # the whole config, plain (recorded in the report)
+
+    @classmethod
+    def from_config(cls, config, workdir, data_dir: Optional[str] = None) -> "Settings":
+        """config: an ml_collections ConfigDict (or mapping) shaped like configs/default.py. `data_dir` (the flag)
+        wins over config.data_dir. Unknown task names and malformed fields raise ValueError here."""
+        from skillneurons_jax.data import tasks as task_table
+        from skillneurons_jax.neurons import suppression as sup
+        from skillneurons_jax.neurons.stats_options import StatsOptions
+
+        get = config.get
+        models = _as_list(get("models"))
+        if not models:
+            raise ValueError("config.models names no model")
+        names = {}
+        for field in ("tasks", "optional_tasks"):
+            listed = _as_list(get(field))
+            if [t.lower() for t in listed] == ["all"]:      # every task of the table
+                listed = list(task_table.TASKS)
+            names[field] = [task_table.get_task(t).name for t in listed]   # unknown: ValueError
+        if not names["tasks"] and not names["optional_tasks"]:
+            raise ValueError("config.tasks names no task")
+        seeds = [int(s) for s in _as_list(get("seeds"))]
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"config.seeds must be distinct non-negative integers, got {get('seeds')!r}")
+        sp = get("suppression") or {}
+        levels = [float(k) for k in _as_list(sp.get("levels", sup.DEFAULT_PERCENTS))]
+        for k in levels:
+            sup.count_for(1, k)
+        if sp.get("scope", "layer") not in sup.SCOPES:
+            raise ValueError(f"config.suppression.scope {sp.get('scope')!r}; allowed: {sup.SCOPES}")
+        if sp.get("intervention", "zero") not in sup.INTERVENTION_KINDS:
+            raise ValueError(f"config.suppression.intervention {sp.get('intervention')!r}; "
+                             f"allowed: {sup.INTERVENTION_KINDS}")
+        pairs = []
+        for p in _as_list(sp.get("extra_pairs", [])):
+            src, _, tgt = str(p).partition(":")
+            if not tgt:
+                raise ValueError(f"config.suppression.extra_pairs entry {p!r} must be 'source:target'")
+            pairs.append((task_table.get_task(src).name, task_table.get_task(tgt).name))
+        tune = get("tune")
+        if tune is None:
+            from configs import tune as tune_cfg
+            tune = tune_cfg.get_config()
+        stats = StatsOptions.from_mapping(_plain(get("stats")) or None)
+        max_examples = get("max_examples")
+        cost = get("cost") or {}
+        data_dir = data_dir if data_dir is not None else get("data_dir")
+        return cls(
+            workdir=pathlib.Path(workdir), data_dir=None if data_dir in (None, "") else str(data_dir),
+            models=models, tasks=names["tasks"], optional_tasks=names["optional_tasks"], seeds=seeds,
+            max_examples=None if max_examples is None else int(max_examples), tune=tune, stats=stats,
+            suppression_max_examples=None if sp.get("max_examples") is None else int(sp.get("max_examples")),
+            levels=levels, random_draws=int(sp.get("random_draws", 3)), random_seed=int(sp.get("random_seed", 0)),
+            scope=str(sp.get("scope", "layer")), intervention=str(sp.get("intervention", "zero")),
+            noise_scale=float(sp.get("noise_scale", 1.0)), extra_pairs=pairs,
+            transfer_all=bool((get("transfer") or {}).get("enabled", True)),
+            report=bool((get("report") or {}).get("enabled", True)), analysis=dict(_plain(get("analysis")) or {}),
+            allow_hub=bool(get("allow_hub") or False), continue_on_error=bool(get("continue_on_error", True)),
+            flops_per_second=cost.get("flops_per_second"), stage_overhead_s=float(cost.get("stage_overhead_s", 20.0)),
+            config=dict(_plain(config)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What is present: models and task data
+# ---------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    name: str
+    family: Optional[str] = None
+    config: Any = None            # models.ModelConfig read from config.json (no weights loaded)
+    skip_reason: Optional[str] = None
+
+
+def model_info(path: str, allow_hub: bool = False) -> ModelInfo:
+    """Name, family and sizes of a model from its config.json alone; a folder that does not exist is a skip."""
+    from skillneurons_jax import models
+    from skillneurons_jax.models import config as model_config
+    from skillneurons_jax.models import convert
+    text = str(path)
+    local = pathlib.Path(text).expanduser()
+    if text.startswith("offline:") or local.exists():
+        try:
+            folder, name = models.resolve_path(text)
+        except FileNotFoundError as e:        # e.g. the offline weights package is not installed
+            return ModelInfo(text, text.removeprefix("offline:").lower(), skip_reason=f"model absent: {e}")
+        raw = convert.read_config(folder)
+        cfg = model_config.config_from_hf(raw, source=str(folder / "config.json"))
+        return ModelInfo(text, name, cfg.family, cfg)
+    name = text.rstrip("/").rsplit("/", 1)[-1].lower()
+    if allow_hub and not local.is_absolute() and not text.startswith((".", "~")):
+        return ModelInfo(text, name)          # a hub name, fetched when its first stage runs
+    return ModelInfo(text, name, skip_reason=f"model absent: checkpoint folder {local} does not exist (pass a "
+                                             f"local Hugging Face folder; hub names need allow_hub=True online)")
+
+
+def data_problem(task: str, data_dir, allow_hub: bool = False) -> Optional[str]:
+    """None when the splits a task needs can be read (nothing is read), else the reason: what was looked for."""
+    from skillneurons_jax.data import readers, tasks as task_table
+    spec = task_table.get_task(task)
+    for split in (("dev",) if spec.clean_task else ("train", "dev")):
+        res = readers.resolve(spec, split, data_dir, allow_hub=allow_hub)
+        if res.kind == "missing":
+            return f"data absent: {spec.name} {split} split (looked for {', '.join(res.looked_for)})"
+    return None
+
+
+@dataclasses.dataclass
+class TaskPlan:
+    present: list[str]                  # tasks with data, clean ones before adversarial ones
+    skipped: dict[str, str]             # task -> reason
+    dropped: dict[str, str]             # optional tasks left out (their data is absent) -> reason
+
+    @property
+    def clean(self) -> list[str]:
+        return [t for t in self.present if clean_of(t) == t]
+
+    @property
+    def adversarial(self) -> list[str]:
+        return [t for t in self.present if clean_of(t) != t]
+
+
+def clean_of(task: str) -> str:
+    from skillneurons_jax.data import tasks as task_table
+    return task_table.get_task(task).clean_task or task
+
+
+def plan_tasks(settings: Settings) -> TaskPlan:
+    """Which configured tasks can run here, and why the others cannot."""
+    present, skipped, dropped = [], {}, {}
+    wanted = list(dict.fromkeys(settings.tasks + settings.optional_tasks))
+    problems = {t: data_problem(t, settings.data_dir, settings.allow_hub) for t in wanted}
+    for t in wanted:
+        optional = t not in settings.tasks
+        if problems[t] is not None:
+            (dropped if optional else skipped)[t] = problems[t]
+            continue
+        clean = clean_of(t)
+        if clean != t:
+            if clean not in wanted:
+                skipped[t] = f"its clean task {clean!r} is not in the config's tasks (its prompts and TRAIN " \
+                             f"baseline come from {clean!r})"
+                continue
+            if problems[clean] is not None:
+                skipped[t] = f"its clean task {clean!r} cannot run ({problems[clean]})"
+                continue
+        present.append(t)
+    present = [t for t in present if clean_of(t) == t] + [t for t in present if clean_of(t) != t]
+    return TaskPlan(present, skipped, dropped)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Costs
+# ---------------------------------------------------------------------------------------------------------------
+def flops_per_second(settings: Settings) -> float:
+    if settings.flops_per_second:
+        return float(settings.flops_per_second)
+    import jax
+    if jax.default_backend() == "cpu":
+        return DEFAULT_FLOPS["cpu_per_core"] * (os.cpu_count() or 1)
+    return DEFAULT_FLOPS["accelerator"] * jax.device_count()
+
+
+class CostModel:
+    """Seconds per stage from the forward-pass FLOPs it does (see the module docstring)."""
+
+    def __init__(self, settings: Settings, info: ModelInfo, rate: float):
+        self.s, self.rate, self.info = settings, rate, info
+        cfg = info.config
+        # Unknown model (hub, not fetched yet): assume base size.
+        self.H = getattr(cfg, "hidden", 768)
+        self.F = getattr(cfg, "intermediate", 3072)
+        self.L = getattr(cfg, "num_layers", 12)
+        self.P = int(settings.tune.get("prompt_len", 100))
+        self.max_text = int(settings.tune.get("max_text_tokens", 128))
+        self.S = len(settings.seeds)
+
+    def sizes(self, task: str) -> tuple[int, int, float]:
+        train, dev, mean_tokens = TASK_SIZE_HINTS.get(task, DEFAULT_SIZE_HINT)
+        cap = self.s.max_examples
+        if cap is not None:
+            train, dev = min(train, cap), min(dev, cap)
+        seq = self.P + PADDING_FACTOR * min(mean_tokens, self.max_text)
+        return train, dev, seq
+
+    def forward(self, examples: float, seq: float) -> float:
+        """FLOPs of one forward pass over `examples` of `seq` positions, for every seed."""
+        per_token = 2 * self.L * (4 * self.H * self.H + 2 * self.H * self.F + 2 * seq * self.H)
+        return examples * seq * per_token * self.S
+
+    def seconds(self, flops: float, compiles: int = 1) -> float:
+        return round(self.s.stage_overhead_s * compiles + flops / self.rate, 1)
+
+    def tune(self, task: str) -> float:
+        train, dev, seq = self.sizes(task)
+        t = self.s.tune
+        bs = int(t.get("batch_size") or 16)
+        per_epoch = max(train // bs, 1)
+        steps = int(t.get("epochs") or 1) * per_epoch
+        if t.get("max_steps"):
+            steps = min(steps, int(t["max_steps"]))
+        every = int(t.get("eval_every") or 0) or per_epoch
+        evals = math.ceil(steps / every) + int(bool(t.get("eval_at_start")))
+        flops = TRAIN_STEP_FACTOR * self.forward(steps * bs, seq) + evals * self.forward(dev, seq)
+        return self.seconds(flops, compiles=3)
+
+    def transfer(self, targets: Sequence[str]) -> float:
+        flops = sum(self.forward(self.sizes(t)[1], self.sizes(t)[2]) for t in targets)
+        return self.seconds(flops, compiles=len(targets))
+
+    def predictivity(self, task: str) -> float:
+        train, dev, seq = self.sizes(task)
+        if clean_of(task) != task:
+            train = 0         # the clean task's TRAIN baseline is reused
+        passes = 1 if self.s.stats.threshold == "mean" else self.s.stats.median_max_passes
+        return self.seconds(self.forward(train * passes + dev, seq), compiles=2)
+
+    def suppress(self, target: str) -> float:
+        _, dev, seq = self.sizes(target)
+        if self.s.suppression_max_examples is not None:
+            dev = min(dev, self.s.suppression_max_examples)
+        levels = [k for k in self.s.levels if k > 0]
+        masks = len(levels) * (1 + self.s.random_draws) + (len(self.s.levels) > len(levels))
+        return self.seconds(masks * self.forward(dev, seq))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------------------------------------------
+def stage_paths(workdir, model: str) -> dict[str, Callable]:
+    w = pathlib.Path(workdir)
+    return {
+        "prompt": lambda task, seed: w / "prompts" / model / task / f"seed_{seed}" / "prompt.npy",
+        "metrics": lambda task, seed: w / "prompts" / model / task / f"seed_{seed}" / "metrics.jsonl",
+        "transfer": lambda src, tgt: w / "transfer" / model / f"{src}__{tgt}.json",
+        "predictivity": lambda task: w / "predictivity" / model / f"{task}.npz",
+        "suppress": lambda src, tgt: w / "suppression" / model / f"{src}__{tgt}.json",
+    }
+
+
+def report_outputs(workdir) -> list[pathlib.Path]:
+    out = pathlib.Path(workdir) / "report"
+    return [out / "index.html", out / "index.md", out / "summary.json"]
+
+
+def suppression_pairs(settings: Settings, tp: TaskPlan) -> list[tuple[str, str]]:
+    """Each task's own skill neurons, clean -> adversarial, then the configured extra pairs (present ones)."""
+    pairs = [(t, t) for t in tp.present] + [(clean_of(a), a) for a in tp.adversarial]
+    pairs += [(s, t) for s, t in settings.extra_pairs if s in tp.present and t in tp.present]
+    return list(dict.fromkeys(pairs))
+
+
+def transfer_targets(settings: Settings, tp: TaskPlan, source: str) -> list[str]:
+    if settings.transfer_all:
+        return list(tp.present)
+    return [source] + [a for a in tp.adversarial if clean_of(a) == source]
+
+
+def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None) -> list[plan.Stage]:
+    """Every stage of the sweep, in a good run order (model by model; tune, transfer, predictivity, suppress;
+    report last). Nothing is loaded or run. `hooks` (tests): kind -> callable(stage key) called before the work.
+    """
+    from skillneurons_jax.pipeline.session import Session
+    session = session if session is not None else Session()
+    hooks = hooks or {}
+    s = settings
+    tp = plan_tasks(s)
+    infos = [model_info(m, s.allow_hub) for m in s.models]
+    names = [i.name for i in infos]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models share an output name: {names} (outputs go under <workdir>/*/<name>/)")
+    rate = flops_per_second(s)
+    stages: list[plan.Stage] = []
+    for info in infos:
+        stages += _model_stages(s, session, info, tp, CostModel(s, info, rate), hooks)
+    # The skipped tasks of every model: one skip stage each, so the plan and the report say why.
+    for info in infos:
+        for task, reason in tp.skipped.items():
+            stages.append(plan.Stage(f"tune/{info.name}/{task}" if clean_of(task) == task else
+                                     f"predictivity/{info.name}/{task}", "tune" if clean_of(task) == task else
+                                     "predictivity", [], _never, group=f"{info.name}/{clean_of(task)}",
+                                     cost_s=0.0, skip_reason=reason))
+    runnable = [st for st in stages if not st.skip_reason]
+    if s.report:
+        cfg = report_config(s, tp, infos)
+
+        def make_report(key="report"):
+            from skillneurons_jax.analysis import report as rep
+            _hook(hooks, "report", key)
+            rep.build_report(s.workdir, s.workdir / "report", cfg)
+
+        n_tasks = max(len(tp.present), 1)
+        perms = int(s.analysis.get("n_permutations", 1000))
+        stages.append(plan.Stage("report", "report", report_outputs(s.workdir), make_report,
+                                 deps=[st.key for st in runnable], group="report", soft_deps=True,
+                                 cost_s=round(10 + 2e-3 * perms * n_tasks * (n_tasks - 1) / 2 * len(infos), 1)))
+    return plan.order(stages)
+
+
+def _smaller(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    """The tighter of two caps (None = no cap)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _never():
+    raise RuntimeError("a skipped stage was asked to run")
+
+
+def _hook(hooks, kind, key):
+    if kind in hooks:
+        hooks[kind](key)
+
+
+def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: CostModel, hooks) -> list:
+    from launch import predictivity as lp
+    from launch import suppress as ls
+    from skillneurons_jax.pipeline import transfer as tr
+
+    m, path, paths = info.name, info.path, stage_paths(s.workdir, info.name)
+    stages = []
+
+    def add(key, kind, outputs, fn, deps=(), cost_s=0.0, group_task=None):
+        stages.append(plan.Stage(key, kind, outputs, fn, deps=list(deps), cost_s=cost_s,
+                                 group=f"{m}/{group_task}", skip_reason=info.skip_reason))
+
+    for task in tp.clean:
+        def tune(task=task, key=f"tune/{m}/{task}"):
+            _hook(hooks, "tune", key)
+            session.tune(path, task, s.seeds, s.workdir, s.data_dir, s.tune, max_examples=s.max_examples)
+        outs = [paths["prompt"](task, seed) for seed in s.seeds] + [paths["metrics"](task, seed) for seed in s.seeds]
+        add(f"tune/{m}/{task}", "tune", outs, tune, cost_s=cost.tune(task), group_task=task)
+
+    for source in tp.clean:
+        targets = transfer_targets(s, tp, source)
+
+        def transfer(source=source, targets=targets, key=f"transfer/{m}/{source}"):
+            _hook(hooks, "transfer", key)
+            tr.run_transfer(session, path, source, targets, s.seeds, s.workdir, s.data_dir, s.tune,
+                            max_examples=s.max_examples)
+        add(f"transfer/{m}/{source}", "transfer", [paths["transfer"](source, t) for t in targets], transfer,
+            deps=[f"tune/{m}/{source}"], cost_s=cost.transfer(targets), group_task=source)
+
+    for task in tp.present:
+        clean = clean_of(task)
+
+        def predictivity(task=task, key=f"predictivity/{m}/{task}"):
+            _hook(hooks, "predictivity", key)
+            lp.run_predictivity(lp.PredictivityRun(
+                model_path=path, task=task, data_dir=s.data_dir, seeds=s.seeds, workdir=str(s.workdir),
+                max_examples=s.max_examples, options=s.stats, config=s.tune))
+        out = paths["predictivity"](task)
+        deps = [f"tune/{m}/{clean}"] + ([f"predictivity/{m}/{clean}"] if clean != task else [])
+        add(f"predictivity/{m}/{task}", "predictivity", [out, out.with_name(out.name + ".json")], predictivity,
+            deps=deps, cost_s=cost.predictivity(task), group_task=clean)
+
+    for source, target in suppression_pairs(s, tp):
+        def suppress(source=source, target=target, key=f"suppress/{m}/{source}__{target}"):
+            _hook(hooks, "suppress", key)
+            ls.run_suppression(path, source, target, s.data_dir, s.seeds, str(s.workdir), levels=s.levels,
+                               scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
+                               random_draws=s.random_draws, random_seed=s.random_seed, config=s.tune,
+                               max_examples=_smaller(s.suppression_max_examples, s.max_examples))
+        deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{clean_of(target)}"]))
+        add(f"suppress/{m}/{source}__{target}", "suppress", [paths["suppress"](source, target)], suppress,
+            deps=deps, cost_s=cost.suppress(target), group_task=clean_of(target))
+    return stages
+
+
+def report_config(s: Settings, tp: TaskPlan, infos: Sequence[ModelInfo]) -> dict:
+    """What the report records: the config, the tasks expected (skipped ones listed as missing), why stages were
+    skipped, and the analysis options."""
+    cfg = dict(s.config)
+    cfg["tasks"] = [t for t in s.tasks] + [t for t in s.optional_tasks if t in tp.present]
+    cfg["data_dir"] = s.data_dir
+    cfg["analysis"] = dict(s.analysis)
+    cfg["plan"] = {"tasks_run": list(tp.present), "tasks_skipped": dict(tp.skipped),
+                   "optional_tasks_absent": dict(tp.dropped),
+                   "models": {i.name: {"path": i.path, "family": i.family, "skipped": i.skip_reason} for i in infos}}
+    return cfg

@@ -1,0 +1,200 @@
+"""launch.reproduce end to end on a tiny random BERT and tiny SST-2 / MRPC / AdvSST-2 files (plus QNLI, whose
+data is absent): the report with every figure type, interruption and resumption, reruns that recompute nothing,
+corrupted outputs recomputed with their dependents only, the dry run, an unwritable workdir, the skipped task."""
+import collections
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+import reproduce_fixtures as rf  # noqa: E402  (tests/ is on sys.path under pytest)
+from launch import reproduce  # noqa: E402
+from skillneurons_jax.pipeline import plan, stages as st  # noqa: E402
+from skillneurons_jax.pipeline.session import Session  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+M = rf.MODEL
+
+
+class Interrupt(KeyboardInterrupt):
+    """What Ctrl-C raises: not an Exception, so the plan does not catch it."""
+
+
+def _settings(world, workdir, **kw):
+    return st.Settings.from_config(rf.config(world["model"], world["data"], **kw), workdir)
+
+
+def _run(world, workdir, calls=None, interrupt_at=None, session=None, **run_kw):
+    calls = [] if calls is None else calls
+
+    def hook(key):
+        calls.append(key)
+        if key == interrupt_at:
+            raise Interrupt(key)
+
+    hooks = {kind: hook for kind in st.STAGE_KINDS}
+    res = reproduce.run_plan(_settings(world, workdir), printer=lambda *_: None, hooks=hooks, session=session,
+                             **run_kw)
+    return res, calls
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    return {"root": root, "model": rf.make_model(root), "data": rf.write_data(root / "data")}
+
+
+@pytest.fixture(scope="module")
+def done(world):
+    """The plan interrupted in the middle (Ctrl-C inside the MRPC predictivity stage), then run to the end."""
+    workdir = world["root"] / "work"
+    first = []
+    with pytest.raises(Interrupt):
+        _run(world, workdir, first, interrupt_at=f"predictivity/{M}/mrpc")
+    session = Session()
+    res, second = _run(world, workdir, session=session)
+    return {"workdir": workdir, "first": first, "second": second, "res": res, "session": session}
+
+
+def test_whole_plan_writes_report_with_every_figure_type(done):
+    w, res = done["workdir"], done["res"]
+    assert not res["failed"], res["failed"]
+    assert res["report"] == w / "report" / "index.html" and res["report"].exists()
+    figures = {p.name for p in (w / "report" / "figures" / M).glob("*.png")}
+    assert set(rf.FIGURES) <= figures, set(rf.FIGURES) - figures
+    md = (w / "report" / "index.md").read_text()
+    for task in ("sst2", "mrpc", "advsst2"):
+        assert task in md
+    for pair in ("sst2__sst2", "sst2__mrpc", "mrpc__advsst2", "sst2__advsst2"):
+        assert (w / "transfer" / M / f"{pair}.json").exists()
+    for pair in ("sst2__sst2", "mrpc__mrpc", "advsst2__advsst2", "sst2__advsst2"):
+        assert (w / "suppression" / M / f"{pair}.json").exists()
+    assert done["session"].loads == 1          # the model was loaded once for every stage of the rerun
+
+
+def test_interrupted_run_resumes_without_redoing_finished_stages(done):
+    first, second = done["first"], done["second"]
+    interrupted = f"predictivity/{M}/mrpc"
+    assert first[-1] == interrupted
+    finished_before = set(first[:-1])
+    assert finished_before and not finished_before & set(second), finished_before & set(second)
+    assert interrupted in second
+    everything = [s.key for s in done["res"]["stages"] if not s.skip_reason]
+    assert sorted(first[:-1] + second) == sorted(everything)      # each stage ran exactly once to completion
+
+
+def test_rerun_recomputes_nothing(world, done):
+    res, calls = _run(world, done["workdir"])
+    assert calls == [] and res["ran"] == 0 and not res["failed"]
+
+
+def test_corrupted_output_recomputes_the_stage_and_its_dependents_only(world, done):
+    w = done["workdir"]
+    npz = w / "predictivity" / M / "advsst2.npz"
+    npz.write_bytes(npz.read_bytes()[:100])         # truncated
+    (w / "transfer" / M / "mrpc__sst2.json").unlink()
+    res, calls = _run(world, w)
+    assert not res["failed"]
+    # advsst2's statistics and what reads them (its own suppression curve), mrpc's transfer, and the report;
+    # not sst2's statistics, nor any tuning
+    assert sorted(calls) == sorted([f"predictivity/{M}/advsst2", f"suppress/{M}/advsst2__advsst2",
+                                    f"transfer/{M}/mrpc", "report"])
+    res, calls = _run(world, w)
+    assert calls == []
+
+
+def test_missing_data_task_is_skipped_with_reason_and_listed_in_the_report(world, done):
+    skipped = done["res"]["skipped"]
+    assert f"tune/{M}/qnli" in skipped and "data absent" in skipped[f"tune/{M}/qnli"]
+    assert "QNLI" in skipped[f"tune/{M}/qnli"]
+    md = (done["workdir"] / "report" / "index.md").read_text()
+    assert "task qnli" in md and "data absent: qnli" in md
+
+
+def test_dry_run_lists_the_plan_and_does_no_work(world, tmp_path):
+    lines = []
+    workdir = tmp_path / "fresh"
+    res = reproduce.run_plan(_settings(world, workdir), dry_run=True, printer=lines.append)
+    text = "\n".join(lines)
+    assert not workdir.exists()
+    assert res["todo"] == len([s for s in res["stages"] if not s.skip_reason]) and res["skip"] == 1
+    for key in (f"tune/{M}/sst2", f"transfer/{M}/mrpc", f"predictivity/{M}/advsst2", f"suppress/{M}/sst2__advsst2",
+                "report"):
+        assert key in text
+    assert f"skip" in text and "data absent: qnli" in text and "estimated time" in text
+
+
+def test_dry_run_of_a_finished_workdir_shows_it_done(world, done):
+    lines = []
+    res = reproduce.run_plan(_settings(world, done["workdir"]), dry_run=True, printer=lines.append)
+    assert res["todo"] == 0 and res["done"] > 0 and res["todo_s"] == 0
+
+
+def test_unwritable_workdir_fails_before_any_work(world, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    calls = []
+    with pytest.raises(ValueError, match="not writable"):
+        _run(world, blocker / "work", calls)
+    assert calls == []
+
+
+def test_cli_dry_run_and_unwritable_workdir(world, tmp_path):
+    base = [sys.executable, "-m", "launch.reproduce", "--config=configs/default.py",
+            f"--config.models={world['model']}", "--config.tasks=sst2,advsst2", "--config.optional_tasks=",
+            f"--data_dir={world['data']}"]
+    out = subprocess.run(base + [f"--workdir={tmp_path / 'w'}", "--dry_run"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"tune/{M}/sst2" in out.stdout and "stages:" in out.stdout and not (tmp_path / "w").exists()
+    (tmp_path / "f").write_text("")
+    out = subprocess.run(base + [f"--workdir={tmp_path / 'f' / 'w'}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "not writable" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unknown_task_in_config_is_an_error(world, tmp_path):
+    with pytest.raises(ValueError, match="unknown task 'sst3'"):
+        _settings(world, tmp_path, tasks="sst2,sst3")
+
+
+def test_pod_sharding_keeps_every_dependency_on_its_host(world, tmp_path):
+    stages = st.build_plan(_settings(world, tmp_path, tasks="sst2,mrpc,advsst2"), Session())
+    group = {s.key: s.group for s in stages}
+    for s in stages:
+        if s.kind != "report":
+            assert all(group[d] == s.group for d in s.deps), s.key
+    shares = [reproduce.host_stages(stages, i, 2) for i in range(2)]
+    keys = [{s.key for s in mine} for mine, _ in shares]
+    assert not keys[0] & keys[1] and keys[0] | keys[1] == {s.key for s in stages if s.kind != "report"}
+    assert {s.group for s in stages if s.key in keys[0]} != {s.group for s in stages if s.key in keys[1]}
+    # host 0 waits for the others: with nothing done, every stage is still pending at the deadline
+    assert len(reproduce.wait_for_others(stages, tmp_path, 0.0, 0.0, printer=lambda *_: None)) == len(keys[0] | keys[1])
+
+
+def test_pod_hosts_split_the_work_and_host_0_writes_the_report(world, done, tmp_path):
+    """Two hosts on a finished workdir copy with one stage of each host and the report deleted: each host redoes
+    only its own stage, and host 0 the report. (The suppression files come back byte-identical.)"""
+    import shutil
+    w = tmp_path / "pod"
+    shutil.copytree(done["workdir"], w)
+    stages = st.build_plan(_settings(world, w), Session())
+    mine1 = {s.key for s in reproduce.host_stages(stages, 1, 2)[0]}
+    victims = {1: next(k for k in mine1 if k.startswith("suppress/")),
+               0: next(s.key for s in stages if s.kind == "suppress" and s.key not in mine1)}
+    for key in victims.values():
+        src_tgt = key.split("/")[-1]
+        (w / "suppression" / M / f"{src_tgt}.json").unlink()
+    (w / "report" / "index.html").unlink()
+    runs = {}
+    for host in (1, 0):
+        res, calls = _run(world, w, process_index=host, process_count=2, wait_s=5.0, poll_s=0.1)
+        runs[host] = calls
+        if host == 1:
+            assert not (w / "report" / "index.html").exists()
+    assert runs[1] == [victims[1]]
+    assert runs[0] == [victims[0], "report"]
+    assert (w / "report" / "index.html").exists()
