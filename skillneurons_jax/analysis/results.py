@@ -23,30 +23,18 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from skillneurons_jax.data.tasks import TASKS as _TASKS
+
 # ----------------------------------------------------------------------------------------------------------------
-# The task catalogue used for display: order, task type, and the clean task behind each adversarial set.
-# Order and grouping follow the paper (sentiment, paraphrase, NLI, ethics, then the adversarial sets). Tasks not
-# listed (e.g. the offline default's task) come after these, alphabetically, with type "other".
+# The display order of the tasks: the paper's (sentiment, paraphrase, NLI, ethics, then the adversarial sets),
+# then any other task of the table (e.g. the offline default's) alphabetically. Task types and clean
+# counterparts come from the one task table, skillneurons_jax.data.tasks.
 # ----------------------------------------------------------------------------------------------------------------
-TASK_TABLE: tuple[tuple[str, str, str | None], ...] = (
-    # name,             task type,     clean task (adversarial sets only)
-    ("sst2", "sentiment", None),
-    ("imdb", "sentiment", None),
-    ("movierationales", "sentiment", None),
-    ("qqp", "paraphrase", None),
-    ("mrpc", "paraphrase", None),
-    ("qnli", "nli", None),
-    ("mnli", "nli", None),
-    ("ethicsdeontology", "ethics", None),
-    ("ethicsjustice", "ethics", None),
-    ("advsst2", "sentiment", "sst2"),
-    ("advqqp", "paraphrase", "qqp"),
-    ("advqnli", "nli", "qnli"),
-    ("advmnli", "nli", "mnli"),
-)
-TASK_ORDER: tuple[str, ...] = tuple(row[0] for row in TASK_TABLE)
-TASK_TYPE: dict[str, str] = {row[0]: row[1] for row in TASK_TABLE}
-CLEAN_TASK: dict[str, str] = {row[0]: row[2] for row in TASK_TABLE if row[2] is not None}
+TASK_ORDER: tuple[str, ...] = ("sst2", "imdb", "movierationales", "qqp", "mrpc", "qnli", "mnli",
+                               "ethicsdeontology", "ethicsjustice", "advsst2", "advqqp", "advqnli", "advmnli")
+
+TASK_TYPE: dict[str, str] = {name: spec.task_type for name, spec in _TASKS.items()}
+CLEAN_TASK: dict[str, str] = {name: spec.clean_task for name, spec in _TASKS.items() if spec.clean_task}
 
 STAGE_DIRS = ("prompts", "predictivity", "suppression", "transfer")
 _PAIR_SEP = "__"
