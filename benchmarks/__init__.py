@@ -168,9 +168,3 @@ def encoder_forward_flops(*, layers: int, hidden: int, intermediate: int, seq_le
     """
     T, H, F = seq_len, hidden, intermediate
     return layers * (8 * T * H * H + 4 * T * T * H + 4 * T * H * F)
-
-
-def readout_flops(*, hidden: int, num_labels: int, has_lm_head: bool) -> int:
-    """Matmul FLOPs of the verbalizer readout at the one <mask> slot (MLM head dense + the label rows)."""
-    return (2 * hidden * hidden if has_lm_head else 0) + 2 * hidden * num_labels
-

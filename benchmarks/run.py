@@ -260,7 +260,7 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
                                lambda: ours.predictivity(prompt, train_b, dev_b), repeats)
     res["predictivity"] = dict(
         examples=E, reference_examples_per_s=E / t_ref["median_s"], ours_examples_per_s=E / t_ours["median_s"],
-        reference=t_ref, ours=t_ours, ours_first_call_s=ours_warm,
+        reference=t_ref, ours=t_ours, ours_first_call_s=ours_warm, reference_first_call_s=ref_warm,
         ours_compile_s=max(ours_warm - t_ours["median_s"], 0.0),
         ours_gflops=flops_ex * E / t_ours["median_s"] / 1e9,
         reference_gflops=flops_ex * E / t_ref["median_s"] / 1e9)

@@ -43,6 +43,9 @@ def test_quick_benchmark_writes_the_ratios_and_passes_its_correctness_check(tmp_
     assert mem["examples_10n"] == 10 * mem["examples_n"]
     assert min(mem["ours_peak_bytes_n"], mem["reference_peak_bytes_10n"]) > 10 * 2 ** 20  # a real RSS figure
     assert res["memory_ratio_10x"] == pytest.approx(mem["ours_peak_bytes_10n"] / mem["ours_peak_bytes_n"])
+    if sys.platform.startswith("linux"):  # the child's own high-water mark, not ru_maxrss inherited at fork
+        assert all(r["peak_source"] == "VmHWM" for r in mem["runs"].values())
+        assert all(r["peak_rss_bytes"] >= r["rss_before_pass_bytes"] for r in mem["runs"].values())
     assert "jax" in res["versions"] and "torch" in res["versions"]
 
 
