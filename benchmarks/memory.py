@@ -32,13 +32,19 @@ def _vm_kib(field: str) -> int:
 
 
 def start(side: str, model: str, examples: int, *, folder: str | None, prompt_len: int, text_len: int,
-          batch_size: int, seed: int, threads: int, attention: str | None = None) -> dict:
-    """Starts the child that measures one predictivity pass (side: "reference" | "ours"); see finish()."""
+          batch_size: int, seed: int, threads: int, attention: str | None = None, lengths: str = "full",
+          max_text_tokens: int = 128, data: str | None = None) -> dict:
+    """Starts the child that measures one predictivity pass (side: "reference" | "ours"); see finish().
+    lengths "real" needs `data`: the encoded splits written by realdata.save_encoded (the child takes the first
+    examples/2 of each and batches them as its side does)."""
     cmd = [sys.executable, "-m", "benchmarks.memory", "--side", side, "--model", model,
            "--examples", str(examples), "--prompt_len", str(prompt_len), "--text_len", str(text_len),
-           "--batch_size", str(batch_size), "--seed", str(seed), "--threads", str(threads)]
+           "--batch_size", str(batch_size), "--seed", str(seed), "--threads", str(threads),
+           "--lengths", lengths, "--max_text_tokens", str(max_text_tokens)]
     if folder is not None:
         cmd += ["--folder", str(folder)]
+    if data is not None:
+        cmd += ["--data", str(data)]
     if attention is not None:
         cmd += ["--attention", attention]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +88,10 @@ def _child(args) -> dict:
 
     import benchmarks as B
     workload = B.Workload(model=args.model, prompt_len=args.prompt_len, text_len=args.text_len,
-                          batch_size=args.batch_size, examples=args.examples, seed=args.seed)
+                          batch_size=args.batch_size, examples=args.examples, seed=args.seed, lengths=args.lengths,
+                          max_text_tokens=args.max_text_tokens)
+    if workload.lengths == "real" and args.data is None:
+        raise ValueError("--lengths real needs --data (the encoded splits: realdata.save_encoded)")
     if args.side == "reference":
         from benchmarks.torch_reference import Reference, build_model
         model = build_model(args.model, args.seed, attention=args.attention)
@@ -98,7 +107,15 @@ def _child(args) -> dict:
     else:
         raise ValueError(f"--side must be 'reference' or 'ours', got {args.side!r}")
     prompt = B.initial_prompt(emb, workload.prompt_len, workload.seed)
-    train, dev = B.predictivity_batches(workload, vocab)
+    if workload.lengths == "full":
+        train, dev = B.predictivity_batches(workload, vocab)
+    else:   # each side batches the same examples its own way (benchmarks/realdata.py)
+        from benchmarks import realdata
+        enc = [realdata.load_encoded(args.data, split, workload.examples // 2) for split in ("train", "dev")]
+        if args.side == "reference":
+            train, dev = (realdata.reference_batches(e, workload.batch_size, workload.max_text_tokens) for e in enc)
+        else:
+            train, dev = (realdata.ours_predictivity_batches(e, workload.batch_size, side.mesh, enc) for e in enc)
     before = _vm_kib("VmRSS")
     t = time.perf_counter()
     out = side.predictivity(prompt, train, dev)
@@ -124,6 +141,9 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--attention", default=None, help="the reference's attention implementation")
+    p.add_argument("--lengths", default="full", choices=("real", "full"))
+    p.add_argument("--max_text_tokens", type=int, default=128)
+    p.add_argument("--data", default=None, help="lengths real: the .npz of realdata.save_encoded")
     print(json.dumps(_child(p.parse_args(argv))), flush=True)
 
 

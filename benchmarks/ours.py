@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.realdata import model_inputs
 from launch.predictivity import make_forward
 from skillneurons_jax import parallel
 from skillneurons_jax.models import Capture, LoadedModel
@@ -30,7 +31,8 @@ from skillneurons_jax.prompt import train as prompt_train
 
 
 class Ours:
-    """Our pipeline on one loaded model. Batches: benchmarks.synthetic_batches format (numpy)."""
+    """Our pipeline on one loaded model. Batches: the data/batches.py format (numpy); keys beyond
+    realdata.MODEL_KEYS (e.g. `index`) are never handed to the compiled functions."""
 
     def __init__(self, loaded: LoadedModel, prompt_len: int, specials: dict, label_ids: tuple):
         self.loaded = loaded
@@ -63,7 +65,7 @@ class Ours:
         """The pipeline's capturing forward over `batches`: ActivationBlocks with acts [1, L, B, P, N] that stay
         on the device and are dropped once the statistics have consumed them."""
         for b in batches:
-            dev = parallel.shard_batch(b, self.mesh)
+            dev = parallel.shard_batch(model_inputs(b), self.mesh)
             _, streams = self.capture_forward(self.params, prompts, dev)
             yield stats.ActivationBlock(streams["encoder"], dev["example_mask"], dev["labels"], None)
 
@@ -87,7 +89,8 @@ class Ours:
         holder = {"prompts": prompts, "opt": parallel.replicate(jax.vmap(tx.init)(prompts), self.mesh)}
 
         def step(batch: dict) -> float:
-            b = parallel.shard_batch({k: np.asarray(v)[None] for k, v in batch.items()}, self.mesh, batch_axis=1)
+            b = parallel.shard_batch({k: np.asarray(v)[None] for k, v in model_inputs(batch).items()}, self.mesh,
+                                     batch_axis=1)
             holder["prompts"], holder["opt"], loss = step_fn(holder["prompts"], holder["opt"], self.params, b)
             return float(loss[0])
 
@@ -95,11 +98,21 @@ class Ours:
 
     def activations(self, prompt: np.ndarray, batches: list[dict]) -> np.ndarray:
         """[L, E, P, N] prompt-position activations of the real examples of `batches`, from the same compiled
-        forward as the predictivity pass (for the agreement check only: the pass never gathers them)."""
+        forward as the predictivity pass (for the agreement check only: the pass never gathers them), in the
+        order of the batches' `index` (the split's row order) when they carry one."""
         prompts = self._prompts(prompt)
-        out = [np.asarray(stats.to_host(blk.acts))[0][:, np.asarray(b["example_mask"])]
-               for blk, b in zip(self._blocks(prompts, batches), batches)]
-        return np.concatenate(out, axis=1)
+        out, rows = [], []
+        for blk, b in zip(self._blocks(prompts, batches), batches):
+            keep = np.asarray(b["example_mask"], bool)
+            out.append(np.asarray(stats.to_host(blk.acts))[0][:, keep])
+            rows.append(np.asarray(b["index"])[keep] if "index" in b else None)
+        acts = np.concatenate(out, axis=1)
+        if any(r is None for r in rows):
+            return acts
+        rows = np.concatenate(rows)
+        if not np.array_equal(np.sort(rows), np.arange(len(rows))):
+            raise ValueError("the batches' index is not a permutation of their examples")
+        return acts[:, np.argsort(rows)]
 
     def recount(self, acts: np.ndarray, labels: np.ndarray, threshold: np.ndarray, batch_size: int) -> np.ndarray:
         """DEV counts [L, P, N] from given activations [L, E, P, N] through the streaming accuracy code

@@ -1,27 +1,39 @@
 """Benchmark: our JAX pipeline against the PyTorch + forward-hooks reference, in one process.
 
-    python -m benchmarks.run --output OUT.json                 # both models, full sizes (minutes on 2 cores)
+    python -m benchmarks.run --output OUT.json                 # both models, real texts (minutes on 2 cores)
     python -m benchmarks.run --output OUT.json --model minilm  # one model
+    python -m benchmarks.run --output OUT.json --lengths full  # the same-work comparison (synthetic, padded)
     python -m benchmarks.run --output OUT.json --quick         # tiny random models (the smoke test)
 
 For each model, both sides get the same weights (the random RoBERTa is saved by PyTorch to a temporary
-safetensors folder and read by our loader), the same synthetic batches, prompt (100 tokens), text length
-(128 tokens), batch sizes and thread count. Measured, as medians over --repeats timed runs after a warm-up
-run (compile time reported separately):
+safetensors folder and read by our loader), the same examples, prompt (100 tokens), batch sizes and thread
+count. Workloads (--lengths; benchmarks/__init__.py, benchmarks/realdata.py):
+  real (default): the offline `tweets` task's first examples, tokenized by the model's tokenizer and truncated to
+        128 text tokens; the reference pads EVERY example to 128 + 3 text positions as the original formatter
+        did, ours batches them as our pipeline does (length buckets, sorted by length; prompt tuning's
+        group_by_length epochs). The JSON records the mode, the mean real length and the token positions
+        each side computed (`data`, and `tokens` under predictivity / train).
+  full: synthetic batches padded to 128 text tokens on both sides: the same work for both.
+Measured, as medians over --repeats timed runs, alternating the sides, after warm-up runs that compile every
+batch shape (compile time reported separately):
   1. predictivity pass (forward with prompt + eqs. 2-5 statistics): examples/s, after checking that both
-     sides agree (activations, baselines, DEV counts, predictivities; see `check_agreement`);
-  2. prompt-tuning training step: examples/s, after checking that the first losses agree;
+     sides agree example by example (activations, baselines, DEV counts, predictivities; `check_agreement`);
+  2. prompt-tuning training step: examples/s, after checking that the first losses agree (one batch of the
+     same examples on both sides);
   3. forward MFU: analytic matmul FLOPs (benchmarks.encoder_forward_flops) / time / this machine's float32
-     matmul peak measured in the same run (benchmarks/peak.py);
+     matmul peak measured in the same run (benchmarks/peak.py), on a fixed 100 + 128 token batch in either mode;
   4. peak RSS of the predictivity stage at N and 10N examples, each in a fresh process (benchmarks/memory.py).
 The JSON's top-level ratios are those of the headline model (roberta-base-random when run, else the first
-model); every model's figures are under "models".
+model); every model's figures are under "models". Each timing records the 1-minute load average: other work on
+the machine slows both sides, but not necessarily equally (the two libraries' thread pools react differently to
+busy cores), so compare ratios measured on a quiet machine.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import platform
@@ -49,10 +61,13 @@ MODEL_CHOICES = {
 # --quick measures the first only, to stay within the smoke test's time: each child imports torch or jax);
 # memory_jobs: children run at once (--quick: all four; full sizes: one, the reference's 10N child alone
 # holds gigabytes).
-FULL = dict(prompt_len=100, text_len=128, batch_size=32, train_batch_size=16, train_steps=2, examples=64,
-            memory_examples=32, memory_batch_size=16, repeats=3, memory_models=None, memory_jobs=1)
-QUICK = dict(prompt_len=8, text_len=16, batch_size=4, train_batch_size=4, train_steps=2, examples=16,
-             memory_examples=8, memory_batch_size=4, repeats=2, memory_models=1, memory_jobs=4)
+FULL = dict(prompt_len=100, text_len=128, max_text_tokens=128, batch_size=32, train_batch_size=16, train_steps=2,
+            examples=64, memory_examples=32, memory_batch_size=16, repeats=3, memory_models=None, memory_jobs=1)
+QUICK = dict(prompt_len=8, text_len=16, max_text_tokens=16, batch_size=4, train_batch_size=4, train_steps=2,
+             examples=16, memory_examples=8, memory_batch_size=4, repeats=2, memory_models=1, memory_jobs=4)
+# Real texts (--lengths real, the default): more examples, so that each split has several batches and the
+# length buckets show (a single batch of 32 random tweets always reaches the 64-token bucket).
+REAL_OVERRIDES = dict(examples=128, train_steps=4)
 
 # Agreement tolerances (float32 on both sides, different kernels and summation orders): activations and
 # baselines must satisfy |ours - reference| <= ACT_ATOL + ACT_RTOL * |reference|, element by element.
@@ -212,12 +227,13 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
     import numpy as np
 
     import benchmarks as B
-    from benchmarks import memory, ours as ours_mod
+    from benchmarks import memory, ours as ours_mod, realdata, sides as sides_mod
     from benchmarks.torch_reference import Reference, build_model
 
     w = B.Workload(model=name, prompt_len=sizes["prompt_len"], text_len=sizes["text_len"],
                    batch_size=sizes["batch_size"], train_batch_size=sizes["train_batch_size"],
-                   examples=sizes["examples"], train_steps=sizes["train_steps"], seed=args.seed)
+                   examples=sizes["examples"], train_steps=sizes["train_steps"], seed=args.seed,
+                   lengths=args.lengths, max_text_tokens=sizes["max_text_tokens"])
     repeats = sizes["repeats"]
     res: dict = dict(workload=dict(dataclasses.asdict(w), seq_len=w.seq_len))
 
@@ -237,57 +253,73 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
                         torch_attention=getattr(tmodel.config, "_attn_implementation", None),
                         readout=ours.readout_source)
     prompt = B.initial_prompt(tmodel.word_embeddings.weight.detach().numpy(), w.prompt_len, w.seed)
-    train_b, dev_b = B.predictivity_batches(w, tmodel.vocab_size)
+    log(f"[{name}] data: lengths={w.lengths}")
+    sides = sides_mod.build(w, tmodel.vocab_size, ours.mesh, data_dir=args.data_dir,
+                            memory_examples=sizes["memory_examples"] if measure_memory else 0)
+    res["data"] = sides.info
     E = w.examples
-    flops_ex = B.encoder_forward_flops(layers=tmodel.num_layers, hidden=tmodel.hidden,
-                                       intermediate=tmodel.intermediate, seq_len=w.seq_len)
+    dims = dict(layers=tmodel.num_layers, hidden=tmodel.hidden, intermediate=tmodel.intermediate)
+    flops_ex = B.encoder_forward_flops(seq_len=w.seq_len, **dims)
+    P = w.prompt_len
 
-    # ---- correctness first (also the warm-up run of both sides)
+    # ---- correctness first (also the warm-up run of both sides: every bucket shape of the pass is compiled)
     log(f"[{name}] correctness: activations, baselines, counts, predictivities")
-    ref_warm, ref_out = first_call(lambda: reference.predictivity(prompt, train_b, dev_b,
+    ref_warm, ref_out = first_call(lambda: reference.predictivity(prompt, sides.ref_train, sides.ref_dev,
                                                                   return_dev_activations=True))
-    ours_warm, ours_out = first_call(lambda: ours.predictivity(prompt, train_b, dev_b))
-    dev_labels = np.concatenate([b["labels"][b["example_mask"]] for b in dev_b])
-    ours_acts = ours.activations(prompt, dev_b)
-    streamed = ours.recount(ours_acts, dev_labels, ours_out["baseline"], w.batch_size)
-    res["correctness"] = check_agreement(ref_out, ours_out, ref_out.pop("dev_activations"), ours_acts, dev_labels,
-                                         streamed)
+    ours_warm, ours_out = first_call(lambda: ours.predictivity(prompt, sides.ours_train, sides.ours_dev))
+    ref_rows = np.concatenate([b["index"][b["example_mask"]] for b in sides.ref_dev])
+    if not np.array_equal(ref_rows, np.arange(len(ref_rows))):
+        raise AssertionError("the reference's DEV batches are not in the split's order")
+    ours_acts = ours.activations(prompt, sides.ours_dev)     # rows in the split's order, as the reference's
+    streamed = ours.recount(ours_acts, sides.dev_labels, ours_out["baseline"], w.batch_size)
+    res["correctness"] = check_agreement(ref_out, ours_out, ref_out.pop("dev_activations"), ours_acts,
+                                         sides.dev_labels, streamed)
     del ours_acts
 
     # ---- 1. predictivity pass
     log(f"[{name}] timing the predictivity pass ({E} examples, {repeats} repeats per side)")
-    t_ref, t_ours = timed_pair(lambda: reference.predictivity(prompt, train_b, dev_b),
-                               lambda: ours.predictivity(prompt, train_b, dev_b), repeats)
+    t_ref, t_ours = timed_pair(lambda: reference.predictivity(prompt, sides.ref_train, sides.ref_dev),
+                               lambda: ours.predictivity(prompt, sides.ours_train, sides.ours_dev), repeats)
+    ref_flops = realdata.forward_flops(sides.ref_train + sides.ref_dev, P, dims)
+    ours_flops = realdata.forward_flops(sides.ours_train + sides.ours_dev, P, dims)
     res["predictivity"] = dict(
         examples=E, reference_examples_per_s=E / t_ref["median_s"], ours_examples_per_s=E / t_ours["median_s"],
         reference=t_ref, ours=t_ours, ours_first_call_s=ours_warm, reference_first_call_s=ref_warm,
         ours_compile_s=max(ours_warm - t_ours["median_s"], 0.0),
-        ours_gflops=flops_ex * E / t_ours["median_s"] / 1e9,
-        reference_gflops=flops_ex * E / t_ref["median_s"] / 1e9)
+        warmed_up="the correctness pass ran every batch of both sides first (every bucket shape compiled)",
+        reference_flops=ref_flops, ours_flops=ours_flops,
+        ours_gflops=ours_flops / t_ours["median_s"] / 1e9, reference_gflops=ref_flops / t_ref["median_s"] / 1e9,
+        tokens=sides.info["tokens"]["predictivity"])
     res["predictivity_speedup"] = t_ref["median_s"] / t_ours["median_s"]
 
     # ---- 2. training step
     log(f"[{name}] timing the training step ({w.train_steps} steps of {w.train_batch_size} per repeat)")
-    tb = B.training_batches(w, tmodel.vocab_size)
     ref_step, _ = reference.make_train_step(prompt)
     ours_step, _ = ours.make_train_step(prompt)
-    ref_t0, ref_loss0 = first_call(lambda: ref_step(tb[0]))
-    ours_t0, ours_loss0 = first_call(lambda: ours_step(tb[0]))
+    # First step: the same examples on both sides (each padded its own way), so the losses must agree.
+    ref_t0, ref_loss0 = first_call(lambda: ref_step(sides.check_ref))
+    ours_t0, ours_loss0 = first_call(lambda: ours_step(sides.check_ours))
     if not abs(ref_loss0 - ours_loss0) <= LOSS_ATOL:
         raise AssertionError(f"first training losses differ: reference {ref_loss0}, ours {ours_loss0}")
+    # Warm-up: one untimed pass over every step's batch on both sides (compiles each of our bucket shapes).
+    warm = {"reference": first_call(lambda: [ref_step(b) for b in sides.ref_steps])[0],
+            "ours": first_call(lambda: [ours_step(b) for b in sides.ours_steps])[0]}
     n_train = w.train_steps * w.train_batch_size
-    t_ref, t_ours = timed_pair(lambda: [ref_step(b) for b in tb], lambda: [ours_step(b) for b in tb], repeats)
+    t_ref, t_ours = timed_pair(lambda: [ref_step(b) for b in sides.ref_steps],
+                               lambda: [ours_step(b) for b in sides.ours_steps], repeats)
     res["train"] = dict(
         batch_size=w.train_batch_size, steps_per_repeat=w.train_steps,
         reference_examples_per_s=n_train / t_ref["median_s"], ours_examples_per_s=n_train / t_ours["median_s"],
         reference=t_ref, ours=t_ours, ours_first_call_s=ours_t0, reference_first_call_s=ref_t0,
-        first_loss_reference=ref_loss0, first_loss_ours=ours_loss0)
+        warm_up_pass_s=warm, warmed_up="one untimed pass over every timed batch on both sides first",
+        first_loss_reference=ref_loss0, first_loss_ours=ours_loss0, tokens=sides.info["tokens"]["train"])
     res["correctness"]["first_loss_abs_diff"] = abs(ref_loss0 - ours_loss0)
     res["train_speedup"] = t_ref["median_s"] / t_ours["median_s"]
 
-    # ---- 3. forward MFU: the forward and the matmul-peak loop timed in alternation
+    # ---- 3. forward MFU: the forward and the matmul-peak loop timed in alternation, on the fixed-length
+    # synthetic batch (prompt + text_len tokens, every row padded to text_len) whatever the workload mode
     log(f"[{name}] timing the plain forward and the matmul peak (MFU)")
-    batch = dev_b[0]
+    batch = B.synthetic_batches(w, tmodel.vocab_size, examples=w.batch_size, seed_offset=2)[0]
     fwd_warm, _ = first_call(lambda: ours.forward(prompt, batch))
     reference.forward(prompt, batch)
     fns = {"reference": lambda: reference.forward(prompt, batch), "ours": lambda: ours.forward(prompt, batch)}
@@ -317,6 +349,10 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
     else:
         n = sizes["memory_examples"]
         runs = [(side, count) for side in ("ours", "reference") for count in (n, 10 * n)]
+        data_file = None
+        if sides.encoded is not None:  # real texts: the children read the encoded splits (no tokenizer there)
+            data_file = str(pathlib.Path(tmp.name) / "encoded.npz")
+            realdata.save_encoded(data_file, **sides.encoded)
         mem = {}
         for i in range(0, len(runs), sizes["memory_jobs"]):  # children at once (RSS is per process either way)
             group = runs[i:i + sizes["memory_jobs"]]
@@ -325,7 +361,8 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
             handles = {f"{side}_{count}": memory.start(
                 side, name, count, folder=folder, prompt_len=w.prompt_len, text_len=w.text_len,
                 batch_size=sizes["memory_batch_size"], seed=w.seed, threads=args.threads_used,
-                attention=args.reference_attention) for side, count in group}
+                attention=args.reference_attention, lengths=w.lengths, max_text_tokens=w.max_text_tokens,
+                data=data_file) for side, count in group}
             mem.update({key: memory.finish(h) for key, h in handles.items()})
         peak = lambda side, count: mem[f"{side}_{count}"]["peak_rss_bytes"]
         res["memory"] = dict(
@@ -365,6 +402,14 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="threads for both sides (0 = every available core)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip_memory", action="store_true", help="skip the fresh-process memory measurement")
+    p.add_argument("--lengths", default="real", choices=("real", "full"),
+                   help="real (default): real tweets, the reference padded to the original fixed length, ours in "
+                        "the pipeline's length buckets; full: synthetic batches padded to text_len on both sides "
+                        "(the same-work comparison)")
+    p.add_argument("--data_dir", default=None,
+                   help="folder with tokenizers/roberta-base (default: $SKILLNEURONS_SHARED_DATA or ../shared/data); "
+                        "without it roberta-base-random uses the MiniLM tokenizer's lengths")
+    p.add_argument("--max_text_tokens", type=int, default=None, help="--lengths real: text tokens after truncation")
     p.add_argument("--reference_attention", default=None, choices=("sdpa", "eager"),
                    help="the reference's attention implementation (default: transformers' default, sdpa; "
                         "'eager' is what the original code ran)")
@@ -375,7 +420,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     args.threads_used = configure_threads(args.threads)
     sizes = dict(QUICK if args.quick else FULL)
-    for key in ("repeats", "examples", "memory_examples", "batch_size", "train_batch_size", "train_steps"):
+    if args.lengths == "real" and not args.quick:
+        sizes.update(REAL_OVERRIDES)
+    for key in ("repeats", "examples", "memory_examples", "batch_size", "train_batch_size", "train_steps",
+                "max_text_tokens"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     models = MODEL_CHOICES["quick" if args.quick else args.model]
@@ -390,6 +438,8 @@ def main(argv=None) -> dict:
     import transformers
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # The tweets reader logs how it carves the splits, once per split and model: not news here.
+    logging.getLogger("skillneurons_jax.data.readers").setLevel(logging.ERROR)
     import jax
 
     from benchmarks import peak
@@ -419,7 +469,9 @@ def main(argv=None) -> dict:
         matmul_peak=dict(jax=jax_peak, torch=torch_peak, dtype="float32",
                          method=f"jitted fori_loop of {n_peak}x{n_peak} matmuls, median of repeats; measured at "
                                 "the start and again in alternation with each model's forward, the larger used"),
-        models=per_model, sizes=sizes, quick=bool(args.quick),
+        models=per_model, sizes=sizes, quick=bool(args.quick), lengths=args.lengths,
+        data={name: {k: r["data"].get(k) for k in ("mode", "tokenizer", "mean_real_text_len", "reference_text_len")}
+              for name, r in per_model.items()},
         machine=dict(platform=platform.platform(), processor=platform.processor(), cores=os.cpu_count(),
                      jax_devices=[str(d) for d in jax.devices()], loadavg_at_end=_loadavg()),
         versions=sio.package_versions(), python=platform.python_version(),
@@ -427,7 +479,7 @@ def main(argv=None) -> dict:
     )
     sio.atomic_write_json(args.output, result)
     summary = {k: result[k] for k in TARGETS}
-    summary.update(threads=result["threads"], headline_model=headline,
+    summary.update(threads=result["threads"], headline_model=headline, lengths=args.lengths,
                    max_predictivity_diff=result["max_predictivity_diff"],
                    correctness_passed=result["correctness_passed"])
     print(json.dumps(summary, indent=2))

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tied_scale = 1.0                 # tied readout: multiplier of hidden . word embedding
     # data
     c.max_text_tokens = 128            # text tokens after truncation (template words included)
+    c.train_max_examples = ml_collections.FieldReference(None, field_type=int)  # cap on train (None: --max_examples)
     c.dev_max_examples = ml_collections.FieldReference(None, field_type=int)  # cap on dev only (None: --max_examples)
     c.eval_batch_size = 64
     c.group_by_length = False          # train batches of similar-length rows (less padding: faster on CPU)

@@ -58,17 +58,6 @@ def settings() -> dict:
 MIN_BUCKET = 8
 
 
-def settings() -> dict:
-    """Flag values, with --config fields filling flags that were not given on the command line."""
-    out = {name: FLAGS[name].value for name in CONFIG_FIELDS}
-    config = FLAGS.config
-    if config is not None:
-        for name in CONFIG_FIELDS:
-            if name in config and not FLAGS[name].present:
-                out[name] = config[name]
-    return out
-
-
 def read_texts(path) -> list[str]:
     path = pathlib.Path(path)
     if not path.is_file():

@@ -136,17 +136,23 @@ def encode_split(setup: common.Setup, task: str, split: str, data_dir, max_examp
                            max_text_tokens=max_text_tokens)
 
 
-def batches(encoded: batching.Encoded, batch_size: int, mesh, fixed_length: Optional[int] = None) -> Iterator[dict]:
-    """File-order batches of the global batch size (filler rows flagged), made lazily (memory does not grow with
-    the split). fixed_length: every batch gets exactly that many token positions (needed when every position is
-    captured, so that the statistics keep one shape); otherwise the data module's buckets."""
+def batches(encoded: batching.Encoded, batch_size: int, mesh, fixed_length: Optional[int] = None, *,
+            sort_by_length: bool = False, buckets: Optional[Sequence[int]] = None) -> Iterator[dict]:
+    """Batches of the global batch size (filler rows flagged), made lazily (memory does not grow with the split).
+    fixed_length: every batch gets exactly that many token positions (needed when every position is captured,
+    so that the statistics keep one shape); otherwise `buckets` (default: the data module's). File order, or
+    with sort_by_length rows sorted longest first within chunks of 32 batches (batches.iterate), so that each
+    batch pads only to the bucket of rows of similar length (the statistics are sums and counts: the order
+    changes at most the float32 rounding of the TRAIN sums)."""
     n = parallel.num_data_shards(mesh)
     parallel.check_divisible(batch_size, mesh, what="evaluation batch size (config eval_batch_size)")
-    kw = {} if fixed_length is None else {"buckets": (int(fixed_length),)}
+    kw = {} if buckets is None else {"buckets": tuple(int(b) for b in buckets)}
+    if fixed_length is not None:
+        kw = {"buckets": (int(fixed_length),)}
     if fixed_length is not None and int(encoded.lengths.max()) > fixed_length:
         raise ValueError(f"task {encoded.task!r}: a text of {int(encoded.lengths.max())} tokens is longer than the "
                          f"{fixed_length} token positions the statistics were started with")
-    for b in batching.iterate(encoded, batch_size, seed=None, num_devices=n, **kw):
+    for b in batching.iterate(encoded, batch_size, seed=None, num_devices=n, sort_by_length=sort_by_length, **kw):
         yield {k: b[k] for k in common.MODEL_KEYS}
 
 
@@ -294,9 +300,14 @@ def run_predictivity(run: PredictivityRun) -> pathlib.Path:
         else:
             fixed = _fixed_length(train_enc, dev_enc)
 
+    # Sorted by length, buckets cut at the longest row: a batch pads to the bucket of rows of similar length and
+    # never past the longest text (sums and counts do not need file order).
+    buckets = common.buckets_for([e for e in (train_enc, dev_enc) if e is not None])
+
     def blocks(enc, confusion=None):
-        return _blocks(forward, params, prompts, batches(enc, batch_size, mesh, fixed), mesh, prompt_len,
-                       opts.positions, confusion)
+        return _blocks(forward, params, prompts, batches(enc, batch_size, mesh, fixed, sort_by_length=True,
+                                                         buckets=buckets),
+                       mesh, prompt_len, opts.positions, confusion)
 
     if reused is None:
         train = P.summarize_train(lambda: blocks(train_enc), opts)

@@ -1,8 +1,9 @@
 """Keeps the benchmark code working (benchmarks are never timed in tests).
 
-The smoke test runs `python -m benchmarks.run --quick` on tiny random models in a subprocess and checks the
-JSON it writes; the other tests pin the pieces the benchmark's verdicts rest on (the agreement check must
-reject a wrong computation, the FLOP count, the synthetic workload).
+The smoke test runs `python -m benchmarks.run --quick` on tiny random models in a subprocess (the default
+real-text workload) and checks the JSON it writes; the other tests pin the pieces the benchmark's verdicts rest
+on (the agreement check must reject a wrong computation, the FLOP count, the synthetic workload). The real-text
+batching itself is tested in tests/test_benchmarks_realdata.py.
 """
 import json
 import os
@@ -47,6 +48,18 @@ def test_quick_benchmark_writes_the_ratios_and_passes_its_correctness_check(tmp_
         assert all(r["peak_source"] == "VmHWM" for r in mem["runs"].values())
         assert all(r["peak_rss_bytes"] >= r["rss_before_pass_bytes"] for r in mem["runs"].values())
     assert "jax" in res["versions"] and "torch" in res["versions"]
+    # The default workload: real texts, the reference at the original fixed length, ours in length buckets.
+    assert res["lengths"] == "real"
+    for name, m in res["models"].items():
+        d = m["data"]
+        assert d["mode"] == "real" and d["reference_text_len"] == d["max_text_tokens"] + 3, (name, d)
+        assert 3 <= d["mean_real_text_len"] <= d["max_text_tokens"] + 2
+        for stage in ("predictivity", "train"):
+            t = d["tokens"][stage]
+            assert t["ours"]["real"] == t["reference"]["real"] > 0          # the same examples on both sides
+            assert set(t["reference"]["text_lengths"]) == {d["reference_text_len"]}
+            assert m[stage]["tokens"] == t
+        assert m["predictivity"]["ours_flops"] > 0 and m["predictivity"]["reference_flops"] > 0
 
 
 def _side(acts, labels, baseline, flip=None, pred_shift=0.0):
@@ -124,6 +137,22 @@ def test_synthetic_workload_is_deterministic_and_well_formed():
         B.Workload(model="tiny-roberta-random", batch_size=4, examples=12)
     with pytest.raises(ValueError, match="unknown benchmark model"):
         B.Workload(model="gpt-7")
+
+
+def test_full_mode_gives_both_sides_the_same_synthetic_batches():
+    from benchmarks import sides as sides_mod
+    from skillneurons_jax import parallel
+    w = B.Workload(model="tiny-bert-random", prompt_len=4, text_len=16, batch_size=4, train_batch_size=4,
+                   examples=16, lengths="full")
+    s = sides_mod.build(w, 1000, parallel.make_mesh())
+    assert s.info["mode"] == "full" and s.ref_train is s.ours_train and s.ref_steps is s.ours_steps
+    assert all(b["input_ids"].shape == (4, 16) for b in s.ref_train + s.ref_dev + s.ref_steps)
+    assert np.concatenate([b["index"] for b in s.ref_dev]).tolist() == list(range(8))
+    np.testing.assert_array_equal(s.dev_labels, np.concatenate([b["labels"] for b in s.ref_dev]))
+    t = s.info["tokens"]["predictivity"]
+    assert t["ours"] == t["reference"] and t["ours"]["positions"] == 16 * (4 + 16)
+    with pytest.raises(ValueError, match="lengths must be"):
+        B.Workload(model="tiny-bert-random", lengths="bucketed")
 
 
 def test_minilm_label_ids_are_the_tokenizers(minilm_path):

@@ -1,5 +1,4 @@
 """launch/activations.py: the activation dump on tiny checkpoints, checked against transformers PyTorch."""
-import io as _io
 import json
 import os
 import pathlib
@@ -14,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from launch import activations  # noqa: E402
 from skillneurons_jax.models import load_pretrained  # noqa: E402
-from tiny_encoders import hf_forward, make_checkpoint  # noqa: E402
+from tiny_encoders import hf_forward, make_checkpoint, make_t5_checkpoint  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TEXTS = ["the movie was good !", "bad", "this film is not very fun , and the plot is boring . the actor is bad",
@@ -96,24 +95,12 @@ def test_batch_plan_groups_by_length():
 
 @pytest.fixture(scope="module")
 def t5(tmp_path_factory):
-    spm = pytest.importorskip("sentencepiece")
-    import transformers
+    pytest.importorskip("sentencepiece")
     folder = tmp_path_factory.mktemp("t5_tiny")
     rng = random.Random(0)
     words = "the movie was great bad good film is it not true false a plot".split()
     sentences = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(200)]
-    model = _io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=32,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   character_coverage=1.0, minloglevel=2)
-    (folder / "spiece.model").write_bytes(model.getvalue())
-    tok = transformers.T5Tokenizer.from_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(vocab_size=len(tok), d_model=16, d_kv=4, d_ff=24, num_layers=2,
-                                num_decoder_layers=1, num_heads=4, dropout_rate=0.0, feed_forward_proj="relu")
-    hf = transformers.T5ForConditionalGeneration(cfg).eval()
-    hf.save_pretrained(str(folder))
+    hf = make_t5_checkpoint(folder, sentences, vocab_size=32, num_decoder_layers=1)
     return folder, hf
 
 

@@ -217,27 +217,14 @@ def test_command_lines(env, sst2, tmp_path):
 @pytest.fixture(scope="module")
 def t5_env(env, tmp_path_factory):
     """A tiny T5 v1.0 (ReLU) with a SentencePiece vocabulary trained on the test sentences and label words."""
-    import io
-    spm = pytest.importorskip("sentencepiece")
-    import torch
-    import transformers
+    pytest.importorskip("sentencepiece")
     folder = tmp_path_factory.mktemp("t5") / "tiny-t5"
     folder.mkdir()
     rng = np.random.default_rng(0)
     sentences = [" ".join(rng.choice(WORDS + ["negative", "positive", "good", "bad"] * 3, size=8))
                  for _ in range(300)]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=60,
-                                   hard_vocab_limit=False,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   character_coverage=1.0, minloglevel=2)
-    (folder / "spiece.model").write_bytes(model.getvalue())
-    tok = transformers.T5Tokenizer.from_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    torch.manual_seed(0)
-    config = transformers.T5Config(vocab_size=len(tok), d_model=16, d_kv=4, d_ff=24, num_layers=2,
-                                   num_decoder_layers=3, num_heads=4, dropout_rate=0.0, feed_forward_proj="relu")
-    transformers.T5ForConditionalGeneration(config).eval().save_pretrained(str(folder))
+    tiny_encoders.make_t5_checkpoint(folder, sentences, vocab_size=60, num_decoder_layers=3,
+                                     hard_vocab_limit=False)
     workdir = env["root"] / "t5work"
     _write_prompts(workdir, "sst2", SEEDS, 16, model="tiny-t5")
     return {"ckpt": folder, "workdir": workdir}

@@ -114,3 +114,30 @@ def padded_batch(tokenizer, texts):
     """Right-padded numpy batch (input_ids int32 [B, T], attention_mask int32 [B, T])."""
     enc = tokenizer(list(texts), padding=True)
     return (np.asarray(enc["input_ids"], np.int32), np.asarray(enc["attention_mask"], np.int32))
+
+
+def make_t5_checkpoint(folder, sentences, *, vocab_size: int, num_decoder_layers: int, seed: int = 0,
+                       hard_vocab_limit: bool = True):
+    """A tiny T5 v1.0 (ReLU; d_model 16, d_ff 24, 2 encoder layers, 4 heads) in `folder`, with a SentencePiece
+    vocabulary trained on `sentences` (the real t5-base spiece.model is not available offline). Returns the
+    PyTorch model (eval mode) that was saved."""
+    import io
+
+    import sentencepiece as spm
+    import torch
+    import transformers
+    folder = pathlib.Path(folder)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
+                                   hard_vocab_limit=hard_vocab_limit, model_type="unigram", pad_id=0, eos_id=1,
+                                   unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    tok = transformers.T5Tokenizer.from_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = transformers.T5Config(vocab_size=len(tok), d_model=16, d_kv=4, d_ff=24, num_layers=2,
+                                   num_decoder_layers=num_decoder_layers, num_heads=4, dropout_rate=0.0,
+                                   feed_forward_proj="relu")
+    hf = transformers.T5ForConditionalGeneration(config).eval()
+    hf.save_pretrained(str(folder))
+    return hf

