@@ -83,6 +83,8 @@ def encode(model: str, split: str, examples: int, vocab_size: int, max_text_toke
     rows = tasks.load_split(TASK, split, None, max_examples=examples)
     if len(rows) < examples:
         raise ValueError(f"task {TASK!r} {split}: {len(rows)} examples, fewer than the {examples} asked for")
+    # The file is sorted by label: a fixed shuffle, so that every prefix (subset) holds both labels.
+    rows = [rows[i] for i in np.random.default_rng([seed, 0x5EED]).permutation(len(rows))]
     family = B.MODELS[model]["family"]
     if exact:
         enc = batching.encode(rows, tokenizer, TASK, family, max_text_tokens=max_text_tokens)

@@ -61,6 +61,8 @@ def _real(w: B.Workload, vocab_size: int, mesh, data_dir, memory_examples: int) 
                                   exact=exact, seed=w.seed) for split in ("train", "dev")}
     half = w.examples // 2
     pred = {s: realdata.subset(enc[s], half) for s in ("train", "dev")}
+    if len(np.unique(pred["dev"].labels)) < 2:   # neuron accuracy against a constant label means nothing
+        raise ValueError(f"the benchmark's {half} DEV examples hold one label only; use more --examples")
     ref_train, ref_dev = (realdata.reference_batches(pred[s], w.batch_size, w.max_text_tokens)
                           for s in ("train", "dev"))
     ours_train, ours_dev = (realdata.ours_predictivity_batches(pred[s], w.batch_size, mesh,

@@ -194,8 +194,9 @@ def main(argv):
                    printer=lambda msg: print(msg, flush=True))
     if FLAGS.dry_run:
         return
-    print(f"[plan] finished in {time.time() - t0:.0f} s: {res['ran']} stage(s) run, {len(res['up_to_date'])} up to "
-          f"date, {len(res['skipped'])} skipped, {len(res['failed'])} failed", flush=True)
+    print(f"[plan] finished in {time.time() - t0:.0f} s: {res['ran']} stage(s) run, "
+          f"{len(res.get('already_done', ())) + len(res['up_to_date'])} already done or up to date, "
+          f"{len(res['skipped'])} skipped, {len(res['failed'])} failed", flush=True)
     for key, why in res["failed"].items():
         print(f"[plan] FAILED {key}: {why}", file=sys.stderr, flush=True)
     if res["report"] is not None:

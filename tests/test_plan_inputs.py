@@ -32,7 +32,10 @@ def test_changed_input_reruns_dependents_and_identical_one_does_not(tmp_path):
     (tmp_path / "a.txt").unlink()
     calls.clear()
     res = plan.run(_stages(tmp_path, calls, content), tmp_path, **quiet)
-    assert calls == ["a"] and set(res["up_to_date"]) == {"b", "c", "r"}
+    assert calls == ["a"] and set(res["up_to_date"]) == {"b", "c", "r"} and res["already_done"] == []
+    calls.clear()
+    res = plan.run(_stages(tmp_path, calls, content), tmp_path, **quiet)   # everything done: nothing runs
+    assert calls == [] and res["already_done"] == ["a", "b", "c", "r"] and res["up_to_date"] == []
     # a's output corrupted and regenerated with new content: everything that read it reruns
     (tmp_path / "a.txt").write_text("garbage")
     content["a"] = "A2"

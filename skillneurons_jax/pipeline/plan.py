@@ -186,10 +186,13 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
 
     A stage that was only pending because something upstream had to run is checked again when its turn comes:
     if its inputs came back byte-identical it is up to date and is not run. Returns {"ran": count run,
-    "executed": [keys run], "failed": {key: reason}, "skipped": {key: reason}, "up_to_date": [keys]}."""
+    "executed": [keys run], "failed": {key: reason}, "skipped": {key: reason}, "up_to_date": [keys],
+    "already_done": [keys found done before the run started]}."""
     workdir = pathlib.Path(workdir)
     by_key = {s.key: s for s in stages}
     todo = pending(stages, workdir)
+    todo_keys = {s.key for s in todo}
+    already_done = [s.key for s in order(stages) if not s.skip_reason and s.key not in todo_keys]
     skipped = {s.key: s.skip_reason for s in stages if s.skip_reason}
     for key, reason in skipped.items():
         printer(f"[plan] skip {key}: {reason}")
@@ -229,4 +232,5 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
         spent_real += dt
         spent_est += s.cost_s
         remaining -= s.cost_s
-    return {"ran": len(ran), "executed": ran, "failed": failed, "skipped": skipped, "up_to_date": fresh}
+    return {"ran": len(ran), "executed": ran, "failed": failed, "skipped": skipped, "up_to_date": fresh,
+            "already_done": already_done}
