@@ -205,6 +205,9 @@ def token_counts(batches: list[dict], prompt_len: int) -> dict:
 
 
 def forward_flops(batches: list[dict], prompt_len: int, model_dims: dict) -> int:
-    """Matmul FLOPs of the encoder forwards over these batches at their own shapes (B.encoder_forward_flops)."""
+    """Matmul FLOPs of the encoder forwards over these batches at their own shapes (B.encoder_forward_flops).
+
+    Every layer counted at every position, for both sides: our last layer computes only the rows read
+    (output_rows), so for us this is the full forward's work, done with less."""
     return int(sum(b["input_ids"].shape[0] * B.encoder_forward_flops(seq_len=prompt_len + b["input_ids"].shape[1],
                                                                     **model_dims) for b in batches))

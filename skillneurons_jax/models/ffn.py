@@ -108,21 +108,30 @@ class Intervention:
     def num_layers(self) -> int:
         return self.mask.shape[0]
 
-    def apply(self, acts: jax.Array, layer: int) -> jax.Array:
-        """acts: [batch, tokens, neurons] of layer `layer` -> the intervened activations."""
+    def apply(self, acts: jax.Array, layer: int, sequence_length: Optional[int] = None) -> jax.Array:
+        """acts: [batch, tokens, neurons] of layer `layer` -> the intervened activations.
+
+        sequence_length: the full sequence's length when `acts` holds only its first `tokens` positions (an
+        encoder's last layer computes only the rows its caller reads): positions and the Gaussian noise are
+        those of the full sequence, cut to the first rows, so the result equals the full computation's."""
         if self.mask.ndim != 2 or self.mask.shape[1] != acts.shape[-1]:
             raise ValueError(
                 f"intervention mask has shape {self.mask.shape}; expected [layers, {acts.shape[-1]}]")
+        rows = acts.shape[1]
+        full = rows if sequence_length is None else sequence_length
+        if full < rows:
+            raise ValueError(f"sequence_length {full} is shorter than the {rows} positions given")
         m = self.mask[layer][None, None, :]
         if self.positions is not None:
-            if self.positions.shape != (acts.shape[1],):
+            if self.positions.shape != (full,):
                 raise ValueError(
                     f"intervention positions have shape {self.positions.shape}; "
-                    f"expected [{acts.shape[1]}] (the full sequence)")
-            m = m & self.positions[None, :, None]
+                    f"expected [{full}] (the full sequence)")
+            m = m & self.positions[None, :rows, None]
         new = self.keep[layer] * acts + self.value[layer].astype(acts.dtype)
         if self.rng is not None:
-            noise = jax.random.normal(jax.random.fold_in(self.rng, layer), acts.shape, jnp.float32)
+            shape = (acts.shape[0], full, acts.shape[2])
+            noise = jax.random.normal(jax.random.fold_in(self.rng, layer), shape, jnp.float32)[:, :rows]
             new = new + (self.noise_scale[layer] * noise).astype(acts.dtype)
         return jnp.where(m, new.astype(acts.dtype), acts)
 
@@ -144,7 +153,10 @@ class InterceptFFN(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, layer: int, capture: Optional[Capture] = None,
-                 intervention: Optional[Intervention] = None, deterministic: bool = True):
+                 intervention: Optional[Intervention] = None, deterministic: bool = True,
+                 sequence_length: Optional[int] = None):
+        """x [batch, tokens, hidden]; sequence_length: the full sequence's length when x holds only its first
+        rows (Intervention.apply); capture positions count from the first row either way."""
         act = activation_fn(self.activation)
         dense = functools.partial(nn.Dense, use_bias=self.use_bias, dtype=self.dtype,
                                   param_dtype=jnp.float32)
@@ -155,7 +167,7 @@ class InterceptFFN(nn.Module):
             pre = dense(self.intermediate, name="wi")(x)
             h = act(pre)
         if intervention is not None:
-            h = intervention.apply(h, layer)
+            h = intervention.apply(h, layer, sequence_length)
         neurons = None
         if capture is not None:
             neurons = capture.take(pre if capture.pre_activation else h).astype(jnp.float32)

@@ -72,7 +72,9 @@ class SelfAttention(nn.Module):
     dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x, bias, *, deterministic: bool = True):
+    def __call__(self, x, bias, *, rows: Optional[int] = None, deterministic: bool = True):
+        """x [B, T, H], bias [B, 1, 1, T] -> [B, rows or T, H]: with `rows`, only the first rows' queries (keys
+        and values come from all T positions)."""
         cfg = self.config
         dtype = compute_dtype(cfg)
         heads = cfg.num_heads
@@ -82,7 +84,8 @@ class SelfAttention(nn.Module):
         dense = lambda name: nn.Dense(cfg.hidden, dtype=dtype, param_dtype=jnp.float32, name=name)
         # [B, T, H] -> [B, heads, T, d]
         split = lambda t: t.reshape(t.shape[:-1] + (heads, head_dim)).transpose(0, 2, 1, 3)
-        q = split(dense("query")(x)) * jnp.asarray(1.0 / math.sqrt(head_dim), dtype)
+        queries = x if rows is None else x[:, :rows]
+        q = split(dense("query")(queries)) * jnp.asarray(1.0 / math.sqrt(head_dim), dtype)
         k = split(dense("key")(x))
         v = split(dense("value")(x))
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
@@ -97,22 +100,28 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """x -> LN(x + attn(x)) -> LN(h + FFN(h)) (post-LN, as BERT and RoBERTa)."""
+    """x -> LN(x + attn(x)) -> LN(h + FFN(h)) (post-LN, as BERT and RoBERTa).
+
+    rows: compute only the first `rows` positions' outputs (x [B, T, H] -> [B, rows, H]); attention still reads
+    every position. The model's last layer does this when its caller needs only those rows."""
 
     config: ModelConfig
     index: int
     dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x, bias, *, capture=None, intervention=None, deterministic=True):
+    def __call__(self, x, bias, *, capture=None, intervention=None, deterministic=True, rows=None):
         cfg = self.config
         drop = nn.Dropout(self.dropout_rate)
-        a = SelfAttention(cfg, self.dropout_rate, name="attention")(x, bias, deterministic=deterministic)
+        a = SelfAttention(cfg, self.dropout_rate, name="attention")(x, bias, rows=rows, deterministic=deterministic)
+        length = x.shape[1]
+        if rows is not None:
+            x = x[:, :rows]
         x = _layer_norm(cfg, "attention_norm")(x + drop(a, deterministic=deterministic).astype(jnp.float32))
         f, neurons = InterceptFFN(hidden=cfg.hidden, intermediate=cfg.intermediate, activation=cfg.activation,
                                   gated=False, use_bias=True, dropout_rate=0.0, dtype=compute_dtype(cfg),
                                   name="ffn")(x, layer=self.index, capture=capture, intervention=intervention,
-                                              deterministic=deterministic)
+                                              deterministic=deterministic, sequence_length=length)
         x = _layer_norm(cfg, "ffn_norm")(x + drop(f, deterministic=deterministic).astype(jnp.float32))
         return x, neurons
 
@@ -151,11 +160,16 @@ class EncoderModel(nn.Module):
 
     def __call__(self, input_ids, attention_mask, *, prefix=None, prefix_positions: str = "zero",
                  capture: Optional[Capture] = None, intervention: Optional[Intervention] = None,
-                 deterministic: bool = True) -> ModelOutput:
+                 deterministic: bool = True, output_rows: Optional[int] = None) -> ModelOutput:
         """input_ids int [B, T], attention_mask [B, T] (text only; 1 = real token), prefix float [B|1, P, H].
 
         Returns ModelOutput(hidden [B, P+T, H] float32, neurons [L, B, len, N] float32 or None), where the
         captured positions count over the full P+T sequence.
+
+        output_rows: the caller reads only the first `output_rows` positions (a readout at the <mask> slot, the
+        prompt's neurons): the last layer computes queries, FFN and norms for those rows only and `hidden` is
+        [B, output_rows, H]. Everything returned equals the full computation's (rows of it). A capture must then
+        end within those rows (Capture with a length).
         """
         cfg = self.config
         input_ids, attention_mask = jnp.asarray(input_ids), jnp.asarray(attention_mask)
@@ -202,9 +216,20 @@ class EncoderModel(nn.Module):
             [jnp.ones((batch, prefix_len), jnp.int32), text_mask], axis=1)
         bias = jnp.where(full_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
 
+        total = x.shape[1]
+        if output_rows is not None:
+            if not 1 <= output_rows <= total:
+                raise ValueError(f"output_rows={output_rows} is outside 1..{total} (the sequence's positions)")
+            if capture is not None and (capture.length is None or capture.start + capture.length > output_rows):
+                raise ValueError(f"capture {capture} reaches beyond output_rows={output_rows}: the last layer "
+                                 "computes only those rows")
+            if output_rows == total:
+                output_rows = None
         captured = []
-        for layer in self.layers:
-            x, neurons = layer(x, bias, capture=capture, intervention=intervention, deterministic=deterministic)
+        final = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x, neurons = layer(x, bias, capture=capture, intervention=intervention, deterministic=deterministic,
+                               rows=output_rows if i == final else None)
             captured.append(neurons)
         if self.is_initializing() and cfg.has_lm_head:
             self.lm_logits(x[:, :1])  # create the MLM head's parameters at init

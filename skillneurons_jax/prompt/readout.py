@@ -48,9 +48,21 @@ class ReadoutKind:
     score: Callable            # (readout, params, prompt [P,H], batch, **model_kwargs) -> (scores [B,C], out)
 
 
+def _rows_read(capture) -> Optional[int]:
+    """How many leading positions of an encoder's last layer the readout and the capture read: position 0 (the
+    <mask> slot), and the captured slice. None (every row) for a capture that runs to the end."""
+    if capture is None:
+        return 1
+    if capture.length is None:
+        return None
+    return max(1, capture.start + capture.length)
+
+
 def _encoder_forward(ro: "Readout", params, prompt, batch, **kw):
+    # The last layer computes only the rows read (output_rows): the readout needs position 0 alone, so training
+    # and evaluation skip the text rows' (and the other prompt rows') queries and FFN there.
     return ro.module.apply({"params": params}, batch["input_ids"], batch["attention_mask"], prefix=prompt[None],
-                           prefix_positions=ro.prefix_positions, **kw)
+                           prefix_positions=ro.prefix_positions, output_rows=_rows_read(kw.get("capture")), **kw)
 
 
 def _mlm_scores(ro: "Readout", params, prompt, batch, **kw):
