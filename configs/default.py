@@ -9,8 +9,8 @@ files are found under `--data_dir` (e.g. `--data_dir ../shared/data`). 2 seeds, 
 (0/5/10/20 %) on 96 dev examples, two cross-task pairs. Every field can be changed with `--config.FIELD=value`
 (lists are comma-separated strings; `--config.optional_tasks=all`).
 
-Measured on this project's 2-core machine, nothing else running: 15 stages in 832 s wall (13.9 min; 24.5 min
-CPU); a rerun recomputes nothing (2 s). Under other load (load average 3-5) the same plan took 827 s.
+Measured on this project's 2-core machine, nothing else running: 15 stages in 578 s wall (9.6 min; 14.9 min
+CPU); a rerun recomputes nothing (2 s). Before the encoder's last layer computed only the rows read, 832 s.
 With these settings MiniLM's prompts learn (tweets: about 80 % dev accuracy against 72 % for the majority class);
 configs/paper.py has the original settings (100 prompt tokens, 128 text tokens, full training).
 """
