@@ -82,18 +82,24 @@ class Ours:
 
     # ---------------------------------------------------------------- prompt tuning
     def make_train_step(self, prompt: np.ndarray, lr: float = 1e-3):
-        """Returns (step(batch) -> loss float, get_prompt() -> [P, H]); one seed through train.py's step."""
+        """Returns (step(batch) -> loss float, get_prompt() -> [P, H]); one seed through train.py's step.
+        `step.compiled_text(batch)` is the compiled step's HLO for that batch shape (benchmarks/profile.py)."""
         tx = optax.adamw(lr, weight_decay=0.0)
         step_fn = prompt_train.make_train_step(self.readout.score_fn(), tx, self.mesh)
         prompts = parallel.replicate(jnp.asarray(prompt, jnp.float32)[None], self.mesh)
         holder = {"prompts": prompts, "opt": parallel.replicate(jax.vmap(tx.init)(prompts), self.mesh)}
 
+        def shard(batch: dict) -> dict:
+            return parallel.shard_batch({k: np.asarray(v)[None] for k, v in model_inputs(batch).items()}, self.mesh,
+                                        batch_axis=1)
+
         def step(batch: dict) -> float:
-            b = parallel.shard_batch({k: np.asarray(v)[None] for k, v in model_inputs(batch).items()}, self.mesh,
-                                     batch_axis=1)
-            holder["prompts"], holder["opt"], loss = step_fn(holder["prompts"], holder["opt"], self.params, b)
+            holder["prompts"], holder["opt"], loss = step_fn(holder["prompts"], holder["opt"], self.params,
+                                                             shard(batch))
             return float(loss[0])
 
+        step.compiled_text = lambda batch: step_fn.lower(holder["prompts"], holder["opt"], self.params,
+                                                         shard(batch)).compile().as_text()
         return step, lambda: np.asarray(holder["prompts"][0])
 
     def activations(self, prompt: np.ndarray, batches: list[dict]) -> np.ndarray:

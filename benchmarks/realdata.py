@@ -211,3 +211,15 @@ def forward_flops(batches: list[dict], prompt_len: int, model_dims: dict) -> int
     (output_rows), so for us this is the full forward's work, done with less."""
     return int(sum(b["input_ids"].shape[0] * B.encoder_forward_flops(seq_len=prompt_len + b["input_ids"].shape[1],
                                                                     **model_dims) for b in batches))
+
+
+def unpadded_flops(batches: list[dict], prompt_len: int, model_dims: dict) -> int:
+    """Matmul FLOPs if every real example were computed alone at its own length (prompt + real text tokens):
+    no padding and no filler rows. reference FLOPs / this = the speedup that removing padding alone can give
+    at the reference's FLOP rate (the benchmark's `work_bound_speedup`)."""
+    total = 0
+    for b in batches:
+        keep = np.asarray(b["example_mask"], bool)
+        for n in np.asarray(b["attention_mask"])[keep].sum(axis=1):
+            total += B.encoder_forward_flops(seq_len=prompt_len + int(n), **model_dims)
+    return int(total)

@@ -1,6 +1,9 @@
 """Shared test fixtures: where the real data and the offline MiniLM live, and how to skip without them."""
+import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -27,3 +30,17 @@ def minilm_path() -> pathlib.Path:
     if not (path / "model.safetensors").exists():
         pytest.skip(f"offline MiniLM package has no weights at {path}")
     return path
+
+
+@pytest.fixture
+def run_benchmark_module(tmp_path):
+    """run(module, *args, timeout=) -> the JSON it wrote: `python -m <module> --quick --output OUT` from the
+    repository root in a fresh process (the benchmarks set their thread pools at start-up)."""
+    def run(module: str, *args: str, timeout: int = 900) -> dict:
+        out = tmp_path / f"{module.rsplit('.', 1)[-1]}.json"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run([sys.executable, "-m", module, "--quick", "--output", str(out), *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(out.read_text())
+    return run

@@ -5,10 +5,6 @@ real-text workload) and checks the JSON it writes; the other tests pin the piece
 on (the agreement check must reject a wrong computation, the FLOP count, the synthetic workload). The real-text
 batching itself is tested in tests/test_benchmarks_realdata.py.
 """
-import json
-import os
-import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -17,16 +13,9 @@ import pytest
 import benchmarks as B
 from benchmarks import run
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
-
-def test_quick_benchmark_writes_the_ratios_and_passes_its_correctness_check(tmp_path):
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    res = json.loads(out.read_text())
+def test_quick_benchmark_writes_the_ratios_and_passes_its_correctness_check(run_benchmark_module):
+    res = run_benchmark_module("benchmarks.run")
     for key in ("predictivity_speedup", "train_speedup", "forward_mfu", "memory_ratio_10x"):
         assert isinstance(res[key], float) and np.isfinite(res[key]) and res[key] > 0, (key, res[key])
         assert res["targets"][key]["met"] in (True, False)
@@ -40,6 +29,10 @@ def test_quick_benchmark_writes_the_ratios_and_passes_its_correctness_check(tmp_
         assert c["first_loss_abs_diff"] <= run.LOSS_ATOL
         assert m["workload"]["seq_len"] == m["workload"]["prompt_len"] + m["workload"]["text_len"]
         assert m["predictivity"]["ours_examples_per_s"] > 0 and m["train"]["reference_examples_per_s"] > 0
+        for stage in ("predictivity", "train"):   # no padding is the least work: both sides pad at least that
+            s = m[stage]
+            assert 0 < s["unpadded_flops"] <= min(s["ours_flops"], s["reference_flops"]), (name, stage)
+            assert s["work_bound_speedup"] == pytest.approx(s["reference_flops"] / s["unpadded_flops"])
     mem = res["models"][res["headline_model"]]["memory"]
     assert mem["examples_10n"] == 10 * mem["examples_n"]
     assert min(mem["ours_peak_bytes_n"], mem["reference_peak_bytes_10n"]) > 10 * 2 ** 20  # a real RSS figure

@@ -17,9 +17,18 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+def gelu_erf(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, x * Phi(x), written as PyTorch computes it: 0.5 * x * (1 + erf(x / sqrt(2))).
+
+    Why not jax.nn.gelu(approximate=False): it goes through erfc, whose XLA CPU expansion is branchy and measured
+    2-3x slower than erf on [16, 148, 3072] float32 (2 cores), in the FFN of every layer and its gradient. The erf
+    form differs from the float64 value by at most ~1e-6 absolutely (float32 rounding of 1 + erf; tests)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
+
+
 # One table: activation names as Hugging Face configs spell them -> functions.
 ACTIVATIONS = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu": gelu_erf,
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
@@ -134,6 +143,18 @@ class Intervention:
             noise = jax.random.normal(jax.random.fold_in(self.rng, layer), shape, jnp.float32)[:, :rows]
             new = new + (self.noise_scale[layer] * noise).astype(acts.dtype)
         return jnp.where(m, new.astype(acts.dtype), acts)
+
+
+def stack_layers(per_layer: list) -> jax.Array:
+    """[L] arrays of one shape -> [L, ...], written into one buffer layer by layer.
+
+    Why not jnp.stack: XLA's CPU concatenate copies the captured slices a second time at ~1 GB/s (measured: 12
+    layers of [32, 100, 3072] float32, 0.38 s of a 0.66 s capture), while an in-place update of a buffer takes
+    each slice straight from the layer's output."""
+    out = jnp.zeros((len(per_layer),) + per_layer[0].shape, per_layer[0].dtype)
+    for i, x in enumerate(per_layer):
+        out = out.at[i].set(x)
+    return out
 
 
 class InterceptFFN(nn.Module):

@@ -31,7 +31,7 @@ import numpy as np
 
 from skillneurons_jax.models import convert
 from skillneurons_jax.models.config import ModelConfig
-from skillneurons_jax.models.ffn import Capture, InterceptFFN, Intervention, activation_fn
+from skillneurons_jax.models.ffn import Capture, InterceptFFN, Intervention, activation_fn, stack_layers
 from skillneurons_jax.models.outputs import ModelOutput
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -233,7 +233,7 @@ class EncoderModel(nn.Module):
             captured.append(neurons)
         if self.is_initializing() and cfg.has_lm_head:
             self.lm_logits(x[:, :1])  # create the MLM head's parameters at init
-        return ModelOutput(hidden=x, neurons=jnp.stack(captured) if capture is not None else None)
+        return ModelOutput(hidden=x, neurons=stack_layers(captured) if capture is not None else None)
 
     def lm_logits(self, hidden, vocab_ids=None):
         """MLM head: hidden [..., H] -> logits [..., V], or [..., len(vocab_ids)] for vocab_ids int [K].

@@ -30,7 +30,7 @@ import numpy as np
 
 from skillneurons_jax.models import convert
 from skillneurons_jax.models.config import ModelConfig
-from skillneurons_jax.models.ffn import Capture, InterceptFFN, Intervention
+from skillneurons_jax.models.ffn import Capture, InterceptFFN, Intervention, stack_layers
 from skillneurons_jax.models.outputs import ModelOutput
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -206,7 +206,7 @@ class T5Stack(nn.Module):
             captured.append(neurons)
         x = T5LayerNorm(c.hidden, c.layer_norm_eps, name="final_norm")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        return x, (jnp.stack(captured) if capture is not None else None)
+        return x, (stack_layers(captured) if capture is not None else None)
 
 
 class LMHead(nn.Module):
