@@ -102,7 +102,7 @@ def _child(args) -> dict:
         if args.folder is None:
             raise ValueError("--side ours needs --folder (the checkpoint folder both sides share)")
         loaded = ours.load(args.folder)
-        side = ours.Ours(loaded, workload.prompt_len, B.special_ids(args.model), B.MODELS[args.model]["label_ids"])
+        side = ours.for_model(args.model, loaded, workload.prompt_len)
         vocab, emb = loaded.config.vocab_size, ours.word_embeddings(loaded)
     else:
         raise ValueError(f"--side must be 'reference' or 'ours', got {args.side!r}")

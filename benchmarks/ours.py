@@ -14,6 +14,7 @@ with the same AdamW (optax, weight decay 0) and the verbalizer cross-entropy.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import types
 
 import jax
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import benchmarks as B
 from benchmarks.realdata import model_inputs
 from launch.predictivity import make_forward
 from skillneurons_jax import parallel
@@ -135,6 +137,20 @@ class Ours:
         """A plain forward (hidden states only) for the MFU figure."""
         self._forward(self.params, jnp.asarray(prompt, jnp.float32), batch["input_ids"],
                       batch["attention_mask"]).block_until_ready()
+
+
+def checkpoint_folder(name: str, tmodel, scratch) -> str:
+    """The folder our loader reads for benchmark model `name` (benchmarks.MODELS): the offline MiniLM's own, or
+    the random PyTorch model `tmodel` saved (safetensors) into the folder `scratch`: both sides hold the same
+    weights."""
+    if B.MODELS[name]["source"] == "minilm":
+        return str(B.minilm_folder())
+    return str(tmodel.save(pathlib.Path(scratch)))
+
+
+def for_model(name: str, loaded: LoadedModel, prompt_len: int) -> Ours:
+    """Ours on benchmark model `name`, with that model's special ids and label words (benchmarks.MODELS)."""
+    return Ours(loaded, prompt_len, B.special_ids(name), B.MODELS[name]["label_ids"])
 
 
 def load(folder, dtype=jnp.float32) -> LoadedModel:

@@ -243,13 +243,9 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
     log(f"[{name}] building the PyTorch model")
     tmodel = build_model(name, args.seed, attention=args.reference_attention)
     tmp = tempfile.TemporaryDirectory(prefix=f"bench_{name}_")
-    if B.MODELS[name]["source"] == "minilm":
-        folder = str(B.minilm_folder())
-    else:
-        folder = str(tmodel.save(pathlib.Path(tmp.name)))
-    loaded = ours_mod.load(folder)
+    folder = ours_mod.checkpoint_folder(name, tmodel, tmp.name)
     reference = Reference(tmodel, w.prompt_len)
-    ours = ours_mod.Ours(loaded, w.prompt_len, B.special_ids(name), B.MODELS[name]["label_ids"])
+    ours = ours_mod.for_model(name, ours_mod.load(folder), w.prompt_len)
     res["model"] = dict(layers=tmodel.num_layers, hidden=tmodel.hidden, intermediate=tmodel.intermediate,
                         vocab=tmodel.vocab_size, family=tmodel.family, weights=folder if B.MODELS[name]["source"] ==
                         "minilm" else "random (seed %d), via a temporary safetensors folder" % args.seed,

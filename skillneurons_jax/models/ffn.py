@@ -17,6 +17,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+
 def gelu_erf(x: jax.Array) -> jax.Array:
     """Exact (erf) GELU, x * Phi(x), written as PyTorch computes it: 0.5 * x * (1 + erf(x / sqrt(2))).
 
