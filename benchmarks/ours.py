@@ -4,7 +4,7 @@ Same function as the reference (benchmarks/torch_reference.py): the prompt [P, H
 the <mask> embedding is the model's `prefix` (zero position embeddings, text positions after it); neurons are
 the FFN post-activations at the P prompt positions (`Capture(0, P)`); the label is read at prompt position 0.
 
-Predictivity pass: what `launch/predictivity.py` runs — its compiled capturing forward (`make_forward`, the
+Predictivity pass: what `stages/predictivity.py` runs — its compiled capturing forward (`make_forward`, the
 readout of prompt/readout.py, vmap over seeds, here S = 1) feeding `neurons.predictivity.compute_statistics`,
 whose jitted updates reduce each activation block on the device: TRAIN blocks add to running sums (eq. 2),
 DEV blocks to integer counts (eq. 3). Activations never go to NumPy and never accumulate, so memory is
@@ -24,10 +24,10 @@ import optax
 
 import benchmarks as B
 from benchmarks.realdata import model_inputs
-from launch.predictivity import make_forward
 from skillneurons_jax import parallel
 from skillneurons_jax.models import Capture, LoadedModel
 from skillneurons_jax.neurons import predictivity as stats
+from skillneurons_jax.stages.predictivity import make_forward
 from skillneurons_jax.prompt import readout as readout_mod
 from skillneurons_jax.prompt import train as prompt_train
 
@@ -51,7 +51,7 @@ class Ours:
         self.mesh = parallel.make_mesh()
         self.params = parallel.replicate(loaded.params, self.mesh)
         self.capture = Capture(start=0, length=prompt_len)
-        # launch/predictivity.py's compiled forward: (params, prompts [S, P, H], batch) -> (scores [S, B, C],
+        # stages/predictivity.py's compiled forward: (params, prompts [S, P, H], batch) -> (scores [S, B, C],
         # {"encoder": activations [S, L, B, P, N]}), every seed in one call.
         self.capture_forward = make_forward(self.readout, self.capture, None)
         self._forward = jax.jit(self._hidden)
@@ -75,7 +75,7 @@ class Ours:
         return parallel.replicate(jnp.asarray(prompt, jnp.float32)[None], self.mesh)   # [S = 1, P, H]
 
     def predictivity(self, prompt: np.ndarray, train_batches: list[dict], dev_batches: list[dict]) -> dict:
-        """Eqs. 2-5 for one seed, as launch/predictivity.py computes them; same keys as Reference.predictivity."""
+        """Eqs. 2-5 for one seed, as stages/predictivity.py computes them; same keys as Reference.predictivity."""
         prompts = self._prompts(prompt)
         out = stats.compute_statistics(lambda: self._blocks(prompts, train_batches),
                                        self._blocks(prompts, dev_batches))

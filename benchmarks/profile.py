@@ -5,7 +5,7 @@
     python -m benchmarks.profile --quick --output PROFILE.json          # tiny model (the smoke test)
 
 Three phases, each profiled alone on one batch shape (prompt + `text_len` tokens, every row real):
-  forward:     the predictivity pass's capturing forward (benchmarks/ours.py: launch/predictivity.make_forward)
+  forward:     the predictivity pass's capturing forward (benchmarks/ours.py: stages/predictivity.make_forward)
   statistics:  the streaming updates it feeds (eq. 2 baseline sums on TRAIN, eq. 3 counts on DEV)
   train_step:  one prompt-tuning step (forward, gradient w.r.t. the prompt, AdamW)
 Each phase runs `--repeats` times under jax.profiler.trace after a warm-up call; the XLA CPU runtime records

@@ -15,10 +15,10 @@ Then the same examples go to both sides, batched differently:
              robust-neurons forked): EVERY example padded to the fixed length max_len + 3 (+ the prompt), i.e.
              131 text positions, whatever its real length; file order for the predictivity pass, a seeded
              shuffle for training.
-  ours       the pipeline's batches: the predictivity pass through `launch.predictivity.batches` as run_predictivity
+  ours       the pipeline's batches: the predictivity pass through `stages.setup.sharded_batches` as the stage
              calls it (length buckets 16/32/64/96/128/160 cut at the longest row of TRAIN and DEV, rows sorted
              by length within chunks of 32 batches); training as prompt tuning builds an epoch with
-             `group_by_length` (configs/default.py; prompt/tune_task.make_train_batches): buckets cut at the
+             `group_by_length` (configs/default.py; stages/tune.make_train_batches): buckets cut at the
              longest row, rows of similar length per batch, then the batch order shuffled.
 Per real example, padding changes nothing (attention masks; the statistics read the prompt positions only),
 so the agreement check compares both sides example by example (`index` maps our rows back to file order).
@@ -45,7 +45,7 @@ TOKENIZERS = {
     "tiny-roberta-random": None,
     "tiny-bert-random": None,
 }
-MODEL_KEYS = ("input_ids", "attention_mask", "labels", "example_mask")   # what the models read (launch.common)
+MODEL_KEYS = ("input_ids", "attention_mask", "labels", "example_mask")   # what the models read (stages.setup)
 
 
 def reference_text_len(max_text_tokens: int) -> int:
@@ -79,8 +79,8 @@ def encode(model: str, split: str, examples: int, vocab_size: int, max_text_toke
            exact: bool, seed: int = 0):
     """The first `examples` of the task's split -> data.batches.Encoded with the model's token ids."""
     from skillneurons_jax.data import batches as batching
-    from skillneurons_jax.data import tasks
-    rows = tasks.load_split(TASK, split, None, max_examples=examples)
+    from skillneurons_jax.data import readers
+    rows = readers.load_split(TASK, split, None, max_examples=examples)
     if len(rows) < examples:
         raise ValueError(f"task {TASK!r} {split}: {len(rows)} examples, fewer than the {examples} asked for")
     # The file is sorted by label: a fixed shuffle, so that every prefix (subset) holds both labels.
@@ -151,30 +151,29 @@ def reference_batches(enc, batch_size: int, max_text_tokens: int, *, seed: Optio
 
 
 def ours_predictivity_batches(enc, batch_size: int, mesh, splits: list) -> list[dict]:
-    """The predictivity pass's batches of `enc` exactly as run_predictivity makes them (launch.predictivity.batches,
+    """The predictivity pass's batches of `enc` exactly as the predictivity stage makes them (sharded_batches,
     sorted by length within chunks, buckets cut at the longest row of `splits`: its TRAIN and DEV), plus `index`
     (row of enc) from the same deterministic batches.iterate."""
-    from launch import common
-    from launch import predictivity as lp
     from skillneurons_jax.data import batches as batching
-    buckets = common.buckets_for(splits)
-    pipeline = list(lp.batches(enc, batch_size, mesh, sort_by_length=True, buckets=buckets))
+    from skillneurons_jax.stages import setup
+    buckets = setup.buckets_for(splits)
+    pipeline = list(setup.sharded_batches(enc, batch_size, mesh, sort_by_length=True, buckets=buckets))
     indexed = list(batching.iterate(enc, batch_size, seed=None, sort_by_length=True, buckets=buckets))
     if len(pipeline) != len(indexed) or any(not np.array_equal(a["input_ids"], b["input_ids"])
                                             for a, b in zip(pipeline, indexed)):
-        raise AssertionError("launch.predictivity.batches no longer matches batches.iterate(sort_by_length=True); "
+        raise AssertionError("stages.setup.sharded_batches no longer matches batches.iterate(sort_by_length=True); "
                              "update benchmarks/realdata.py")
     return [dict(p, index=i["index"]) for p, i in zip(pipeline, indexed)]
 
 
 def ours_training_batches(enc, buckets_from: list, batch_size: int, seed: int, epoch: int = 0) -> list[dict]:
-    """One epoch of training batches exactly as prompt tuning makes them (skillneurons_jax.prompt.tune_task.
-    make_train_batches with group_by_length, buckets cut at the longest row of `buckets_from`: launch.common.
+    """One epoch of training batches exactly as prompt tuning makes them (skillneurons_jax.stages.tune.
+    make_train_batches with group_by_length, buckets cut at the longest row of `buckets_from`: stages.setup.
     buckets_for), plus `index` (row of enc), recovered by matching each row's (ids, label) to enc's rows (rows
     that match alike are interchangeable)."""
-    from launch import common
-    from skillneurons_jax.prompt.tune_task import make_train_batches
-    out = make_train_batches(enc, batch_size, common.buckets_for(buckets_from), group_by_length=True)(seed, epoch)
+    from skillneurons_jax.stages import setup
+    from skillneurons_jax.stages.tune import make_train_batches
+    out = make_train_batches(enc, batch_size, setup.buckets_for(buckets_from), group_by_length=True)(seed, epoch)
     free: dict = {}
     for i, (ids, label) in enumerate(zip(enc.input_ids, enc.labels)):
         free.setdefault((tuple(ids), int(label)), []).append(i)

@@ -92,10 +92,10 @@ def _real(w: B.Workload, vocab_size: int, mesh, data_dir, memory_examples: int) 
         real_text_len_percentiles={str(q): float(np.percentile(np.concatenate(list(lengths.values())), q))
                                    for q in (50, 90, 99, 100)},
         rows_truncated=int(sum(np.sum(l >= w.max_text_tokens + 2) for l in lengths.values())),  # cls text sep
-        ours_predictivity="launch.predictivity.batches as run_predictivity calls it: buckets "
+        ours_predictivity="stages.setup.sharded_batches as the predictivity stage calls it: buckets "
                           f"{'/'.join(map(str, DEFAULT_BUCKETS))} cut at the longest row of TRAIN and DEV, sorted "
                           "by length within chunks of 32 batches",
-        ours_training="prompt/tune_task.make_train_batches with group_by_length (configs/default.py): buckets "
+        ours_training="stages/tune.make_train_batches with group_by_length (configs/default.py): buckets "
                       "cut at the longest row, sorted within chunks, batch order shuffled",
         reference="every example padded to max_text_tokens + 3 text positions (the original formatter)")
     return Sides(ref_train, ref_dev, ours_train, ours_dev, pred["dev"].labels.copy(), ref_steps, ours_steps,

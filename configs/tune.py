@@ -1,6 +1,7 @@
 """Prompt tuning config (`python -m launch.tune --config=configs/tune.py ...`).
 
-Fields left None come from configs/hparams.py (per model and task); anything set here or with
+Fields left None come from the hyperparameter table (skillneurons_jax/prompt/hparams.py, re-exported as
+configs/hparams.py; per model and task); anything set here or with
 `--config.FIELD=value` wins. The common flags (--max_steps, --eval_every) override the fields of the same name.
 """
 import ml_collections
@@ -25,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 64
     c.group_by_length = False          # train batches of similar-length rows (less padding: faster on CPU)
     # optimisation
-    c.learning_rate = ml_collections.FieldReference(None, field_type=float)  # None: configs/hparams.py
+    c.learning_rate = ml_collections.FieldReference(None, field_type=float)  # None: prompt/hparams.py
     c.batch_size = ml_collections.FieldReference(None, field_type=int)       # global batch per seed
     c.epochs = 10
     c.max_steps = ml_collections.FieldReference(None, field_type=int)
@@ -37,4 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.progress = True
     c.time_limit_s = 0.0               # > 0: evaluate, checkpoint and stop after this many seconds of training
+    # early stopping: stop when no seed's best dev accuracy improved during the last `patience` evaluations
+    # (seeds train jointly; each keeps its best-by-dev prompt); None or 0: off
+    c.patience = ml_collections.FieldReference(None, field_type=int)
     return c

@@ -1,4 +1,4 @@
-"""Flags and set-up shared by the launch scripts (tune, evaluate, and the later stages).
+"""Flags and set-up shared by the launch scripts: flags -> config -> load -> a stage of skillneurons_jax.stages.
 
 Common flags: --model_path, --task, --data_dir, --seeds, --workdir, --max_examples, --max_steps, --eval_every,
 plus --distributed/--coordinator/--num_processes/--process_id for multi-host runs. Each script defines its
@@ -6,22 +6,26 @@ plus --distributed/--coordinator/--num_processes/--process_id for multi-host run
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import sys
 import traceback
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable
 
 from absl import app, flags, logging
+from ml_collections import config_flags
+
+from skillneurons_jax import models, parallel
+from skillneurons_jax.data import tasks
+from skillneurons_jax.prompt.readout import ReadoutSettings
+from skillneurons_jax.stages.setup import TaskSetup, make_setup
 
 FLAGS = flags.FLAGS
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 flags.DEFINE_string("model_path", None, "A local Hugging Face checkpoint folder, `offline:all-minilm-l6-v2`, "
                     "or a hub name (online only).")
-flags.DEFINE_string("task", None, "Task name, lower case (sst2, imdb, movierationales, qqp, mrpc, qnli, mnli, "
-                    "ethicsdeontology, ethicsjustice, advsst2, advqqp, advqnli, advmnli, tweets).")
+flags.DEFINE_string("task", None, tasks.task_names_help())
 flags.DEFINE_string("data_dir", None, "Folder with the task files (e.g. ../shared/data).")
 flags.DEFINE_string("seeds", "0,1,2", "Comma-separated seeds, trained together.")
 flags.DEFINE_string("workdir", "workdir", "Root of all outputs.")
@@ -55,7 +59,6 @@ def run(main: Callable) -> None:
 
 def define_config(default_file: str) -> None:
     """Defines --config (an ml_collections config file; override fields with --config.FIELD=value)."""
-    from ml_collections import config_flags
     config_flags.DEFINE_config_file("config", str(CONFIGS_DIR / default_file), "Config file.", lock_config=False)
 
 
@@ -77,80 +80,12 @@ def require(*names: str) -> None:
 
 def start_distributed() -> None:
     if FLAGS.distributed:
-        from skillneurons_jax import parallel
         parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
 
 
-def run_dir(workdir, model_name: str, task: str, seed: int) -> pathlib.Path:
-    """WORKDIR/prompts/<model>/<task>/seed_<s>/"""
-    return pathlib.Path(workdir) / "prompts" / model_name / task / f"seed_{seed}"
-
-
-@dataclasses.dataclass
-class Setup:
-    """A model with its task readout: what tune, evaluate and the neuron stages all need."""
-    loaded: Any          # models.LoadedModel
-    task: Any            # data.tasks.TaskSpec
-    label_words: Any     # data.tasks.LabelWords
-    readout: Any         # prompt.readout.Readout
-
-
-def setup_model_and_task(model_path: str, task: str, config) -> Setup:
-    """Checks the task name first (cheap), then loads the model and builds the task's readout."""
-    from skillneurons_jax.data import tasks
-    from skillneurons_jax.models import load_pretrained
-    from skillneurons_jax.prompt import readout as ro
-
-    spec = tasks.get_task(task)
-    loaded = load_pretrained(model_path)
-    words = tasks.label_word_ids(spec, loaded.tokenizer, loaded.family)
-    readout = ro.make_readout(loaded, words, kind=config.get("readout", "auto"),
-                              mask_slot=_bool_or_auto(config.get("mask_slot", "auto")),
-                              prefix_positions=config.get("prefix_positions", "zero"),
-                              scale=config.get("tied_scale", 1.0))
-    return Setup(loaded=loaded, task=spec, label_words=words, readout=readout)
-
-
-def _bool_or_auto(value):
-    if isinstance(value, str):
-        low = value.lower()
-        if low == "auto":
-            return "auto"
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"mask_slot must be auto, true or false; got {value!r}")
-    return bool(value)
-
-
-def encode_split(setup: Setup, split: str, data_dir, max_examples: Optional[int], max_text_tokens: int):
-    """Examples of one split, tokenized with the task's template for the model's family."""
-    from skillneurons_jax.data import batches, tasks
-    examples = tasks.load_split(setup.task, split, data_dir, max_examples=max_examples)
-    if not examples:
-        raise ValueError(f"task {setup.task.name!r}: the {split} split is empty")
-    return batches.encode(examples, setup.loaded.tokenizer, setup.task, setup.loaded.family,
-                          max_text_tokens=max_text_tokens)
-
-
-MODEL_KEYS = ("input_ids", "attention_mask", "labels", "example_mask")
-
-
-def buckets_for(encoded_splits: Sequence[Any]) -> tuple[int, ...]:
-    """The data module's buckets, cut at (and ending with) the longest row of these splits."""
-    from skillneurons_jax.data import batches
-    longest = max(int(e.lengths.max()) for e in encoded_splits)
-    return tuple(b for b in batches.DEFAULT_BUCKETS if b < longest) + (longest,)
-
-
-def model_batches(encoded, batch_size: int, *, seed=None, drop_last=False, buckets, sort_by_length=False):
-    """batches.iterate, keeping only what the readout and the loss read."""
-    from skillneurons_jax.data import batches
-    for b in batches.iterate(encoded, batch_size, seed=seed, drop_last=drop_last, buckets=buckets,
-                             sort_by_length=sort_by_length):
-        yield {k: b[k] for k in MODEL_KEYS}
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-int(n) // multiple) * multiple
+def load_setup(model_path: str, task: str, config) -> TaskSetup:
+    """Checks the task name first (cheap), then loads the model and builds the task's readout from the config's
+    readout settings."""
+    tasks.get_task(task)
+    settings = ReadoutSettings.from_config(config)
+    return make_setup(models.load_pretrained(model_path), task, settings)

@@ -3,8 +3,8 @@
 Writes W/prompts/<model>/<task>/seed_<s>/{prompt.npy (+ .json sidecar), metrics.jsonl, state/, run_config.json}
 and prints one JSON line with each seed's best dev accuracy. Rerunning the same command after a crash or a
 kill resumes from the last checkpoint. Hyperparameters: configs/tune.py, with per-model/per-task values from
-configs/hparams.py; `--config.FIELD=value` overrides either. The work itself is skillneurons_jax/prompt/tune_task.py
-(shared with the reproduce plan's tune stages).
+the hyperparameter table (configs/hparams.py); `--config.FIELD=value` overrides either. The work itself is
+skillneurons_jax.stages.tune (shared with the reproduce plan's tune stages).
 """
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import json
 import sys
 import time
 
+import jax
 from absl import flags
 
 from launch import common
+from skillneurons_jax.prompt.train import TrainingDiverged
+from skillneurons_jax.stages import tune
 
 FLAGS = flags.FLAGS
 common.define_config("tune.py")
@@ -25,18 +28,12 @@ def main(argv):
     t_start = time.time()
     common.require("model_path", "task", "data_dir")
     common.start_distributed()
-    import jax
-    from skillneurons_jax.data import tasks
-    from skillneurons_jax.prompt import train, tune_task
-
     seeds = common.parse_seeds(FLAGS.seeds)
-    tasks.get_task(FLAGS.task)  # an unknown task fails before the model loads
-    setup = common.setup_model_and_task(FLAGS.model_path, FLAGS.task, FLAGS.config)
+    setup = common.load_setup(FLAGS.model_path, FLAGS.task, FLAGS.config)  # an unknown task fails before loading
     try:
-        summary = tune_task.tune_task(setup, seeds, FLAGS.workdir, FLAGS.data_dir, FLAGS.config,
-                                      model_path=FLAGS.model_path, max_examples=FLAGS.max_examples,
-                                      max_steps=FLAGS.max_steps, eval_every=FLAGS.eval_every)
-    except train.TrainingDiverged as e:
+        summary = tune.tune(setup, seeds, FLAGS.workdir, FLAGS.data_dir, FLAGS.config, model_path=FLAGS.model_path,
+                            max_examples=FLAGS.max_examples, max_steps=FLAGS.max_steps, eval_every=FLAGS.eval_every)
+    except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     summary["wall_s"] = round(time.time() - t_start, 1)   # model loading included

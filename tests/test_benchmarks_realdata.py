@@ -46,15 +46,14 @@ def test_ours_predictivity_batches_are_the_pipelines_sorted_buckets():
     mesh = parallel.make_mesh()
     ours = realdata.ours_predictivity_batches(enc, 4, mesh, [enc])
     # Same examples, each row intact; longest first within the chunk; each batch in the smallest bucket that fits
-    # (buckets cut at the longest row, 60: launch.common.buckets_for).
+    # (buckets cut at the longest row, 60: stages.setup.buckets_for).
     assert _rows(ours) == {i: row for i, row in enumerate(enc.input_ids)}
     order = np.concatenate([b["index"] for b in ours])
     assert list(np.asarray(lengths)[order]) == sorted(lengths, reverse=True)
     assert [b["input_ids"].shape[1] for b in ours] == [60, 32, 16]
-    # launch.predictivity.batches itself (what run_predictivity feeds the model) gives these very arrays.
-    from launch import predictivity as lp
-    from launch import common
-    direct = list(lp.batches(enc, 4, mesh, sort_by_length=True, buckets=common.buckets_for([enc])))
+    # stages.setup.sharded_batches itself (what the predictivity stage feeds the model) gives these very arrays.
+    from skillneurons_jax.stages import setup
+    direct = list(setup.sharded_batches(enc, 4, mesh, sort_by_length=True, buckets=setup.buckets_for([enc])))
     for a, b in zip(direct, ours):
         assert set(a) == set(realdata.MODEL_KEYS)
         for k in a:

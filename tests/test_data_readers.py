@@ -8,7 +8,8 @@ import pytest
 
 from skillneurons_jax.data import readers, tasks
 from skillneurons_jax.data.readers import DataFormatError, read_split
-from skillneurons_jax.data.tasks import Example, get_task, load_split
+from skillneurons_jax.data.readers import load_split
+from skillneurons_jax.data.tasks import Example, get_task
 
 
 def write(root: pathlib.Path, rel: str, text: str | bytes) -> pathlib.Path:

@@ -10,7 +10,7 @@ import pytest
 
 from launch.tasks import task_lines
 from skillneurons_jax.data import readers
-from skillneurons_jax.data.tasks import load_split
+from skillneurons_jax.data.readers import load_split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,5 @@
-"""launch/activations.py: the activation dump on tiny checkpoints, checked against transformers PyTorch."""
+"""launch/activations.py and stages/activations.py: the activation dump on tiny checkpoints, checked against
+transformers PyTorch."""
 import json
 import os
 import pathlib
@@ -11,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from launch import activations  # noqa: E402
+from skillneurons_jax.stages import activations  # noqa: E402
 from skillneurons_jax.models import load_pretrained  # noqa: E402
 from tiny_encoders import hf_forward, make_checkpoint, make_t5_checkpoint  # noqa: E402
 
@@ -123,7 +124,7 @@ def test_t5_dump_has_decoder_activations(t5, decoder_input):
     folder, hf = t5
     loaded = load_pretrained(folder)
     texts = ["the movie was great", "bad", "is it not a good film"]
-    arrays = activations.dump(loaded, texts, batch_size=2, max_tokens=16, decoder_input=decoder_input)
+    arrays = activations.activations(loaded, texts, batch_size=2, max_tokens=16, decoder_input=decoder_input)
     dec_ids = [loaded.config.decoder_start_token_id] + (
         loaded.tokenizer(decoder_input, add_special_tokens=False)["input_ids"] if decoder_input else [])
     np.testing.assert_array_equal(arrays["decoder_tokens"], dec_ids)
@@ -140,4 +141,4 @@ def test_t5_dump_has_decoder_activations(t5, decoder_input):
 def test_decoder_input_rejected_for_encoders(bert):
     folder, _ = bert
     with pytest.raises(ValueError, match="T5 models only"):
-        activations.dump(load_pretrained(folder), ["a"], batch_size=1, max_tokens=8, decoder_input="x")
+        activations.activations(load_pretrained(folder), ["a"], batch_size=1, max_tokens=8, decoder_input="x")

@@ -1,5 +1,6 @@
-"""launch.predictivity and launch.suppress end to end on a tiny random BERT (no MLM head: the tied readout) and a
-tiny SST-2 / AdvGLUE data folder written here; bad inputs fail with errors that say what to do."""
+"""The predictivity and suppress stages (skillneurons_jax.stages) and their launch scripts end to end on a tiny
+random BERT (no MLM head: the tied readout) and a tiny SST-2 / AdvGLUE data folder written here; bad inputs fail
+with errors that say what to do."""
 import json
 import pathlib
 import subprocess
@@ -12,9 +13,13 @@ import pytest
 pytest.importorskip("torch")
 
 import tiny_encoders  # noqa: E402  (tests/ is on sys.path under pytest)
+from configs import tune as tune_config  # noqa: E402
 from launch import common  # noqa: E402
-from launch import predictivity as lp  # noqa: E402
-from launch import suppress as ls  # noqa: E402
+from skillneurons_jax import io, layout  # noqa: E402
+from skillneurons_jax.pipeline.session import Session  # noqa: E402
+from skillneurons_jax.stages import predictivity as predictivity_stage  # noqa: E402
+from skillneurons_jax.stages import setup as stage_setup  # noqa: E402
+from skillneurons_jax.stages import suppress as suppress_stage  # noqa: E402
 from skillneurons_jax.data import batches as batching  # noqa: E402
 from skillneurons_jax.models.ffn import Capture  # noqa: E402
 from skillneurons_jax.neurons import predictivity as P  # noqa: E402
@@ -50,7 +55,7 @@ def _write_data(folder: pathlib.Path, seed: int, single_label_dev: bool = False)
 
 def _write_prompts(workdir: pathlib.Path, task: str, seeds, hidden: int, model: str = MODEL) -> None:
     for s in seeds:
-        path = lp.prompt_path(workdir, model, task, s)
+        path = layout.prompt_path(workdir, model, task, s)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, np.random.default_rng(100 + s).normal(size=(PROMPT_LEN, hidden)).astype(np.float32))
 
@@ -68,17 +73,32 @@ def env(tmp_path_factory):
     return {"root": root, "ckpt": ckpt, "data": data, "workdir": workdir}
 
 
-def _run(env, task="sst2", **kw):
-    args = dict(model_path=str(env["ckpt"]), task=task, data_dir=str(env["data"]), seeds=SEEDS,
-                workdir=str(env["workdir"]), batch_size=8)
-    args.update(kw)
-    return lp.run_predictivity(lp.PredictivityRun(**args))
+SESSION = Session(max_models=2)     # the tiny BERT and the tiny T5, each loaded once
+
+
+def _run(env, task="sst2", *, model_path=None, data_dir=None, seeds=SEEDS, workdir=None, batch_size=8, **kw):
+    """The predictivity stage with the tuning config's readout and data settings; returns the npz path."""
+    config, model_path = tune_config.get_config(), model_path or str(env["ckpt"])
+    summary = predictivity_stage.predictivity(
+        SESSION.setup(model_path, task, config), workdir or str(env["workdir"]), data_dir or str(env["data"]), seeds,
+        model_path=model_path, max_text_tokens=config.max_text_tokens, eval_batch_size=config.eval_batch_size,
+        batch_size=batch_size, **kw)
+    return pathlib.Path(summary["output"])
+
+
+def _suppress(model_path, source, target, data_dir, seeds, workdir, **kw):
+    """The suppress stage (target setup from the session); returns the JSON path."""
+    config = tune_config.get_config()
+    summary = suppress_stage.suppress(
+        SESSION.setup(model_path, target, config), source, workdir, data_dir, seeds, model_path=model_path,
+        max_text_tokens=config.max_text_tokens, eval_batch_size=config.eval_batch_size, **kw)
+    return pathlib.Path(summary["output"])
 
 
 @pytest.fixture(scope="module")
 def sst2(env):
     path = _run(env)
-    return path, np.load(path), json.loads(lp.sio.sidecar_path(path).read_text())
+    return path, np.load(path), json.loads(io.sidecar_path(path).read_text())
 
 
 def test_predictivity_file_matches_a_direct_forward(env, sst2):
@@ -90,12 +110,12 @@ def test_predictivity_file_matches_a_direct_forward(env, sst2):
     assert meta["task"] == meta["baseline_task"] == "sst2" and meta["seeds"] == list(SEEDS)
     assert (meta["n_train"], meta["n_dev"]) == (21, 19)
     # Reference: one seed at a time, all real rows gathered, eqs. 2-5 in numpy.
-    setup = common.setup_model_and_task(str(env["ckpt"]), "sst2", lp.default_config())
+    setup = common.load_setup(str(env["ckpt"]), "sst2", tune_config.get_config())
     loaded, readout = setup.loaded, setup.readout
-    prompts = [jnp.asarray(np.load(lp.prompt_path(env["workdir"], MODEL, "sst2", s))) for s in SEEDS]
+    prompts = [jnp.asarray(np.load(layout.prompt_path(env["workdir"], MODEL, "sst2", s))) for s in SEEDS]
 
     def acts(split):
-        enc = lp.encode_split(setup, "sst2", split, env["data"], None, 128)
+        enc = stage_setup.encode_split(setup, split, env["data"], None, 128)
         per_seed, labels, scores = [], [], []
         for b in batching.iterate(enc, 8):
             keep = b["example_mask"]
@@ -120,7 +140,7 @@ def test_adversarial_task_uses_the_clean_baseline_under_its_own_name(env, sst2):
     before = path.read_bytes()
     adv = _run(env, "advsst2")
     assert adv.name == "advsst2.npz" and path.read_bytes() == before   # trap 3: nothing overwritten
-    za, meta = np.load(adv), json.loads(lp.sio.sidecar_path(adv).read_text())
+    za, meta = np.load(adv), json.loads(io.sidecar_path(adv).read_text())
     assert meta["baseline_task"] == "sst2" and meta["prompt_task"] == "sst2" and meta["n_dev"] == 13
     assert meta["reused_baseline_from"] == str(path)
     np.testing.assert_array_equal(za["baseline"], z["baseline"])
@@ -134,11 +154,11 @@ def test_adversarial_task_uses_the_clean_baseline_under_its_own_name(env, sst2):
 
 def test_suppression_curves(env, sst2):
     _run(env, "advsst2")
-    out = ls.run_suppression(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],
+    out = _suppress(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],
                              levels=(0, 10, 100), random_draws=2, batch_size=8)
     assert out == env["workdir"] / "suppression" / MODEL / "sst2__advsst2.json"
     res = json.loads(out.read_text())
-    adv_meta = json.loads(lp.sio.sidecar_path(lp.predictivity_path(env["workdir"], MODEL, "advsst2")).read_text())
+    adv_meta = json.loads(io.sidecar_path(layout.predictivity_path(env["workdir"], MODEL, "advsst2")).read_text())
     assert res["skill"]["0"] == adv_meta["model_accuracy"]              # nothing suppressed = the plain model
     assert res["random"]["0"] == [adv_meta["model_accuracy"]] * 2
     L, N = tiny_encoders.TINY["num_hidden_layers"], tiny_encoders.TINY["intermediate_size"]
@@ -147,13 +167,13 @@ def test_suppression_curves(env, sst2):
     from skillneurons_jax.analysis import results
     loaded = results.load_suppression(env["workdir"], MODEL, "sst2", "advsst2")
     assert loaded.skill.shape == (3, 2) and loaded.random.shape == (3, 2, 2)
-    again = ls.run_suppression(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],
+    again = _suppress(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],
                                levels=(0, 10, 100), random_draws=2, batch_size=8)
     assert json.loads(again.read_text()) == res                           # fixed draws: reproducible
-    mean = json.loads(ls.run_suppression(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"],
+    mean = json.loads(_suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"],
                                          levels=(0, 50), intervention="mean", random_draws=1,
                                          batch_size=8).read_text())
-    assert mean["skill"]["0"] == json.loads(lp.sio.sidecar_path(sst2[0]).read_text())["model_accuracy"]
+    assert mean["skill"]["0"] == json.loads(io.sidecar_path(sst2[0]).read_text())["model_accuracy"]
 
 
 def test_bad_inputs(env, sst2, tmp_path):
@@ -163,7 +183,7 @@ def test_bad_inputs(env, sst2, tmp_path):
     with pytest.raises(ValueError, match="tuned for another model"):
         _run(env, seeds=(0,), workdir=str(tmp_path))
     _write_prompts(tmp_path / "w2", "sst2", (0,), hidden=tiny_encoders.TINY["hidden_size"])
-    side = lp.sio.sidecar_path(lp.prompt_path(tmp_path / "w2", MODEL, "sst2", 0))
+    side = io.sidecar_path(layout.prompt_path(tmp_path / "w2", MODEL, "sst2", 0))
     side.write_text(json.dumps({"model": "roberta-base"}))
     with pytest.raises(ValueError, match="tuned for model 'roberta-base'"):
         _run(env, seeds=(0,), workdir=str(tmp_path / "w2"))
@@ -174,11 +194,11 @@ def test_bad_inputs(env, sst2, tmp_path):
     with pytest.warns(P.SingleLabelWarning, match="label 1 only"):
         _run_single(env, single, tmp_path)
     with pytest.raises(ValueError, match=r"outside \[0, 100\]"):
-        ls.parse_levels("0,5,150")
+        suppress_stage.parse_levels("0,5,150")
     with pytest.raises(ValueError, match=r"outside \[0, 100\]"):
-        ls.run_suppression(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"], levels=(0, -3))
+        _suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"], levels=(0, -3))
     with pytest.raises(FileNotFoundError, match="launch.predictivity"):
-        ls.run_suppression(str(env["ckpt"]), "mrpc", "sst2", env["data"], SEEDS, env["workdir"], levels=(0,))
+        _suppress(str(env["ckpt"]), "mrpc", "sst2", env["data"], SEEDS, env["workdir"], levels=(0,))
 
 
 def _run_single(env, data, tmp_path):
@@ -237,9 +257,9 @@ def test_t5_encoder_and_first_decoder_step(env, t5_env):
     assert z["decoder_acc"].shape == (2, 3, 1, 24) and z["decoder_baseline"].shape == (2, 3, 1, 24)
     assert z["decoder_pred"].shape == (3, 24) and z["decoder_pred_per_seed"].shape == (2, 3, 24)
     assert np.all((z["decoder_pred"] >= 0.5) & (z["decoder_pred"] <= 1))
-    meta = json.loads(lp.sio.sidecar_path(path).read_text())
+    meta = json.loads(io.sidecar_path(path).read_text())
     assert set(meta["streams"]) == {"encoder", "decoder"}
-    res = json.loads(ls.run_suppression(str(t5_env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, t5_env["workdir"],
+    res = json.loads(_suppress(str(t5_env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, t5_env["workdir"],
                                         levels=(0, 50), random_draws=1, stream="decoder", batch_size=8).read_text())
     assert res["skill"]["0"] == meta["model_accuracy"] and res["stream"] == "decoder"
     assert res["neurons_per_layer"]["50"] == [12] * 3

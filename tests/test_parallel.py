@@ -58,16 +58,17 @@ SCRIPT = textwrap.dedent(r"""
 
     # tiny BERT, real readout and data pipeline, 2 seeds
     from launch import common
+    from skillneurons_jax.stages import setup as stage_setup
     import ml_collections
     config = ml_collections.ConfigDict({"readout": "auto", "mask_slot": "auto", "prefix_positions": "zero",
                                         "tied_scale": 1.0})
-    setup = common.setup_model_and_task(sys.argv[1], "sst2", config)
-    enc = common.encode_split(setup, "train", sys.argv[2], 32, 64)
-    dev = common.encode_split(setup, "dev", sys.argv[2], 8, 64)
-    buckets = common.buckets_for([enc, dev])
-    batches = lambda s, e: list(common.model_batches(enc, 8, seed=T.epoch_seed(s, e), drop_last=True,
-                                                     buckets=buckets))
-    dev_b = list(common.model_batches(dev, 8, buckets=buckets))
+    setup = common.load_setup(sys.argv[1], "sst2", config)
+    enc = stage_setup.encode_split(setup, "train", sys.argv[2], 32, 64)
+    dev = stage_setup.encode_split(setup, "dev", sys.argv[2], 8, 64)
+    buckets = stage_setup.buckets_for([enc, dev])
+    batches = lambda s, e: list(stage_setup.model_batches(enc, 8, seed=T.epoch_seed(s, e), drop_last=True,
+                                                          buckets=buckets))
+    dev_b = list(stage_setup.model_batches(dev, 8, buckets=buckets))
     init = sp.init_prompts([0, 1], 4, setup.loaded.config.hidden)
     before = jax.tree.map(np.array, setup.loaded.params)
     cfg = T.TrainConfig(learning_rate=0.05, batch_size=8, epochs=1, eval_every=2, progress=False)

@@ -11,6 +11,7 @@ import pytest
 
 import prompt_standin as st
 from skillneurons_jax.prompt import metrics as mx
+from skillneurons_jax.prompt import files
 from skillneurons_jax.prompt import soft_prompt as sp
 from skillneurons_jax.prompt import train as T
 
@@ -169,21 +170,21 @@ def test_prompt_files(tmp_path):
     torch.save(torch.from_numpy(good[None]), tmp_path / "bare.pt")
     np.save(tmp_path / "p.npy", good)
     for name in ("task_prompt", "bare.pt", "p.npy"):
-        np.testing.assert_array_equal(sp.check_prompt(sp.read_prompt(tmp_path / name), 4, 6), good)
-    assert sp.find_prompts(tmp_path) == [tmp_path / "task_prompt"]
+        np.testing.assert_array_equal(sp.check_prompt(files.read_prompt(tmp_path / name), 4, 6), good)
+    assert files.find_prompts(tmp_path) == [tmp_path / "task_prompt"]
     for s in (10, 2):
         (tmp_path / "runs" / f"seed_{s}").mkdir(parents=True)
         np.save(tmp_path / "runs" / f"seed_{s}" / "prompt.npy", good)
-    assert [p.parent.name for p in sp.find_prompts(tmp_path / "runs")] == ["seed_2", "seed_10"]
+    assert [p.parent.name for p in files.find_prompts(tmp_path / "runs")] == ["seed_2", "seed_10"]
     with pytest.raises(ValueError, match="hidden size 6 .* model's hidden size is 8"):
         sp.check_prompt(good, None, 8)
     with pytest.raises(ValueError, match="has 4 tokens"):
         sp.check_prompt(good, 100, 6)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        sp.find_prompts(tmp_path / "nope")
+        files.find_prompts(tmp_path / "nope")
     (tmp_path / "junk").write_bytes(b"not a tensor")
     with pytest.raises(ValueError, match="not a loadable PyTorch tensor file"):
-        sp.read_prompt(tmp_path / "junk")
+        files.read_prompt(tmp_path / "junk")
 
 
 def test_metrics():

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 import reproduce_fixtures as rf  # noqa: E402  (tests/ is on sys.path under pytest)
-from launch import reproduce  # noqa: E402
+from skillneurons_jax.pipeline import runner  # noqa: E402
 from skillneurons_jax.pipeline import plan, stages as st  # noqa: E402
 from skillneurons_jax.pipeline.session import Session  # noqa: E402
 
@@ -36,8 +36,8 @@ def _run(world, workdir, calls=None, interrupt_at=None, session=None, **run_kw):
             raise Interrupt(key)
 
     hooks = {kind: hook for kind in st.STAGE_KINDS}
-    res = reproduce.run_plan(_settings(world, workdir), printer=lambda *_: None, hooks=hooks, session=session,
-                             **run_kw)
+    res = runner.run_plan(_settings(world, workdir), printer=lambda *_: None, hooks=hooks, session=session,
+                          **run_kw)
     return res, calls
 
 
@@ -117,7 +117,7 @@ def test_missing_data_task_is_skipped_with_reason_and_listed_in_the_report(world
 def test_dry_run_lists_the_plan_and_does_no_work(world, tmp_path):
     lines = []
     workdir = tmp_path / "fresh"
-    res = reproduce.run_plan(_settings(world, workdir), dry_run=True, printer=lines.append)
+    res = runner.run_plan(_settings(world, workdir), dry_run=True, printer=lines.append)
     text = "\n".join(lines)
     assert not workdir.exists()
     assert res["todo"] == len([s for s in res["stages"] if not s.skip_reason]) and res["skip"] == 1
@@ -129,7 +129,7 @@ def test_dry_run_lists_the_plan_and_does_no_work(world, tmp_path):
 
 def test_dry_run_of_a_finished_workdir_shows_it_done(world, done):
     lines = []
-    res = reproduce.run_plan(_settings(world, done["workdir"]), dry_run=True, printer=lines.append)
+    res = runner.run_plan(_settings(world, done["workdir"]), dry_run=True, printer=lines.append)
     assert res["todo"] == 0 and res["done"] > 0 and res["todo_s"] == 0
 
 
@@ -167,12 +167,12 @@ def test_pod_sharding_keeps_every_dependency_on_its_host(world, tmp_path):
     for s in stages:
         if s.kind != "report":
             assert all(group[d] == s.group for d in s.deps), s.key
-    shares = [reproduce.host_stages(stages, i, 2) for i in range(2)]
+    shares = [runner.host_stages(stages, i, 2) for i in range(2)]
     keys = [{s.key for s in mine} for mine, _ in shares]
     assert not keys[0] & keys[1] and keys[0] | keys[1] == {s.key for s in stages if s.kind != "report"}
     assert {s.group for s in stages if s.key in keys[0]} != {s.group for s in stages if s.key in keys[1]}
     # host 0 waits for the others: with nothing done, every stage is still pending at the deadline
-    assert len(reproduce.wait_for_others(stages, tmp_path, 0.0, 0.0, printer=lambda *_: None)) == len(keys[0] | keys[1])
+    assert len(runner.wait_for_others(stages, tmp_path, 0.0, 0.0, printer=lambda *_: None)) == len(keys[0] | keys[1])
 
 
 def test_pod_hosts_split_the_work_and_host_0_writes_the_report(world, done, tmp_path):
@@ -182,7 +182,7 @@ def test_pod_hosts_split_the_work_and_host_0_writes_the_report(world, done, tmp_
     w = tmp_path / "pod"
     shutil.copytree(done["workdir"], w)
     stages = st.build_plan(_settings(world, w), Session())
-    mine1 = {s.key for s in reproduce.host_stages(stages, 1, 2)[0]}
+    mine1 = {s.key for s in runner.host_stages(stages, 1, 2)[0]}
     victims = {1: next(k for k in mine1 if k.startswith("suppress/")),
                0: next(s.key for s in stages if s.kind == "suppress" and s.key not in mine1)}
     for key in victims.values():

@@ -9,7 +9,6 @@ pytest.importorskip("torch")
 
 import reproduce_fixtures as rf  # noqa: E402
 from skillneurons_jax.analysis import results  # noqa: E402
-from skillneurons_jax.pipeline import transfer as tr  # noqa: E402
 from skillneurons_jax.pipeline.session import Session  # noqa: E402
 
 SEEDS = (0, 1)
@@ -32,7 +31,7 @@ def env(tmp_path_factory):
         _write_prompts(workdir, task, 16, offset=10 * i)
     cfg = rf.config(model, data).tune
     session = Session()
-    paths = tr.run_transfer(session, str(model), "sst2", ["sst2", "mrpc", "advsst2"], SEEDS, workdir, data, cfg)
+    paths = session.transfer(str(model), "sst2", ["sst2", "mrpc", "advsst2"], SEEDS, workdir, data, cfg)
     return {"model": model, "data": data, "workdir": workdir, "cfg": cfg, "session": session, "paths": paths}
 
 
@@ -52,7 +51,7 @@ def test_files_follow_the_analysis_format(env):
 def test_target_verbalizer_scores_the_source_prompt(env):
     """Recompute sst2 -> mrpc by hand with mrpc's readout (label words false/true)."""
     import jax.numpy as jnp
-    from launch import common
+    from skillneurons_jax.stages import setup as common
     session, cfg = env["session"], env["cfg"]
     target = session.setup(str(env["model"]), "mrpc", cfg)
     source = session.setup(str(env["model"]), "sst2", cfg)
@@ -77,7 +76,7 @@ def test_target_verbalizer_scores_the_source_prompt(env):
 def test_one_compiled_evaluation_per_target_for_all_sources(env):
     session = env["session"]
     before = {k: v for k, v in session.cache.items() if k[0] == "transfer"}
-    tr.run_transfer(session, str(env["model"]), "mrpc", ["sst2", "mrpc"], SEEDS, env["workdir"], env["data"],
+    session.transfer(str(env["model"]), "mrpc", ["sst2", "mrpc"], SEEDS, env["workdir"], env["data"],
                     env["cfg"])
     after = {k: v for k, v in session.cache.items() if k[0] == "transfer"}
     assert set(after) == set(before) and all(after[k] is before[k] for k in before)
@@ -91,9 +90,9 @@ def test_a_prompt_of_another_model_or_a_missing_one_is_a_clear_error(env, tmp_pa
         path.parent.mkdir(parents=True)
         np.save(path, np.zeros((4, 768), np.float32))
     with pytest.raises(ValueError, match=r"seed_0/prompt.npy.*does not fit"):
-        tr.run_transfer(env["session"], str(env["model"]), "sst2", ["mrpc"], SEEDS, workdir, env["data"],
+        env["session"].transfer(str(env["model"]), "sst2", ["mrpc"], SEEDS, workdir, env["data"],
                         env["cfg"])
     with pytest.raises(FileNotFoundError, match="no tuned prompt for task 'mrpc'"):
-        tr.run_transfer(env["session"], str(env["model"]), "mrpc", ["sst2"], SEEDS, workdir, env["data"],
+        env["session"].transfer(str(env["model"]), "mrpc", ["sst2"], SEEDS, workdir, env["data"],
                         env["cfg"])
     assert not (workdir / "transfer").exists()

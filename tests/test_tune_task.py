@@ -1,4 +1,4 @@
-"""skillneurons_jax/prompt/tune_task.py: the one tuning body of launch.tune and Session.tune — hyperparameter
+"""skillneurons_jax/stages/tune.py: the one tuning body of launch.tune and Session.tune — hyperparameter
 resolution, the training batch schedule shared by the seeds, split caps, and a tiny in-process run."""
 import json
 
@@ -7,7 +7,8 @@ import pytest
 
 import prompt_fixtures as fx
 from skillneurons_jax.data import batches
-from skillneurons_jax.prompt import train, tune_task
+from skillneurons_jax.prompt import train
+from skillneurons_jax.stages import tune as tune_task
 
 
 def _encoded(n=100, seed=0):
@@ -86,10 +87,9 @@ def test_tune_task_in_process_writes_the_run_with_its_split_caps(tmp_path):
     cfg = tune.get_config()
     cfg.prompt_len, cfg.batch_size, cfg.eval_batch_size, cfg.progress = 4, 8, 8, False
     cfg.train_max_examples, cfg.dev_max_examples, cfg.group_by_length = 24, 8, True
-    setup = common.setup_model_and_task(str(model), "sst2", cfg)
-    summary = tune_task.tune_task(setup, [0, 1], tmp_path / "work", data, cfg, model_path=model, max_examples=32,
-                                  max_steps=3, eval_every=3, sidecar_extra={"stage": "test"},
-                                  require_complete=True)
+    setup = common.load_setup(str(model), "sst2", cfg)
+    summary = tune_task.tune(setup, [0, 1], tmp_path / "work", data, cfg, model_path=model, max_examples=32,
+                             max_steps=3, eval_every=3, sidecar_extra={"stage": "test"}, require_complete=True)
     assert summary["steps"] == 3 and summary["seeds"] == [0, 1] and len(summary["best_dev_accuracy"]) == 2
     run = tmp_path / "work" / "prompts" / "tiny_minilm" / "sst2" / "seed_1"
     assert np.load(run / "prompt.npy").shape == (4, 16)
@@ -101,5 +101,5 @@ def test_tune_task_in_process_writes_the_run_with_its_split_caps(tmp_path):
 
     cfg.time_limit_s = 1e-9            # stops after the first step: a plan stage must not count that as done
     with pytest.raises(RuntimeError, match="stopped at step 4 of 5"):
-        tune_task.tune_task(setup, [0, 1], tmp_path / "work", data, cfg, model_path=model, max_examples=32,
-                            max_steps=5, eval_every=3, require_complete=True)
+        tune_task.tune(setup, [0, 1], tmp_path / "work", data, cfg, model_path=model, max_examples=32,
+                       max_steps=5, eval_every=3, require_complete=True)

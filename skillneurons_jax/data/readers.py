@@ -416,6 +416,12 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
     return SplitData(spec.name, split, examples, source, carved, dict(dropped), malformed)
 
 
+
+def load_split(task, split: str, data_dir, max_examples: int | None = None, **kwargs) -> list[Example]:
+    """Examples of one split role ("train" | "dev" | "test"); see `read_split` for the details. (It lives here,
+    not in tasks.py, because the table names readers by string and this module imports the table.)"""
+    return read_split(task, split, data_dir, max_examples=max_examples, **kwargs).examples
+
 def _carve(spec: TaskSpec, split: str, path, rows: list[Row]) -> tuple[list[Row], str]:
     carve: Carve = spec.carve
     low, high = carve.parts[split]

@@ -337,10 +337,40 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     return spec
 
 
-def load_split(task, split: str, data_dir, max_examples: int | None = None, **kwargs) -> list[Example]:
-    """Examples of one split role ("train" | "dev" | "test"); see `readers.read_split` for the details."""
-    from skillneurons_jax.data import readers  # the table names readers by string; readers imports this module
-    return readers.read_split(task, split, data_dir, max_examples=max_examples, **kwargs).examples
+def clean_task_of(task: str | TaskSpec) -> str:
+    """The task whose TRAIN split and prompt an (adversarial) task uses; the task itself for clean tasks."""
+    spec = get_task(task)
+    return spec.clean_task or spec.name
+
+
+# ------------------------------------------------------------------------------------- per-task facts
+# The facts about tasks that are not about reading them, kept next to the table so one place knows each task.
+# Task -> (train examples, dev examples, mean text tokens with specials) of the full public sets: cost hints of
+# the pipeline's --dry_run only (nothing is checked against them).
+SIZE_HINTS: Mapping[str, tuple[int, int, int]] = types.MappingProxyType({
+    "sst2": (67349, 872, 14), "imdb": (25000, 25000, 300), "movierationales": (1600, 200, 800),
+    "qqp": (363846, 40430, 30), "mrpc": (3668, 408, 53), "qnli": (104743, 5463, 50), "mnli": (261802, 6692, 40),
+    "ethicsdeontology": (18164, 3596, 30), "ethicsjustice": (21791, 2704, 30),
+    "advsst2": (0, 148, 20), "advqqp": (0, 78, 30), "advqnli": (0, 148, 50), "advmnli": (0, 199, 40),
+    "tweets": (6500, 800, 30),
+})
+DEFAULT_SIZE_HINT = (10000, 1000, 40)
+# The paper's tasks in the paper's order (Ackermann & Ohmer 2023): the display order of tables and figures;
+# other tasks of the table follow alphabetically.
+PAPER_TASKS: tuple[str, ...] = ("sst2", "imdb", "movierationales", "qqp", "mrpc", "qnli", "mnli",
+                                "ethicsdeontology", "ethicsjustice", "advsst2", "advqqp", "advqnli", "advmnli")
+DISPLAY_ORDER: tuple[str, ...] = PAPER_TASKS
+
+
+def size_hint(task: str) -> tuple[int, int, int]:
+    """(train, dev, mean text tokens) of the full set: a cost hint (DEFAULT_SIZE_HINT for unknown sizes)."""
+    return SIZE_HINTS.get(str(task).lower(), DEFAULT_SIZE_HINT)
+
+
+def task_names_help() -> str:
+    """The --task flag's help: every name of the table, the paper's first."""
+    others = [t for t in TASKS if t not in PAPER_TASKS]
+    return "Task name, lower case (" + ", ".join(list(PAPER_TASKS) + others) + ")."
 
 
 # ----------------------------------------------------------------------------------------------- verbalizers

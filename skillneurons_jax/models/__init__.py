@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skillneurons_jax.models import convert
+from skillneurons_jax.models import convert, roberta
 from skillneurons_jax.models.config import FAMILY_OF_MODEL_TYPE, ModelConfig, config_from_hf
 from skillneurons_jax.models.convert import CheckpointError
 from skillneurons_jax.models.ffn import Capture, InterceptFFN, Intervention
@@ -152,7 +152,6 @@ def load_pretrained(path, dtype=jnp.float32, *, tokenizer: bool = True) -> Loade
     tok = load_tokenizer(folder) if tokenizer else None
     state = convert.read_state_dict(folder)
     if config.family in ("roberta", "bert"):
-        from skillneurons_jax.models import roberta
         config = config.replace(has_lm_head=roberta.has_lm_head(state, config.family))
     params = to_params(state, config, source=str(weights))
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)

@@ -17,7 +17,7 @@ import pathlib
 import time
 from typing import Callable, Optional, Sequence
 
-from skillneurons_jax import io
+from skillneurons_jax import io, layout
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _sha256(path: pathlib.Path) -> str:
 
 
 def _record_path(workdir: pathlib.Path, key: str) -> pathlib.Path:
-    return workdir / ".stages" / (key.replace("/", "__") + ".json")
+    return layout.stage_record_path(workdir, key)
 
 
 def _name(path, workdir: pathlib.Path) -> str:

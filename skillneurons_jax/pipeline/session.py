@@ -1,42 +1,46 @@
-"""One process's working state for a plan: each model loaded once, each (model, task) readout built once, and
-prompt tuning called in-process.
+"""One process's working state for a plan: each model loaded once, each (model, task) setup built once, each
+transfer target prepared once; the stage functions (skillneurons_jax.stages) are called with what it holds.
 
-The stage entry points of the other rooms (launch.predictivity.run_predictivity, launch.suppress.run_suppression)
-take a model PATH and load the model themselves through `launch.common.setup_model_and_task`, which calls
-`skillneurons_jax.models.load_pretrained` at call time. `Session.activate()` makes that name a memoized loader for
-the duration of the plan, so a model is read and converted once per process, not once per stage. (The thinnest
-adapter that works without changing their signatures; passing a `LoadedModel` in would be cleaner.)
+    session = Session()
+    session.tune(model_path, "sst2", seeds, workdir, data_dir, tune_config)
+    session.predictivity(model_path, "advsst2", seeds, workdir, data_dir, tune_config, options=...)
 
-`launch/tune.py` defines its absl `--config` flag at import, so it cannot be imported next to launch/reproduce.py;
-both call `skillneurons_jax.prompt.tune_task.tune_task` (hyperparameter table, batches, prompt init,
-`prompt.train.train`, run_info / sidecar), `Session.tune` with the session's cached model and readout.
+The stage functions take loaded models, so nothing here replaces a module attribute: `Session.load` is the only
+place a plan loads a model (through the `loader` it was given, models.load_pretrained by default).
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-# The fields of configs/tune.py a prompt's readout depends on (they must match between tuning and use).
-READOUT_FIELDS = ("readout", "mask_slot", "prefix_positions", "tied_scale")
+import jax.numpy as jnp
+
+from skillneurons_jax import models, parallel
+from skillneurons_jax.neurons.stats_options import StatsOptions
+from skillneurons_jax.prompt.readout import ReadoutSettings
+from skillneurons_jax.stages import predictivity as predictivity_stage
+from skillneurons_jax.stages import suppress as suppress_stage
+from skillneurons_jax.stages import transfer as transfer_stage
+from skillneurons_jax.stages import tune as tune_stage
+from skillneurons_jax.stages.setup import TaskSetup, make_setup
 
 
 class Session:
-    """Caches for one process: loaded models by path (one at a time: a plan runs a model's stages together),
-    task setups by (model path, task), and whatever the transfer stage keeps per target (compiled steps)."""
+    """Caches for one process: loaded models by path (one at a time by default: a plan runs a model's stages
+    together), task setups by (model path, task, readout settings), and the transfer stage's prepared targets."""
 
-    def __init__(self, max_models: int = 1):
+    def __init__(self, max_models: int = 1, loader: Callable = models.load_pretrained):
         self.max_models = max(1, int(max_models))
-        self._models: dict[str, Any] = {}
-        self._setups: dict[tuple, Any] = {}
-        self.cache: dict[tuple, Any] = {}       # free-form per-(kind, model path, ...) entries of other modules
+        self.loader = loader
+        self._models: dict[tuple, Any] = {}
+        self._setups: dict[tuple, TaskSetup] = {}
+        self.cache: dict[tuple, Any] = {}       # (kind, model path, ...) -> prepared state (transfer targets)
         self.loads = 0                          # how many times a model was really loaded (tests count it)
-        self._original_loader = None
 
     # ---- models ---------------------------------------------------------------------------------------------
-    def load(self, path, dtype=None, **kw):
-        """load_pretrained(path) once per process (drops the least recently used model beyond `max_models`)."""
-        import jax.numpy as jnp
-        key = (str(path), str(dtype or "float32"), tuple(sorted(kw.items())))
+    def load(self, path, dtype=None):
+        """The loaded model at `path`, loaded once per process (drops the least recently used model beyond
+        `max_models`, with everything built from it)."""
+        key = (str(path), str(dtype or "float32"))
         if key in self._models:
             self._models[key] = self._models.pop(key)         # most recently used last
             return self._models[key]
@@ -45,52 +49,61 @@ class Session:
             del self._models[old]
             self._setups = {k: v for k, v in self._setups.items() if k[0] != old[0]}
             self.cache = {k: v for k, v in self.cache.items() if len(k) < 2 or k[1] != old[0]}
-        loader = self._original_loader or _models_module().load_pretrained
-        loaded = loader(path, dtype if dtype is not None else jnp.float32, **kw)
+        loaded = self.loader(path, dtype if dtype is not None else jnp.float32)
         self.loads += 1
         self._models[key] = loaded
         return loaded
 
-    @contextlib.contextmanager
-    def activate(self):
-        """Within the block, `skillneurons_jax.models.load_pretrained` is this session's memoized loader."""
-        models = _models_module()
-        self._original_loader = models.load_pretrained
-
-        def cached(path, dtype=None, **kw):
-            return self.load(path, dtype, **kw)
-
-        models.load_pretrained = cached
-        try:
-            yield self
-        finally:
-            models.load_pretrained = self._original_loader
-            self._original_loader = None
-
-    def setup(self, model_path: str, task: str, tune_config):
-        """launch.common.Setup (model, task spec, label words, readout) for (model, task), built once."""
-        from launch import common
-        readout_key = tuple(str(tune_config.get(k, None)) for k in READOUT_FIELDS)
-        key = (str(model_path), task, readout_key)
+    def setup(self, model_path: str, task: str, tune_config) -> TaskSetup:
+        """stages.setup.TaskSetup (model, task spec, label words, readout) for (model, task), built once."""
+        settings = ReadoutSettings.from_config(tune_config)
+        key = (str(model_path), task, settings)
         if key not in self._setups:
-            with self.activate() if self._original_loader is None else contextlib.nullcontext():
-                self._setups[key] = common.setup_model_and_task(model_path, task, tune_config)
+            self._setups[key] = make_setup(self.load(model_path), task, settings)
         return self._setups[key]
 
-    # ---- prompt tuning ----------------------------------------------------------------------------------------
+    # ---- stages -----------------------------------------------------------------------------------------------
     def tune(self, model_path: str, task: str, seeds: Sequence[int], workdir, data_dir, tune_config, *,
              max_examples: Optional[int] = None, max_steps: Optional[int] = None,
              eval_every: Optional[int] = None) -> dict:
-        """Tunes one prompt per seed of `task` (all seeds in one compiled step); writes
-        WORKDIR/prompts/<model>/<task>/seed_<s>/{prompt.npy, metrics.jsonl, state/, run_config.json}.
-        A rerun resumes from the last checkpoint (prompt.train); a run that the config's time_limit_s stopped
-        early raises RuntimeError (the stage is not done). Returns the summary launch.tune prints."""
-        from skillneurons_jax.prompt import tune_task
-        return tune_task.tune_task(self.setup(model_path, task, tune_config), seeds, workdir, data_dir, tune_config,
-                                   model_path=model_path, max_examples=max_examples, max_steps=max_steps,
-                                   eval_every=eval_every, sidecar_extra={"stage": "tune"}, require_complete=True)
+        """stages.tune.tune with the cached setup; a run that the config's time_limit_s stopped before its
+        planned steps raises RuntimeError (the stage is not done; a rerun resumes from the checkpoint)."""
+        return tune_stage.tune(self.setup(model_path, task, tune_config), seeds, workdir, data_dir, tune_config,
+                               model_path=model_path, max_examples=max_examples, max_steps=max_steps,
+                               eval_every=eval_every, sidecar_extra={"stage": "tune"}, require_complete=True)
 
+    def transfer_target(self, model_path: str, target: str, data_dir, tune_config,
+                        max_examples: Optional[int] = None) -> transfer_stage.TransferTarget:
+        """The prepared target (dev batches, compiled step), once per (model, target, data, cap)."""
+        key = ("transfer", str(model_path), target, str(data_dir), max_examples)
+        if key not in self.cache:
+            setup = self.setup(model_path, target, tune_config)
+            mesh = parallel.make_mesh()
+            params_key = ("params", str(model_path))        # one device copy of the weights for every target
+            if params_key not in self.cache:
+                self.cache[params_key] = parallel.replicate(setup.loaded.params, mesh)
+            self.cache[key] = transfer_stage.prepare_target(
+                setup, data_dir, max_text_tokens=int(tune_config["max_text_tokens"]),
+                eval_batch_size=int(tune_config["eval_batch_size"]), max_examples=max_examples, mesh=mesh,
+                params=self.cache[params_key])
+        return self.cache[key]
 
-def _models_module():
-    import skillneurons_jax.models as models
-    return models
+    def transfer(self, model_path: str, source: str, targets: Sequence[str], seeds: Sequence[int], workdir,
+                 data_dir, tune_config, *, max_examples: Optional[int] = None) -> list:
+        prepared = [self.transfer_target(model_path, t, data_dir, tune_config, max_examples) for t in targets]
+        return transfer_stage.transfer(prepared, source, seeds, workdir, model_path=model_path, data_dir=data_dir,
+                                       max_examples=max_examples)
+
+    def predictivity(self, model_path: str, task: str, seeds: Sequence[int], workdir, data_dir, tune_config, *,
+                     options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None) -> dict:
+        return predictivity_stage.predictivity(
+            self.setup(model_path, task, tune_config), workdir, data_dir, seeds, model_path=model_path,
+            max_text_tokens=int(tune_config["max_text_tokens"]),
+            eval_batch_size=int(tune_config["eval_batch_size"]), options=options, max_examples=max_examples)
+
+    def suppress(self, model_path: str, source: str, target: str, seeds: Sequence[int], workdir, data_dir,
+                 tune_config, *, max_examples: Optional[int] = None, **options) -> dict:
+        return suppress_stage.suppress(
+            self.setup(model_path, target, tune_config), source, workdir, data_dir, seeds, model_path=model_path,
+            max_text_tokens=int(tune_config["max_text_tokens"]),
+            eval_batch_size=int(tune_config["eval_batch_size"]), max_examples=max_examples, **options)

@@ -40,20 +40,22 @@ import os
 import pathlib
 from typing import Any, Callable, Optional, Sequence
 
+import jax
+
+from skillneurons_jax import layout, models
+from skillneurons_jax.analysis import report as report_builder
+from skillneurons_jax.data import readers
+from skillneurons_jax.data import tasks as task_table
+from skillneurons_jax.models import config as model_config
+from skillneurons_jax.models import convert
+from skillneurons_jax.neurons import suppression as suppression_masks
+from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.pipeline import plan
+from skillneurons_jax.pipeline.session import Session
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tables
+# Cost constants (the task sizes are in the task table: data.tasks.size_hint)
 # ---------------------------------------------------------------------------------------------------------------
-# task -> (train examples, dev examples, mean text tokens with specials) of the full public sets: cost hints only.
-TASK_SIZE_HINTS = {
-    "sst2": (67349, 872, 14), "imdb": (25000, 25000, 300), "movierationales": (1600, 200, 800),
-    "qqp": (363846, 40430, 30), "mrpc": (3668, 408, 53), "qnli": (104743, 5463, 50), "mnli": (261802, 6692, 40),
-    "ethicsdeontology": (18164, 3596, 30), "ethicsjustice": (21791, 2704, 30),
-    "advsst2": (0, 148, 20), "advqqp": (0, 78, 30), "advqnli": (0, 148, 50), "advmnli": (0, 199, 40),
-    "tweets": (6500, 800, 30),
-}
-DEFAULT_SIZE_HINT = (10000, 1000, 40)
 PADDING_FACTOR = 1.3          # length buckets pad the mean text by about this much
 TRAIN_STEP_FACTOR = 3.0       # a training step ~ forward + backward ~ 3 forwards
 # Backend -> FLOP/s assumed when the config gives none (measured: MiniLM on 2 shared CPU cores ~3e10).
@@ -109,13 +111,11 @@ class Settings:
     config: dict                  # the whole config, plain (recorded in the report)
 
     @classmethod
-    def from_config(cls, config, workdir, data_dir: Optional[str] = None) -> "Settings":
+    def from_config(cls, config, workdir, data_dir: Optional[str] = None, *, default_tune=None) -> "Settings":
         """config: an ml_collections ConfigDict (or mapping) shaped like configs/default.py. `data_dir` (the flag)
-        wins over config.data_dir. Unknown task names and malformed fields raise ValueError here."""
-        from skillneurons_jax.data import tasks as task_table
-        from skillneurons_jax.neurons import suppression as sup
-        from skillneurons_jax.neurons.stats_options import StatsOptions
-
+        wins over config.data_dir; `default_tune` (configs/tune.py's config, passed by launch.reproduce) is the
+        tuning block of a config that has none. Unknown task names and malformed fields raise ValueError here."""
+        sup = suppression_masks
         get = config.get
         models = _as_list(get("models"))
         if not models:
@@ -148,8 +148,9 @@ class Settings:
             pairs.append((task_table.get_task(src).name, task_table.get_task(tgt).name))
         tune = get("tune")
         if tune is None:
-            from configs import tune as tune_cfg
-            tune = tune_cfg.get_config()
+            tune = default_tune
+        if tune is None:
+            raise ValueError("config.tune is missing: give the tuning block (configs/tune.py's fields)")
         stats = StatsOptions.from_mapping(_plain(get("stats")) or None)
         max_examples = get("max_examples")
         cost = get("cost") or {}
@@ -183,9 +184,6 @@ class ModelInfo:
 
 def model_info(path: str, allow_hub: bool = False) -> ModelInfo:
     """Name, family and sizes of a model from its config.json alone; a folder that does not exist is a skip."""
-    from skillneurons_jax import models
-    from skillneurons_jax.models import config as model_config
-    from skillneurons_jax.models import convert
     text = str(path)
     local = pathlib.Path(text).expanduser()
     if text.startswith("offline:") or local.exists():
@@ -205,7 +203,6 @@ def model_info(path: str, allow_hub: bool = False) -> ModelInfo:
 
 def data_problem(task: str, data_dir, allow_hub: bool = False) -> Optional[str]:
     """None when the splits a task needs can be read (nothing is read), else the reason: what was looked for."""
-    from skillneurons_jax.data import readers, tasks as task_table
     spec = task_table.get_task(task)
     for split in (("dev",) if spec.clean_task else ("train", "dev")):
         res = readers.resolve(spec, split, data_dir, allow_hub=allow_hub)
@@ -230,8 +227,8 @@ class TaskPlan:
 
 
 def clean_of(task: str) -> str:
-    from skillneurons_jax.data import tasks as task_table
-    return task_table.get_task(task).clean_task or task
+    """data.tasks.clean_task_of: the task itself for clean tasks."""
+    return task_table.clean_task_of(task)
 
 
 def plan_tasks(settings: Settings) -> TaskPlan:
@@ -264,7 +261,6 @@ def plan_tasks(settings: Settings) -> TaskPlan:
 def flops_per_second(settings: Settings) -> float:
     if settings.flops_per_second:
         return float(settings.flops_per_second)
-    import jax
     if jax.default_backend() == "cpu":
         return DEFAULT_FLOPS["cpu_per_core"] * (os.cpu_count() or 1)
     return DEFAULT_FLOPS["accelerator"] * jax.device_count()
@@ -285,7 +281,7 @@ class CostModel:
         self.S = len(settings.seeds)
 
     def sizes(self, task: str) -> tuple[int, int, float]:
-        train, dev, mean_tokens = TASK_SIZE_HINTS.get(task, DEFAULT_SIZE_HINT)
+        train, dev, mean_tokens = task_table.size_hint(task)
         cap = self.s.max_examples
         if cap is not None:
             train, dev = min(train, cap), min(dev, cap)
@@ -336,22 +332,6 @@ class CostModel:
 # ---------------------------------------------------------------------------------------------------------------
 # The plan
 # ---------------------------------------------------------------------------------------------------------------
-def stage_paths(workdir, model: str) -> dict[str, Callable]:
-    w = pathlib.Path(workdir)
-    return {
-        "prompt": lambda task, seed: w / "prompts" / model / task / f"seed_{seed}" / "prompt.npy",
-        "metrics": lambda task, seed: w / "prompts" / model / task / f"seed_{seed}" / "metrics.jsonl",
-        "transfer": lambda src, tgt: w / "transfer" / model / f"{src}__{tgt}.json",
-        "predictivity": lambda task: w / "predictivity" / model / f"{task}.npz",
-        "suppress": lambda src, tgt: w / "suppression" / model / f"{src}__{tgt}.json",
-    }
-
-
-def report_outputs(workdir) -> list[pathlib.Path]:
-    out = pathlib.Path(workdir) / "report"
-    return [out / "index.html", out / "index.md", out / "summary.json"]
-
-
 def suppression_pairs(settings: Settings, tp: TaskPlan) -> list[tuple[str, str]]:
     """Each task's own skill neurons, clean -> adversarial, then the configured extra pairs (present ones)."""
     pairs = [(t, t) for t in tp.present] + [(clean_of(a), a) for a in tp.adversarial]
@@ -369,7 +349,6 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
     """Every stage of the sweep, in a good run order (model by model; tune, transfer, predictivity, suppress;
     report last). Nothing is loaded or run. `hooks` (tests): kind -> callable(stage key) called before the work.
     """
-    from skillneurons_jax.pipeline.session import Session
     session = session if session is not None else Session()
     hooks = hooks or {}
     s = settings
@@ -394,13 +373,12 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
         cfg = report_config(s, tp, infos)
 
         def make_report(key="report"):
-            from skillneurons_jax.analysis import report as rep
             _hook(hooks, "report", key)
-            rep.build_report(s.workdir, s.workdir / "report", cfg)
+            report_builder.build_report(s.workdir, layout.report_dir(s.workdir), cfg)
 
         n_tasks = max(len(tp.present), 1)
         perms = int(s.analysis.get("n_permutations", 1000))
-        stages.append(plan.Stage("report", "report", report_outputs(s.workdir), make_report,
+        stages.append(plan.Stage("report", "report", layout.report_outputs(s.workdir), make_report,
                                  deps=[st.key for st in runnable], group="report", soft_deps=True,
                                  cost_s=round(10 + 2e-3 * perms * n_tasks * (n_tasks - 1) / 2 * len(infos), 1)))
     return plan.order(stages)
@@ -421,11 +399,7 @@ def _hook(hooks, kind, key):
 
 
 def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: CostModel, hooks) -> list:
-    from launch import predictivity as lp
-    from launch import suppress as ls
-    from skillneurons_jax.pipeline import transfer as tr
-
-    m, path, paths = info.name, info.path, stage_paths(s.workdir, info.name)
+    m, path, w = info.name, info.path, s.workdir
     stages = []
 
     def add(key, kind, outputs, fn, deps=(), cost_s=0.0, group_task=None):
@@ -436,7 +410,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
         def tune(task=task, key=f"tune/{m}/{task}"):
             _hook(hooks, "tune", key)
             session.tune(path, task, s.seeds, s.workdir, s.data_dir, s.tune, max_examples=s.max_examples)
-        outs = [paths["prompt"](task, seed) for seed in s.seeds] + [paths["metrics"](task, seed) for seed in s.seeds]
+        outs = ([layout.prompt_path(w, m, task, seed) for seed in s.seeds]
+                + [layout.metrics_path(w, m, task, seed) for seed in s.seeds])
         add(f"tune/{m}/{task}", "tune", outs, tune, cost_s=cost.tune(task), group_task=task)
 
     for source in tp.clean:
@@ -444,9 +419,9 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
 
         def transfer(source=source, targets=targets, key=f"transfer/{m}/{source}"):
             _hook(hooks, "transfer", key)
-            tr.run_transfer(session, path, source, targets, s.seeds, s.workdir, s.data_dir, s.tune,
-                            max_examples=s.max_examples)
-        add(f"transfer/{m}/{source}", "transfer", [paths["transfer"](source, t) for t in targets], transfer,
+            session.transfer(path, source, targets, s.seeds, s.workdir, s.data_dir, s.tune,
+                             max_examples=s.max_examples)
+        add(f"transfer/{m}/{source}", "transfer", [layout.transfer_path(w, m, source, t) for t in targets], transfer,
             deps=[f"tune/{m}/{source}"], cost_s=cost.transfer(targets), group_task=source)
 
     for task in tp.present:
@@ -454,10 +429,9 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
 
         def predictivity(task=task, key=f"predictivity/{m}/{task}"):
             _hook(hooks, "predictivity", key)
-            lp.run_predictivity(lp.PredictivityRun(
-                model_path=path, task=task, data_dir=s.data_dir, seeds=s.seeds, workdir=str(s.workdir),
-                max_examples=s.max_examples, options=s.stats, config=s.tune))
-        out = paths["predictivity"](task)
+            session.predictivity(path, task, s.seeds, str(s.workdir), s.data_dir, s.tune, options=s.stats,
+                                 max_examples=s.max_examples)
+        out = layout.predictivity_path(w, m, task)
         deps = [f"tune/{m}/{clean}"] + ([f"predictivity/{m}/{clean}"] if clean != task else [])
         add(f"predictivity/{m}/{task}", "predictivity", [out, out.with_name(out.name + ".json")], predictivity,
             deps=deps, cost_s=cost.predictivity(task), group_task=clean)
@@ -465,12 +439,12 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
     for source, target in suppression_pairs(s, tp):
         def suppress(source=source, target=target, key=f"suppress/{m}/{source}__{target}"):
             _hook(hooks, "suppress", key)
-            ls.run_suppression(path, source, target, s.data_dir, s.seeds, str(s.workdir), levels=s.levels,
-                               scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
-                               random_draws=s.random_draws, random_seed=s.random_seed, config=s.tune,
-                               max_examples=_smaller(s.suppression_max_examples, s.max_examples))
+            session.suppress(path, source, target, s.seeds, str(s.workdir), s.data_dir, s.tune, levels=s.levels,
+                             scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
+                             random_draws=s.random_draws, random_seed=s.random_seed,
+                             max_examples=_smaller(s.suppression_max_examples, s.max_examples))
         deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{clean_of(target)}"]))
-        add(f"suppress/{m}/{source}__{target}", "suppress", [paths["suppress"](source, target)], suppress,
+        add(f"suppress/{m}/{source}__{target}", "suppress", [layout.suppression_path(w, m, source, target)], suppress,
             deps=deps, cost_s=cost.suppress(target), group_task=clean_of(target))
     return stages
 

@@ -17,7 +17,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-STATE_DIR = "state"
+from skillneurons_jax import layout
+
+STATE_DIR = layout.STATE_DIR
 MIN_KEEP = 2
 
 

@@ -226,3 +226,46 @@ def make_readout(loaded, label_words, *, kind: str = "auto", mask_slot="auto", p
                    mask_token_id=None if mask_id is None else int(mask_id), prefix_positions=prefix_positions,
                    decoder_start_token_id=int(getattr(config, "decoder_start_token_id", 0) or 0),
                    scale=float(scale))
+
+
+def _bool_or_auto(value):
+    """mask_slot as written in a config: "auto", a bool, or a string spelling one."""
+    if isinstance(value, str):
+        low = value.lower()
+        if low == "auto":
+            return "auto"
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ValueError(f"mask_slot must be auto, true or false; got {value!r}")
+    return bool(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadoutSettings:
+    """THE readout settings of a prompt: what tuning used and every later use of the prompt must repeat
+    (configs/tune.py fields `readout`, `mask_slot`, `prefix_positions`, `tied_scale`). Frozen and hashable, so
+    it keys caches; `to_dict()` is what sidecars and fingerprints record."""
+    readout: str = "auto"                 # auto | a key of READOUTS
+    mask_slot: Any = "auto"               # "auto" | bool
+    prefix_positions: str = "zero"        # PREFIX_POSITION_MODES
+    tied_scale: float = 1.0
+
+    FIELDS = ("readout", "mask_slot", "prefix_positions", "tied_scale")
+
+    @classmethod
+    def from_config(cls, config) -> "ReadoutSettings":
+        """From a tuning config (ConfigDict or mapping); absent fields take the training defaults."""
+        get = config.get
+        return cls(readout=str(get("readout", "auto")), mask_slot=_bool_or_auto(get("mask_slot", "auto")),
+                   prefix_positions=str(get("prefix_positions", "zero")),
+                   tied_scale=float(get("tied_scale", 1.0)))
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def build(self, loaded, label_words) -> Readout:
+        """make_readout with these settings."""
+        return make_readout(loaded, label_words, kind=self.readout, mask_slot=self.mask_slot,
+                            prefix_positions=self.prefix_positions, scale=self.tied_scale)

@@ -12,7 +12,6 @@ Initialisers (one table, `INITIALIZERS`):
 """
 from __future__ import annotations
 
-import pathlib
 from typing import Callable, Optional
 
 import jax
@@ -133,69 +132,3 @@ def check_prompt(prompt, prompt_len: Optional[int], hidden: int, *, source: str 
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{source}: prompt contains NaN or infinite values")
     return arr.astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------------ prompt files
-PROMPT_FILE = "prompt.npy"
-TORCH_PROMPT_KEYS = ("task_prompt", "prompt_emb", "prompt_embeddings.weight")
-
-
-def find_prompts(path) -> list:
-    """Prompt files named by `path`: a file (.npy, or a PyTorch tensor file such as the original release's
-    `task_prompt`), a seed folder holding prompt.npy (or task_prompt), or a folder of seed_<s>/ folders.
-    Returns the files, seeds in numeric order. Raises FileNotFoundError naming what was looked for."""
-    path = pathlib.Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"prompt path {path} does not exist")
-    for name in (PROMPT_FILE, "task_prompt"):
-        if (path / name).is_file():
-            return [path / name]
-    seeds = sorted((p for p in path.glob("seed_*") if (p / PROMPT_FILE).is_file()),
-                   key=lambda p: (len(p.name), p.name))
-    if seeds:
-        return [p / PROMPT_FILE for p in seeds]
-    raise FileNotFoundError(f"{path}: no {PROMPT_FILE}, task_prompt or seed_*/{PROMPT_FILE} inside")
-
-
-def read_prompt(path) -> np.ndarray:
-    """A prompt file -> float32 [P, H]. .npy via numpy (no pickles); anything else via
-    `torch.load(weights_only=True)`: a tensor, or a dict holding one under `task_prompt` (or the only tensor)."""
-    path = pathlib.Path(path)
-    if path.suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{path}: not a plain numpy array file ({e})") from None
-    else:
-        arr = _read_torch_prompt(path)
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[0] == 1:  # [1, P, H] as some checkpoints keep it
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: a prompt must be a matrix [prompt_len, hidden]; got shape {arr.shape}")
-    return arr
-
-
-def _read_torch_prompt(path):
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(f"{path}: reading a PyTorch prompt file needs torch (pip install torch)") from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, ...: the file is not a weights-only tensor file
-        raise ValueError(f"{path}: not a loadable PyTorch tensor file ({type(e).__name__}: {e})") from None
-    if isinstance(obj, dict):
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        key = next((k for k in tensors for want in TORCH_PROMPT_KEYS if k == want or k.endswith("." + want)), None)
-        if key is None and len(tensors) == 1:
-            key = next(iter(tensors))
-        if key is None:
-            raise ValueError(f"{path}: a dict without a prompt tensor (looked for {TORCH_PROMPT_KEYS}); "
-                             f"keys: {sorted(obj)[:10]}")
-        obj = tensors[key]
-    if not isinstance(obj, torch.Tensor):
-        raise ValueError(f"{path}: expected a tensor or a dict of tensors, found {type(obj).__name__}")
-    return obj.detach().float().numpy()

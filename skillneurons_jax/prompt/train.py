@@ -18,6 +18,14 @@ Per seed, under `run_dir` (`WORKDIR/prompts/<model>/<task>/seed_<s>/`):
 The data position is the step count: update u uses batch u % steps_per_epoch of epoch u // steps_per_epoch,
 and each (seed, epoch) order is a pure function of the two, so a resumed run sees exactly the batches that an
 uninterrupted run would have seen.
+
+The loop (`train`) is a sequence of named steps over an explicit `TrainState` (host arrays):
+`EpochBatches` (each seed's batches of an epoch, stacked per step), `Schedule` (steps per epoch, total steps,
+when to evaluate), `resume` (run folders checked, the latest common checkpoint restored, metrics truncated),
+`record_evaluation` (best prompt per seed and the early-stopping count, a pure update), `RunFiles` (metrics
+rows, best prompts, checkpoints). Early stopping (`TrainConfig.patience`) counts evaluations in which no seed's
+best dev accuracy improved; the count is part of the checkpoint, so a resumed run stops where the uninterrupted
+one would have.
 """
 from __future__ import annotations
 
@@ -32,18 +40,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import auto as tqdm
 
-from skillneurons_jax import io as sio
-from skillneurons_jax import parallel
-from skillneurons_jax.prompt import checkpoint as ckpt
-from skillneurons_jax.prompt import metrics as mx
+from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.prompt import checkpoint, files, metrics, scoring
 
-ScoreFn = Callable[[Any, jax.Array, Mapping[str, jax.Array]], jax.Array]
+ScoreFn = scoring.ScoreFn
 BatchFn = Callable[[int, int], Sequence[Mapping[str, np.ndarray]]]
 
-PROMPT_FILE = "prompt.npy"
-METRICS_FILE = "metrics.jsonl"
-RUN_CONFIG_FILE = "run_config.json"
+PROMPT_FILE = layout.PROMPT_FILE
+METRICS_FILE = layout.METRICS_FILE
+RUN_CONFIG_FILE = layout.RUN_CONFIG_FILE
 # Batch entries with a token axis, and what pads them when seeds' batches are brought to one length.
 TOKEN_AXIS_PAD = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}  # None: the tokenizer's pad id
 
@@ -66,6 +73,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     time_limit_s: float = 0.0        # > 0: after this many seconds, evaluate, checkpoint and stop (rerun resumes)
+    patience: Optional[int] = None   # early stopping: stop when no seed's best dev accuracy improved during the
+                                     # last `patience` evaluations; None or 0 = off
 
     # Fields a resumed run must share with the run it continues (max_steps / epochs may grow).
     RESUME_KEYS = ("learning_rate", "batch_size", "eval_every", "warmup_steps", "clip_norm", "weight_decay")
@@ -85,6 +94,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.clip_norm < 0 or self.weight_decay < 0 or self.time_limit_s < 0:
             raise ValueError("clip_norm, weight_decay and time_limit_s must be >= 0")
+        if self.patience is not None and int(self.patience) < 0:
+            raise ValueError(f"patience must be >= 0 (0 or None: off), got {self.patience}")
         return self
 
     def fingerprint(self) -> dict:
@@ -101,6 +112,7 @@ class TrainResult:
     steps: int                   # updates done in total (including those before a resume)
     resumed_from: Optional[int]  # step restored from a checkpoint, None for a fresh start
     history: list                # one dict per evaluation and seed (what metrics.jsonl holds)
+    stopped_early: Optional[int] = None   # the step at which `patience` stopped training, None otherwise
 
 
 # ----------------------------------------------------------------------------------------------- pieces
@@ -137,34 +149,6 @@ def make_train_step(score_fn: ScoreFn, tx: optax.GradientTransformation, mesh):
                    out_shardings=(repl, repl, repl))
 
 
-def make_eval_step(score_fn: ScoreFn, mesh):
-    """(prompts [S,P,H], params, batch [B,...]) -> (confusion [S,C,C] int32, loss sum [S]); one jit."""
-
-    def ev(prompts, params, batch):
-        scores = jax.vmap(lambda p: score_fn(params, p, batch))(prompts)          # [S, B, C]
-        labels = jnp.broadcast_to(batch["labels"], scores.shape[:-1])
-        mask = jnp.broadcast_to(batch["example_mask"], scores.shape[:-1])
-        logp = jax.nn.log_softmax(scores.astype(jnp.float32), -1)
-        nll = -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), -1)[..., 0]
-        return mx.confusion(scores, labels, mask), jnp.sum(nll * mask, -1)
-
-    repl = parallel.replicated(mesh)
-    return jax.jit(ev, out_shardings=(repl, repl))
-
-
-def evaluate(eval_step, prompts, params, dev_batches, mesh) -> tuple[np.ndarray, np.ndarray]:
-    """Confusion counts [S, C, C] and mean dev loss [S] of every seed's prompt over all dev batches."""
-    conf, loss_sum, n = None, None, 0
-    for batch in dev_batches:
-        c, l = eval_step(prompts, params, parallel.shard_batch(batch, mesh, batch_axis=0))
-        conf = np.asarray(c) if conf is None else conf + np.asarray(c)
-        loss_sum = np.asarray(l, np.float64) if loss_sum is None else loss_sum + np.asarray(l)
-        n += int(np.sum(batch["example_mask"]))
-    if conf is None:
-        raise ValueError("no dev batches: the dev split is empty")
-    return conf, loss_sum / max(n, 1)
-
-
 def stack_seed_batches(batches: Sequence[Mapping[str, np.ndarray]], pad_id: int) -> dict[str, np.ndarray]:
     """One batch per seed -> one `[S, B, ...]` batch; token axes padded to the longest (masked positions)."""
     T = max(np.shape(b["input_ids"])[1] for b in batches)
@@ -183,13 +167,132 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch), 0xDA7A]).generate_state(1)[0])
 
 
+
+
+# ----------------------------------------------------------------------------------------------- batches
+class EpochBatches:
+    """Each seed's batches of an epoch (`train_batches(seed, epoch)`), one epoch held at a time, and the stacked
+    `[S, B, ...]` batch of a step."""
+
+    def __init__(self, train_batches: BatchFn, seeds: Sequence[int], pad_id: int):
+        self.train_batches, self.seeds, self.pad_id = train_batches, list(seeds), int(pad_id)
+        self._epoch, self._per_seed = None, None
+
+    def of_epoch(self, epoch: int) -> list[list]:
+        if self._epoch != epoch:
+            per_seed = [list(self.train_batches(s, epoch)) for s in self.seeds]
+            lengths = {len(b) for b in per_seed}
+            if len(lengths) != 1:
+                raise ValueError(f"seeds got different numbers of batches in epoch {epoch}: {sorted(lengths)}")
+            self._epoch, self._per_seed = epoch, per_seed
+        return self._per_seed
+
+    def for_step(self, step: int, steps_per_epoch: int) -> dict[str, np.ndarray]:
+        """The batch of update `step` (0-based): batch step % steps_per_epoch of epoch step // steps_per_epoch."""
+        epoch, index = divmod(step, steps_per_epoch)
+        return stack_seed_batches([b[index] for b in self.of_epoch(epoch)], self.pad_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+
+    def evaluates_at(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.total_steps
+
+
+def make_schedule(cfg: TrainConfig, batches: EpochBatches) -> Schedule:
+    """Steps per epoch from epoch 0's batches (checked against batch_size), total steps, evaluation interval."""
+    first_epoch = batches.of_epoch(0)
+    steps_per_epoch = len(first_epoch[0])
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split has fewer examples than one batch of {cfg.batch_size}")
+    rows = np.shape(first_epoch[0][0]["labels"])[0]
+    if rows != cfg.batch_size:
+        raise ValueError(f"train_batches gave batches of {rows} examples but batch_size is {cfg.batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    return Schedule(steps_per_epoch, total_steps, cfg.eval_every or steps_per_epoch)
+
+
+# ----------------------------------------------------------------------------------------------- state
+@dataclasses.dataclass
+class TrainState:
+    """Everything a resumed run needs, as host arrays (S seeds)."""
+    prompts: np.ndarray              # [S, P, H] after `step` updates
+    opt_state: Any                   # optax state, leaves [S, ...]
+    step: int
+    best_prompts: np.ndarray         # [S, P, H] best by dev accuracy (first best wins ties)
+    best_accuracy: np.ndarray        # [S] float64, -1 before the first evaluation
+    best_f1: np.ndarray              # [S]
+    best_step: np.ndarray            # [S] int64, -1 before the first evaluation
+    evals_since_improvement: int = 0  # evaluations in a row in which no seed's best improved (early stopping)
+
+
+def initial_state(prompts0: np.ndarray, tx: optax.GradientTransformation) -> TrainState:
+    seeds = prompts0.shape[0]
+    opt_state0 = jax.vmap(tx.init)(jnp.asarray(prompts0))
+    return TrainState(prompts=prompts0, opt_state=jax.tree.map(np.asarray, opt_state0), step=0,
+                      best_prompts=prompts0.copy(), best_accuracy=np.full(seeds, -1.0), best_f1=np.zeros(seeds),
+                      best_step=np.full(seeds, -1, np.int64))
+
+
+def record_evaluation(state: TrainState, at_step: int, prompts: np.ndarray, confusion: np.ndarray
+                      ) -> tuple[TrainState, np.ndarray]:
+    """The state after an evaluation at `at_step` of `prompts` [S, P, H] with dev confusion [S, C, C]:
+    each seed's best prompt / accuracy / F1 / step where its accuracy improved, and the early-stopping count.
+    Returns (new state, improved [S] bool). Pure: `state` is not modified."""
+    accuracy, f1 = metrics.accuracy(confusion), metrics.f1(confusion)
+    improved = accuracy > state.best_accuracy
+    new = dataclasses.replace(
+        state,
+        best_prompts=np.where(improved[:, None, None], prompts, state.best_prompts),
+        best_accuracy=np.where(improved, accuracy, state.best_accuracy),
+        best_f1=np.where(improved, f1, state.best_f1),
+        best_step=np.where(improved, at_step, state.best_step),
+        evals_since_improvement=0 if bool(np.any(improved)) else state.evals_since_improvement + 1)
+    return new, improved
+
+
+def patience_reached(state: TrainState, cfg: TrainConfig) -> bool:
+    return bool(cfg.patience) and state.evals_since_improvement >= int(cfg.patience)
+
+
+def _per_seed(state: TrainState) -> list[dict]:
+    """The checkpoint of each seed (one orbax tree per seed folder)."""
+    out = []
+    for i in range(state.prompts.shape[0]):
+        out.append({
+            "prompt": state.prompts[i],
+            "opt_state": jax.tree.map(lambda x: np.asarray(x)[i], state.opt_state),
+            "best_prompt": state.best_prompts[i],
+            "best_accuracy": np.float64(state.best_accuracy[i]),
+            "best_f1": np.float64(state.best_f1[i]),
+            "best_step": np.int64(state.best_step[i]),
+            "step": np.int64(state.step),
+            "evals_since_improvement": np.int64(state.evals_since_improvement),
+        })
+    return out
+
+
+def _from_per_seed(restored: Sequence[dict]) -> TrainState:
+    def stack(key):
+        return np.stack([np.asarray(r[key]) for r in restored])
+    return TrainState(
+        prompts=stack("prompt"),
+        opt_state=jax.tree.map(lambda *xs: np.stack(xs), *[r["opt_state"] for r in restored]),
+        step=int(restored[0]["step"]),
+        best_prompts=stack("best_prompt"),
+        best_accuracy=stack("best_accuracy").astype(np.float64),
+        best_f1=stack("best_f1").astype(np.float64),
+        best_step=stack("best_step").astype(np.int64),
+        evals_since_improvement=int(restored[0]["evals_since_improvement"]))
+
+
 # ----------------------------------------------------------------------------------------------- files
-def _write_prompt(run_dir: pathlib.Path, prompt: np.ndarray, meta: dict) -> None:
-    path = run_dir / PROMPT_FILE
-    sio.atomic_save_npy(path, np.asarray(prompt, np.float32))
-    sio.write_sidecar(path, **meta)
-
-
 def _read_metrics(path: pathlib.Path) -> list[dict]:
     if not path.exists():
         return []
@@ -199,21 +302,98 @@ def _read_metrics(path: pathlib.Path) -> list[dict]:
 def _truncate_metrics(path: pathlib.Path, upto_step: Optional[int]) -> None:
     """Drops evaluations after `upto_step` (None: all): a resumed run evaluates those steps again."""
     rows = [] if upto_step is None else [r for r in _read_metrics(path) if r["step"] <= upto_step]
-    sio.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def _check_run_config(run_dir: pathlib.Path, fingerprint: dict) -> None:
     """A rerun in a folder that holds a checkpoint must have the same configuration, or it would silently
     mix two runs."""
     path = run_dir / RUN_CONFIG_FILE
-    if path.exists() and ckpt.has_checkpoint(run_dir):
+    if path.exists() and checkpoint.has_checkpoint(run_dir):
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
         if diff:
             details = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items()))
             raise ValueError(f"{run_dir} holds a checkpoint of a run with a different configuration ({details}); "
                              "use another --workdir or delete that folder to start over")
-    sio.atomic_write_json(path, fingerprint)
+    io.atomic_write_json(path, fingerprint)
+
+
+class RunFiles:
+    """The per-seed folders of a run: metrics rows, best prompts and checkpoints. Only process 0 writes files;
+    every process saves and restores its checkpoint shards."""
+
+    def __init__(self, run_dirs: Sequence[pathlib.Path], seeds: Sequence[int], meta: dict, keep: int):
+        self.dirs = [pathlib.Path(d) for d in run_dirs]
+        self.seeds, self.meta = list(seeds), meta
+        self.writer = jax.process_index() == 0
+        self.checkpoints: Optional[checkpoint.SeedCheckpoints] = None
+        self.keep = keep
+
+    def prompt_meta(self, state: TrainState, i: int) -> dict:
+        return {**self.meta, "seed": self.seeds[i], "best_step": int(state.best_step[i]),
+                "dev_accuracy": float(state.best_accuracy[i]), "dev_f1": float(state.best_f1[i])}
+
+    def write_evaluation(self, rows: Sequence[dict], state: TrainState, improved: np.ndarray) -> None:
+        if not self.writer:
+            return
+        for i, row in enumerate(rows):
+            io.append_jsonl(self.dirs[i] / METRICS_FILE, row)
+            if improved[i]:
+                files.write_prompt(self.dirs[i], state.best_prompts[i], self.prompt_meta(state, i))
+
+    def save(self, state: TrainState) -> None:
+        self.checkpoints.save(state.step, _per_seed(state))
+
+    def last_saved_step(self) -> Optional[int]:
+        return None if self.checkpoints is None else self.checkpoints.latest_common_step()
+
+    def close(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.close()
+
+
+def resume(run_files: RunFiles, fingerprint: dict, state: TrainState) -> tuple[TrainState, Optional[int], list]:
+    """Checks (or writes) each folder's run_config.json, restores the latest step every seed has, truncates the
+    metrics to it and rewrites the best prompts (a fresh start removes an older run's prompt).
+    Returns (state, the step resumed from or None, the metrics rows kept)."""
+    for d in run_files.dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        _check_run_config(d, fingerprint)
+    run_files.checkpoints = checkpoint.SeedCheckpoints(run_files.dirs, keep=run_files.keep)
+    resumed_from = run_files.checkpoints.latest_common_step()
+    if resumed_from is not None:
+        restored = run_files.checkpoints.restore(resumed_from, _per_seed(state))
+        state = _from_per_seed(restored)
+    history: list[dict] = []
+    if run_files.writer:
+        for i, d in enumerate(run_files.dirs):
+            _truncate_metrics(d / METRICS_FILE, resumed_from)
+            history.extend(_read_metrics(d / METRICS_FILE))
+            if resumed_from is not None and state.best_step[i] >= 0:
+                files.write_prompt(d, state.best_prompts[i], run_files.prompt_meta(state, i))
+            elif resumed_from is None and (d / PROMPT_FILE).exists():
+                (d / PROMPT_FILE).unlink()  # a fresh start must not leave an older run's prompt behind
+    return state, resumed_from, history
+
+
+def evaluation_rows(state: TrainState, seeds: Sequence[int], at_step: int, schedule: Schedule,
+                    confusion: np.ndarray, dev_loss: np.ndarray, train_loss: Optional[np.ndarray],
+                    elapsed_s: float, stopped_early: Optional[int]) -> list[dict]:
+    """One metrics.jsonl row per seed for an evaluation (state: after `record_evaluation`)."""
+    accuracy, f1 = metrics.accuracy(confusion), metrics.f1(confusion)
+    rows = []
+    for i, seed in enumerate(seeds):
+        row = {"seed": seed, "step": int(at_step), "epoch": at_step / schedule.steps_per_epoch,
+               "dev_accuracy": float(accuracy[i]), "dev_f1": float(f1[i]), "dev_loss": float(dev_loss[i]),
+               "dev_examples": int(confusion[i].sum()),
+               "train_loss": None if train_loss is None else float(train_loss[i]),
+               "best_dev_accuracy": float(state.best_accuracy[i]), "best_step": int(state.best_step[i]),
+               "elapsed_s": round(elapsed_s, 3)}
+        if stopped_early is not None:
+            row["stopped_early"] = int(stopped_early)
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------- loop
@@ -240,186 +420,98 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_divisible(cfg.batch_size, mesh, what="global batch (batch_size)")
     run_info = dict(run_info or {})
-    meta = {**run_info, **(sidecar or {})}
-    writer = jax.process_index() == 0
 
-    # ---- data geometry
-    epoch_cache: dict[int, list] = {}
-
-    def seed_batches(epoch):
-        if epoch not in epoch_cache:
-            epoch_cache.clear()
-            per_seed = [list(train_batches(s, epoch)) for s in seeds]
-            lengths = {len(b) for b in per_seed}
-            if len(lengths) != 1:
-                raise ValueError(f"seeds got different numbers of batches in epoch {epoch}: {sorted(lengths)}")
-            epoch_cache[epoch] = per_seed
-        return epoch_cache[epoch]
-
-    steps_per_epoch = len(seed_batches(0)[0])
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training split has fewer examples than one batch of {cfg.batch_size}")
-    first = seed_batches(0)[0][0]
-    if np.shape(first["labels"])[0] != cfg.batch_size:
-        raise ValueError(f"train_batches gave batches of {np.shape(first['labels'])[0]} examples but "
-                         f"batch_size is {cfg.batch_size}")
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    eval_every = cfg.eval_every or steps_per_epoch
+    # ---- batches and schedule
+    batches = EpochBatches(train_batches, seeds, pad_id)
+    schedule = make_schedule(cfg, batches)
     dev_batches = list(dev_batches)
     for b in dev_batches:
         parallel.check_divisible(np.shape(b["labels"])[0], mesh, what="dev batch")
 
-    # ---- compiled steps, initial state
+    # ---- compiled steps, initial state, resume
     tx = make_optimizer(cfg)
     train_step = make_train_step(score_fn, tx, mesh)
-    eval_step = make_eval_step(score_fn, mesh)
+    eval_step = scoring.make_eval_step(score_fn, mesh)
     params = parallel.replicate(params, mesh)
-    opt_state0 = jax.vmap(tx.init)(jnp.asarray(prompts0))
-    S = len(seeds)
-    state = {
-        "prompts": prompts0, "opt_state": jax.tree.map(np.asarray, opt_state0), "step": 0,
-        "best_prompts": prompts0.copy(), "best_accuracy": np.full(S, -1.0), "best_f1": np.zeros(S),
-        "best_step": np.full(S, -1, np.int64),
-    }
-    history: list[dict] = []
-
-    # ---- resume
-    checkpoints, resumed_from = None, None
+    state = initial_state(prompts0, tx)
+    run_files, resumed_from, history = None, None, []
     if run_dirs is not None:
-        run_dirs = [pathlib.Path(d) for d in run_dirs]
-        if len(run_dirs) != S:
-            raise ValueError(f"need one run folder per seed ({S}), got {len(run_dirs)}")
+        if len(run_dirs) != len(seeds):
+            raise ValueError(f"need one run folder per seed ({len(seeds)}), got {len(run_dirs)}")
+        run_files = RunFiles(run_dirs, seeds, {**run_info, **(sidecar or {})}, cfg.keep_checkpoints)
         fingerprint = {**cfg.fingerprint(), **run_info, "prompt_shape": list(prompts0.shape[1:])}
-        for d in run_dirs:
-            d.mkdir(parents=True, exist_ok=True)
-            _check_run_config(d, fingerprint)
-        checkpoints = ckpt.SeedCheckpoints(run_dirs, keep=cfg.keep_checkpoints)
-        resumed_from = checkpoints.latest_common_step()
-        if resumed_from is not None:
-            state = _restore(checkpoints, resumed_from, state, seeds)
-        if writer:
-            for i, d in enumerate(run_dirs):
-                _truncate_metrics(d / METRICS_FILE, resumed_from)
-                history.extend(_read_metrics(d / METRICS_FILE))
-                if resumed_from is not None and state["best_step"][i] >= 0:
-                    _write_prompt(d, state["best_prompts"][i], _prompt_meta(meta, seeds[i], state, i))
-                elif resumed_from is None and (d / PROMPT_FILE).exists():
-                    (d / PROMPT_FILE).unlink()  # a fresh start must not leave an older run's prompt behind
+        state, resumed_from, history = resume(run_files, fingerprint, state)
 
-    prompts = parallel.replicate(jnp.asarray(state["prompts"]), mesh)
-    opt_state = parallel.replicate(jax.tree.map(jnp.asarray, state["opt_state"]), mesh)
-    step = int(state["step"])
+    prompts = parallel.replicate(jnp.asarray(state.prompts), mesh)
+    opt_state = parallel.replicate(jax.tree.map(jnp.asarray, state.opt_state), mesh)
+    step = state.step
     t0 = time.time()
-    last_acc = float(np.max(state["best_accuracy"])) if resumed_from is not None else float("nan")
+    last_accuracy = float(np.max(state.best_accuracy)) if resumed_from is not None else float("nan")
+    # a run resumed after patience stopped it stays stopped
+    stopped_early = step if resumed_from is not None and patience_reached(state, cfg) else None
 
-    def run_eval(at_step, prompts_now, train_loss):
-        nonlocal last_acc
-        conf, dev_loss = evaluate(eval_step, prompts_now, params, dev_batches, mesh)
-        acc, f1 = mx.accuracy(conf), mx.f1(conf)
-        host_prompts = np.asarray(prompts_now)
-        improved = acc > state["best_accuracy"]
-        state["best_prompts"] = np.where(improved[:, None, None], host_prompts, state["best_prompts"])
-        state["best_accuracy"] = np.where(improved, acc, state["best_accuracy"])
-        state["best_f1"] = np.where(improved, f1, state["best_f1"])
-        state["best_step"] = np.where(improved, at_step, state["best_step"])
-        last_acc = float(np.mean(acc))
-        rows = []
-        for i, s in enumerate(seeds):
-            row = {"seed": s, "step": int(at_step), "epoch": at_step / steps_per_epoch,
-                   "dev_accuracy": float(acc[i]), "dev_f1": float(f1[i]), "dev_loss": float(dev_loss[i]),
-                   "dev_examples": int(conf[i].sum()),
-                   "train_loss": None if train_loss is None else float(train_loss[i]),
-                   "best_dev_accuracy": float(state["best_accuracy"][i]), "best_step": int(state["best_step"][i]),
-                   "elapsed_s": round(time.time() - t0, 3)}
-            rows.append(row)
-            if run_dirs is not None and writer:
-                sio.append_jsonl(run_dirs[i] / METRICS_FILE, row)
-                if improved[i]:
-                    _write_prompt(run_dirs[i], state["best_prompts"][i], _prompt_meta(meta, s, state, i))
+    def evaluation(at_step, prompts_now, train_loss) -> bool:
+        """Evaluates, updates the state, writes the rows and prompts; True when patience says stop."""
+        nonlocal state, last_accuracy, stopped_early
+        confusion, dev_loss = scoring.evaluate(eval_step, prompts_now, params, dev_batches, mesh)
+        state, improved = record_evaluation(state, at_step, np.asarray(prompts_now), confusion)
+        last_accuracy = float(np.mean(metrics.accuracy(confusion)))
+        stop = patience_reached(state, cfg) and at_step < schedule.total_steps
+        if stop:
+            stopped_early = int(at_step)
+        rows = evaluation_rows(state, seeds, at_step, schedule, confusion, dev_loss, train_loss,
+                               time.time() - t0, stopped_early if stop else None)
+        if run_files is not None:
+            run_files.write_evaluation(rows, state, improved)
         history.extend(rows)
-        return rows
+        return stop
 
     if cfg.eval_at_start and step == 0:
-        run_eval(0, prompts, None)
+        evaluation(0, prompts, None)
 
-    bar = _progress(cfg.progress and writer, total_steps, step, description)
-    loss_sum, loss_n = np.zeros(S), 0
+    bar = _progress(cfg.progress and jax.process_index() == 0, schedule.total_steps, step, description)
+    loss_sum, loss_count = np.zeros(len(seeds)), 0
     try:
-        while step < total_steps:
-            epoch, index = divmod(step, steps_per_epoch)
-            batch = stack_seed_batches([b[index] for b in seed_batches(epoch)], pad_id)
+        while step < schedule.total_steps and stopped_early is None:
+            batch = batches.for_step(step, schedule.steps_per_epoch)
             prompts, opt_state, loss = train_step(prompts, opt_state, params,
                                                   parallel.shard_batch(batch, mesh, batch_axis=1))
             loss = np.asarray(loss)
             if not np.all(np.isfinite(loss)):
-                bad = [seeds[i] for i in np.flatnonzero(~np.isfinite(loss))]
-                kept = "no checkpoint was written yet" if checkpoints is None or \
-                    checkpoints.latest_common_step() is None else \
-                    f"the last good checkpoint (step {checkpoints.latest_common_step()}) is kept"
-                raise TrainingDiverged(f"loss is {loss.tolist()} (not finite) at step {step + 1} for seed(s) {bad}; "
-                                       f"training stopped, {kept}. Lower the learning rate or enable clipping.")
+                _diverged(loss, seeds, step, run_files)
             step += 1
             loss_sum += loss
-            loss_n += 1
+            loss_count += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_acc:.4f}")
+            bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_accuracy:.4f}")
             out_of_time = bool(cfg.time_limit_s) and time.time() - t0 > cfg.time_limit_s
-            if step % eval_every == 0 or step == total_steps or out_of_time:
-                run_eval(step, prompts, loss_sum / loss_n)
-                loss_sum, loss_n = np.zeros(S), 0
-                bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_acc:.4f}")
-                if checkpoints is not None:
-                    state["prompts"] = np.asarray(prompts)
-                    state["opt_state"] = jax.tree.map(np.asarray, opt_state)
-                    state["step"] = step
-                    checkpoints.save(step, _per_seed(state, S))
-                if out_of_time:
+            if schedule.evaluates_at(step) or out_of_time:
+                stop = evaluation(step, prompts, loss_sum / loss_count)
+                loss_sum, loss_count = np.zeros(len(seeds)), 0
+                bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_accuracy:.4f}")
+                if run_files is not None:
+                    state = dataclasses.replace(state, prompts=np.asarray(prompts),
+                                                opt_state=jax.tree.map(np.asarray, opt_state), step=step)
+                    run_files.save(state)
+                if out_of_time or stop:
                     break
     finally:
         bar.close()
-        if checkpoints is not None:
-            checkpoints.close()
+        if run_files is not None:
+            run_files.close()
 
-    return TrainResult(prompts=np.asarray(prompts), best_prompts=state["best_prompts"],
-                       best_accuracy=state["best_accuracy"], best_f1=state["best_f1"],
-                       best_step=state["best_step"], steps=step, resumed_from=resumed_from, history=history)
-
-
-def _prompt_meta(meta: dict, seed: int, state: dict, i: int) -> dict:
-    return {**meta, "seed": seed, "best_step": int(state["best_step"][i]),
-            "dev_accuracy": float(state["best_accuracy"][i]), "dev_f1": float(state["best_f1"][i])}
+    return TrainResult(prompts=np.asarray(prompts), best_prompts=state.best_prompts,
+                       best_accuracy=state.best_accuracy, best_f1=state.best_f1, best_step=state.best_step,
+                       steps=step, resumed_from=resumed_from, history=history, stopped_early=stopped_early)
 
 
-def _per_seed(state: dict, S: int) -> list[dict]:
-    out = []
-    for i in range(S):
-        out.append({
-            "prompt": state["prompts"][i],
-            "opt_state": jax.tree.map(lambda x: np.asarray(x)[i], state["opt_state"]),
-            "best_prompt": state["best_prompts"][i],
-            "best_accuracy": np.float64(state["best_accuracy"][i]),
-            "best_f1": np.float64(state["best_f1"][i]),
-            "best_step": np.int64(state["best_step"][i]),
-            "step": np.int64(state["step"]),
-        })
-    return out
-
-
-def _restore(checkpoints: ckpt.SeedCheckpoints, step: int, state: dict, seeds) -> dict:
-    templates = _per_seed(state, len(seeds))
-    restored = checkpoints.restore(step, templates)
-    stack = lambda key: np.stack([np.asarray(r[key]) for r in restored])
-    return {
-        "prompts": stack("prompt"),
-        "opt_state": jax.tree.map(lambda *xs: np.stack(xs), *[r["opt_state"] for r in restored]),
-        "step": int(restored[0]["step"]),
-        "best_prompts": stack("best_prompt"),
-        "best_accuracy": stack("best_accuracy").astype(np.float64),
-        "best_f1": stack("best_f1").astype(np.float64),
-        "best_step": stack("best_step").astype(np.int64),
-    }
+def _diverged(loss: np.ndarray, seeds: Sequence[int], step: int, run_files: Optional[RunFiles]) -> None:
+    bad = [seeds[i] for i in np.flatnonzero(~np.isfinite(loss))]
+    saved = None if run_files is None else run_files.last_saved_step()
+    kept = ("no checkpoint was written yet" if saved is None else
+            f"the last good checkpoint (step {saved}) is kept")
+    raise TrainingDiverged(f"loss is {loss.tolist()} (not finite) at step {step + 1} for seed(s) {bad}; "
+                           f"training stopped, {kept}. Lower the learning rate or enable clipping.")
 
 
 class _NoBar:
@@ -431,5 +523,4 @@ class _NoBar:
 def _progress(enabled: bool, total: int, initial: int, description: str):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc=description, dynamic_ncols=True)
+    return tqdm.tqdm(total=total, initial=initial, desc=description, dynamic_ncols=True)

@@ -1,12 +1,13 @@
-"""Prompt tuning of one (model, task): the body shared by `launch/tune.py` and `pipeline.session.Session.tune`.
+"""Stage tune: prompt tuning of one (model, task), every seed in one compiled step. The body of `launch.tune` and
+of the pipeline's tune stages.
 
-    summary = tune_task(setup, seeds, workdir, data_dir, tune_config, model_path=path, max_examples=256)
+    summary = tune(setup, seeds, workdir, data_dir, tune_config, model_path=path, max_examples=256)
 
-`setup` is a `launch.common.Setup` (model, task spec, label words, readout), so the caller decides how the model is
-loaded (launch.tune loads it, a Session keeps it cached). This function resolves the hyperparameters (the config,
-then configs/hparams.py for the fields left None), encodes the splits, builds the training and dev batches,
-initialises one prompt per seed, writes the run's sidecar fields and calls `prompt.train.train`, which writes
-WORKDIR/prompts/<model>/<task>/seed_<s>/{prompt.npy (+ .json), metrics.jsonl, state/, run_config.json}.
+`setup` is a `stages.setup.TaskSetup` (a loaded model, the task, its readout), so the caller decides how the model
+is loaded (launch.tune loads it, a pipeline Session keeps it cached). This function resolves the hyperparameters
+(the config, then prompt/hparams.py for the fields left None), encodes the splits, builds the training and dev
+batches, initialises one prompt per seed, writes the run's sidecar fields and calls `prompt.train.train`, which
+writes WORKDIR/prompts/<model>/<task>/seed_<s>/{prompt.npy (+ .json), metrics.jsonl, state/, run_config.json}.
 
 Batches. Every seed gets its own order of the training examples (`train.epoch_seed(seed, epoch)`). With
 `group_by_length`, each epoch's rows are sorted by length in chunks so a batch holds rows of similar length, and
@@ -24,7 +25,12 @@ import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
+
+from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.prompt import hparams, soft_prompt, train
+from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, model_batches, round_up
 
 # The tuning config fields that must be set after the hyperparameter table has filled the None ones.
 REQUIRED = ("learning_rate", "batch_size")
@@ -32,9 +38,8 @@ REQUIRED = ("learning_rate", "batch_size")
 
 def resolve_tune_config(tune_config, model_name: str, family: str, task: str, *, max_steps=None,
                         eval_every=None) -> dict:
-    """configs/tune.py values + the per-model/per-task table (configs/hparams.py) for the fields left None;
+    """configs/tune.py values + the per-model/per-task table (prompt/hparams.py) for the fields left None;
     explicit `max_steps` / `eval_every` (launch.tune's flags) win. Returns one plain dict of every setting."""
-    from configs import hparams
     cfg = tune_config.to_dict() if hasattr(tune_config, "to_dict") else dict(tune_config)
     for key, value in hparams.lookup(model_name, family, task).items():
         if cfg.get(key) is None:
@@ -47,7 +52,7 @@ def resolve_tune_config(tune_config, model_name: str, family: str, task: str, *,
         cfg["eval_every"] = int(eval_every)
     for key in REQUIRED:
         if cfg.get(key) is None:
-            raise ValueError(f"{key} is set neither in the config nor in configs/hparams.py for {model_name!r}")
+            raise ValueError(f"{key} is set neither in the config nor in prompt/hparams.py for {model_name!r}")
     return cfg
 
 
@@ -67,13 +72,11 @@ def length_schedule_seed(epoch: int) -> int:
 
 
 def make_train_batches(train_enc, batch_size: int, buckets, group_by_length: bool):
-    """(seed, epoch) -> that epoch's training batches for `seed` (dicts of numpy arrays, see launch.common)."""
-    from launch import common
-    from skillneurons_jax.prompt import train
+    """(seed, epoch) -> that epoch's training batches for `seed` (dicts of numpy arrays, see stages.setup)."""
 
     def train_batches(seed, epoch):
-        out = list(common.model_batches(train_enc, batch_size, seed=train.epoch_seed(seed, epoch), drop_last=True,
-                                        buckets=buckets, sort_by_length=bool(group_by_length)))
+        out = list(model_batches(train_enc, batch_size, seed=train.epoch_seed(seed, epoch), drop_last=True,
+                                 buckets=buckets, sort_by_length=bool(group_by_length)))
         if group_by_length:  # rows of similar length share a batch; batch order: one permutation for all seeds
             out = [out[i] for i in np.random.default_rng(length_schedule_seed(epoch)).permutation(len(out))]
         return out
@@ -81,34 +84,30 @@ def make_train_batches(train_enc, batch_size: int, buckets, group_by_length: boo
     return train_batches
 
 
-def train_config(cfg: Mapping):
+def train_config(cfg: Mapping) -> train.TrainConfig:
     """The prompt.train.TrainConfig of a resolved tuning config."""
-    from skillneurons_jax.prompt import train
+    patience = cfg.get("patience")
     return train.TrainConfig(
         learning_rate=float(cfg["learning_rate"]), batch_size=int(cfg["batch_size"]), epochs=int(cfg["epochs"]),
         max_steps=cfg.get("max_steps"), eval_every=int(cfg["eval_every"]), eval_at_start=bool(cfg["eval_at_start"]),
         warmup_steps=int(cfg["warmup_steps"]), clip_norm=float(cfg["clip_norm"]),
         weight_decay=float(cfg["weight_decay"]), keep_checkpoints=int(cfg["keep_checkpoints"]),
-        progress=bool(cfg["progress"]), time_limit_s=float(cfg.get("time_limit_s") or 0.0))
+        progress=bool(cfg["progress"]), time_limit_s=float(cfg.get("time_limit_s") or 0.0),
+        patience=None if patience is None else int(patience))
 
 
-def tune_task(setup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path,
-              max_examples: Optional[int] = None, max_steps: Optional[int] = None,
-              eval_every: Optional[int] = None, sidecar_extra: Optional[Mapping[str, Any]] = None,
-              require_complete: bool = False) -> dict:
+def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path,
+         max_examples: Optional[int] = None, max_steps: Optional[int] = None, eval_every: Optional[int] = None,
+         sidecar_extra: Optional[Mapping[str, Any]] = None, require_complete: bool = False) -> dict:
     """Tunes one prompt per seed of `setup.task` (all seeds in one compiled step); see the module docstring.
 
-    Split sizes: `max_examples` caps every split; the config's `train_max_examples` / `dev_max_examples`, when
-    set, replace it for that split. `require_complete`: raise RuntimeError when the config's time_limit_s stopped
-    training before the planned steps (a plan stage must not count as done; a rerun resumes from the checkpoint).
-    Raises prompt.train.TrainingDiverged on a NaN loss. Returns the summary that launch.tune prints.
+    `model_path` is recorded in the sidecars (the model is `setup.loaded`). Split sizes: `max_examples` caps every
+    split; the config's `train_max_examples` / `dev_max_examples`, when set, replace it for that split.
+    `require_complete`: raise RuntimeError when the config's time_limit_s stopped training before the planned
+    steps (a plan stage must not count as done; a rerun resumes from the checkpoint); early stopping by
+    `patience` is a complete run. Raises prompt.train.TrainingDiverged on a NaN loss. Returns the summary that
+    launch.tune prints.
     """
-    import jax
-    from launch import common
-    from skillneurons_jax import io as sio
-    from skillneurons_jax import parallel
-    from skillneurons_jax.prompt import soft_prompt, train
-
     t_start = time.time()
     seeds = [int(s) for s in seeds]
     loaded, readout, task = setup.loaded, setup.readout, setup.task.name
@@ -118,17 +117,17 @@ def tune_task(setup, seeds: Sequence[int], workdir, data_dir, tune_config, *, mo
     mesh = parallel.make_mesh()
     parallel.check_divisible(cfg["batch_size"], mesh, what="global batch (config batch_size)")
 
-    train_enc = common.encode_split(setup, "train", data_dir, cfg.get("train_max_examples") or max_examples,
-                                    cfg["max_text_tokens"])
-    dev_enc = common.encode_split(setup, "dev", data_dir, cfg.get("dev_max_examples") or max_examples,
-                                  cfg["max_text_tokens"])
-    bs = int(cfg["batch_size"])
-    if len(train_enc) < bs:
-        raise ValueError(f"task {task!r}: {len(train_enc)} training examples, fewer than one batch of {bs}")
-    buckets = common.buckets_for([train_enc, dev_enc])
-    eval_bs = common.round_up(cfg["eval_batch_size"], parallel.num_data_shards(mesh))
-    dev_batches = list(common.model_batches(dev_enc, eval_bs, buckets=buckets, sort_by_length=True))
-    train_batches = make_train_batches(train_enc, bs, buckets, bool(cfg["group_by_length"]))
+    train_enc = encode_split(setup, "train", data_dir, cfg.get("train_max_examples") or max_examples,
+                             cfg["max_text_tokens"])
+    dev_enc = encode_split(setup, "dev", data_dir, cfg.get("dev_max_examples") or max_examples,
+                           cfg["max_text_tokens"])
+    batch_size = int(cfg["batch_size"])
+    if len(train_enc) < batch_size:
+        raise ValueError(f"task {task!r}: {len(train_enc)} training examples, fewer than one batch of {batch_size}")
+    buckets = buckets_for([train_enc, dev_enc])
+    eval_batch_size = round_up(cfg["eval_batch_size"], parallel.num_data_shards(mesh))
+    dev_batches = list(model_batches(dev_enc, eval_batch_size, buckets=buckets, sort_by_length=True))
+    train_batches = make_train_batches(train_enc, batch_size, buckets, bool(cfg["group_by_length"]))
 
     embed = jax.jit(lambda ids: loaded.module.apply({"params": loaded.params}, ids, method="embed_tokens"))
     init = soft_prompt.init_prompts(
@@ -136,9 +135,9 @@ def tune_task(setup, seeds: Sequence[int], workdir, data_dir, tune_config, *, mo
         vocab_size=loaded.config.vocab_size, label_ids=setup.label_words.ids,
         label_lengths=setup.label_words.lengths, std=cfg["init_std"],
         vocab_range=init_vocab_range(cfg, loaded.config.vocab_size))
-    tcfg = train_config(cfg)
+    config = train_config(cfg)
     # What a resumed run must share with the interrupted one (besides the optimiser settings), and what
-    # launch.predictivity / launch.suppress check before using the prompts.
+    # the transfer, predictivity and suppression stages check before using the prompts (prompt.files).
     run_info = {"model": loaded.name, "family": loaded.family, "task": task,
                 "readout": readout.kind.name, "mask_slot": readout.mask_slot,
                 "prefix_positions": readout.prefix_positions, "tied_scale": cfg["tied_scale"],
@@ -148,26 +147,26 @@ def tune_task(setup, seeds: Sequence[int], workdir, data_dir, tune_config, *, mo
                 "train_examples": len(train_enc), "dev_examples": len(dev_enc)}
     sidecar = {"config": cfg, "model_path": str(model_path), "data_dir": str(data_dir), "seeds": seeds,
                "devices": jax.device_count(), "processes": jax.process_count(), **dict(sidecar_extra or {})}
-    run_dirs = [common.run_dir(workdir, loaded.name, task, s) for s in seeds]
+    run_dirs = [layout.run_dir(workdir, loaded.name, task, s) for s in seeds]
     if jax.process_index() == 0:
         for d in run_dirs:
             d.mkdir(parents=True, exist_ok=True)
-            sio.write_sidecar(d / train.METRICS_FILE, **run_info, **sidecar)
+            io.write_sidecar(d / layout.METRICS_FILE, **run_info, **sidecar)
     print(f"prompt tuning {loaded.name} on {task}: {len(train_enc)} train / {len(dev_enc)} dev examples, "
-          f"seeds {seeds}, {jax.device_count()} device(s), {tcfg}", file=sys.stderr, flush=True)
-    result = train.train(readout.score_fn(), loaded.params, init, seeds, train_batches, dev_batches, tcfg,
+          f"seeds {seeds}, {jax.device_count()} device(s), {config}", file=sys.stderr, flush=True)
+    result = train.train(readout.score_fn(), loaded.params, init, seeds, train_batches, dev_batches, config,
                          run_dirs=run_dirs, pad_id=train_enc.pad_id, mesh=mesh, run_info=run_info,
                          sidecar=sidecar, description=f"{loaded.name}/{task}")
-    if require_complete:
-        planned = tcfg.epochs * (len(train_enc) // bs)
-        planned = planned if tcfg.max_steps is None else min(planned, int(tcfg.max_steps))
+    if require_complete and result.stopped_early is None:
+        planned = config.epochs * (len(train_enc) // batch_size)
+        planned = planned if config.max_steps is None else min(planned, int(config.max_steps))
         if result.steps < planned:
             raise RuntimeError(f"tuning {loaded.name}/{task} stopped at step {result.steps} of {planned} "
-                               f"(time_limit_s={tcfg.time_limit_s}); rerun to continue from the checkpoint")
+                               f"(time_limit_s={config.time_limit_s}); rerun to continue from the checkpoint")
     return {"model": loaded.name, "task": task, "seeds": seeds, "steps": result.steps,
-            "resumed_from": result.resumed_from,
+            "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
             "best_dev_accuracy": [float(a) for a in result.best_accuracy],
             "best_dev_f1": [float(f) for f in result.best_f1],
             "best_step": [int(s) for s in result.best_step],
-            "prompts": [str(pathlib.Path(d) / train.PROMPT_FILE) for d in run_dirs],
+            "prompts": [str(pathlib.Path(d) / layout.PROMPT_FILE) for d in run_dirs],
             "wall_s": round(time.time() - t_start, 1)}

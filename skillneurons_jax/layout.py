@@ -1,0 +1,86 @@
+"""Every output path and file name under --workdir: the one place that knows the workdir's layout.
+
+    WORKDIR/
+      prompts/<model>/<task>/seed_<s>/   prompt.npy (+ prompt.npy.json), metrics.jsonl (+ .json), state/,
+                                         run_config.json                              (stage tune)
+      transfer/<model>/<source>__<target>.json (+ .meta.json)                         (stage transfer)
+      predictivity/<model>/<task>.npz (+ <task>.npz.json)                             (stage predictivity)
+      suppression/<model>/<source>__<target>.json (+ .meta.json)                      (stage suppress)
+      report/index.html, index.md, summary.json, figures/                             (the report)
+      .stages/<key with / as __>.json                                                  (the plan's records)
+      .jax_cache/                                                                      (XLA's compilation cache)
+
+`<model>` is `LoadedModel.name` (the checkpoint folder's basename, lower case). These names are contracts
+(../shared/ARCHITECTURE.md, docs/interfaces.md): change them here and there together.
+"""
+from __future__ import annotations
+
+import pathlib
+
+PROMPTS_DIR = "prompts"
+TRANSFER_DIR = "transfer"
+PREDICTIVITY_DIR = "predictivity"
+SUPPRESSION_DIR = "suppression"
+REPORT_DIR = "report"
+STAGE_RECORDS_DIR = ".stages"
+JAX_CACHE_DIR = ".jax_cache"
+
+PROMPT_FILE = "prompt.npy"             # [P, H] float32, best by dev accuracy
+METRICS_FILE = "metrics.jsonl"         # one JSON object per evaluation and seed
+RUN_CONFIG_FILE = "run_config.json"    # what a rerun must share to resume
+STATE_DIR = "state"                    # orbax checkpoints of the training state
+SEED_DIR_PREFIX = "seed_"
+PAIR_SEPARATOR = "__"                  # <source>__<target>
+REPORT_FILES = ("index.html", "index.md", "summary.json")
+
+
+def task_prompts_dir(workdir, model: str, task: str) -> pathlib.Path:
+    """WORKDIR/prompts/<model>/<task>/: the seed folders of one task."""
+    return pathlib.Path(workdir) / PROMPTS_DIR / model / task
+
+
+def run_dir(workdir, model: str, task: str, seed: int) -> pathlib.Path:
+    """WORKDIR/prompts/<model>/<task>/seed_<s>/: one seed's tuning run."""
+    return task_prompts_dir(workdir, model, task) / f"{SEED_DIR_PREFIX}{int(seed)}"
+
+
+def prompt_path(workdir, model: str, task: str, seed: int) -> pathlib.Path:
+    return run_dir(workdir, model, task, seed) / PROMPT_FILE
+
+
+def metrics_path(workdir, model: str, task: str, seed: int) -> pathlib.Path:
+    return run_dir(workdir, model, task, seed) / METRICS_FILE
+
+
+def pair_name(source: str, target: str) -> str:
+    return f"{source}{PAIR_SEPARATOR}{target}"
+
+
+def transfer_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
+    return pathlib.Path(workdir) / TRANSFER_DIR / model / f"{pair_name(source, target)}.json"
+
+
+def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
+    return pathlib.Path(workdir) / PREDICTIVITY_DIR / model / f"{task}.npz"
+
+
+def suppression_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
+    return pathlib.Path(workdir) / SUPPRESSION_DIR / model / f"{pair_name(source, target)}.json"
+
+
+def report_dir(workdir) -> pathlib.Path:
+    return pathlib.Path(workdir) / REPORT_DIR
+
+
+def report_outputs(workdir) -> list[pathlib.Path]:
+    """The report files whose presence marks the report stage done."""
+    return [report_dir(workdir) / name for name in REPORT_FILES]
+
+
+def stage_record_path(workdir, key: str) -> pathlib.Path:
+    """WORKDIR/.stages/<key>.json, '/' in the key written as '__'."""
+    return pathlib.Path(workdir) / STAGE_RECORDS_DIR / (key.replace("/", "__") + ".json")
+
+
+def jax_cache_dir(workdir) -> pathlib.Path:
+    return pathlib.Path(workdir) / JAX_CACHE_DIR

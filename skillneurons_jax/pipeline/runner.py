@@ -1,0 +1,153 @@
+"""Running the plan: one host's share, the wait for the others, the report; the body of launch.reproduce.
+
+    result = run_plan(Settings.from_config(config, workdir), process_index=0, process_count=1)
+
+See launch/reproduce.py for the behaviour (resumable, --dry_run, absent data skipped, several hosts).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import sys
+import time
+from typing import Optional, Sequence
+
+import jax
+
+from skillneurons_jax import layout
+from skillneurons_jax.data import tasks
+from skillneurons_jax.pipeline import plan
+from skillneurons_jax.pipeline import stages as plan_stages
+from skillneurons_jax.pipeline.session import Session
+
+
+def check_workdir(workdir: pathlib.Path, *, create: bool = True) -> pathlib.Path:
+    """The workdir exists (or is created) and takes files; otherwise a ValueError naming it."""
+    workdir = pathlib.Path(workdir).expanduser()
+    try:
+        if not create:
+            target = workdir if workdir.exists() else next(p for p in workdir.parents if p.exists())
+            if not os.access(target, os.W_OK | os.X_OK):
+                raise PermissionError(f"no write permission on {target}")
+            return workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"workdir {workdir} is not writable ({type(e).__name__}: {e}); choose another --workdir")
+    return workdir
+
+
+def apply_overrides(settings: plan_stages.Settings, *, seeds: Optional[Sequence[int]] = None,
+                    max_examples: Optional[int] = None, max_steps: Optional[int] = None,
+                    eval_every: Optional[int] = None, model_path: Optional[str] = None,
+                    task: Optional[str] = None, given: Sequence[str] = ()) -> None:
+    """Values given on the command line (their names in `given`) win over the config."""
+    if "seeds" in given:
+        settings.seeds = list(seeds)
+    if "max_examples" in given:
+        settings.max_examples = max_examples
+    if "max_steps" in given:
+        settings.tune.max_steps = max_steps
+    if "eval_every" in given:
+        settings.tune.eval_every = eval_every
+    if "model_path" in given:
+        settings.models = [model_path]
+    if "task" in given:
+        settings.tasks, settings.optional_tasks = [tasks.get_task(task).name], []
+
+
+def format_plan(stages, workdir, printer=print) -> dict:
+    """Prints the --dry_run table; returns the counts and the total estimate of what is still to do."""
+    rows = plan.describe(stages, workdir)
+    counts = {k: sum(r["state"] == k for r in rows) for k in ("todo", "done", "skip")}
+    todo_s = sum(r["cost_s"] for r in rows if r["state"] == "todo")
+    printer(f"{'state':5}  {'est. s':>8}  stage")
+    for r in rows:
+        estimate = f"{r['cost_s']:8.0f}" if r["state"] != "skip" else f"{'-':>8}"
+        printer(f"{r['state']:5}  {estimate}  {r['key']}" + (f"   ({r['reason']})" if r.get("reason") else ""))
+    printer(f"{len(rows)} stages: {counts['todo']} todo, {counts['done']} done, {counts['skip']} skipped; "
+            f"estimated time of the todo stages: {todo_s:.0f} s ({todo_s / 60:.1f} min)")
+    return {**counts, "todo_s": todo_s}
+
+
+def host_stages(stages, index: int, count: int):
+    """(this host's non-report stages, the report stage or None). Runnable groups are dealt round-robin in
+    sorted order; skipped stages (nothing to run) stay with host 0, which lists them."""
+    report = next((s for s in stages if s.kind == "report"), None)
+    work = [s for s in stages if s.kind != "report" and not s.skip_reason]
+    skipped = [s for s in stages if s.kind != "report" and s.skip_reason]
+    if count == 1:
+        return work + skipped, report
+    return plan.shard(work, index, count) + (skipped if index == 0 else []), report
+
+
+def wait_for_others(stages, workdir, wait_s: float, poll_s: float, printer=print) -> list[str]:
+    """Host 0: polls until every non-report stage is done; returns the keys still not done at the deadline."""
+    work = [s for s in stages if s.kind != "report"]
+    deadline = time.time() + wait_s
+    while True:
+        left = [s.key for s in plan.pending(work, workdir)]
+        if not left or time.time() >= deadline:
+            return left
+        printer(f"[plan] waiting for {len(left)} stage(s) of the other hosts (e.g. {left[0]})")
+        time.sleep(max(0.0, min(poll_s, deadline - time.time())))
+
+
+def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_index: int = 0,
+             process_count: int = 1, wait_s: float = 0.0, poll_s: float = 30.0, printer=print,
+             session: Optional[Session] = None, hooks=None) -> dict:
+    """Builds and runs (or lists) the plan for `settings`. Returns plan.run's summary plus "report" (the
+    index.html path or None) and "stages" (the plan)."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"--process_index {process_index} is not in [0, --process_count {process_count})")
+    workdir = check_workdir(settings.workdir, create=not dry_run)
+    settings.workdir = workdir
+    session = session or Session()
+    stages = plan_stages.build_plan(settings, session, hooks=hooks)
+    task_plan = plan_stages.plan_tasks(settings)
+    if task_plan.dropped:
+        printer("[plan] optional tasks left out (no data): " + ", ".join(sorted(task_plan.dropped)))
+    if dry_run:
+        summary = format_plan(stages, workdir, printer)
+        return {**summary, "stages": stages, "report": None}
+    mine, report = host_stages(stages, process_index, process_count)
+    runnable = [s for s in mine if not s.skip_reason]
+    printer(f"[plan] {workdir}: {len(stages)} stages ({sum(bool(s.skip_reason) for s in stages)} skipped); this host "
+            f"({process_index} of {process_count}) runs {len(runnable)} of them"
+            + (" and the report" if report is not None and process_index == 0 else ""))
+    enable_compilation_cache(settings)
+    if process_count == 1:
+        result = plan.run(stages, workdir, printer=printer, continue_on_error=settings.continue_on_error)
+    else:
+        result = plan.run(mine, workdir, printer=printer, continue_on_error=settings.continue_on_error)
+        if process_index == 0 and report is not None:
+            left = wait_for_others(stages, workdir, wait_s, poll_s, printer)
+            if left:
+                printer(f"[plan] {len(left)} stage(s) of other hosts are not done after {wait_s:.0f} s: "
+                        f"{', '.join(left[:5])}...; the report shows what exists (rerun to complete it)")
+                report = dataclasses.replace(report, deps=[])
+                report_result = plan.run([report], workdir, printer=printer, continue_on_error=True)
+            else:
+                report_result = plan.run(stages, workdir, printer=printer, continue_on_error=True)
+            result["failed"].update(report_result["failed"])
+            result["ran"] += report_result["ran"]
+            result["executed"] += report_result["executed"]
+    index = layout.report_dir(workdir) / "index.html"
+    result["report"] = index if index.exists() else None
+    result["stages"] = stages
+    return result
+
+
+def enable_compilation_cache(settings: plan_stages.Settings) -> None:
+    """XLA programs are cached under WORKDIR/.jax_cache: a rerun (or a stage with the same program) skips
+    compilation. Off with --config.jax_cache=False."""
+    if not settings.config.get("jax_cache", True):
+        return
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(layout.jax_cache_dir(settings.workdir)))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    except Exception as e:  # noqa: BLE001 - a cache is an optimisation; never fail a run for it
+        print(f"[plan] compilation cache not enabled: {e}", file=sys.stderr)

@@ -1,0 +1,69 @@
+"""Scoring every seed's prompt at once: the one evaluation of training, transfer, launch.evaluate, predictivity's
+model accuracy and suppression.
+
+    step = make_eval_step(readout.score_fn(), mesh)
+    confusion, mean_loss = evaluate(step, prompts [S, P, H], params, batches, mesh)   # [S, C, C], [S]
+
+The prompts of all seeds are one vmapped argument of one compiled step, so S seeds cost one compile per batch
+length. Stages whose forward does more than score (predictivity captures activations, suppression intervenes)
+turn their scores into counts with `seed_confusion`, the same counting the step does.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skillneurons_jax import parallel
+from skillneurons_jax.prompt import metrics
+
+ScoreFn = Callable[[Any, jax.Array, Mapping[str, jax.Array]], jax.Array]
+
+
+def seed_confusion(scores: jax.Array, labels: jax.Array, example_mask: jax.Array) -> jax.Array:
+    """scores [S, B, C] of S prompts on one batch, labels [B], example_mask [B] -> confusion counts [S, C, C]."""
+    labels = jnp.broadcast_to(labels, scores.shape[:-1])
+    mask = jnp.broadcast_to(example_mask, scores.shape[:-1])
+    return metrics.confusion(scores, labels, mask)
+
+
+def seed_loss_sum(scores: jax.Array, labels: jax.Array, example_mask: jax.Array) -> jax.Array:
+    """scores [S, B, C] -> summed cross-entropy over the real examples [S]."""
+    labels = jnp.broadcast_to(labels, scores.shape[:-1])
+    mask = jnp.broadcast_to(example_mask, scores.shape[:-1])
+    log_probs = jax.nn.log_softmax(scores.astype(jnp.float32), -1)
+    nll = -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), -1)[..., 0]
+    return jnp.sum(nll * mask, -1)
+
+
+def make_eval_step(score_fn: ScoreFn, mesh):
+    """(prompts [S,P,H], params, batch [B,...]) -> (confusion [S,C,C] int32, loss sum [S]); one jit."""
+
+    def evaluate_batch(prompts, params, batch):
+        scores = jax.vmap(lambda prompt: score_fn(params, prompt, batch))(prompts)          # [S, B, C]
+        return (seed_confusion(scores, batch["labels"], batch["example_mask"]),
+                seed_loss_sum(scores, batch["labels"], batch["example_mask"]))
+
+    replicated = parallel.replicated(mesh)
+    return jax.jit(evaluate_batch, out_shardings=(replicated, replicated))
+
+
+def evaluate(eval_step, prompts, params, batches: Sequence[Mapping[str, np.ndarray]], mesh
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Confusion counts [S, C, C] and mean loss [S] of every seed's prompt over all `batches`."""
+    confusion, loss_sum, examples = None, None, 0
+    for batch in batches:
+        counts, losses = eval_step(prompts, params, parallel.shard_batch(batch, mesh, batch_axis=0))
+        confusion = np.asarray(counts) if confusion is None else confusion + np.asarray(counts)
+        loss_sum = np.asarray(losses, np.float64) if loss_sum is None else loss_sum + np.asarray(losses)
+        examples += int(np.sum(batch["example_mask"]))
+    if confusion is None:
+        raise ValueError("no dev batches: the dev split is empty")
+    return confusion, loss_sum / max(examples, 1)
+
+
+def per_seed(confusion: np.ndarray) -> dict[str, list[float]]:
+    """confusion [S, C, C] -> {"accuracy": [S], "f1": [S]} as plain lists (what result files hold)."""
+    return {"accuracy": metrics.accuracy(confusion).tolist(), "f1": metrics.f1(confusion).tolist()}

@@ -1,0 +1,223 @@
+"""Stage predictivity: skill-neuron predictivity of a task's tuned prompts (eqs. 2-5), streamed over the data.
+
+    summary = predictivity(setup, workdir, data_dir, seeds, model_path=path, max_text_tokens=128,
+                           eval_batch_size=64, options=StatsOptions())
+
+Reads   WORKDIR/prompts/<model>/<prompt task>/seed_<s>/prompt.npy   [P, H], one per seed (all seeds in one pass)
+Writes  WORKDIR/predictivity/<model>/<task>.npz (atomically) with
+          pred [L, N], pred_per_seed [S, L, N], acc [S, L, T, N], baseline [S, L, T, N]
+          (+ threshold [S, L, T, N] when the threshold is the median)
+          (+ decoder_pred, decoder_pred_per_seed, decoder_acc, decoder_baseline for T5: the first decoder step)
+        and its sidecar <task>.npz.json: task, baseline task, prompt task, split sizes, seeds, the model's accuracy
+        and F1 per seed on the dev split (`model_accuracy`, `model_f1`), the options, prompt hashes.
+
+Adversarial tasks (advsst2, ...) take the baseline from their CLEAN task's TRAIN split and the prompt tuned on the
+clean task; the result is written under the adversarial task's own name, so nothing is ever overwritten (trap 3).
+When the clean task's result exists and was computed from the same prompts, data cap and options, its TRAIN
+baseline is reused instead of recomputed (the sidecar says so).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Iterator, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.data import batches as batching
+from skillneurons_jax.data import tasks
+from skillneurons_jax.models.ffn import Capture
+from skillneurons_jax.neurons import predictivity as statistics
+from skillneurons_jax.neurons.stats_options import StatsOptions
+from skillneurons_jax.prompt import files, metrics, scoring
+from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, sharded_batches
+
+log = logging.getLogger(__name__)
+
+DECODER_PREFIX = "decoder_"
+# Stream name -> prefix of its arrays in the npz.
+STREAM_PREFIX = {"encoder": "", "decoder": DECODER_PREFIX}
+
+
+def make_forward(readout, capture: Optional[Capture], decoder_capture: Optional[Capture]):
+    """jit: (params, prompts [S, P, H], batch) -> (scores [S, B, C], {"encoder": [S, L, B, T, N], ...}).
+
+    All seeds in one call (vmap over prompts); the batch axis of the activations stays sharded as the batch is."""
+
+    def one(params, prompt, batch):
+        kw = {} if decoder_capture is None else {"decoder_capture": decoder_capture}
+        scores, out = readout.scores(params, prompt, batch, capture=capture, **kw)
+        streams = {}
+        if capture is not None:
+            streams["encoder"] = out.neurons
+        if decoder_capture is not None:
+            streams["decoder"] = out.decoder_neurons
+        return scores, streams
+
+    @jax.jit
+    def forward(params, prompts, batch):
+        return jax.vmap(one, in_axes=(None, 0, None))(params, prompts, batch)
+
+    return forward
+
+
+def _fixed_length(*encoded: batching.Encoded) -> int:
+    return int(max(int(e.lengths.max()) for e in encoded))
+
+
+def _blocks(forward, params, prompts, batch_seq, mesh, prompt_len: int, positions: str,
+            confusion: Optional[list] = None) -> Iterator[dict]:
+    """Runs the capturing forward over batches and yields {stream: ActivationBlock}; with `confusion`, appends
+    each batch's counts [S, C, C] (scoring.seed_confusion: the model's accuracy on the same pass)."""
+    for batch in batch_seq:
+        on_mesh = parallel.shard_batch(batch, mesh)
+        scores, streams = forward(params, prompts, on_mesh)
+        if confusion is not None:
+            confusion.append(np.asarray(statistics.to_host(
+                scoring.seed_confusion(scores, on_mesh["labels"], on_mesh["example_mask"]))))
+        out = {}
+        for name, acts in streams.items():
+            token_mask = None
+            if positions == "all" and name == "encoder":
+                token_mask = jnp.concatenate(
+                    [jnp.ones((on_mesh["attention_mask"].shape[0], prompt_len), bool),
+                     on_mesh["attention_mask"].astype(bool)], axis=1)
+            out[name] = statistics.ActivationBlock(acts, on_mesh["example_mask"], on_mesh["labels"], token_mask)
+        yield out
+
+
+def train_fingerprint(setup: TaskSetup, *, seeds, max_examples, max_text_tokens: int, options: StatsOptions,
+                      baseline_task: str, prompt_task: str, digests, streams) -> dict:
+    """Everything that determines a TRAIN baseline: equal fingerprints may share it."""
+    return {"model": setup.loaded.name, "baseline_task": baseline_task, "prompt_task": prompt_task,
+            "seeds": [int(s) for s in seeds], "prompt_sha256": list(digests), "max_examples": max_examples,
+            "max_text_tokens": int(max_text_tokens), "readout": setup.readout_settings.to_dict(),
+            "positions": options.positions, "pre_activation": options.pre_activation,
+            "threshold": options.threshold, "median_bins": options.median_bins,
+            "median_max_passes": options.median_max_passes, "streams": sorted(streams)}
+
+
+def _reusable_train(workdir, model: str, fingerprint: dict) -> Optional[dict[str, statistics.TrainSummary]]:
+    """The TRAIN summaries of an earlier result with the same fingerprint (the clean task's own run), or None."""
+    path = layout.predictivity_path(workdir, model, fingerprint["baseline_task"])
+    side = io.sidecar_path(path)
+    if not (path.exists() and side.exists()):
+        return None
+    try:
+        meta = json.loads(side.read_text())
+        if meta.get("train_fingerprint") != fingerprint:
+            return None
+        out = {}
+        with np.load(path, allow_pickle=False) as z:
+            for name in fingerprint["streams"]:
+                prefix = STREAM_PREFIX[name]
+                base = np.asarray(z[prefix + "baseline"])
+                threshold = np.asarray(z[prefix + "threshold"]) if prefix + "threshold" in z.files else base
+                info = meta["streams"][name]
+                out[name] = statistics.TrainSummary(base, threshold, int(meta["n_train"]),
+                                                    info.get("median_passes", 0), info.get("median_width", 0.0))
+        return out
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        log.warning("cannot reuse the TRAIN baseline in %s (%s); recomputing", path, e)
+        return None
+
+
+def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, model_path, max_text_tokens: int,
+                 eval_batch_size: int, options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None,
+                 batch_size: Optional[int] = None, baseline_task: Optional[str] = None,
+                 prompt_task: Optional[str] = None, decoder: bool = True, reuse_baseline: bool = True) -> dict:
+    """Computes and writes the predictivity of `setup.task` (see the module docstring); returns a summary dict
+    ({"output", "task", "baseline_task", "model_accuracy", "top_pred", "seconds"}).
+
+    `max_text_tokens` and the readout of `setup` must be the prompts' tuning settings (checked against their
+    sidecars). baseline_task / prompt_task default to the clean task; batch_size to eval_batch_size; decoder:
+    T5 also captures the first decoder step. `model_path` is recorded in the sidecar."""
+    t0 = time.time()
+    seeds = [int(s) for s in seeds]
+    spec = setup.task
+    baseline_task = baseline_task or tasks.clean_task_of(spec)
+    prompt_task = prompt_task or tasks.clean_task_of(spec)
+    loaded, readout = setup.loaded, setup.readout
+    prompts_np, digests = files.load_tuned_prompts(workdir, loaded, readout, prompt_task, seeds, max_text_tokens)
+    prompt_len = prompts_np.shape[1]
+    batch_size = int(batch_size or eval_batch_size)
+    max_text_tokens = int(max_text_tokens)
+    streams = ["encoder"] + (["decoder"] if loaded.family == "t5" and decoder else [])
+    length = None if options.positions == "all" else prompt_len
+    capture = Capture(start=0, length=length, pre_activation=options.pre_activation)
+    decoder_capture = (Capture(start=0, length=1, pre_activation=options.pre_activation)
+                       if "decoder" in streams else None)
+    forward = make_forward(readout, capture, decoder_capture)
+
+    mesh = parallel.make_mesh()
+    params = parallel.replicate(loaded.params, mesh)
+    prompts = parallel.replicate(jnp.asarray(prompts_np), mesh)
+
+    dev_enc = encode_split(setup, "dev", data_dir, max_examples, max_text_tokens)
+    fingerprint = train_fingerprint(setup, seeds=seeds, max_examples=max_examples, max_text_tokens=max_text_tokens,
+                                    options=options, baseline_task=baseline_task, prompt_task=prompt_task,
+                                    digests=digests, streams=streams)
+    reused = _reusable_train(workdir, loaded.name, fingerprint) if (
+        reuse_baseline and baseline_task != spec.name) else None
+    train_enc = None
+    if reused is None:
+        train_enc = encode_split(setup, "train", data_dir, max_examples, max_text_tokens, task=baseline_task)
+    # Every position captured: one fixed length for TRAIN and DEV, so the statistics keep one shape.
+    fixed = None
+    if options.positions == "all":
+        if reused is not None:
+            fixed = int(reused["encoder"].baseline.shape[2]) - prompt_len
+        else:
+            fixed = _fixed_length(train_enc, dev_enc)
+
+    # Sorted by length, buckets cut at the longest row: a batch pads to the bucket of rows of similar length and
+    # never past the longest text (sums and counts do not need file order).
+    buckets = buckets_for([e for e in (train_enc, dev_enc) if e is not None])
+
+    def blocks(encoded, confusion=None):
+        return _blocks(forward, params, prompts, sharded_batches(encoded, batch_size, mesh, fixed,
+                                                                 sort_by_length=True, buckets=buckets),
+                       mesh, prompt_len, options.positions, confusion)
+
+    if reused is None:
+        train = statistics.summarize_train(lambda: blocks(train_enc), options)
+    else:
+        train = reused
+        log.info("reusing the TRAIN baseline of %s", layout.predictivity_path(workdir, loaded.name, baseline_task))
+    confusion: list = []
+    stats = statistics.evaluate_dev(train, blocks(dev_enc, confusion), options, split=f"{spec.name} dev")
+    confusion = np.sum(confusion, axis=0)   # [S, C, C]
+
+    arrays = {}
+    for name, stream_stats in stats.items():
+        prefix = STREAM_PREFIX[name]
+        arrays.update({prefix + "pred": stream_stats.pred, prefix + "pred_per_seed": stream_stats.pred_per_seed,
+                       prefix + "acc": stream_stats.acc, prefix + "baseline": stream_stats.baseline})
+        if options.threshold != "mean":
+            arrays[prefix + "threshold"] = stream_stats.threshold
+    out = layout.predictivity_path(workdir, loaded.name, spec.name)
+    encoder = stats["encoder"]
+    meta = {
+        "stage": "predictivity", "model": loaded.name, "model_path": str(model_path), "family": loaded.family,
+        "task": spec.name, "baseline_task": baseline_task, "prompt_task": prompt_task, "seeds": seeds,
+        "n_train": encoder.n_train, "n_dev": encoder.n_dev, "dev_label_counts": encoder.dev_label_counts.tolist(),
+        "model_accuracy": metrics.accuracy(confusion).tolist(), "model_f1": metrics.f1(confusion).tolist(),
+        "prompt_len": prompt_len, "batch_size": batch_size, "max_examples": max_examples,
+        "options": options.to_dict(), "config": {**setup.readout_settings.to_dict(),
+                                                 "max_text_tokens": max_text_tokens},
+        "streams": {name: {"tokens": int(st.acc.shape[2]), "median_passes": st.median_passes,
+                           "median_width": st.median_width} for name, st in stats.items()},
+        "train_fingerprint": fingerprint, "reused_baseline_from": (
+            str(layout.predictivity_path(workdir, loaded.name, baseline_task)) if reused is not None else None),
+        "seconds": round(time.time() - t0, 3), "devices": jax.device_count(), "processes": jax.process_count(),
+    }
+    if jax.process_index() == 0:
+        io.atomic_save_npz(out, **arrays)
+        io.write_sidecar(out, **meta)
+    return {"output": str(out), "task": spec.name, "baseline_task": baseline_task,
+            "model_accuracy": meta["model_accuracy"], "top_pred": float(encoder.pred.max()),
+            "seconds": meta["seconds"]}

@@ -1,0 +1,91 @@
+"""What every stage starts from: a loaded model with a task's readout (`TaskSetup`), the task's splits encoded
+for that model, and the batches the model reads.
+
+    setup = make_setup(loaded, "sst2", ReadoutSettings.from_config(config))   # loaded: models.LoadedModel
+    dev = encode_split(setup, "dev", data_dir, max_examples, max_text_tokens)
+    batches = list(model_batches(dev, 64, buckets=buckets_for([dev]), sort_by_length=True))
+
+Nothing here loads a model or reads a flag: the caller (a launch script, a pipeline session, a test) loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Optional, Sequence
+
+from skillneurons_jax import parallel
+from skillneurons_jax.data import batches as batching
+from skillneurons_jax.data import readers, tasks
+from skillneurons_jax.prompt.readout import Readout, ReadoutSettings
+
+# What the readouts and the loss read from a batch.
+MODEL_KEYS = ("input_ids", "attention_mask", "labels", "example_mask")
+
+
+@dataclasses.dataclass
+class TaskSetup:
+    """A model with its task readout: what tune, evaluate, transfer and the neuron stages all need."""
+    loaded: Any                      # models.LoadedModel
+    task: tasks.TaskSpec
+    label_words: tasks.LabelWords
+    readout: Readout
+    readout_settings: ReadoutSettings = ReadoutSettings()
+
+
+def make_setup(loaded, task, readout_settings: ReadoutSettings = ReadoutSettings()) -> TaskSetup:
+    """The task's label words for the model's tokenizer and family, and its readout."""
+    spec = tasks.get_task(task)
+    words = tasks.label_word_ids(spec, loaded.tokenizer, loaded.family)
+    return TaskSetup(loaded=loaded, task=spec, label_words=words, readout=readout_settings.build(loaded, words),
+                     readout_settings=readout_settings)
+
+
+def encode_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[int], max_text_tokens: int, *,
+                 task=None) -> batching.Encoded:
+    """One split of `task` (default: the setup's task; the clean TRAIN split of an adversarial task differs),
+    tokenized with that task's template for the model's family. An empty split is a ValueError."""
+    spec = setup.task if task is None else tasks.get_task(task)
+    examples = readers.load_split(spec, split, data_dir, max_examples=max_examples)
+    if not examples:
+        raise ValueError(f"task {spec.name!r}: the {split} split is empty")
+    return batching.encode(examples, setup.loaded.tokenizer, spec, setup.loaded.family,
+                           max_text_tokens=max_text_tokens)
+
+
+def buckets_for(encoded_splits: Sequence[batching.Encoded]) -> tuple[int, ...]:
+    """The data module's buckets, cut at (and ending with) the longest row of these splits."""
+    longest = max(int(e.lengths.max()) for e in encoded_splits)
+    return tuple(b for b in batching.DEFAULT_BUCKETS if b < longest) + (longest,)
+
+
+def model_batches(encoded: batching.Encoded, batch_size: int, *, seed=None, drop_last=False, buckets,
+                  sort_by_length=False) -> Iterator[dict]:
+    """batches.iterate, keeping only what the readout and the loss read (MODEL_KEYS)."""
+    for batch in batching.iterate(encoded, batch_size, seed=seed, drop_last=drop_last, buckets=buckets,
+                                  sort_by_length=sort_by_length):
+        yield {k: batch[k] for k in MODEL_KEYS}
+
+
+def sharded_batches(encoded: batching.Encoded, batch_size: int, mesh, fixed_length: Optional[int] = None, *,
+                    sort_by_length: bool = False, buckets: Optional[Sequence[int]] = None) -> Iterator[dict]:
+    """Batches of the global batch size for the statistics and suppression passes (filler rows flagged), made
+    lazily (memory does not grow with the split). fixed_length: every batch gets exactly that many token
+    positions (needed when every position is captured, so that the statistics keep one shape); otherwise
+    `buckets` (default: the data module's). File order, or with sort_by_length rows sorted longest first within
+    chunks of 32 batches (batches.iterate), so that each batch pads only to the bucket of rows of similar length
+    (the statistics are sums and counts: the order changes at most the float32 rounding of the TRAIN sums)."""
+    shards = parallel.num_data_shards(mesh)
+    parallel.check_divisible(batch_size, mesh, what="evaluation batch size (config eval_batch_size)")
+    options = {} if buckets is None else {"buckets": tuple(int(b) for b in buckets)}
+    if fixed_length is not None:
+        options = {"buckets": (int(fixed_length),)}
+    if fixed_length is not None and int(encoded.lengths.max()) > fixed_length:
+        raise ValueError(f"task {encoded.task!r}: a text of {int(encoded.lengths.max())} tokens is longer than the "
+                         f"{fixed_length} token positions the statistics were started with")
+    for batch in batching.iterate(encoded, batch_size, seed=None, num_devices=shards,
+                                  sort_by_length=sort_by_length, **options):
+        yield {k: batch[k] for k in MODEL_KEYS}
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-int(n) // multiple) * multiple
+

@@ -1,0 +1,93 @@
+"""Stage transfer: a source task's tuned prompts (every seed) evaluated on target tasks, each with the TARGET's
+verbalizer, on the target's dev split.
+
+    target = prepare_target(setup, data_dir, max_text_tokens=128, eval_batch_size=64, max_examples=None)
+    paths = transfer([target, ...], "sst2", seeds, workdir, model_path=path, data_dir=data_dir)
+
+Writes, atomically with a sidecar (io.write_sidecar), one file per pair in the analysis format
+(docs/interfaces.md, "analysis"):
+
+    WORKDIR/transfer/<model>/<source>__<target>.json
+      {"model", "source", "target", "prompt_task": source, "seeds": [...], "accuracy": [per seed],
+       "f1": [per seed], "n_dev": examples, "split": "dev"}
+
+`<task>__<task>` is the task's own prompt; `<clean>__<adv>` an adversarial set with its clean prompt (Table 1).
+A `TransferTarget` holds everything heavy of one (model, target): the target's readout, its encoded dev batches
+and the compiled evaluation step (prompts of all seeds are one vmapped argument), so a caller that keeps it
+(the pipeline's Session) evaluates S sources on a target with one compile per batch length, not one per source.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.prompt import files, scoring
+from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, model_batches, round_up
+
+
+@dataclasses.dataclass
+class TransferTarget:
+    """One target task of one model, ready to score any source's prompts."""
+    setup: TaskSetup
+    batches: list                 # the dev split's batches (dicts of numpy arrays)
+    eval_step: Any                # scoring.make_eval_step of the target's readout
+    params: Any                   # the model's parameters, replicated on the mesh
+    mesh: Any
+    n_dev: int
+    max_text_tokens: int
+
+
+def prepare_target(setup: TaskSetup, data_dir, *, max_text_tokens: int, eval_batch_size: int,
+                   max_examples: Optional[int] = None, mesh=None, params=None) -> TransferTarget:
+    """Encodes the target's dev split and compiles its evaluation step. `params`: the model's parameters already
+    replicated on `mesh` (one device copy shared by every target), else replicated here."""
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    encoded = encode_split(setup, "dev", data_dir, max_examples, int(max_text_tokens))
+    batch_size = round_up(int(eval_batch_size), parallel.num_data_shards(mesh))
+    batches = list(model_batches(encoded, batch_size, buckets=buckets_for([encoded]), sort_by_length=True))
+    step = scoring.make_eval_step(setup.readout.score_fn(), mesh)
+    params = parallel.replicate(setup.loaded.params, mesh) if params is None else params
+    return TransferTarget(setup, batches, step, params, mesh, len(encoded), int(max_text_tokens))
+
+
+def transfer_pair(target: TransferTarget, source: str, seeds: Sequence[int], workdir) -> dict:
+    """Accuracy and F1 per seed of `source`'s prompts on the target's dev split (target verbalizer)."""
+    setup = target.setup
+    # load_tuned_prompts checks each file against the model and the readout settings it was tuned with
+    prompts_np, digests = files.load_tuned_prompts(workdir, setup.loaded, setup.readout, source,
+                                                   [int(s) for s in seeds], target.max_text_tokens)
+    prompts = parallel.replicate(jnp.asarray(prompts_np), target.mesh)
+    confusion, _ = scoring.evaluate(target.eval_step, prompts, target.params, target.batches, target.mesh)
+    return {"model": setup.loaded.name, "source": source, "target": setup.task.name, "prompt_task": source,
+            "seeds": [int(s) for s in seeds], **scoring.per_seed(confusion),
+            "n_dev": int(target.n_dev), "split": "dev", "prompt_sha256": digests}
+
+
+def transfer(targets: Sequence[TransferTarget], source: str, seeds: Sequence[int], workdir, *, model_path,
+             data_dir, max_examples: Optional[int] = None) -> list[pathlib.Path]:
+    """Evaluates `source`'s prompts on every target and writes one file per pair; returns the paths.
+    `model_path`, `data_dir` and `max_examples` are recorded in the sidecars."""
+    out = []
+    for target in targets:
+        t0 = time.time()
+        result = transfer_pair(target, source, seeds, workdir)
+        digests = result.pop("prompt_sha256")
+        path = layout.transfer_path(workdir, result["model"], source, result["target"])
+        if jax.process_index() == 0:
+            io.atomic_write_json(path, result)
+            io.write_sidecar(path, stage="transfer", model_path=str(model_path), data_dir=str(data_dir),
+                             max_examples=max_examples, prompt_sha256=digests,
+                             readout={**target.setup.readout_settings.to_dict(),
+                                      "max_text_tokens": target.max_text_tokens},
+                             seconds=round(time.time() - t0, 3))
+        print(f"transfer {result['model']}: {source} -> {result['target']}: accuracy "
+              f"{np.mean(result['accuracy']):.4f} (seeds {result['seeds']})", flush=True)
+        out.append(path)
+    return out
