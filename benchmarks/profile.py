@@ -208,7 +208,7 @@ def main(argv=None) -> dict:
     from benchmarks import ours as ours_mod
     from benchmarks.realdata import model_inputs
     from benchmarks.torch_reference import build_model
-    from skillneurons_jax import io as sio
+    from skillneurons_jax import io
     from skillneurons_jax import parallel
     from skillneurons_jax.neurons import predictivity as stats
 
@@ -251,9 +251,9 @@ def main(argv=None) -> dict:
     for name, (fn, hlo) in phases.items():
         fn()  # warm-up (compiled already; first-call effects stay out of the trace)
         result["phases"][name] = profile_phase(fn, hlo, args.repeats, args.top)
-    result["versions"] = sio.package_versions()
+    result["versions"] = io.package_versions()
     result["command"] = " ".join(["python", "-m", "benchmarks.profile"] + list(argv or sys.argv[1:]))
-    sio.atomic_write_json(args.output, result)
+    io.atomic_write_json(args.output, result)
     for name, ph in result["phases"].items():
         print(f"{name}: {ph['wall_s_per_call'] * 1e3:.1f} ms per call, op time {ph['op_ms_per_call']:.1f} ms, "
               f"matmuls {100 * ph['matmul_share']:.1f} %")

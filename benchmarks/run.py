@@ -449,7 +449,7 @@ def main(argv=None) -> dict:
     import jax
 
     from benchmarks import peak
-    from skillneurons_jax import io as sio
+    from skillneurons_jax import io
 
     log(f"measuring the float32 matmul peak ({args.threads_used} threads)")
     n_peak = 512 if args.quick else 2048
@@ -480,10 +480,10 @@ def main(argv=None) -> dict:
               for name, r in per_model.items()},
         machine=dict(platform=platform.platform(), processor=platform.processor(), cores=os.cpu_count(),
                      jax_devices=[str(d) for d in jax.devices()], loadavg_at_end=_loadavg()),
-        versions=sio.package_versions(), python=platform.python_version(),
+        versions=io.package_versions(), python=platform.python_version(),
         command=" ".join([os.path.basename(sys.executable), "-m", "benchmarks.run"] + list(argv or sys.argv[1:])),
     )
-    sio.atomic_write_json(args.output, result)
+    io.atomic_write_json(args.output, result)
     summary = {k: result[k] for k in TARGETS}
     summary.update(threads=result["threads"], headline_model=headline, lengths=args.lengths,
                    max_predictivity_diff=result["max_predictivity_diff"],

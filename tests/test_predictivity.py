@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from skillneurons_jax.neurons import predictivity as P
+from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons.stats_options import StatsOptions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def blocks(acts, labels, batch, token_mask=None):
         if token_mask is not None:
             tm = np.ones((batch, acts.shape[3]), bool)
             tm[:k] = token_mask[i:i + k]
-        yield P.ActivationBlock(a, mask, lab if labels is not None else None, tm)
+        yield statistics.ActivationBlock(a, mask, lab if labels is not None else None, tm)
 
 
 # ---------------------------------------------------------------- the plain NumPy reference of eqs. 2-5
@@ -81,7 +81,7 @@ def ref_pred(correct, n, token_agg="max", seed_agg="mean"):
 @pytest.mark.parametrize("batch", [64, 8, 5])
 def test_streamed_equals_reference_across_batch_sizes(batch):
     train, dev, labels = make_data()
-    st = P.compute_statistics(lambda: blocks(train, None, batch), blocks(dev, labels, batch))
+    st = statistics.compute_statistics(lambda: blocks(train, None, batch), blocks(dev, labels, batch))
     assert st.n_train == E_TRAIN and st.n_dev == E_DEV
     np.testing.assert_allclose(st.baseline, ref_baseline(train), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(st.threshold, st.baseline)
@@ -96,8 +96,8 @@ def test_streamed_equals_reference_across_batch_sizes(batch):
 
 def test_batch_size_does_not_change_results():
     train, dev, labels = make_data(1)
-    big = P.compute_statistics(lambda: blocks(train, None, 64), blocks(dev, labels, 64))
-    small = P.compute_statistics(lambda: blocks(train, None, 4), blocks(dev, labels, 4))
+    big = statistics.compute_statistics(lambda: blocks(train, None, 64), blocks(dev, labels, 64))
+    small = statistics.compute_statistics(lambda: blocks(train, None, 4), blocks(dev, labels, 4))
     np.testing.assert_array_equal(big.correct, small.correct)
     np.testing.assert_allclose(big.baseline, small.baseline, rtol=0, atol=1e-6)
 
@@ -106,7 +106,7 @@ def test_batch_size_does_not_change_results():
 def test_aggregation_options(token_agg, seed_agg):
     train, dev, labels = make_data(2)
     opts = StatsOptions(token_aggregation=token_agg, seed_aggregation=seed_agg)
-    st = P.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, labels, 16), opts)
+    st = statistics.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, labels, 16), opts)
     pred, per_seed = ref_pred(st.correct, E_DEV, token_agg, seed_agg)
     np.testing.assert_allclose(st.pred, pred, rtol=0, atol=1e-6)
     np.testing.assert_allclose(st.pred_per_seed, per_seed, rtol=0, atol=1e-6)
@@ -117,7 +117,7 @@ def test_median_threshold_is_exact(bins):
     train, dev, labels = make_data(3)
     train[0, 0, :, 0, 0] = 0.0  # ReLU-like ties at zero must be handled exactly too
     opts = StatsOptions(threshold="median", median_bins=bins, median_max_passes=40)
-    st = P.compute_statistics(lambda: blocks(train, None, 8), blocks(dev, labels, 8), opts)
+    st = statistics.compute_statistics(lambda: blocks(train, None, 8), blocks(dev, labels, 8), opts)
     assert st.median_width == 0.0
     assert st.median_passes <= int(np.ceil(32 / np.log2(bins)))
     np.testing.assert_array_equal(st.threshold, ref_lower_median(train))
@@ -128,21 +128,21 @@ def test_median_threshold_is_exact(bins):
 def test_median_stopped_early_brackets_the_median():
     train, dev, labels = make_data(4)
     opts = StatsOptions(threshold="median", median_bins=4, median_max_passes=2)
-    st = P.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, labels, 16), opts)
+    st = statistics.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, labels, 16), opts)
     assert st.median_passes == 2 and st.median_width > 0
     assert np.all(np.abs(st.threshold - ref_lower_median(train)) <= st.median_width / 2 + 1e-6)
 
 
 def test_median_pass_over_different_data_is_an_error():
     train, _, _ = make_data(5)
-    state = P.init_baseline((S, L, T, N))
+    state = statistics.init_baseline((S, L, T, N))
     for blk in blocks(train, None, 16):
-        state = P.update_baseline(state, blk.acts, blk.example_mask)
-    med = P.init_median(state, 4)
+        state = statistics.update_baseline(state, blk.acts, blk.example_mask)
+    med = statistics.init_median(state, 4)
     blk = next(blocks(train, None, 16))
-    med = P.update_median(med, blk.acts, blk.example_mask)
+    med = statistics.update_median(med, blk.acts, blk.example_mask)
     with pytest.raises(ValueError, match="same TRAIN data"):
-        P.refine_median(med)
+        statistics.refine_median(med)
 
 
 def test_token_mask_positions_all():
@@ -153,8 +153,8 @@ def test_token_mask_positions_all():
     tm_dev = rng.random((E_DEV, T)) < 0.7
     train_dirty = np.where(tm_train[None, None, :, :, None], train, 50.0).astype(np.float32)
     dev_dirty = np.where(tm_dev[None, None, :, :, None], dev, -50.0).astype(np.float32)
-    st = P.compute_statistics(lambda: blocks(train_dirty, None, 8, tm_train), blocks(dev_dirty, labels, 8, tm_dev),
-                              StatsOptions(positions="all"))
+    st = statistics.compute_statistics(lambda: blocks(train_dirty, None, 8, tm_train),
+                                       blocks(dev_dirty, labels, 8, tm_dev), StatsOptions(positions="all"))
     np.testing.assert_allclose(st.baseline, ref_baseline(train, tm_train), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(st.correct, ref_correct(dev, labels, st.threshold, tm_dev))
     acc = st.correct / tm_dev.sum(axis=0)[None, None, :, None]
@@ -170,7 +170,7 @@ def test_planted_neuron_ranks_first():
     layer, neuron, token = 1, 4, 2
     for acts, y in ((train, train_labels), (dev, labels)):
         acts[:, layer, :, token, neuron] = np.where(y == 1, 3.0, -3.0)[None] + 0.1 * rng.normal(size=(S, len(y)))
-    st = P.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, labels, 16))
+    st = statistics.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, labels, 16))
     assert st.pred[layer, neuron] == 1.0
     assert np.argmax(st.pred) == layer * N + neuron
     assert np.sort(st.pred.ravel())[-2] < 1.0
@@ -179,25 +179,26 @@ def test_planted_neuron_ranks_first():
 def test_single_label_dev_warns():
     train, dev, labels = make_data(8)
     ones = np.ones_like(labels)
-    with pytest.warns(P.SingleLabelWarning, match="label 1 only"):
-        P.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, ones, 16))
+    with pytest.warns(statistics.SingleLabelWarning, match="label 1 only"):
+        statistics.compute_statistics(lambda: blocks(train, None, 16), blocks(dev, ones, 16))
 
 
 def test_bad_inputs_raise_clear_errors():
-    state = P.init_baseline((S, L, T, N))
+    state = statistics.init_baseline((S, L, T, N))
     bad = np.zeros((S, L, 4, T + 1, N), np.float32)
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 5, 6\).*\(2, 3, 4, 6\)"):
-        P.update_baseline(state, bad, np.ones(4, bool))
+        statistics.update_baseline(state, bad, np.ones(4, bool))
     with pytest.raises(ValueError, match="example_mask has shape"):
-        P.update_baseline(state, np.zeros((S, L, 4, T, N), np.float32), np.ones(3, bool))
+        statistics.update_baseline(state, np.zeros((S, L, 4, T, N), np.float32), np.ones(3, bool))
     with pytest.raises(ValueError, match=r"\[seeds, layers, batch, tokens, neurons\]"):
-        P.update_baseline(state, np.zeros((L, 4, T, N), np.float32), np.ones(4, bool))
-    acc = P.init_accuracy(np.zeros((S, L, T, N), np.float32))
-    acc = P.update_accuracy(acc, np.zeros((S, L, 4, T, N), np.float32), np.array([0, 1, 2, 1]), np.ones(4, bool))
+        statistics.update_baseline(state, np.zeros((L, 4, T, N), np.float32), np.ones(4, bool))
+    acc = statistics.init_accuracy(np.zeros((S, L, T, N), np.float32))
+    acc = statistics.update_accuracy(acc, np.zeros((S, L, 4, T, N), np.float32), np.array([0, 1, 2, 1]),
+                                     np.ones(4, bool))
     with pytest.raises(ValueError, match="outside"):
-        P.neuron_accuracy(acc)
+        statistics.neuron_accuracy(acc)
     with pytest.raises(ValueError, match="no TRAIN examples"):
-        P.baseline_mean(P.init_baseline((S, L, T, N)))
+        statistics.baseline_mean(statistics.init_baseline((S, L, T, N)))
     for field, value in [("threshold", "mode"), ("token_aggregation", "sum"), ("seed_aggregation", "max"),
                          ("positions", "text")]:
         with pytest.raises(ValueError, match=field):
@@ -215,8 +216,8 @@ def test_streams_share_one_pass():
         for a, b in zip(blocks(enc, lab, 16), blocks(dec, lab, 16)):
             yield {"encoder": a, "decoder": b}
 
-    out = P.compute_statistics(lambda: both(train, dec_train, None), both(dev, dec_dev, labels))
-    alone = P.compute_statistics(lambda: blocks(dec_train, None, 16), blocks(dec_dev, labels, 16))
+    out = statistics.compute_statistics(lambda: both(train, dec_train, None), both(dev, dec_dev, labels))
+    alone = statistics.compute_statistics(lambda: blocks(dec_train, None, 16), blocks(dec_dev, labels, 16))
     assert set(out) == {"encoder", "decoder"}
     assert out["decoder"].acc.shape == (S, L, 1, N)
     np.testing.assert_array_equal(out["decoder"].correct, alone.correct)
@@ -231,19 +232,19 @@ _FOUR_DEVICES = textwrap.dedent("""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as PS
     assert jax.device_count() == 4, jax.devices()
     import test_predictivity as tp
-    from skillneurons_jax.neurons import predictivity as P
+    from skillneurons_jax.neurons import predictivity as statistics
     from skillneurons_jax.neurons.stats_options import StatsOptions
     mesh = Mesh(np.array(jax.devices()), ("data",))
     def shard(blk):
         put = lambda x, spec: None if x is None else jax.device_put(x, NamedSharding(mesh, spec))
-        out = P.ActivationBlock(put(blk.acts, PS(None, None, "data")), put(blk.example_mask, PS("data")),
+        out = statistics.ActivationBlock(put(blk.acts, PS(None, None, "data")), put(blk.example_mask, PS("data")),
                                 put(blk.labels, PS("data")), put(blk.token_mask, PS("data")))
         assert len(out.acts.sharding.device_set) == 4
         return out
     train, dev, labels = tp.make_data(11)
     res = {{}}
     for th in ("mean", "median"):
-        st = P.compute_statistics(lambda: map(shard, tp.blocks(train, None, 8)),
+        st = statistics.compute_statistics(lambda: map(shard, tp.blocks(train, None, 8)),
                                   map(shard, tp.blocks(dev, labels, 8)), StatsOptions(threshold=th))
         res[th] = st
     np.savez({out!r}, **{{f"{{th}}_{{k}}": getattr(st, k) for th, st in res.items()
@@ -260,7 +261,8 @@ def test_one_device_equals_four_devices(tmp_path):
     four = np.load(out)
     train, dev, labels = make_data(11)
     for th in ("mean", "median"):
-        one = P.compute_statistics(lambda: blocks(train, None, 8), blocks(dev, labels, 8), StatsOptions(threshold=th))
+        one = statistics.compute_statistics(lambda: blocks(train, None, 8), blocks(dev, labels, 8),
+                                            StatsOptions(threshold=th))
         np.testing.assert_array_equal(four[f"{th}_correct"], one.correct)
         np.testing.assert_array_equal(four[f"{th}_pred"], one.pred)
         np.testing.assert_allclose(four[f"{th}_baseline"], one.baseline, rtol=0, atol=1e-6)

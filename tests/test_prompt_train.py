@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import prompt_standin as st
-from skillneurons_jax.prompt import metrics as mx
+from skillneurons_jax.prompt import metrics
 from skillneurons_jax.prompt import files
 from skillneurons_jax.prompt import soft_prompt as sp
 from skillneurons_jax.prompt import train as T
@@ -191,10 +191,10 @@ def test_metrics():
     scores = jnp.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.0, 1.0]])
     labels = jnp.array([1, 0, 0, 1, 1])
     mask = jnp.array([True, True, True, True, False])
-    conf = np.asarray(mx.confusion(scores, labels, mask))
+    conf = np.asarray(metrics.confusion(scores, labels, mask))
     np.testing.assert_array_equal(conf, [[1, 1], [1, 1]])
-    s = mx.summary(conf)
+    s = metrics.summary(conf)
     assert s == {"accuracy": 0.5, "f1": 0.5, "examples": 4}
     # class-1 F1 by hand: tp=3, fp=1, fn=2 -> 2*3 / (2*3 + 1 + 2)
-    assert mx.f1(np.array([[5, 1], [2, 3]])) == pytest.approx(6 / 9)
-    assert mx.f1(np.array([[3, 0, 0], [0, 2, 0], [0, 0, 0]])) == pytest.approx(2 / 3)  # macro, absent class 0
+    assert metrics.f1(np.array([[5, 1], [2, 3]])) == pytest.approx(6 / 9)
+    assert metrics.f1(np.array([[3, 0, 0], [0, 2, 0], [0, 0, 0]])) == pytest.approx(2 / 3)  # macro, absent class 0

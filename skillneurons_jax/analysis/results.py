@@ -23,6 +23,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from skillneurons_jax import layout
+from skillneurons_jax.data.tasks import DISPLAY_ORDER as _DISPLAY_ORDER
 from skillneurons_jax.data.tasks import TASKS as _TASKS
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -30,14 +32,13 @@ from skillneurons_jax.data.tasks import TASKS as _TASKS
 # then any other task of the table (e.g. the offline default's) alphabetically. Task types and clean
 # counterparts come from the one task table, skillneurons_jax.data.tasks.
 # ----------------------------------------------------------------------------------------------------------------
-TASK_ORDER: tuple[str, ...] = ("sst2", "imdb", "movierationales", "qqp", "mrpc", "qnli", "mnli",
-                               "ethicsdeontology", "ethicsjustice", "advsst2", "advqqp", "advqnli", "advmnli")
+TASK_ORDER: tuple[str, ...] = _DISPLAY_ORDER        # the task table's display order (data.tasks)
 
 TASK_TYPE: dict[str, str] = {name: spec.task_type for name, spec in _TASKS.items()}
 CLEAN_TASK: dict[str, str] = {name: spec.clean_task for name, spec in _TASKS.items() if spec.clean_task}
 
 STAGE_DIRS = ("prompts", "predictivity", "suppression", "transfer")
-_PAIR_SEP = "__"
+_PAIR_SEP = layout.PAIR_SEPARATOR
 # Keys a predictivity sidecar may use for the model's accuracy / F1 per seed (first found wins).
 SIDECAR_ACCURACY_KEYS = ("model_accuracy", "accuracy")
 SIDECAR_F1_KEYS = ("model_f1", "f1")
@@ -71,19 +72,19 @@ def order_tasks(tasks: Iterable[str]) -> list[str]:
 # Paths
 # ----------------------------------------------------------------------------------------------------------------
 def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
-    return pathlib.Path(workdir) / "predictivity" / model / f"{task}.npz"
+    return layout.predictivity_path(workdir, model, task)
 
 
 def suppression_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
-    return pathlib.Path(workdir) / "suppression" / model / f"{source}{_PAIR_SEP}{target}.json"
+    return layout.suppression_path(workdir, model, source, target)
 
 
 def transfer_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
-    return pathlib.Path(workdir) / "transfer" / model / f"{source}{_PAIR_SEP}{target}.json"
+    return layout.transfer_path(workdir, model, source, target)
 
 
 def prompt_dir(workdir, model: str, task: str, seed: int) -> pathlib.Path:
-    return pathlib.Path(workdir) / "prompts" / model / task / f"seed_{seed}"
+    return layout.run_dir(workdir, model, task, seed)
 
 
 def split_pair(name: str) -> tuple[str, str] | None:

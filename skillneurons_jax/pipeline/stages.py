@@ -52,6 +52,7 @@ from skillneurons_jax.neurons import suppression as suppression_masks
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.pipeline import plan
 from skillneurons_jax.pipeline.session import Session
+from skillneurons_jax.stages import suppress as suppress_stage
 
 # ---------------------------------------------------------------------------------------------------------------
 # Cost constants (the task sizes are in the task table: data.tasks.size_hint)
@@ -115,7 +116,6 @@ class Settings:
         """config: an ml_collections ConfigDict (or mapping) shaped like configs/default.py. `data_dir` (the flag)
         wins over config.data_dir; `default_tune` (configs/tune.py's config, passed by launch.reproduce) is the
         tuning block of a config that has none. Unknown task names and malformed fields raise ValueError here."""
-        sup = suppression_masks
         get = config.get
         models = _as_list(get("models"))
         if not models:
@@ -132,14 +132,9 @@ class Settings:
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise ValueError(f"config.seeds must be distinct non-negative integers, got {get('seeds')!r}")
         sp = get("suppression") or {}
-        levels = [float(k) for k in _as_list(sp.get("levels", sup.DEFAULT_PERCENTS))]
-        for k in levels:
-            sup.count_for(1, k)
-        if sp.get("scope", "layer") not in sup.SCOPES:
-            raise ValueError(f"config.suppression.scope {sp.get('scope')!r}; allowed: {sup.SCOPES}")
-        if sp.get("intervention", "zero") not in sup.INTERVENTION_KINDS:
-            raise ValueError(f"config.suppression.intervention {sp.get('intervention')!r}; "
-                             f"allowed: {sup.INTERVENTION_KINDS}")
+        levels = [float(k) for k in _as_list(sp.get("levels", suppression_masks.DEFAULT_PERCENTS))]
+        suppress_stage.check_options(levels=levels, scope=sp.get("scope", "layer"),
+                                     intervention=sp.get("intervention", "zero"), where="config.suppression.")
         pairs = []
         for p in _as_list(sp.get("extra_pairs", [])):
             src, _, tgt = str(p).partition(":")

@@ -49,14 +49,18 @@ def parse_levels(text) -> list[float]:
     return levels
 
 
-def check_options(*, levels: Sequence[float], stream: str, intervention: str) -> None:
-    """The option checks of this stage (levels in [0, 100], known stream and intervention)."""
+def check_options(*, levels: Sequence[float], intervention: str, stream: str = "encoder", scope: str = "layer",
+                  where: str = "") -> None:
+    """THE option checks of this stage (levels in [0, 100], known scope, stream and intervention), for the launch
+    flags, the pipeline's config (`where` prefixes the option's name in the message) and the stage itself."""
     for k in levels:
         suppression.count_for(1, float(k))
+    if scope not in suppression.SCOPES:
+        raise ValueError(f"{where}scope {scope!r}; allowed: {suppression.SCOPES}")
     if stream not in STREAMS:
-        raise ValueError(f"stream {stream!r}; allowed: {STREAMS}")
+        raise ValueError(f"{where}stream {stream!r}; allowed: {STREAMS}")
     if intervention not in suppression.INTERVENTION_KINDS:
-        raise ValueError(f"intervention {intervention!r}; allowed: {suppression.INTERVENTION_KINDS}")
+        raise ValueError(f"{where}intervention {intervention!r}; allowed: {suppression.INTERVENTION_KINDS}")
 
 
 def level_key(k: float) -> str:
@@ -129,7 +133,7 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
     target = setup.task.name
     prompt_task = prompt_task or tasks.clean_task_of(target)
     levels = [float(k) for k in levels]
-    check_options(levels=levels, stream=stream, intervention=intervention)
+    check_options(levels=levels, stream=stream, intervention=intervention, scope=scope)
     loaded, readout = setup.loaded, setup.readout
     batch_size = int(batch_size or eval_batch_size)
     if stream == "decoder" and loaded.family != "t5":
