@@ -53,6 +53,8 @@ def main(argv):
     del argv
     common.require("model_path", "input_file", "output")
     options = settings()
+    common.positive("batch_size", options["batch_size"], allow_none=False)
+    common.positive("max_tokens", options["max_tokens"], allow_none=False)
     texts = activations.read_texts(FLAGS.input_file)
     loaded = models.load_pretrained(FLAGS.model_path, dtype=options["dtype"])
     arrays = activations.activations(loaded, texts, batch_size=options["batch_size"],

@@ -15,8 +15,8 @@ from typing import Callable
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skillneurons_jax import models, parallel
-from skillneurons_jax.data import tasks
+from skillneurons_jax import io, models, parallel
+from skillneurons_jax.data import readers, tasks
 from skillneurons_jax.prompt.readout import ReadoutSettings
 from skillneurons_jax.stages.setup import TaskSetup, make_setup
 
@@ -89,3 +89,25 @@ def load_setup(model_path: str, task: str, config) -> TaskSetup:
     tasks.get_task(task)
     settings = ReadoutSettings.from_config(config)
     return make_setup(models.load_pretrained(model_path), task, settings)
+
+
+def check_flags(*, tasks_read=(), workdir: bool = True) -> None:
+    """Every common flag checked before any model load or data read, nothing written (ValueError, exit 2):
+    seeds, positive caps and steps, a workdir that is a writable folder (or can be made one), and --data_dir for
+    the tasks in `tasks_read` whose files are not shipped with a package (the offline tweets tasks need none)."""
+    parse_seeds(FLAGS.seeds)
+    positive("max_examples", FLAGS.max_examples)
+    positive("max_steps", FLAGS.max_steps)
+    if FLAGS.eval_every is not None and FLAGS.eval_every < 0:
+        raise ValueError(f"--eval_every must be >= 0 (0: once per epoch), got {FLAGS.eval_every}")
+    if workdir:
+        io.check_writable_folder(FLAGS.workdir, what="--workdir")
+    if FLAGS.data_dir in (None, ""):
+        needing = [t for t in tasks_read if readers.resolve(tasks.get_task(t), "dev", None).kind == "missing"]
+        if needing:
+            raise ValueError(f"missing required flag(s): --data_dir (task {needing[0]!r} reads its files there)")
+
+
+def positive(name: str, value, *, allow_none: bool = True) -> None:
+    if (value is None and not allow_none) or (value is not None and value < 1):
+        raise ValueError(f"--{name} must be a positive integer, got {value}")

@@ -30,11 +30,13 @@ flags.DEFINE_string("output", None, "Also write the JSON result here (atomically
 
 def main(argv):
     del argv
-    common.require("model_path", "task", "data_dir", "prompt_dir")
-    common.start_distributed()
+    common.require("model_path", "task", "prompt_dir")
     if FLAGS.split not in tasks.SPLITS:
         raise ValueError(f"--split must be one of {tasks.SPLITS}, got {FLAGS.split!r}")
     tasks.get_task(FLAGS.task)
+    common.check_flags(tasks_read=[FLAGS.task], workdir=False)   # evaluate writes only --output
+    common.positive("config.eval_batch_size", FLAGS.config.eval_batch_size, allow_none=False)
+    common.start_distributed()
     prompt_files = files.find_prompts(FLAGS.prompt_dir)   # a missing prompt fails before the model loads
     config = FLAGS.config
     setup = common.load_setup(FLAGS.model_path, FLAGS.task, config)

@@ -14,6 +14,7 @@ import json
 from absl import flags
 
 from launch import common
+from skillneurons_jax.data import tasks
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.stages import predictivity
 
@@ -56,9 +57,13 @@ def define_flags() -> None:
 def main(argv) -> None:
     del argv
     f = flags.FLAGS
-    common.require("model_path", "task", "data_dir", "workdir")
-    common.start_distributed()
+    common.require("model_path", "task", "workdir")
+    task = tasks.get_task(f.task)
+    common.check_flags(tasks_read=[task.name, tasks.clean_task_of(task)])   # before the model loads
+    common.positive("batch_size", f.batch_size)
+    common.positive("config.eval_batch_size", f.config.eval_batch_size, allow_none=False)
     seeds, options, config = common.parse_seeds(f.seeds), stats_options(f.config), f.config
+    common.start_distributed()
     setup = common.load_setup(f.model_path, f.task, config)
     summary = predictivity.predictivity(
         setup, f.workdir, f.data_dir, seeds, model_path=f.model_path, max_text_tokens=int(config.max_text_tokens),

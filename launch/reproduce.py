@@ -49,6 +49,7 @@ OVERRIDES = ("seeds", "max_examples", "max_steps", "eval_every", "model_path", "
 
 def main(argv):
     del argv
+    common.check_flags(workdir=False)     # the plan checks (and creates) its workdir itself
     common.start_distributed()
     settings = Settings.from_config(FLAGS.config, FLAGS.workdir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
                                     default_tune=tune_config.get_config())

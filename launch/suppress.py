@@ -36,12 +36,19 @@ def define_flags() -> None:
 def main(argv) -> None:
     del argv
     f = flags.FLAGS
-    common.require("model_path", "source_task", "data_dir", "workdir")
-    common.start_distributed()
+    common.require("model_path", "source_task", "workdir")
     seeds, levels, config = common.parse_seeds(f.seeds), suppress.parse_levels(f.levels), f.config
     source = tasks.get_task(f.source_task).name      # bad names and options fail before the model loads
+    target = tasks.get_task(f.task or source).name
+    common.check_flags(tasks_read=[target])
     suppress.check_options(levels=levels, stream=f.stream, intervention=f.intervention, scope=f.scope)
-    setup = common.load_setup(f.model_path, f.task or source, config)
+    common.positive("batch_size", f.batch_size)
+    common.positive("random_draws", f.random_draws, allow_none=False)
+    common.positive("config.eval_batch_size", config.eval_batch_size, allow_none=False)
+    if f.noise_scale < 0:
+        raise ValueError(f"--noise_scale must be >= 0, got {f.noise_scale}")
+    common.start_distributed()
+    setup = common.load_setup(f.model_path, target, config)
     summary = suppress.suppress(
         setup, source, f.workdir, f.data_dir, seeds, model_path=f.model_path,
         max_text_tokens=int(config.max_text_tokens), eval_batch_size=int(config.eval_batch_size), levels=levels,

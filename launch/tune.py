@@ -16,6 +16,7 @@ import jax
 from absl import flags
 
 from launch import common
+from skillneurons_jax.data import tasks
 from skillneurons_jax.prompt.train import TrainingDiverged
 from skillneurons_jax.stages import tune
 
@@ -26,7 +27,10 @@ common.define_config("tune.py")
 def main(argv):
     del argv
     t_start = time.time()
-    common.require("model_path", "task", "data_dir")
+    common.require("model_path", "task")
+    tasks.get_task(FLAGS.task)
+    common.check_flags(tasks_read=[FLAGS.task])          # every flag before the model loads; nothing written
+    tune.check_tune_config(FLAGS.config)
     common.start_distributed()
     seeds = common.parse_seeds(FLAGS.seeds)
     setup = common.load_setup(FLAGS.model_path, FLAGS.task, FLAGS.config)  # an unknown task fails before loading

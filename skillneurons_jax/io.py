@@ -8,8 +8,10 @@ import io
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import tempfile
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -125,3 +127,157 @@ def _json_default(o):
     if hasattr(o, "to_dict"):
         return o.to_dict()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def check_writable_folder(path, *, what: str = "folder") -> pathlib.Path:
+    """`path` is a folder this process can write, or can be created as one: checked without writing anything
+    (ValueError naming `what`)."""
+    path = pathlib.Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; choose another {what}")
+    existing = path if path.exists() else next((p for p in path.parents if p.exists()), pathlib.Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path} is not writable (no write permission on {existing}); choose another {what}")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ refused pickles
+def refused_torch_file(path, error: Exception) -> str:
+    """The message for a PyTorch file that `torch.load(weights_only=True)` would not read. PyTorch's own message
+    advises reloading with weights_only=False (or allow-listing globals), which would unpickle the file and so run
+    any code it holds: that advice is never passed on, only the reason the restricted reader gave."""
+    text = str(error)
+    if "weights_only" not in text and "WeightsUnpickler" not in text:
+        return f"{path}: not a loadable PyTorch tensor file ({type(error).__name__}: {text})"
+    reason = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+    reason = " ".join(reason.split()).split(". ")[0].strip(" .")        # e.g. "Unsupported global: GLOBAL print ..."
+    reason = reason.split(" was not an allowed global")[0].split(" Check the documentation")[0]
+    return (f"{path}: not a loadable PyTorch tensor file: refused, because reading it needs unpickling beyond plain "
+            f"tensors, and unpickling can run code stored in the file"
+            + (f" (the restricted reader found: {reason})" if reason else "")
+            + "; save the weights as safetensors or as a dict of plain tensors")
+
+
+# ------------------------------------------------------------------------------------------ one writer per stage
+class LockHeld(ValueError):
+    """Another run holds the output folder of this stage (a user error: the launch scripts exit 2 with it)."""
+
+
+def _holder_alive(pid: int) -> bool:
+    """Whether a process of this host with `pid` exists (signal 0 checks without signalling)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # exists, owned by another user
+        return True
+    return True
+
+
+def _read_lock(path: pathlib.Path) -> dict | None:
+    """The holder recorded in a lock file; None when it vanished; {} when it cannot be parsed (being written)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+
+
+def _create_lock(path: pathlib.Path, holder: dict) -> bool:
+    """Creates the lock file if none exists (O_EXCL: of two creators exactly one wins); False if one exists."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(holder, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+UNREADABLE_LOCK_S = 10.0   # a lock file still unreadable after this long was left half-written by a killed run
+
+
+def _age_s(path: pathlib.Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _describe_holder(holder: dict) -> str:
+    return (f"pid {holder.get('pid')} on host {holder.get('host')!r} (since {holder.get('started')}, "
+            f"{holder.get('what', 'a run')})")
+
+
+@contextlib.contextmanager
+def stage_lock(lock_file, output, what: str, *, enabled: bool = True) -> Iterator[pathlib.Path | None]:
+    """Holds a stage's `output` (a folder or a file; layout.lock_path gives its `lock_file`, whose folder is
+    created if absent) for this run: the lock file records the pid and host. A second run raises LockHeld naming
+    the holder; a lock whose holder is a dead process of this host (a killed run) is taken over. A lock of another
+    host cannot be checked from here: the message says which file to delete if that run is gone. `enabled=False`
+    (processes other than 0 of one multi-host program) holds nothing. The lock is removed when the block ends,
+    however it ends."""
+    if not enabled:
+        yield None
+        return
+    path = pathlib.Path(lock_file)
+    created = [d for d in [path.parent, *path.parent.parents] if not d.exists()]   # deepest first
+    path.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    mine = {"pid": os.getpid(), "host": host, "what": what,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    for _ in range(50):
+        if _create_lock(path, mine):
+            break
+        holder = _read_lock(path)
+        if holder is None:                      # released meanwhile: try again
+            continue
+        if not holder:                          # being written by its creator: look again shortly, unless it is
+            if _age_s(path) > UNREADABLE_LOCK_S:   # an empty file its creator left when killed while writing it
+                _take_over(path, holder)
+            else:
+                time.sleep(0.05)
+            continue
+        if holder.get("host") == host and not _holder_alive(holder.get("pid", -1)):
+            _take_over(path, holder)            # a killed run of this host: its lock is stale
+            continue
+        where = "" if holder.get("host") == host else f"; if that run is gone, delete {path}"
+        _remove_empty(created)
+        raise LockHeld(f"{output} is held by another run: {_describe_holder(holder)}; this run ({what}) "
+                       f"refused to write there. Wait for it or use another --workdir{where}")
+    else:
+        _remove_empty(created)
+        raise LockHeld(f"{path}: could not take the lock (it keeps changing); is another run starting?")
+    try:
+        yield path
+    finally:
+        if _read_lock(path) == mine:
+            path.unlink()
+        _remove_empty(created)      # a run that wrote nothing (refused, failed early) leaves no folder behind
+
+
+def _remove_empty(folders) -> None:
+    """Removes the folders this run created, deepest first, where they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:             # not empty (outputs were written) or gone: keep
+            break
+
+
+def _take_over(path: pathlib.Path, stale: dict) -> None:
+    """Removes a stale lock, unless it changed since it was read (another run took it over first). The rename
+    to a name of our own is atomic, so of two runs taking over one stale lock only one removes it; the other finds
+    the winner's fresh lock and is refused."""
+    grave = path.with_name(f"{path.name}.stale.{os.getpid()}")
+    try:
+        os.rename(path, grave)
+    except FileNotFoundError:
+        return
+    if _read_lock(grave) != stale:              # we moved a fresh lock of the winner: put it back
+        with contextlib.suppress(FileExistsError):
+            os.link(grave, path)
+    grave.unlink()

@@ -9,6 +9,7 @@
       report/index.html, index.md, summary.json, figures/                             (the report)
       .stages/<key with / as __>.json                                                  (the plan's records)
       .jax_cache/                                                                      (XLA's compilation cache)
+    A run writing a stage holds its lock: prompts/<model>/<task>/.lock, or .<file>.lock beside a result file.
 
 `<model>` is `LoadedModel.name` (the checkpoint folder's basename, lower case). These names are contracts
 (../shared/ARCHITECTURE.md, docs/interfaces.md): change them here and there together.
@@ -32,6 +33,7 @@ STATE_DIR = "state"                    # orbax checkpoints of the training state
 SEED_DIR_PREFIX = "seed_"
 PAIR_SEPARATOR = "__"                  # <source>__<target>
 REPORT_FILES = ("index.html", "index.md", "summary.json")
+LOCK_FILE = ".lock"                    # held while a run writes a stage's outputs (io.stage_lock)
 
 
 def task_prompts_dir(workdir, model: str, task: str) -> pathlib.Path:
@@ -80,6 +82,16 @@ def report_outputs(workdir) -> list[pathlib.Path]:
 def stage_record_path(workdir, key: str) -> pathlib.Path:
     """WORKDIR/.stages/<key>.json, '/' in the key written as '__'."""
     return pathlib.Path(workdir) / STAGE_RECORDS_DIR / (key.replace("/", "__") + ".json")
+
+
+def lock_path(output) -> pathlib.Path:
+    """The lock file that gives one run at a time an output (io.stage_lock): `<folder>/.lock` for a stage's output
+    folder (tune: prompts/<model>/<task>/), `<folder>/.<name>.lock` beside an output file (one per result file, so
+    hosts of a pod that own different stages of one model never wait for each other)."""
+    output = pathlib.Path(output)
+    if output.suffix == "":
+        return output / LOCK_FILE
+    return output.with_name(f".{output.name}.lock")
 
 
 def jax_cache_dir(workdir) -> pathlib.Path:

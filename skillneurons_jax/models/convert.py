@@ -10,6 +10,8 @@ from typing import Mapping
 
 import numpy as np
 
+from skillneurons_jax import io
+
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -66,8 +68,8 @@ def _read_file(path: pathlib.Path) -> dict[str, np.ndarray]:
                           "safetensors checkpoints do not") from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a loadable tensor file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # never pass on PyTorch's advice to unpickle (io.refused_torch_file)
+        raise CheckpointError(io.refused_torch_file(path, e)) from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(state).__name__}")
     return {k: _to_float32(v.float().numpy() if v.is_floating_point() else v.numpy()) for k, v in state.items()}

@@ -7,7 +7,6 @@ See launch/reproduce.py for the behaviour (resumable, --dry_run, absent data ski
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import sys
 import time
@@ -15,7 +14,7 @@ from typing import Optional, Sequence
 
 import jax
 
-from skillneurons_jax import layout
+from skillneurons_jax import io, layout
 from skillneurons_jax.data import tasks
 from skillneurons_jax.pipeline import plan
 from skillneurons_jax.pipeline import stages as plan_stages
@@ -25,12 +24,9 @@ from skillneurons_jax.pipeline.session import Session
 def check_workdir(workdir: pathlib.Path, *, create: bool = True) -> pathlib.Path:
     """The workdir exists (or is created) and takes files; otherwise a ValueError naming it."""
     workdir = pathlib.Path(workdir).expanduser()
+    if not create:
+        return io.check_writable_folder(workdir, what="workdir")
     try:
-        if not create:
-            target = workdir if workdir.exists() else next(p for p in workdir.parents if p.exists())
-            if not os.access(target, os.W_OK | os.X_OK):
-                raise PermissionError(f"no write permission on {target}")
-            return workdir
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / ".write_probe"
         probe.write_text("")

@@ -68,7 +68,7 @@ def _read_torch_prompt(path):
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, ...: the file is not a weights-only tensor file
-        raise ValueError(f"{path}: not a loadable PyTorch tensor file ({type(e).__name__}: {e})") from None
+        raise ValueError(io.refused_torch_file(path, e)) from None
     if isinstance(obj, dict):
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         key = next((k for k in tensors for want in TORCH_PROMPT_KEYS if k == want or k.endswith("." + want)), None)

@@ -305,10 +305,15 @@ def _truncate_metrics(path: pathlib.Path, upto_step: Optional[int]) -> None:
     io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
-def _check_run_config(run_dir: pathlib.Path, fingerprint: dict) -> None:
+def run_fingerprint(cfg: TrainConfig, run_info: Optional[dict], prompt_shape: Sequence[int]) -> dict:
+    """What a rerun must share with the run whose checkpoint it resumes (run_config.json)."""
+    return {**cfg.fingerprint(), **dict(run_info or {}), "prompt_shape": [int(n) for n in prompt_shape]}
+
+
+def check_run_config(run_dir: pathlib.Path, fingerprint: dict) -> None:
     """A rerun in a folder that holds a checkpoint must have the same configuration, or it would silently
-    mix two runs."""
-    path = run_dir / RUN_CONFIG_FILE
+    mix two runs. Reads only: a refused rerun leaves every file as it was."""
+    path = pathlib.Path(run_dir) / RUN_CONFIG_FILE
     if path.exists() and checkpoint.has_checkpoint(run_dir):
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
@@ -316,7 +321,11 @@ def _check_run_config(run_dir: pathlib.Path, fingerprint: dict) -> None:
             details = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in sorted(diff.items()))
             raise ValueError(f"{run_dir} holds a checkpoint of a run with a different configuration ({details}); "
                              "use another --workdir or delete that folder to start over")
-    io.atomic_write_json(path, fingerprint)
+
+
+def _check_run_config(run_dir: pathlib.Path, fingerprint: dict) -> None:
+    check_run_config(run_dir, fingerprint)
+    io.atomic_write_json(pathlib.Path(run_dir) / RUN_CONFIG_FILE, fingerprint)
 
 
 class RunFiles:
@@ -357,6 +366,8 @@ def resume(run_files: RunFiles, fingerprint: dict, state: TrainState) -> tuple[T
     """Checks (or writes) each folder's run_config.json, restores the latest step every seed has, truncates the
     metrics to it and rewrites the best prompts (a fresh start removes an older run's prompt).
     Returns (state, the step resumed from or None, the metrics rows kept)."""
+    for d in run_files.dirs:                     # every folder checked before any is written
+        check_run_config(d, fingerprint)
     for d in run_files.dirs:
         d.mkdir(parents=True, exist_ok=True)
         _check_run_config(d, fingerprint)
@@ -439,7 +450,7 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
         if len(run_dirs) != len(seeds):
             raise ValueError(f"need one run folder per seed ({len(seeds)}), got {len(run_dirs)}")
         run_files = RunFiles(run_dirs, seeds, {**run_info, **(sidecar or {})}, cfg.keep_checkpoints)
-        fingerprint = {**cfg.fingerprint(), **run_info, "prompt_shape": list(prompts0.shape[1:])}
+        fingerprint = run_fingerprint(cfg, run_info, prompts0.shape[1:])
         state, resumed_from, history = resume(run_files, fingerprint, state)
 
     prompts = parallel.replicate(jnp.asarray(state.prompts), mesh)

@@ -34,7 +34,7 @@ from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.prompt import files, metrics, scoring
-from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, sharded_batches
+from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, sharded_batches
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,19 @@ def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, m
     `max_text_tokens` and the readout of `setup` must be the prompts' tuning settings (checked against their
     sidecars). baseline_task / prompt_task default to the clean task; batch_size to eval_batch_size; decoder:
     T5 also captures the first decoder step. `model_path` is recorded in the sidecar."""
+    output = layout.predictivity_path(workdir, setup.loaded.name, setup.task.name)
+    with hold(output, f"predictivity {setup.loaded.name}/{setup.task.name}"):
+        return _predictivity(setup, workdir, data_dir, seeds, model_path=model_path, max_text_tokens=max_text_tokens,
+                             eval_batch_size=eval_batch_size, options=options, max_examples=max_examples,
+                             batch_size=batch_size, baseline_task=baseline_task, prompt_task=prompt_task,
+                             decoder=decoder, reuse_baseline=reuse_baseline)
+
+
+def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, model_path, max_text_tokens: int,
+                  eval_batch_size: int, options: StatsOptions, max_examples: Optional[int], batch_size: Optional[int],
+                  baseline_task: Optional[str], prompt_task: Optional[str], decoder: bool, reuse_baseline: bool
+                  ) -> dict:
+    """The body of `predictivity`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
     spec = setup.task

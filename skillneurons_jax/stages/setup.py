@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator, Optional, Sequence
 
-from skillneurons_jax import parallel
+import jax
+
+from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers, tasks
 from skillneurons_jax.prompt.readout import Readout, ReadoutSettings
@@ -89,3 +91,9 @@ def sharded_batches(encoded: batching.Encoded, batch_size: int, mesh, fixed_leng
 def round_up(n: int, multiple: int) -> int:
     return -(-int(n) // multiple) * multiple
 
+
+
+def hold(output, what: str):
+    """io.stage_lock on a stage's output (folder or file) for this run, by process 0 of a multi-host program:
+    a second run writing the same output is refused with io.LockHeld naming the holder."""
+    return io.stage_lock(layout.lock_path(output), output, what, enabled=jax.process_index() == 0)

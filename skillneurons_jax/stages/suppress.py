@@ -32,7 +32,7 @@ from skillneurons_jax.neurons import suppression
 from skillneurons_jax.neurons.predictivity import to_host
 from skillneurons_jax.prompt import files, metrics, scoring
 from skillneurons_jax.stages.predictivity import STREAM_PREFIX
-from skillneurons_jax.stages.setup import TaskSetup, encode_split, sharded_batches
+from skillneurons_jax.stages.setup import TaskSetup, encode_split, hold, sharded_batches
 
 STREAMS = ("encoder", "decoder")
 
@@ -127,6 +127,20 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
              batch_size: Optional[int] = None, prompt_task: Optional[str] = None) -> dict:
     """See the module docstring. `setup` is the TARGET task's; `max_text_tokens` and its readout must be the
     prompts' tuning settings. Returns {"output", "skill": {k: mean}, "random": {k: mean}}."""
+    source = tasks.get_task(source_task).name
+    output = layout.suppression_path(workdir, setup.loaded.name, source, setup.task.name)
+    with hold(output, f"suppress {setup.loaded.name}/{source}__{setup.task.name}"):
+        return _suppress(setup, source, workdir, data_dir, seeds, model_path=model_path,
+                         max_text_tokens=max_text_tokens, eval_batch_size=eval_batch_size, levels=levels, scope=scope,
+                         intervention=intervention, noise_scale=noise_scale, random_draws=random_draws,
+                         random_seed=random_seed, stream=stream, max_examples=max_examples, batch_size=batch_size,
+                         prompt_task=prompt_task)
+
+
+def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequence[int], *, model_path,
+              max_text_tokens, eval_batch_size, levels, scope, intervention, noise_scale, random_draws, random_seed,
+              stream, max_examples, batch_size, prompt_task) -> dict:
+    """The body of `suppress`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
     source = tasks.get_task(source_task).name

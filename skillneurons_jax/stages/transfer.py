@@ -29,7 +29,7 @@ import numpy as np
 
 from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.prompt import files, scoring
-from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, model_batches, round_up
+from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, model_batches, round_up
 
 
 @dataclasses.dataclass
@@ -76,18 +76,26 @@ def transfer(targets: Sequence[TransferTarget], source: str, seeds: Sequence[int
     `model_path`, `data_dir` and `max_examples` are recorded in the sidecars."""
     out = []
     for target in targets:
-        t0 = time.time()
-        result = transfer_pair(target, source, seeds, workdir)
-        digests = result.pop("prompt_sha256")
-        path = layout.transfer_path(workdir, result["model"], source, result["target"])
-        if jax.process_index() == 0:
-            io.atomic_write_json(path, result)
-            io.write_sidecar(path, stage="transfer", model_path=str(model_path), data_dir=str(data_dir),
-                             max_examples=max_examples, prompt_sha256=digests,
-                             readout={**target.setup.readout_settings.to_dict(),
-                                      "max_text_tokens": target.max_text_tokens},
-                             seconds=round(time.time() - t0, 3))
-        print(f"transfer {result['model']}: {source} -> {result['target']}: accuracy "
-              f"{np.mean(result['accuracy']):.4f} (seeds {result['seeds']})", flush=True)
+        model, target_task = target.setup.loaded.name, target.setup.task.name
+        path = layout.transfer_path(workdir, model, source, target_task)
+        with hold(path, f"transfer {model}/{source}__{target_task}"):
+            _transfer_one(target, source, seeds, workdir, path, model_path=model_path, data_dir=data_dir,
+                          max_examples=max_examples)
         out.append(path)
     return out
+
+
+def _transfer_one(target: TransferTarget, source: str, seeds: Sequence[int], workdir, path: pathlib.Path, *,
+                  model_path, data_dir, max_examples: Optional[int]) -> None:
+    """One pair, scored and written while its output is held."""
+    t0 = time.time()
+    result = transfer_pair(target, source, seeds, workdir)
+    digests = result.pop("prompt_sha256")
+    if jax.process_index() == 0:
+        io.atomic_write_json(path, result)
+        io.write_sidecar(path, stage="transfer", model_path=str(model_path), data_dir=str(data_dir),
+                         max_examples=max_examples, prompt_sha256=digests,
+                         readout={**target.setup.readout_settings.to_dict(), "max_text_tokens": target.max_text_tokens},
+                         seconds=round(time.time() - t0, 3))
+    print(f"transfer {result['model']}: {source} -> {result['target']}: accuracy "
+          f"{np.mean(result['accuracy']):.4f} (seeds {result['seeds']})", flush=True)

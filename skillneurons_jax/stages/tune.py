@@ -56,6 +56,33 @@ def resolve_tune_config(tune_config, model_name: str, family: str, task: str, *,
     return cfg
 
 
+# Tuning config fields that must be positive integers when set (None: the hyperparameter table gives them).
+POSITIVE_INT_FIELDS = ("max_text_tokens", "eval_batch_size", "epochs", "keep_checkpoints", "batch_size",
+                       "train_max_examples", "dev_max_examples", "max_steps")
+
+
+def check_tune_config(tune_config) -> None:
+    """The config's values that are given, checked before anything is loaded or read (ValueError naming
+    `--config.FIELD`); the hyperparameter table fills the None ones later and TrainConfig.validate checks again."""
+    get = tune_config.get
+    soft_prompt.check_prompt_len(get("prompt_len", soft_prompt.DEFAULT_PROMPT_LEN))
+    for field in POSITIVE_INT_FIELDS:
+        value = get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"--config.{field} must be a positive integer (or unset), got {value!r}")
+    for field in ("eval_every", "warmup_steps", "patience"):
+        value = get(field)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"--config.{field} must be an integer >= 0, got {value!r}")
+    learning_rate = get("learning_rate")
+    if learning_rate is not None and not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < float("inf")):
+        raise ValueError(f"--config.learning_rate must be a positive finite number (or unset), got {learning_rate!r}")
+    for field in ("clip_norm", "weight_decay", "time_limit_s"):
+        value = get(field)
+        if value is not None and value < 0:
+            raise ValueError(f"--config.{field} must be >= 0, got {value!r}")
+
+
 def init_vocab_range(cfg: Mapping, vocab_size: int) -> tuple[int, int]:
     """Vocabulary ids that 'vocab' init samples: the config's, else the frequent part of the vocabulary
     (ids 1000..6000 for real vocabularies: past BERT's [unused] slots, within the frequent words of BPE and
@@ -105,9 +132,21 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
     split; the config's `train_max_examples` / `dev_max_examples`, when set, replace it for that split.
     `require_complete`: raise RuntimeError when the config's time_limit_s stopped training before the planned
     steps (a plan stage must not count as done; a rerun resumes from the checkpoint); early stopping by
-    `patience` is a complete run. Raises prompt.train.TrainingDiverged on a NaN loss. Returns the summary that
-    launch.tune prints.
+    `patience` is a complete run. While it runs it holds prompts/<model>/<task>/ (io.stage_lock: a second run
+    on the same folder is refused with io.LockHeld). Raises prompt.train.TrainingDiverged on a NaN loss.
+    Returns the summary that launch.tune prints.
     """
+    folder = layout.task_prompts_dir(workdir, setup.loaded.name, setup.task.name)
+    with io.stage_lock(layout.lock_path(folder), folder, f"tune {setup.loaded.name}/{setup.task.name}",
+                       enabled=jax.process_index() == 0):
+        return _tune(setup, seeds, workdir, data_dir, tune_config, model_path=model_path,
+                     max_examples=max_examples, max_steps=max_steps, eval_every=eval_every,
+                     sidecar_extra=sidecar_extra, require_complete=require_complete)
+
+
+def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path, max_examples,
+          max_steps, eval_every, sidecar_extra, require_complete) -> dict:
+    """The body of `tune`, run while the task folder is held."""
     t_start = time.time()
     seeds = [int(s) for s in seeds]
     loaded, readout, task = setup.loaded, setup.readout, setup.task.name
@@ -148,6 +187,10 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
     sidecar = {"config": cfg, "model_path": str(model_path), "data_dir": str(data_dir), "seeds": seeds,
                "devices": jax.device_count(), "processes": jax.process_count(), **dict(sidecar_extra or {})}
     run_dirs = [layout.run_dir(workdir, loaded.name, task, s) for s in seeds]
+    # A rerun refused for another configuration must leave every file as it was: check before any write.
+    fingerprint = train.run_fingerprint(config, run_info, (cfg["prompt_len"], loaded.config.hidden))
+    for d in run_dirs:
+        train.check_run_config(d, fingerprint)
     if jax.process_index() == 0:
         for d in run_dirs:
             d.mkdir(parents=True, exist_ok=True)
