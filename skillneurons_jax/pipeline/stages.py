@@ -38,7 +38,7 @@ import dataclasses
 import math
 import os
 import pathlib
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 
