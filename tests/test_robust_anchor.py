@@ -176,3 +176,25 @@ def test_settings_are_validated():
                        ({"adversarial_steps": 0}, "adversarial_steps")):
         with pytest.raises(ValueError, match=match):
             AnchorSettings.from_mapping(bad)
+
+
+def test_with_perturbed_attaches_the_same_rows(tiny):
+    from skillneurons_jax.data import batches
+    from skillneurons_jax.data.tasks import Example
+    from skillneurons_jax.robust import perturb
+    loaded, *_ = tiny
+    examples = [Example(t, None, int(y)) for t, y in zip(fx.ORIGINAL, fx.LABELS)]
+    noisy = perturb.perturb_examples(examples, 0, perturb.PerturbationSet.from_mapping({"word_swap": 0.5}))
+    clean_enc = batches.encode(examples, loaded.tokenizer, "sst2", "bert", 32)
+    noisy_enc = batches.encode(noisy, loaded.tokenizer, "sst2", "bert", 32)
+    batch = next(batches.iterate(clean_enc, 6, seed=3))          # 4 examples + 2 filler rows, shuffled
+    out = anchor.with_perturbed(batch, noisy_enc, length=32)
+    assert out["perturbed_input_ids"].shape == (6, 32)
+    for row, index in enumerate(batch["index"]):
+        if index >= 0:
+            n = len(noisy_enc.input_ids[index])
+            assert out["perturbed_input_ids"][row, :n].tolist() == noisy_enc.input_ids[index]
+            assert out["perturbed_attention_mask"][row].sum() == n
+    shuffled = batches.encode(noisy[::-1], loaded.tokenizer, "sst2", "bert", 32)
+    with pytest.raises(ValueError, match="other labels"):
+        anchor.with_perturbed(batch, shuffled)

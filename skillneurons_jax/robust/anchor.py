@@ -211,6 +211,30 @@ def perturbed_view(batch: Mapping[str, jax.Array]) -> dict:
     return view
 
 
+def with_perturbed(batch: Mapping[str, np.ndarray], perturbed, length: Optional[int] = None) -> dict:
+    """A data.batches batch plus `perturbed_input_ids` / `perturbed_attention_mask` int32 [B, T']: the rows
+    `batch["index"]` of `perturbed` (data.batches.Encoded of robust.perturb.perturb_examples over the same
+    examples, same order); filler rows (index -1) repeat row 0 and stay masked by example_mask. T' is `length`
+    (e.g. the bucket of max_text_tokens, so every seed's batch has one shape) or the longest row.
+
+    Raises when the perturbed labels differ from the batch's (the two encodings are of different examples)."""
+    index = np.asarray(batch["index"])
+    rows = np.where(index >= 0, index, 0)
+    ids = [perturbed.input_ids[int(r)] for r in rows]
+    if not np.array_equal(perturbed.labels[rows][index >= 0], np.asarray(batch["labels"])[index >= 0]):
+        raise ValueError("perturbed examples carry other labels than the batch: encode the perturbed copy of the "
+                         "same examples in the same order")
+    width = max(len(r) for r in ids) if length is None else int(length)
+    if max(len(r) for r in ids) > width:
+        raise ValueError(f"a perturbed row has {max(len(r) for r in ids)} tokens; length is {width}")
+    out_ids = np.full((len(ids), width), perturbed.pad_id, np.int32)
+    out_mask = np.zeros((len(ids), width), np.int32)
+    for i, r in enumerate(ids):
+        out_ids[i, :len(r)] = r
+        out_mask[i, :len(r)] = 1
+    return {**batch, PERTURBED_KEYS["input_ids"]: out_ids, PERTURBED_KEYS["attention_mask"]: out_mask}
+
+
 def adversarial_delta(readout, params, prompt, batch, epsilon: float, steps: int = 1) -> jax.Array:
     """float32 [B, T, H]: the gradient-sign perturbation of the text's input embeddings within the L-inf ball
     of radius epsilon that raises the cross-entropy; zero on padding; a constant (no gradient flows through it)."""
