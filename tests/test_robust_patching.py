@@ -85,8 +85,9 @@ def test_a_layer_patched_everywhere_reproduces_the_other_runs_later_layers(tiny)
     np.testing.assert_array_equal(np.asarray(out_p.neurons[:layer]), np.asarray(out_a.neurons[:layer]))
     # patching only the prompt positions leaves the text positions' layer-1 neurons as A computed them
     _, out_q = forward(Intervention.patch(jnp.asarray(only), out_b.neurons[:, :, :fx.P]))
-    np.testing.assert_array_equal(np.asarray(out_q.neurons[layer, :, :fx.P]), np.asarray(out_b.neurons[layer, :, :fx.P]))
-    np.testing.assert_array_equal(np.asarray(out_q.neurons[layer, :, fx.P:]), np.asarray(out_a.neurons[layer, :, fx.P:]))
+    got, b_layer, a_layer = (np.asarray(o.neurons[layer]) for o in (out_q, out_b, out_a))
+    np.testing.assert_array_equal(got[:, :fx.P], b_layer[:, :fx.P])
+    np.testing.assert_array_equal(got[:, fx.P:], a_layer[:, fx.P:])
 
 
 def test_patch_values_are_checked():
@@ -145,11 +146,11 @@ def test_patching_with_the_same_input_restores_nothing_and_mean_patches_the_base
     mask = suppression.skill_mask(pred, 10)
     values = jnp.broadcast_to(jnp.asarray(baseline[0])[:, None], shape)
     _, neurons_out = run(loaded.params, prompts[0], adv, jnp.asarray(mask), values)
-    got = np.asarray(neurons_out).transpose(0, 2, 1, 3)[mask[:, None, None, :].repeat(fx.P, 1).repeat(
-        shape[1], 2)]
-    want = np.broadcast_to(baseline[0][:, :, None], (layers, fx.P, shape[1], neurons))[
-        mask[:, None, None, :].repeat(fx.P, 1).repeat(shape[1], 2)]
-    np.testing.assert_array_equal(got, want)
+    got = np.asarray(neurons_out)                                   # [L, B, P, N]
+    for layer in range(layers):
+        chosen = np.flatnonzero(mask[layer])
+        want = np.broadcast_to(baseline[0][layer][None][..., chosen], got[layer][..., chosen].shape)
+        np.testing.assert_array_equal(got[layer][..., chosen], want)
     with pytest.raises(ValueError, match="needs the clean TRAIN baseline"):
         patching.patching_curves(run, loaded.params, prompts, [(adv, None)], pred,
                                  patching.PatchingSettings(source="mean"))

@@ -19,7 +19,7 @@ TEXT_OPS = perturb.CHAR_OPERATIONS + perturb.WORD_OPERATIONS
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     import transformers
-    from tests.tiny_encoders import write_bert_vocab
+    from tiny_encoders import write_bert_vocab
     folder = tmp_path_factory.mktemp("vocab")
     write_bert_vocab(folder)
     return transformers.BertTokenizer(str(folder / "vocab.txt"))

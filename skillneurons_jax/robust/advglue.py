@@ -3,8 +3,9 @@
 `advglue/dev_ann.json` holds the AdvGLUE dev records with, for attacks on a known GLUE example, the attacked
 field's original text as `original_<field>` (e.g. sst2 `original_sentence`, qqp `original_question1`). Human-written
 adversarial examples have no original and are skipped, as are records the task's label convention drops (MNLI
-neutral) and records whose adversarial text equals the original. The fields, label map and record keys are the adversarial task's own (data.tasks, the task's advglue
-dev source), so a pair's adversarial example is exactly the example `load_split(task, "dev")` reads for that record.
+neutral) and records whose adversarial text equals the original. The fields, label map and record keys are the
+adversarial task's own (data.tasks, the task's advglue dev source), so a pair's adversarial example is exactly the
+example `load_split(task, "dev")` reads for that record.
 """
 from __future__ import annotations
 
