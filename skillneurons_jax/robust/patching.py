@@ -99,8 +99,9 @@ class PatchingResult:
 
     def to_json(self, **fields) -> dict:
         """The suppression JSON format (ks with k = 0 = unpatched; skill / random per seed) plus
-        `adversarial_accuracy`, `original_accuracy`, `neurons_per_layer`, `source`, `scope`, `random_seed`,
-        `random_draws`, `n_examples` and `fields` (model, source/target task, seeds, ...)."""
+        `adversarial_accuracy`, `original_accuracy`, `neurons_per_layer`, `patch_source` ("original" |
+        "mean"; `source` is the suppression format's source TASK), `scope`, `random_seed`, `random_draws`,
+        `n_examples` and `fields` (model, source/target task, seeds, ...)."""
         draws = self.random.shape[1]
         levels = [0, *self.percents]
         skill = {"0": self.adversarial.tolist(), **{str(k): self.skill[i].tolist()
@@ -112,7 +113,7 @@ class PatchingResult:
                 "random_f1": {str(k): self.random_f1[i].tolist() for i, k in enumerate(self.percents)},
                 "adversarial_accuracy": self.adversarial.tolist(),
                 "original_accuracy": [None if np.isnan(a) else float(a) for a in self.original],
-                "neurons_per_layer": self.neurons_per_layer.tolist(), "source": self.settings.source,
+                "neurons_per_layer": self.neurons_per_layer.tolist(), "patch_source": self.settings.source,
                 "scope": self.settings.scope, "random_seed": self.settings.random_seed,
                 "random_draws": draws, "n_examples": self.n_examples, "intervention": "patch"}
 
