@@ -198,3 +198,35 @@ def test_with_perturbed_attaches_the_same_rows(tiny):
     shuffled = batches.encode(noisy[::-1], loaded.tokenizer, "sst2", "bert", 32)
     with pytest.raises(ValueError, match="other labels"):
         anchor.with_perturbed(batch, shuffled)
+
+
+def test_prompt_train_with_the_robust_step(tiny):
+    """train.train(step_factory=...): the plain arm reproduces train.train bit for bit; the anchored arm trains."""
+    from skillneurons_jax.data import batches
+    from skillneurons_jax.data.tasks import Example
+    from skillneurons_jax.robust import perturb
+    loaded, readout, _, prompts, stats = tiny
+    examples = [Example(t, None, int(y)) for t, y in zip(fx.ORIGINAL + fx.ADVERSARIAL, np.tile(fx.LABELS, 2))]
+    clean_enc = batches.encode(examples, loaded.tokenizer, "sst2", "bert", 32)
+    settings_p = perturb.PerturbationSet.from_mapping({"word_swap": 0.3, "char_drop": 0.2})
+
+    def train_batches(seed, epoch):
+        noisy = batches.encode(perturb.perturb_examples(examples, seed, settings_p), loaded.tokenizer, "sst2",
+                               "bert", 32)
+        return [anchor.with_perturbed(b, noisy, length=32)
+                for b in batches.iterate(clean_enc, 4, seed=prompt_train.epoch_seed(seed, epoch), buckets=(32,))]
+
+    dev = list(batches.iterate(clean_enc, 4))
+    cfg = prompt_train.TrainConfig(learning_rate=1e-2, batch_size=4, epochs=1, progress=False)
+    common = dict(params=loaded.params, init_prompts=np.asarray(prompts), seeds=[0, 1], train_batches=train_batches,
+                  dev_batches=dev, cfg=cfg)
+    plain = prompt_train.train(readout.score_fn(), **common)
+    factory = anchor.step_factory(anchor.make_loss(readout, AnchorSettings(), fx.P), None)
+    same = prompt_train.train(readout.score_fn(), step_factory=factory, **common)
+    assert same.prompts.tobytes() == plain.prompts.tobytes()
+    settings = anchor.arm_settings("anchored", 1.0, top_percent=20, margin=0.1)
+    targets = anchor.anchor_targets(*stats, settings)
+    anchored = prompt_train.train(readout.score_fn(), step_factory=anchor.step_factory(
+        anchor.make_loss(readout, settings, fx.P), targets), **common)
+    assert anchored.steps == plain.steps == 2 and np.isfinite(anchored.prompts).all()
+    assert not np.allclose(anchored.prompts, plain.prompts)

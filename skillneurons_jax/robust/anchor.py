@@ -318,3 +318,21 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, mesh):
     repl = parallel.replicated(mesh)
     return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, None, 0, 0)), donate_argnums=(0, 1),
                    out_shardings=(repl, repl, repl, repl))
+
+
+def step_factory(loss_fn: Callable, targets: Optional[AnchorTarget]) -> Callable:
+    """For prompt.train.train(step_factory=...): (tx, mesh) -> (prompts, opt_state, params, batch) ->
+    (prompts, opt_state, loss [S]), the robust step with the seeds' targets [S, L, P, N] (replicated) bound.
+    Batches with perturbed text must have one width across seeds (with_perturbed(length=...))."""
+
+    def factory(tx, mesh):
+        step = make_train_step(loss_fn, tx, mesh)
+        bound = None if targets is None else parallel.replicate(targets, mesh)
+
+        def run(prompts, opt_state, params, batch):
+            prompts, opt_state, loss, _ = step(prompts, opt_state, params, batch, bound)
+            return prompts, opt_state, loss
+
+        return run
+
+    return factory
