@@ -128,3 +128,21 @@ def test_settings_are_validated():
         perturb.perturb_examples(EXAMPLES, 0, PerturbationSet((Perturbation("neighbour", 0.1),)))
     s = PerturbationSet.from_mapping({"char_swap": 0.1, "word_drop": 0.05}, mode="one")
     assert PerturbationSet.from_mapping(s.to_dict()["perturbations"], s.to_dict()["mode"]) == s
+
+
+def test_protected_tokens_are_never_replaced_nor_replacements(tokenizer):
+    embeddings = np.random.default_rng(1).normal(size=(len(tokenizer), 8)).astype(np.float32)
+    vocab = tokenizer.get_vocab()
+    protected = [vocab["good"], vocab["bad"], vocab["great"], vocab["terrible"]]
+    text = "the movie was good and the plot was bad"
+    table = perturb.NeighbourTable.build(tokenizer, embeddings, [text], k=3, protected_ids=protected)
+    assert not set(protected) & set(table.neighbours)
+    assert all(not set(protected) & set(row.tolist()) for row in table.neighbours.values())
+    ops = PerturbationSet((Perturbation("neighbour", 1.0),))
+    for seed in range(4):
+        out = perturb.perturb_examples([Example(text, None, 1)], seed, ops, neighbours=table)[0].text_a
+        # every other token was replaced (rate 1), and a replacement may be a word piece that joins its neighbour,
+        # so check by token: the protected ones are all still there, once each
+        ids = tokenizer.encode(out, add_special_tokens=False)
+        assert sorted(t for t in ids if t in protected) == sorted([vocab["good"], vocab["bad"]])
+        assert out != text

@@ -144,16 +144,22 @@ class NeighbourTable:
 
     tokenizer: object
     neighbours: Mapping[int, np.ndarray]
-    special_ids: frozenset
+    special_ids: frozenset     # never edited: the special tokens and any protected ids
 
     @classmethod
-    def build(cls, tokenizer, embeddings, texts: Sequence[str], k: int = 8) -> "NeighbourTable":
-        """Neighbours of every non-special token occurring in `texts` (encoded without special tokens)."""
+    def build(cls, tokenizer, embeddings, texts: Sequence[str], k: int = 8,
+              protected_ids: Sequence[int] = ()) -> "NeighbourTable":
+        """Neighbours of every non-special token occurring in `texts` (encoded without special tokens).
+
+        protected_ids: tokens never replaced and never used as replacements, besides the special tokens. Why:
+        input-embedding neighbours are often antonyms (MiniLM: good -> bad, boring -> exciting, entertaining),
+        so for a sentiment task the label-bearing words belong here (e.g. a polarity lexicon's token ids)."""
         special = frozenset(int(i) for i in tokenizer.all_special_ids)
+        fixed = special | frozenset(int(i) for i in protected_ids)
         used = sorted({int(t) for text in texts for t in tokenizer.encode(text, add_special_tokens=False)}
-                      - special)
-        table = nearest_neighbours(embeddings, np.asarray(used, np.int64), k, sorted(special))
-        return cls(tokenizer, {tok: table[i] for i, tok in enumerate(used)}, special)
+                      - fixed)
+        table = nearest_neighbours(embeddings, np.asarray(used, np.int64), k, sorted(fixed))
+        return cls(tokenizer, {tok: table[i] for i, tok in enumerate(used)}, fixed)
 
 
 # ----------------------------------------------------------------------------------------------- operations
