@@ -77,9 +77,11 @@ class Intervention:
       zero:      keep 0, value 0,    noise 0
       mean:      keep 0, value mean, noise 0
       gaussian:  keep 1, value 0,    noise sigma
+      patch:     keep 0, value per example and position (activations of another run), noise 0
     Fields:
       mask:        bool  [layers, neurons]
-      value:       float [layers, neurons]
+      value:       float [layers, neurons], or [layers, batch or 1, V, neurons] per example for the FIRST V
+                   positions of the full sequence (the prompt's, when it comes first); later positions untouched
       keep:        float [layers, neurons]
       noise_scale: float [layers, neurons]
       positions:   bool  [tokens] (positions of the full input sequence, prompt included) or None = all
@@ -114,6 +116,18 @@ class Intervention:
         return cls(mask=mask, value=z, keep=jnp.ones_like(z), noise_scale=scale,
                    positions=positions, rng=rng)
 
+    @classmethod
+    def patch(cls, mask, values, positions=None) -> "Intervention":
+        """Activation patching: masked neurons take `values` float [layers, batch or 1, V, neurons], the
+        activations of another run at the first V positions (e.g. Capture(0, P) of the prompt)."""
+        mask = jnp.asarray(mask, bool)
+        values = jnp.asarray(values, jnp.float32)
+        if values.ndim != 4 or values.shape[0] != mask.shape[0] or values.shape[-1] != mask.shape[-1]:
+            raise ValueError(f"patch values have shape {values.shape}; expected [{mask.shape[0]}, batch, "
+                             f"positions, {mask.shape[-1]}] for a mask of shape {mask.shape}")
+        z = jnp.zeros(mask.shape, jnp.float32)
+        return cls(mask=mask, value=values, keep=z, noise_scale=z, positions=positions)
+
     @property
     def num_layers(self) -> int:
         return self.mask.shape[0]
@@ -138,7 +152,14 @@ class Intervention:
                     f"intervention positions have shape {self.positions.shape}; "
                     f"expected [{full}] (the full sequence)")
             m = m & self.positions[None, :rows, None]
-        new = self.keep[layer] * acts + self.value[layer].astype(acts.dtype)
+        value = self.value[layer]
+        if value.ndim == 3:  # per example [batch or 1, V, neurons] for the first V positions (Intervention.patch)
+            if value.shape[0] not in (1, acts.shape[0]):
+                raise ValueError(f"patch values cover {value.shape[0]} examples; the batch has {acts.shape[0]}")
+            span = min(value.shape[1], rows)
+            value = jnp.pad(value[:, :span], ((0, 0), (0, rows - span), (0, 0)))
+            m = m & (jnp.arange(rows) < span)[None, :, None]
+        new = self.keep[layer] * acts + value.astype(acts.dtype)
         if self.rng is not None:
             shape = (acts.shape[0], full, acts.shape[2])
             noise = jax.random.normal(jax.random.fold_in(self.rng, layer), shape, jnp.float32)[:, :rows]

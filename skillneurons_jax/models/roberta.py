@@ -160,7 +160,8 @@ class EncoderModel(nn.Module):
 
     def __call__(self, input_ids, attention_mask, *, prefix=None, prefix_positions: str = "zero",
                  capture: Optional[Capture] = None, intervention: Optional[Intervention] = None,
-                 deterministic: bool = True, output_rows: Optional[int] = None) -> ModelOutput:
+                 deterministic: bool = True, output_rows: Optional[int] = None,
+                 text_delta: Optional[jax.Array] = None) -> ModelOutput:
         """input_ids int [B, T], attention_mask [B, T] (text only; 1 = real token), prefix float [B|1, P, H].
 
         Returns ModelOutput(hidden [B, P+T, H] float32, neurons [L, B, len, N] float32 or None), where the
@@ -170,6 +171,9 @@ class EncoderModel(nn.Module):
         prompt's neurons): the last layer computes queries, FFN and norms for those rows only and `hidden` is
         [B, output_rows, H]. Everything returned equals the full computation's (rows of it). A capture must then
         end within those rows (Capture with a length).
+
+        text_delta: float [B, T, H] added to the text's word embeddings (before position embeddings and the
+        LayerNorm): an adversarial perturbation of the input embeddings (robust.anchor, FreeLB-style).
         """
         cfg = self.config
         input_ids, attention_mask = jnp.asarray(input_ids), jnp.asarray(attention_mask)
@@ -200,6 +204,11 @@ class EncoderModel(nn.Module):
                              f"the model's {cfg.max_positions} position embeddings")
 
         x = jnp.take(self.word_embeddings, input_ids, axis=0) + jnp.take(self.position_embeddings, text_pos, axis=0)
+        if text_delta is not None:
+            if jnp.shape(text_delta) != x.shape:
+                raise ValueError(f"text_delta has shape {jnp.shape(text_delta)}; expected {x.shape} [batch, text "
+                                 "tokens, hidden]")
+            x = x + jnp.asarray(text_delta, x.dtype)
         if prefix is not None:
             if prefix.ndim != 3 or prefix.shape[-1] != cfg.hidden or prefix.shape[0] not in (1, batch):
                 raise ValueError(f"prefix has shape {prefix.shape}; expected [{batch} or 1, P, {cfg.hidden}]")

@@ -412,13 +412,15 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
           dev_batches: Sequence[Mapping[str, np.ndarray]], cfg: TrainConfig, *,
           run_dirs: Optional[Sequence[pathlib.Path]] = None, pad_id: int = 0, mesh=None,
           run_info: Optional[dict] = None, sidecar: Optional[dict] = None,
-          description: str = "prompt tuning") -> TrainResult:
+          description: str = "prompt tuning", step_factory: Optional[Callable] = None) -> TrainResult:
     """Trains one prompt per seed together; see the module docstring.
 
     init_prompts: [S, P, H] (seed s's initial prompt at index s); seeds: S seed ids (they name the folders and,
     through `train_batches`, the data order); run_dirs: one folder per seed, or None for no files and no
     resumption; run_info: fields compared on resume and recorded in the prompt sidecars (model, task, prompt
     init...); sidecar: further fields for the sidecars only (the full config, paths, device count).
+    step_factory: (tx, mesh) -> a train step with make_train_step's signature, for another loss (robust.anchor);
+    None = make_train_step(score_fn, ...). Evaluation always uses score_fn.
     Raises TrainingDiverged on a NaN/inf loss (nothing is saved for that step).
     """
     cfg = cfg.validate()
@@ -441,7 +443,7 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
 
     # ---- compiled steps, initial state, resume
     tx = make_optimizer(cfg)
-    train_step = make_train_step(score_fn, tx, mesh)
+    train_step = make_train_step(score_fn, tx, mesh) if step_factory is None else step_factory(tx, mesh)
     eval_step = scoring.make_eval_step(score_fn, mesh)
     params = parallel.replicate(params, mesh)
     state = initial_state(prompts0, tx)

@@ -1,0 +1,59 @@
+"""The patching stage body: a loaded model, an adversarial task, the clean prompts and predictivity in; one JSON out.
+
+No flags and no configs: the plan (pipeline/) loads the model, the clean task's prompts (`prompt.npy` per seed,
+with the readout their sidecar records) and the clean task's predictivity npz, and calls `run_patching`.
+"""
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from skillneurons_jax import io
+from skillneurons_jax.data import batches
+from skillneurons_jax.robust import advglue, patching
+
+
+def patching_path(workdir, model: str, clean_task: str, adversarial_task: str, source: str) -> pathlib.Path:
+    """WORKDIR/patching/<model>/<clean>__<adversarial>.<source>.json"""
+    return pathlib.Path(workdir) / "patching" / model / f"{clean_task}__{adversarial_task}.{source}.json"
+
+
+def run_patching(loaded, readout, clean_task: str, adversarial_task: str, prompts, pred, data_dir,
+                 settings: patching.PatchingSettings, out_path, *, seeds: Sequence[int], baseline=None,
+                 batch_size: int = 32, max_text_tokens: int = 128, max_examples: Optional[int] = None,
+                 sidecar: Optional[dict] = None) -> dict:
+    """Patching curves of `adversarial_task`'s AdvGLUE pairs with `clean_task`'s prompts; writes `out_path`
+    (atomically) and its sidecar; returns the JSON written.
+
+    loaded: models.LoadedModel; readout: prompt.readout.Readout for the adversarial task's label words (the
+    settings the prompts were trained with); prompts float [S, P, H] in the order of `seeds`; pred [L, N] and
+    baseline [S, L, P, N] from the clean task's predictivity npz (baseline only for source "mean").
+    Raises FileNotFoundError when the annotated AdvGLUE file is absent (advglue.skip_reason says so up front)."""
+    start = time.time()
+    prompts = np.asarray(prompts, np.float32)
+    if prompts.ndim != 3 or prompts.shape[0] != len(seeds):
+        raise ValueError(f"prompts have shape {prompts.shape}; expected [{len(seeds)} seeds, P, H]")
+    pairs = advglue.load_pairs(adversarial_task, data_dir)
+    adversarial, original = list(pairs.adversarial), list(pairs.original)
+    if max_examples is not None:
+        adversarial, original = adversarial[:max_examples], original[:max_examples]
+    if not adversarial:
+        raise ValueError(f"{pairs.source}: no adversarial/original pairs for {adversarial_task} "
+                         f"(skipped: {pairs.summary()['skipped']})")
+    encode = lambda examples: batches.encode(examples, loaded.tokenizer, adversarial_task, loaded.family,
+                                             max_text_tokens)
+    adv_batches = list(batches.iterate(encode(adversarial), batch_size))
+    orig_batches = list(batches.iterate(encode(original), batch_size))
+    run = patching.make_patch_run(readout, prompts.shape[1])
+    result = patching.patching_curves(run, loaded.params, prompts,
+                                      patching.pair_batches(adv_batches, orig_batches), pred, settings,
+                                      baseline=baseline)
+    doc = result.to_json(model=loaded.name, source=clean_task, target=adversarial_task, prompt_task=clean_task,
+                         seeds=[int(s) for s in seeds], pairs=pairs.summary(), n_pairs_used=len(adversarial))
+    io.atomic_write_json(out_path, doc)
+    io.write_sidecar(out_path, stage="patching", settings=settings.to_dict(), wall_s=time.time() - start,
+                     **(sidecar or {}))
+    return doc
