@@ -7,7 +7,7 @@ import pytest
 from matplotlib import image as mimage
 
 import analysis_synthetic as syn
-from skillneurons_jax.analysis import report, results
+from skillneurons_jax.analysis import figures, report, results, specificity
 
 MODEL = "tiny-bert"
 KS = [0, 5, 15]
@@ -73,8 +73,8 @@ def test_report_with_partial_and_corrupt_inputs(tmp_path):
     assert any("imdb.npz.json" in p for p in rep.problems)
     assert str(bad_supp) in md and "task qqp" in html
     # the tables: accuracy with the adversarial set evaluated with sst2's prompt
-    assert "| tiny-bert | advsst2 | sst2 | 2 | 65.0 ± 5.0 |" in md     # from transfer sst2__advsst2: [0.6, 0.7]
-    assert "| tiny-bert | mrpc | mrpc | 2 | 72.5 ± 2.5 |" in md        # best dev accuracy of the tuning logs
+    assert "| tiny-bert | advsst2 | sst2 | 2 | – | – | 65.0 ± 5.0 |" in md     # from transfer sst2__advsst2: [0.6, 0.7]
+    assert "| tiny-bert | mrpc | mrpc | 2 | – | – | 72.5 ± 2.5 |" in md        # best dev accuracy of the tuning logs
     # config and numbers are recorded
     assert '"n_permutations": 49' in md
     summary = json.loads(rep.summary.read_text())
@@ -122,11 +122,11 @@ def test_report_accepts_config_dict_objects_and_single_task(tmp_path):
 
 def test_report_section_failure_is_listed_not_raised(tmp_path, monkeypatch):
     wd = _workdir(tmp_path)
-    monkeypatch.setattr(report.specificity, "analyse", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(specificity, "analyse", lambda *a, **k: 1 / 0)
 
     def boom(*args, **kwargs):
         raise RuntimeError("synthetic bug")
-    monkeypatch.setattr(report.figures, "transfer_heatmap", boom)
+    monkeypatch.setattr(figures, "transfer_heatmap", boom)
     rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 9, "dpi": 40}})
     figure_errors = [e for e in rep.errors if "synthetic bug" in e]
     assert len(figure_errors) == 2 and all("transfer_" in e for e in figure_errors)   # absolute and relative
