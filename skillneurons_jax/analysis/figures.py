@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from skillneurons_jax import io as sio
+from skillneurons_jax.io import atomic_write_bytes
 from skillneurons_jax.analysis import results
 from skillneurons_jax.analysis.robustness import CurveStats
 
@@ -50,7 +50,7 @@ def _wrap(text: str, width_in: float, fontsize: float = 12.0) -> str:
 def _save(fig: Figure, out_path, dpi: int) -> pathlib.Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return sio.atomic_write_bytes(out_path, buf.getvalue())
+    return atomic_write_bytes(out_path, buf.getvalue())
 
 
 def _annotate(ax, matrix: np.ndarray, fmt, norm, cmap) -> None:
@@ -229,17 +229,17 @@ def suppression_curves(panels: Sequence[SuppressionPanel], out_path, *, title: s
     fig = _figure(figsize)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, panel in zip(axes.flat, panels):
-        st = panel.stats
-        for mean, sem, color, name in ((st.skill_mean, st.skill_sem, "#c0392b", "skill neurons"),
-                                       (st.random_mean, st.random_sem, "#2c7fb8",
-                                        f"random neurons ({st.n_draws} draw{'s' if st.n_draws != 1 else ''})")):
-            ax.plot(st.ks, mean, marker="o", markersize=3, color=color, label=name)
-            ax.fill_between(st.ks, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
+        curve = panel.stats
+        for mean, sem, color, name in ((curve.skill_mean, curve.skill_sem, "#c0392b", "skill neurons"),
+                                       (curve.random_mean, curve.random_sem, "#2c7fb8",
+                                        f"random neurons ({curve.n_draws} draw{'s' if curve.n_draws != 1 else ''})")):
+            ax.plot(curve.ks, mean, marker="o", markersize=3, color=color, label=name)
+            ax.fill_between(curve.ks, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
         ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1)
         if panel.majority_rate is not None:
             ax.axhline(panel.majority_rate, color="black", linestyle="--", linewidth=1,
                        label=f"majority class ({100 * panel.majority_rate:.1f}%)")
-        ax.set_title(f"{panel.label} ({st.n_seeds} seed{'s' if st.n_seeds != 1 else ''})", fontsize=10)
+        ax.set_title(f"{panel.label} ({curve.n_seeds} seed{'s' if curve.n_seeds != 1 else ''})", fontsize=10)
         ax.set_xlabel("neurons suppressed per layer (%)")
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:

@@ -161,9 +161,10 @@ def curve_stats(ks: np.ndarray, skill: np.ndarray, random: np.ndarray) -> CurveS
             or random.shape[2] != skill.shape[1]:
         raise ValueError(f"expected ks [K], skill [K, S], random [K, D, S]; got {ks.shape}, {skill.shape}, "
                          f"{random.shape}")
-    sm, ss = mean_sem(skill, axis=1)
-    rm, rs = mean_sem(random.mean(axis=1), axis=1)
-    return CurveStats(ks=ks, skill_mean=sm, skill_sem=ss, random_mean=rm, random_sem=rs,
+    skill_mean, skill_sem = mean_sem(skill, axis=1)
+    random_mean, random_sem = mean_sem(random.mean(axis=1), axis=1)
+    return CurveStats(ks=ks, skill_mean=skill_mean, skill_sem=skill_sem, random_mean=random_mean,
+                      random_sem=random_sem,
                       n_seeds=skill.shape[1], n_draws=random.shape[1])
 
 
@@ -180,14 +181,16 @@ def suppression_rows(items: Iterable[tuple[str, results.Suppression]]) -> list[t
     suppressed and with random neurons suppressed (mean ± SEM), and how much more the skill neurons hurt."""
     rows = []
     for model, res in items:
-        st = suppression_stats(res)
-        k0 = int(np.argmin(st.ks))
-        kmax = int(np.argmax(st.ks))
-        gap = 100 * (st.random_mean[kmax] - st.skill_mean[kmax])
-        rows.append((model, f"{res.source} → {res.target}", f"{st.n_seeds} × {st.n_draws}", f"{st.ks[kmax]:g}",
-                     f"{100 * st.skill_mean[k0]:.1f}" + ("" if st.ks[k0] == 0 else f" (k={st.ks[k0]:g})"),
-                     f"{100 * st.skill_mean[kmax]:.1f} ± {100 * st.skill_sem[kmax]:.1f}",
-                     f"{100 * st.random_mean[kmax]:.1f} ± {100 * st.random_sem[kmax]:.1f}", f"{gap:+.1f}"))
+        curve = suppression_stats(res)
+        first = int(np.argmin(curve.ks))
+        last = int(np.argmax(curve.ks))
+        gap = 100 * (curve.random_mean[last] - curve.skill_mean[last])
+        unsuppressed = f"{100 * curve.skill_mean[first]:.1f}" + ("" if curve.ks[first] == 0
+                                                                   else f" (k={curve.ks[first]:g})")
+        rows.append((model, f"{res.source} → {res.target}", f"{curve.n_seeds} × {curve.n_draws}",
+                     f"{curve.ks[last]:g}", unsuppressed,
+                     f"{100 * curve.skill_mean[last]:.1f} ± {100 * curve.skill_sem[last]:.1f}",
+                     f"{100 * curve.random_mean[last]:.1f} ± {100 * curve.random_sem[last]:.1f}", f"{gap:+.1f}"))
     return rows
 
 

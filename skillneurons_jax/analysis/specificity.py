@@ -308,7 +308,7 @@ def type_permutation_test(matrix: np.ndarray, tasks: Sequence[str], types: Mappi
     pair_i, pair_j = (np.array(x) for x in zip(*pairs))
     values = matrix[pair_i, pair_j]
     observed = float(_type_statistic(values, pair_i, pair_j, labels[None])[0])
-    wb = within_between(matrix, tasks, dict(zip(tasks, type_names)), exclude_pairs)
+    means = within_between(matrix, tasks, dict(zip(tasks, type_names)), exclude_pairs)
     if not np.isfinite(observed):
         raise ValueError(f"the within/between comparison needs at least one pair of the same task type and one of "
                          f"different types; types here: {dict(zip(tasks, type_names))}")
@@ -326,8 +326,8 @@ def type_permutation_test(matrix: np.ndarray, tasks: Sequence[str], types: Mappi
         null = _type_statistic(values, pair_i, pair_j, assignments)
         p = (1 + float(np.sum(null >= observed - _TIE_TOL))) / (1 + n_perm)
         min_p, used_perm, used_seed = 1.0 / (1 + n_perm), n_perm, seed
-    return TypeTestResult(tasks=tasks, types=type_names, within=wb["within"], between=wb["between"],
-                          n_within=wb["n_within"], n_between=wb["n_between"], statistic=observed, p_value=p,
+    return TypeTestResult(tasks=tasks, types=type_names, within=means["within"], between=means["between"],
+                          n_within=means["n_within"], n_between=means["n_between"], statistic=observed, p_value=p,
                           exact=exact, n_assignments=n_assignments, n_perm=used_perm, seed=used_seed, min_p=min_p,
                           null=null, excluded_pairs=[tuple(sorted(pair)) for pair in excluded])
 
