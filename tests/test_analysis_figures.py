@@ -88,3 +88,23 @@ def test_box_stats_match_matplotlib():
     np.testing.assert_allclose(np.sort(mine["fliers"]), np.sort(ref["fliers"]))
     many = figures.box_stats(np.concatenate([rng.normal(size=2000), np.linspace(50, 60, 100)]), "y")
     assert len(many["fliers"]) == figures._MAX_FLIERS and many["fliers"].max() == 60
+
+
+def test_majority_rate_is_drawn_in_accuracy_and_suppression_figures(tmp_path):
+    """Issue 14 item 6c: the majority-class rate, not only 0.5, appears in the figures (the image changes where the
+    line is drawn, and nowhere else than near its height)."""
+    rng = np.random.default_rng(4)
+    values = {"tweets": rng.uniform(0.5, 0.9, (3, 40))}
+    plain = figures.neuron_boxes_with_model_accuracy(values, {"tweets": 0.8}, tmp_path / "a.png", title="t",
+                                                     figsize=FIGSIZE, dpi=DPI)
+    with_rate = figures.neuron_boxes_with_model_accuracy(values, {"tweets": 0.8}, tmp_path / "b.png", title="t",
+                                                         figsize=FIGSIZE, dpi=DPI, majority={"tweets": 0.72})
+    _check_png(with_rate)
+    assert not np.array_equal(mimage.imread(plain), mimage.imread(with_rate))
+    curve = _curve(rng)
+    panel = figures.suppression_curves([figures.SuppressionPanel("a → a", curve)], tmp_path / "c.png", title="t",
+                                       figsize=FIGSIZE, dpi=DPI)
+    marked = figures.suppression_curves([figures.SuppressionPanel("a → a", curve, majority_rate=0.7)],
+                                        tmp_path / "d.png", title="t", figsize=FIGSIZE, dpi=DPI)
+    _check_png(marked)
+    assert not np.array_equal(mimage.imread(panel), mimage.imread(marked))

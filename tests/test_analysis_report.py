@@ -7,7 +7,7 @@ import pytest
 from matplotlib import image as mimage
 
 import analysis_synthetic as syn
-from skillneurons_jax.analysis import report, results
+from skillneurons_jax.analysis import figures, report, results, specificity
 
 MODEL = "tiny-bert"
 KS = [0, 5, 15]
@@ -73,8 +73,9 @@ def test_report_with_partial_and_corrupt_inputs(tmp_path):
     assert any("imdb.npz.json" in p for p in rep.problems)
     assert str(bad_supp) in md and "task qqp" in html
     # the tables: accuracy with the adversarial set evaluated with sst2's prompt
-    assert "| tiny-bert | advsst2 | sst2 | 2 | 65.0 ± 5.0 |" in md     # from transfer sst2__advsst2: [0.6, 0.7]
-    assert "| tiny-bert | mrpc | mrpc | 2 | 72.5 ± 2.5 |" in md        # best dev accuracy of the tuning logs
+    # (columns: model, task, prompt, seeds, n, majority class, accuracy; n and majority unknown here)
+    assert "| tiny-bert | advsst2 | sst2 | 2 | – | – | 65.0 ± 5.0 |" in md     # transfer sst2__advsst2: [0.6, 0.7]
+    assert "| tiny-bert | mrpc | mrpc | 2 | – | – | 72.5 ± 2.5 |" in md        # best dev accuracy of tuning logs
     # config and numbers are recorded
     assert '"n_permutations": 49' in md
     summary = json.loads(rep.summary.read_text())
@@ -122,11 +123,11 @@ def test_report_accepts_config_dict_objects_and_single_task(tmp_path):
 
 def test_report_section_failure_is_listed_not_raised(tmp_path, monkeypatch):
     wd = _workdir(tmp_path)
-    monkeypatch.setattr(report.specificity, "analyse", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(specificity, "analyse", lambda *a, **k: 1 / 0)
 
     def boom(*args, **kwargs):
         raise RuntimeError("synthetic bug")
-    monkeypatch.setattr(report.figures, "transfer_heatmap", boom)
+    monkeypatch.setattr(figures, "transfer_heatmap", boom)
     rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 9, "dpi": 40}})
     figure_errors = [e for e in rep.errors if "synthetic bug" in e]
     assert len(figure_errors) == 2 and all("transfer_" in e for e in figure_errors)   # absolute and relative
@@ -141,3 +142,58 @@ def test_unwritable_out_dir_fails_early_and_clearly(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="cannot write the report"):
         report.build_report(tmp_path, blocker / "report", {})
+
+
+def test_report_states_verdicts_balanced_accuracy_majority_and_data_facts(tmp_path):
+    """Issue 14: every accuracy with its n, seeds and majority rate; balanced accuracy from the confusion matrix;
+    truncation and exclusions from sidecars; one computed sentence per test, whatever the answer."""
+    wd = _workdir(tmp_path)
+    # sst2's own-prompt transfer with confusion matrices (rows = true label) and a sidecar recording truncation
+    confusion = [[[30, 10], [5, 55]], [[35, 5], [10, 50]]]
+    path = results.transfer_path(wd, MODEL, "sst2", "sst2")
+    obj = json.loads(path.read_text())
+    obj.update(accuracy=[0.85, 0.85], confusion=confusion, n_dev=100)
+    path.write_text(json.dumps(obj))
+    path.with_suffix(".meta.json").write_text(json.dumps({
+        "truncation": {"dev": {"examples": 100, "truncated": 7, "max_text_tokens": 32}},
+        "excluded_adversarial_originals": {"count": 3}}))
+    # per-example suppression data for sst2 -> sst2: skill suppression costs far more than random
+    rng = np.random.default_rng(5)
+    n, seeds, draws = 100, 2, 3
+    labels = np.array([0] * 40 + [1] * 60)
+    skill_correct = (rng.uniform(size=(len(KS), seeds, n)) < np.array([0.85, 0.5, 0.4])[:, None, None]).astype(int)
+    random_correct = (rng.uniform(size=(len(KS), draws, seeds, n)) < 0.85).astype(int)
+    syn.write_suppression(wd, MODEL, "sst2", "sst2", KS, skill_correct.mean(-1),
+                          random_correct.mean(-1))
+    supp = results.suppression_path(wd, MODEL, "sst2", "sst2")
+    obj = json.loads(supp.read_text())
+    obj.update(skill_correct={str(k): skill_correct[i].tolist() for i, k in enumerate(KS)},
+               random_correct={str(k): random_correct[i].tolist() for i, k in enumerate(KS)},
+               labels=labels.tolist())
+    supp.write_text(json.dumps(obj))
+
+    rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 19, "dpi": 40,
+                                                                  "sign_flips": 999}})
+    assert rep.errors == []
+    md = rep.index_md.read_text()
+    balanced = (30 / 40 + 55 / 60 + 35 / 40 + 50 / 60) / 4
+    # sst2 row: n 100, majority 60.0 (from the confusion's row sums), balanced accuracy, truncation, exclusions
+    assert re.search(r"\| tiny-bert \| sst2 \| sst2 \| 2 \| 100 \| 60\.0 \| 85\.0 ± 0\.0 \| "
+                     + re.escape(f"{100 * balanced:.1f}") + r" ± \d\.\d \| – \| dev 7/100 at 32 \| 3 \|", md)
+    assert "F1 for AdvQQP only in its footnote 2" in md and "as in the paper" not in md
+    assert "sst2 → sst2, k = 15%: skill neurons hurt more than random: yes" in md
+    assert "sst2 → advsst2, k = 15%: skill neurons hurt more than random:" in md
+    assert "no per-example data" in md                          # sst2 -> advsst2 has none
+    assert "Within-type correlation higher than between-type: " in md
+    assert "smallest attainable p" in md                        # 3 sentiment sets + mrpc: too few to reach 0.05
+    summary = json.loads(rep.summary.read_text())
+    row = next(r for r in summary["accuracy"] if r["task"] == "sst2")
+    assert row["balanced_accuracy"]["mean"] == pytest.approx(balanced) and row["majority_rate"] == pytest.approx(0.6)
+    assert row["n_examples"] == 100 and row["seeds"] == 2 and row["truncation"]["dev"]["truncated"] == 7
+    spec = summary["specificity"][MODEL]
+    assert spec["type_test"]["exact"] and spec["type_test"]["excluded_pairs"] == [["advsst2", "sst2"]]
+    assert spec["type_test"]["verdict"].startswith("Within-type correlation higher than between-type: ")
+    assert spec["reliability"]["sst2"]["split_half"] == pytest.approx(1.0)
+    comparison = summary["suppression"][MODEL]["sst2__sst2"]
+    assert comparison["per_example"] and comparison["majority_rate"] == pytest.approx(0.6)
+    assert comparison["comparison"][-1]["verdict"] and comparison["comparison"][-1]["p_value"] < 0.01

@@ -138,3 +138,29 @@ def test_tuning_metrics_best_dev_and_truncated_last_line(tmp_path):
     (d / "metrics.jsonl").write_text("\n".join([lines[0], "{broken", lines[1]]) + "\n")
     with pytest.raises(results.CorruptResultError, match="line 2"):
         results.load_tuning_runs(tmp_path, "m", "sst2", [0])
+
+
+def test_label_counts_and_data_facts_are_read_from_where_they_are_recorded(tmp_path):
+    wd = tmp_path
+    assert results.load_label_counts(wd, "m", "tweets") == (None, None)
+    assert results.load_data_facts(wd, "m", "tweets", seeds=[0]).truncation is None     # nothing: no error
+    # the predictivity sidecar's dev_label_counts ...
+    path = syn.write_predictivity(wd, "m", "tweets", np.full((2, 4), 0.6), model_accuracy=[0.8, 0.8])
+    side = path.with_name(path.name + ".json")
+    meta = json.loads(side.read_text())
+    meta.update(dev_label_counts=[70, 30], truncation={"dev": {"examples": 100, "truncated": 9,
+                                                               "max_text_tokens": 32}})
+    side.write_text(json.dumps(meta))
+    assert results.load_label_counts(wd, "m", "tweets") == ([70, 30], str(path) + ".json")
+    assert results.load_data_facts(wd, "m", "tweets").truncation_text() == "dev 9/100 at 32"
+    # ... unless the own-prompt transfer JSON has a confusion matrix (rows = true label)
+    syn.write_transfer(wd, "m", "tweets", "tweets", [0.8])
+    tr = results.transfer_path(wd, "m", "tweets", "tweets")
+    obj = json.loads(tr.read_text())
+    obj["confusion"] = [[[60, 5], [15, 20]]]
+    tr.write_text(json.dumps(obj))
+    assert results.load_label_counts(wd, "m", "tweets") == ([65, 35], str(tr))
+    obj["confusion"] = [[[60, 5], [15, 20]], [[1, 2], [3, 4]]]           # 2 seeds but 1 accuracy
+    tr.write_text(json.dumps(obj))
+    with pytest.raises(results.CorruptResultError, match="confusion"):
+        results.load_transfer(wd, "m", "tweets", "tweets")

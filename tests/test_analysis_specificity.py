@@ -121,3 +121,81 @@ def test_analyse_and_within_between():
                                                           "qqp": "paraphrase"})
     assert wb["n_within"] == 1 and wb["n_between"] == 2
     assert wb["within"] == pytest.approx(res.mean[0, 1]) and wb["within"] > wb["between"]
+
+
+def _brute_force_type_p(matrix, types):
+    """p over every permutation of the labels (each distinct assignment is counted equally often)."""
+    import itertools
+    D = len(types)
+
+    def stat(labels):
+        within = [matrix[i, j] for i in range(D) for j in range(i + 1, D) if labels[i] == labels[j]]
+        between = [matrix[i, j] for i in range(D) for j in range(i + 1, D) if labels[i] != labels[j]]
+        return np.mean(within) - np.mean(between)
+    observed = stat(types)
+    null = [stat(perm) for perm in itertools.permutations(types)]
+    return observed, np.mean(np.asarray(null) >= observed - 1e-12)
+
+
+def test_type_permutation_test_is_exact_and_matches_brute_force():
+    rng = np.random.default_rng(11)
+    tasks = ["a", "b", "c", "d", "e", "f"]
+    types = ["x", "x", "x", "y", "y", "z"]
+    m = rng.uniform(-0.1, 0.3, (6, 6))
+    m = (m + m.T) / 2
+    np.fill_diagonal(m, 1.0)
+    res = specificity.type_permutation_test(m, tasks, dict(zip(tasks, types)))
+    observed, p = _brute_force_type_p(m, types)
+    assert res.exact and res.n_assignments == 60            # 6! / (3! 2! 1!)
+    assert res.statistic == pytest.approx(observed) and res.p_value == pytest.approx(p)
+    assert res.min_p == pytest.approx(1 / 60) and res.null.size == 60
+
+
+def test_type_permutation_test_separates_real_types_and_not_shuffled_ones():
+    # 4 sentiment + 4 paraphrase datasets: correlations 0.4 within type, 0.05 between
+    tasks = [f"s{i}" for i in range(4)] + [f"p{i}" for i in range(4)]
+    types = {t: ("sentiment" if t[0] == "s" else "paraphrase") for t in tasks}
+    same = np.array([[types[a] == types[b] for b in tasks] for a in tasks])
+    m = np.where(same, 0.4, 0.05)
+    res = specificity.type_permutation_test(m, tasks, types)
+    assert res.exact and res.n_assignments == 70 and res.statistic == pytest.approx(0.35)
+    assert res.p_value == pytest.approx(2 / 70)                 # the real labels and their swap are the extremes
+    # labels that do not follow the correlations: no evidence
+    shuffled = {t: ("sentiment" if t in ("s0", "s1", "p0", "p1") else "paraphrase") for t in tasks}
+    assert specificity.type_permutation_test(m, tasks, shuffled).p_value > 0.3
+    # Monte Carlo with a seed when the assignments are too many to enumerate: close to the exact p, reproducible
+    mc = specificity.type_permutation_test(m, tasks, types, max_exact=10, n_perm=4000, seed=1)
+    assert not mc.exact and mc.n_perm == 4000 and mc.p_value == pytest.approx(2 / 70, abs=0.01)
+    assert mc.p_value == specificity.type_permutation_test(m, tasks, types, max_exact=10, n_perm=4000,
+                                                           seed=1).p_value
+
+
+def test_type_permutation_test_excludes_shared_prompt_pairs_and_reports_the_design_floor():
+    tasks = ["sst2", "advsst2", "imdb", "qqp"]
+    types = {"sst2": "sentiment", "advsst2": "sentiment", "imdb": "sentiment", "qqp": "paraphrase"}
+    m = np.full((4, 4), 0.1)
+    m[0, 1] = m[1, 0] = 0.9                                      # clean/adversarial: one prompt, alike anyway
+    res = specificity.type_permutation_test(m, tasks, types, exclude_pairs=[("advsst2", "sst2")])
+    assert res.n_within == 2 and res.within == pytest.approx(0.1) and res.statistic == pytest.approx(0.0)
+    assert res.min_p == pytest.approx(1 / 4)                    # one dataset of another type: 4 assignments
+    with pytest.raises(ValueError, match="same task type"):
+        specificity.type_permutation_test(m[:2, :2], tasks[:2], types)     # no between-type pair
+
+
+def test_seed_split_reliability_bounds():
+    rng = np.random.default_rng(3)
+    signal = rng.uniform(0.5, 1.0, (3, 80))
+    same = np.broadcast_to(signal, (4, 3, 80))
+    res = specificity.seed_split_reliability(same)
+    assert res.split_half == pytest.approx(1.0) and res.n_splits == 3       # {01|23, 02|13, 03|12}
+    noise = rng.uniform(0.5, 1.0, (5, 3, 80))                                # seeds share nothing
+    res = specificity.seed_split_reliability(noise)
+    assert abs(res.split_half) < 0.15 and res.n_splits == 10
+    noisy = signal + rng.normal(0, 0.1, (6, 3, 80))
+    res = specificity.seed_split_reliability(noisy)
+    assert 0.5 < res.split_half < res.spearman_brown < 1.0
+    assert res.spearman_brown == pytest.approx(2 * res.split_half / (1 + res.split_half))
+    acc = rng.uniform(0, 1, (2, 3, 4, 80))
+    np.testing.assert_allclose(specificity.per_seed_predictivity(acc), np.maximum(acc, 1 - acc).max(2))
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        specificity.seed_split_reliability(noise[:1])

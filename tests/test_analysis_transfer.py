@@ -52,18 +52,33 @@ def test_load_transfer_table_reports_corrupt_file_by_path(tmp_path):
     assert len(errors) == 1 and str(bad) in str(errors[0])
 
 
-def test_accuracy_rows_mean_std_and_f1_headline():
-    entries = [robustness.AccuracyEntry("m", "advqqp", "qqp", np.array([0.5, 0.7]), np.array([0.4, 0.6])),
+def test_accuracy_rows_show_every_metric_with_n_and_majority_and_no_f1_headline():
+    # advqqp: 2 seeds; confusion rows = true label: 60 of label 0, 20 of label 1
+    confusion = np.array([[[50, 10], [10, 10]], [[55, 5], [15, 5]]])
+    balanced = robustness.balanced_accuracy(confusion)
+    assert balanced == pytest.approx([(50 / 60 + 10 / 20) / 2, (55 / 60 + 5 / 20) / 2])
+    entries = [robustness.AccuracyEntry("m", "advqqp", "qqp", np.array([0.75, 0.75]), np.array([0.5, 0.33]),
+                                        balanced_accuracy=balanced, n_examples=80, label_counts=[60, 20]),
                robustness.AccuracyEntry("m", "sst2", "sst2", np.array([0.8, 0.9, 1.0]))]
     rows = robustness.accuracy_rows(entries)
+    header = robustness.ACCURACY_HEADER
+    col = {name: header.index(name) for name in header}
     assert [r[1] for r in rows] == ["sst2", "advqqp"]                     # display order: clean tasks first
-    assert rows[0][4] == f"90.0 ± {100 * np.std([0.8, 0.9, 1.0]):.1f}"   # ddof=0: 8.2
-    assert rows[0][5] == "–" and rows[0][6] == "accuracy"
-    assert rows[1][2] == "qqp" and rows[1][4] == "60.0 ± 10.0" and rows[1][5] == "50.0 ± 10.0"
-    assert rows[1][6] == "f1"
-    md = robustness.markdown_table(robustness.ACCURACY_HEADER, rows)
+    assert rows[0][col["accuracy (%)"]] == f"90.0 ± {100 * np.std([0.8, 0.9, 1.0]):.1f}"   # ddof=0: 8.2
+    assert rows[0][col["F1 (%)"]] == "–" and rows[0][col["majority class (%)"]] == "–"
+    adv = rows[1]
+    assert adv[col["prompt"]] == "qqp" and adv[col["accuracy (%)"]] == "75.0 ± 0.0"
+    assert adv[col["n (dev)"]] == "80" and adv[col["majority class (%)"]] == "75.0"
+    assert adv[col["balanced accuracy (%)"]] == f"{100 * balanced.mean():.1f} ± {100 * balanced.std():.1f}"
+    # the paper's Table 1 reports accuracy for every task: no column claims F1 is its metric for AdvQQP
+    assert "reported metric" not in header and "f1" not in adv
+    records = robustness.accuracy_records(entries)
+    assert records[1]["balanced_accuracy"]["per_seed"] == pytest.approx(balanced)
+    assert records[1]["majority_rate"] == pytest.approx(0.75) and records[1]["n_examples"] == 80
+    assert records[0]["balanced_accuracy"] is None and records[0]["seeds"] == 3
+    md = robustness.markdown_table(header, rows)
     assert md.count("\n") == 4 and "| advqqp |" in md
-    assert "<td>60.0 ± 10.0</td>" in robustness.html_table(robustness.ACCURACY_HEADER, rows)
+    assert "<td>75.0 ± 0.0</td>" in robustness.html_table(header, rows)
 
 
 def test_curve_stats_by_hand():

@@ -115,3 +115,21 @@ def test_intervention_with_wrong_layer_count_is_rejected(setup):
     with pytest.raises(ValueError, match="layers"):
         EncoderModel(CFG).apply({"params": params}, ids, mask,
                                 intervention=Intervention.zero(jnp.zeros((2, CFG.intermediate), bool)))
+
+
+def test_position_mean_replaces_each_position_by_its_own_mean_and_only_where_one_exists(setup):
+    """Issue 14 item 7: prompt-position means must not be written into text positions. Means measured at the P
+    prompt positions replace those positions (each its own value); the text positions keep their activations."""
+    params, ids, mask, prefix, (_, neurons, _) = setup
+    per_position = np.zeros((CFG.num_layers, P, CFG.intermediate), np.float32)
+    per_position[0, :, 2] = [0.25, 0.5, 0.75]                     # a different mean at each prompt position
+    _, n2, _ = run(params, ids, mask, prefix, Intervention.position_mean(_mask((0, 2)), per_position))
+    np.testing.assert_array_equal(np.asarray(n2[0, :, :P, 2]), np.broadcast_to([0.25, 0.5, 0.75], (B, P)))
+    np.testing.assert_array_equal(np.asarray(n2[0, :, P:, 2]), np.asarray(neurons[0, :, P:, 2]))
+    np.testing.assert_array_equal(np.asarray(n2[0, :, :, 3]), np.asarray(neurons[0, :, :, 3]))
+    # means for more positions than the sequence has: every position replaced, each by its own mean
+    longer = np.tile(np.arange(P + T + 4, dtype=np.float32)[None, :, None], (CFG.num_layers, 1, CFG.intermediate))
+    _, n3, _ = run(params, ids, mask, prefix, Intervention.position_mean(_mask((1, 4)), longer))
+    np.testing.assert_array_equal(np.asarray(n3[1, :, :, 4]), np.broadcast_to(np.arange(P + T), (B, P + T)))
+    with pytest.raises(ValueError, match="per-position means"):
+        Intervention.position_mean(_mask((0, 2)), np.zeros((CFG.num_layers, CFG.intermediate)))

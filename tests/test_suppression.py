@@ -145,3 +145,84 @@ def test_mean_and_gaussian_interventions():
         sup.stacked_interventions(masks, "mean", means=np.zeros((2, N)))
     with pytest.raises(ValueError, match="intervention kind"):
         sup.stacked_interventions(masks, "ablate")
+
+
+def test_position_means_keep_each_position_and_fill_unseen_ones():
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(size=(3, 2, 5, 7))
+    baseline[:, 1, 4, 0] = np.nan                                   # a position no seed saw
+    means = sup.position_means(baseline)
+    assert means.shape == (2, 5, 7) and means.dtype == np.float32
+    np.testing.assert_allclose(means[0], baseline[:, 0].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(means[1, 4, 0], baseline[:, 1, :4, 0].mean(0).mean(), rtol=1e-5)
+    # the stacked "mean" intervention takes them: each captured position gets its own mean, the rest is kept
+    ffn, params, x = _tiny_stack(num_layers=1, neurons=7)
+    masks = np.zeros((2, 1, 7), bool)
+    masks[1, 0, 3] = True
+    per_position = np.zeros((1, 3, 7), np.float32)
+    per_position[0, :, 3] = [1.0, 2.0, 3.0]
+    iv = sup.stacked_interventions(masks, "mean", means=per_position)
+    _, clean = ffn.apply(params[0], x, layer=0, capture=Capture())
+    _, got = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=sup.take(iv, 1))
+    np.testing.assert_array_equal(np.asarray(got)[:, :3, 3], np.broadcast_to([1.0, 2.0, 3.0], (2, 3)))
+    np.testing.assert_array_equal(np.asarray(got)[:, 3:], np.asarray(clean)[:, 3:])
+    with pytest.raises(ValueError, match="means have shape"):
+        sup.stacked_interventions(masks, "mean", means=np.zeros((2, 3, 7)))
+
+
+def test_train_std_and_relative_gaussian_scale():
+    rng = np.random.default_rng(1)
+    # activations [S, E, L, T, N] with a different spread per neuron
+    spread = np.array([[0.1, 1.0, 5.0]])
+    acts = rng.normal(2.0, 1.0, size=(2, 4000, 1, 3, 3)) * spread
+    baseline, baseline_sq = acts.mean(1), (acts ** 2).mean(1)
+    std = sup.neuron_train_std(baseline, baseline_sq)
+    np.testing.assert_allclose(std, acts.transpose(2, 4, 0, 1, 3).reshape(1, 3, -1).std(-1), rtol=1e-4)
+    assert sup.gaussian_scale(0.5) == 0.5
+    relative = sup.gaussian_scale(0.5, "train_std", std=std)
+    np.testing.assert_allclose(relative, 0.5 * std, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs each neuron's std"):
+        sup.gaussian_scale(0.5, "train_std")
+    with pytest.raises(ValueError, match="allowed"):
+        sup.gaussian_scale(0.5, "percent")
+    # the per-neuron scale reaches the noise: neuron 2's noise is 50x neuron 0's
+    ffn, params, x = _tiny_stack(num_layers=1, neurons=3)
+    masks = np.ones((1, 1, 3), bool)
+    iv = sup.stacked_interventions(masks, "gaussian", scale=relative, rng=jax.random.key(0))
+    x = jnp.tile(x, (40, 1, 1))
+    _, clean = ffn.apply(params[0], x, layer=0, capture=Capture())
+    _, noisy = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=sup.take(iv, 0))
+    noise_sd = np.asarray(noisy - clean).reshape(-1, 3).std(0)
+    np.testing.assert_allclose(noise_sd, relative[0], rtol=0.15)
+
+
+def test_example_correctness_places_rows_by_index_and_matches_the_confusion_accuracy():
+    rng = np.random.default_rng(2)
+    n, seeds, masks_count = 11, 2, 3
+    labels = rng.integers(0, 2, n)
+    scores = rng.normal(size=(masks_count, seeds, n, 2))
+    order = rng.permutation(n)                                      # batches sorted some other way
+    batches = []
+    for start in range(0, n, 4):
+        rows = order[start:start + 4]
+        pad = 4 - rows.size                                        # filler rows at the end
+        index = np.concatenate([rows, -np.ones(pad, int)])
+        batch_scores = np.concatenate([scores[:, :, rows], np.zeros((masks_count, seeds, pad, 2))], axis=2)
+        batch_labels = np.concatenate([labels[rows], np.zeros(pad, int)])
+        batches.append((batch_scores, batch_labels, index, index >= 0))
+    correct, got_labels = sup.example_correctness(batches, n)
+    np.testing.assert_array_equal(got_labels, labels)
+    np.testing.assert_array_equal(correct, (scores.argmax(-1) == labels).astype(np.int8))
+    with pytest.raises(ValueError, match="evaluated"):
+        sup.example_correctness(batches[:-1], n)                    # rows never seen
+    with pytest.raises(ValueError, match="evaluated"):
+        sup.example_correctness(batches + batches[:1], n)           # rows seen twice
+    # fields for 2 levels x (1 skill + 2 random draws) masks, where two masks were identical (index shares a row)
+    fields = sup.suppression_example_fields(correct, [0, 1, 0, 2, 0, 1], labels, ["0", "5"], draws=2)
+    assert fields["labels"] == labels.tolist()
+    assert fields["skill_correct"]["5"] == correct[1].tolist()
+    assert np.asarray(fields["random_correct"]["0"]).shape == (2, seeds, n)
+    assert fields["random_correct"]["5"][0] == correct[2].tolist() and fields["random_correct"]["5"][1] == \
+        correct[1].tolist()
+    with pytest.raises(ValueError, match="mask_index"):
+        sup.suppression_example_fields(correct, [0, 1], labels, ["0", "5"], draws=2)

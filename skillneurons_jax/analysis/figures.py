@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from skillneurons_jax import io as sio
+from skillneurons_jax.io import atomic_write_bytes
 from skillneurons_jax.analysis import results
 from skillneurons_jax.analysis.robustness import CurveStats
 
@@ -50,7 +50,7 @@ def _wrap(text: str, width_in: float, fontsize: float = 12.0) -> str:
 def _save(fig: Figure, out_path, dpi: int) -> pathlib.Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return sio.atomic_write_bytes(out_path, buf.getvalue())
+    return atomic_write_bytes(out_path, buf.getvalue())
 
 
 def _annotate(ax, matrix: np.ndarray, fmt, norm, cmap) -> None:
@@ -171,11 +171,12 @@ def layer_boxplot(values: np.ndarray, out_path, *, title: str, ylabel: str = "ne
 
 def neuron_boxes_with_model_accuracy(values: Mapping[str, np.ndarray | Mapping],
                                      model_accuracy: Mapping[str, float | None], out_path, *, title: str,
-                                     ylabel: str = "neuron predictivity", figsize=None, dpi: int = 100
-                                     ) -> pathlib.Path:
+                                     ylabel: str = "neuron predictivity", figsize=None, dpi: int = 100,
+                                     majority: Mapping[str, float] | None = None) -> pathlib.Path:
     """Figures 2 and 9: per dataset, a box of all neuron values (predictivities or accuracies; an array, or its
     `box_stats`) drawn over a bar of the model's accuracy on that dataset (same 0-1 scale; no bar where the
-    accuracy is unknown)."""
+    accuracy is unknown). majority: {task: majority-class rate of its dev split}, drawn as a short black line
+    across that dataset's bar (0.5 is only chance for balanced labels)."""
     tasks = results.order_tasks(values)
     if not tasks:
         raise ValueError("no datasets to plot")
@@ -194,7 +195,11 @@ def neuron_boxes_with_model_accuracy(values: Mapping[str, np.ndarray | Mapping],
         patch.set_facecolor(task_color(t))
         patch.set_zorder(2)
     art["boxes"][0].set_label(f"boxes: {ylabel} of every neuron")
-    ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label="0.5")
+    rates = [(p, float(majority[t])) for p, t in zip(pos, tasks) if majority and majority.get(t) is not None]
+    if rates:
+        ax.hlines([r for _, r in rates], [p - 0.42 for p, _ in rates], [p + 0.42 for p, _ in rates],
+                   colors="black", linewidth=2, zorder=3, label="majority-class rate")
     ax.set_xticks(pos, labels=tasks, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_xlim(0.4, len(tasks) + 0.6)
     ax.set_ylim(0.0, 1.0)
@@ -207,8 +212,9 @@ def neuron_boxes_with_model_accuracy(values: Mapping[str, np.ndarray | Mapping],
 
 @dataclasses.dataclass
 class SuppressionPanel:
-    label: str          # e.g. "qqp → advqqp"
+    label: str                          # e.g. "qqp → advqqp"
     stats: CurveStats
+    majority_rate: float | None = None  # the target's majority-class rate (dashed line), when known
 
 
 def suppression_curves(panels: Sequence[SuppressionPanel], out_path, *, title: str, ncols: int = 3,
@@ -223,21 +229,25 @@ def suppression_curves(panels: Sequence[SuppressionPanel], out_path, *, title: s
     fig = _figure(figsize)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, panel in zip(axes.flat, panels):
-        st = panel.stats
-        for mean, sem, color, name in ((st.skill_mean, st.skill_sem, "#c0392b", "skill neurons"),
-                                       (st.random_mean, st.random_sem, "#2c7fb8",
-                                        f"random neurons ({st.n_draws} draw{'s' if st.n_draws != 1 else ''})")):
-            ax.plot(st.ks, mean, marker="o", markersize=3, color=color, label=name)
-            ax.fill_between(st.ks, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
+        curve = panel.stats
+        for mean, sem, color, name in ((curve.skill_mean, curve.skill_sem, "#c0392b", "skill neurons"),
+                                       (curve.random_mean, curve.random_sem, "#2c7fb8",
+                                        f"random neurons ({curve.n_draws} draw{'s' if curve.n_draws != 1 else ''})")):
+            ax.plot(curve.ks, mean, marker="o", markersize=3, color=color, label=name)
+            ax.fill_between(curve.ks, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
         ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(f"{panel.label} ({st.n_seeds} seed{'s' if st.n_seeds != 1 else ''})", fontsize=10)
+        if panel.majority_rate is not None:
+            ax.axhline(panel.majority_rate, color="black", linestyle="--", linewidth=1,
+                       label=f"majority class ({100 * panel.majority_rate:.1f}%)")
+        ax.set_title(f"{panel.label} ({curve.n_seeds} seed{'s' if curve.n_seeds != 1 else ''})", fontsize=10)
         ax.set_xlabel("neurons suppressed per layer (%)")
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=8, loc="lower left")
+    for ax in axes.flat[:len(panels)]:
+        ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(_wrap(title, figsize[0]))
     return _save(fig, out_path, dpi)
 

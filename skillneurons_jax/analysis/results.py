@@ -245,6 +245,8 @@ class Predictivity:
     meta: dict = dataclasses.field(default_factory=dict)
     model_accuracy: np.ndarray | None = None
     model_f1: np.ndarray | None = None
+    model_confusion: np.ndarray | None = None     # [S, C, C] from the sidecar's `model_confusion`
+    dev_label_counts: list[int] | None = None     # from the sidecar's `dev_label_counts`
 
 
 _PRED_NDIM = {"pred": 2, "pred_per_seed": 3, "acc": 4, "baseline": 4}
@@ -280,7 +282,11 @@ def load_predictivity(workdir, model: str, task: str, arrays: Iterable[str] = ("
     return Predictivity(path=path, pred=pred, pred_per_seed=data.get("pred_per_seed"), acc=data.get("acc"),
                         baseline=data.get("baseline"), meta=meta,
                         model_accuracy=_sidecar_metric(path, meta, SIDECAR_ACCURACY_KEYS),
-                        model_f1=_sidecar_metric(path, meta, SIDECAR_F1_KEYS))
+                        model_f1=_sidecar_metric(path, meta, SIDECAR_F1_KEYS),
+                        model_confusion=_optional_confusion(path.with_name(path.name + ".json"),
+                                                            meta.get("model_confusion"), "model_confusion"),
+                        dev_label_counts=_optional_counts(path.with_name(path.name + ".json"),
+                                                          meta.get("dev_label_counts"), "dev_label_counts"))
 
 
 def load_decoder_pred(workdir, model: str, task: str) -> np.ndarray | None:
@@ -326,6 +332,9 @@ class Transfer:
     accuracy: np.ndarray
     f1: np.ndarray | None = None
     seeds: list[int] | None = None
+    confusion: np.ndarray | None = None           # [S, C, C] (optional field `confusion`)
+    label_counts: list[int] | None = None         # optional field `label_counts`, else the confusion's row sums
+    n_dev: int | None = None
 
 
 def load_transfer(workdir, model: str, source: str, target: str) -> Transfer:
@@ -344,7 +353,13 @@ def load_transfer(workdir, model: str, source: str, target: str) -> Transfer:
         if f1.shape != acc.shape:
             raise CorruptResultError(path, f"'f1' has {f1.size} seeds but 'accuracy' has {acc.size}")
     seeds = _seeds(path, obj, acc.size)
-    return Transfer(path=path, source=source, target=target, accuracy=acc, f1=f1, seeds=seeds)
+    confusion = _optional_confusion(path, obj.get("confusion"), "confusion", seeds=acc.size)
+    counts = _optional_counts(path, obj.get("label_counts"), "label_counts")
+    if counts is None and confusion is not None:
+        counts = [int(c) for c in confusion[0].sum(-1)]
+    n_dev = obj.get("n_dev")
+    return Transfer(path=path, source=source, target=target, accuracy=acc, f1=f1, seeds=seeds, confusion=confusion,
+                    label_counts=counts, n_dev=int(n_dev) if isinstance(n_dev, int) else None)
 
 
 def _seeds(path, obj: Mapping, n: int) -> list[int] | None:
@@ -370,6 +385,13 @@ class Suppression:
     skill: np.ndarray
     random: np.ndarray
     seeds: list[int] | None = None
+    skill_correct: np.ndarray | None = None       # [K, S, E] 0/1 per dev example (optional fields)
+    random_correct: np.ndarray | None = None      # [K, D, S, E]
+    labels: np.ndarray | None = None              # [E]
+
+    @property
+    def label_counts(self) -> list[int] | None:
+        return None if self.labels is None else [int(c) for c in np.bincount(self.labels, minlength=2)]
 
 
 def load_suppression(workdir, model: str, source: str, target: str) -> Suppression:
@@ -416,8 +438,167 @@ def load_suppression(workdir, model: str, source: str, target: str) -> Suppressi
     _check_unit_interval(path, skill, "skill")
     _check_unit_interval(path, random, "random")
     order = np.argsort(ks, kind="stable")
+    skill_correct, random_correct, labels = _per_example(path, obj, skill, random)
+    if skill_correct is not None:
+        skill_correct, random_correct = skill_correct[order], random_correct[order]
     return Suppression(path=path, model=model, source=source, target=target, ks=ks[order], skill=skill[order],
-                       random=random[order], seeds=_seeds(path, obj, skill.shape[1]))
+                       random=random[order], seeds=_seeds(path, obj, skill.shape[1]), skill_correct=skill_correct,
+                       random_correct=random_correct, labels=labels)
+
+
+PER_EXAMPLE_FIELDS = ("skill_correct", "random_correct", "labels")
+
+
+def _per_example(path, obj: Mapping, skill: np.ndarray, random: np.ndarray):
+    """The optional per-example fields of a suppression JSON -> (skill_correct [K, S, E], random_correct
+    [K, D, S, E], labels [E]) in the order of `ks` as written, or (None, None, None) when absent. Each must agree
+    with the accuracies of the same file (mean of the 0/1 entries = accuracy), else the file is corrupt."""
+    present = [f for f in PER_EXAMPLE_FIELDS if obj.get(f) is not None]
+    if not present:
+        return None, None, None
+    if len(present) != len(PER_EXAMPLE_FIELDS):
+        raise CorruptResultError(path, f"per-example fields must come together {list(PER_EXAMPLE_FIELDS)}; only "
+                                       f"{present} present")
+    labels = _int_array(path, obj["labels"], "labels", ndim=1)
+    skill_rows, random_rows = [], []
+    for k_raw in obj["ks"]:
+        skey, rkey = _k_key(k_raw, obj["skill_correct"]), _k_key(k_raw, obj["random_correct"])
+        if skey is None or rkey is None:
+            raise CorruptResultError(path, f"level k={k_raw} is absent from 'skill_correct' or 'random_correct'")
+        skill_rows.append(_int_array(path, obj["skill_correct"][skey], f"skill_correct[{skey}]", ndim=2))
+        random_rows.append(_int_array(path, obj["random_correct"][rkey], f"random_correct[{rkey}]", ndim=3))
+    try:
+        skill_correct, random_correct = np.stack(skill_rows), np.stack(random_rows)
+    except ValueError as e:
+        raise CorruptResultError(path, f"per-example fields have different shapes across levels ({e})") from e
+    n = labels.size
+    if skill_correct.shape != skill.shape + (n,) or random_correct.shape != random.shape + (n,):
+        raise CorruptResultError(path, f"'skill_correct' {skill_correct.shape} / 'random_correct' "
+                                       f"{random_correct.shape} must be [levels, seeds, {n}] / [levels, draws, "
+                                       f"seeds, {n}] like 'skill' {skill.shape} and 'random' {random.shape}")
+    if not (np.isin(skill_correct, (0, 1)).all() and np.isin(random_correct, (0, 1)).all()):
+        raise CorruptResultError(path, "'skill_correct' and 'random_correct' must hold 0/1 per example")
+    tol = 1e-6
+    if np.abs(skill_correct.mean(-1) - skill).max() > tol or np.abs(random_correct.mean(-1) - random).max() > tol:
+        raise CorruptResultError(path, "per-example correctness does not reproduce the accuracies of 'skill' / "
+                                       "'random' (mean of the 0/1 entries must equal each accuracy)")
+    return skill_correct, random_correct, labels
+
+
+def _int_array(path, obj, field: str, ndim: int) -> np.ndarray:
+    try:
+        arr = np.asarray(obj)
+    except (TypeError, ValueError) as e:
+        raise CorruptResultError(path, f"field {field!r} is not a rectangular array ({e})") from e
+    if arr.ndim != ndim or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise CorruptResultError(path, f"field {field!r} must be a non-empty {ndim}-d array of integers, got "
+                                       f"shape {arr.shape} of {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _optional_confusion(path, obj, field: str, seeds: int | None = None) -> np.ndarray | None:
+    """An optional per-seed confusion matrix [S, C, C] of non-negative integers (rows = true label)."""
+    if obj is None:
+        return None
+    conf = _int_array(path, obj, field, ndim=3)
+    if conf.shape[1] != conf.shape[2] or conf.min() < 0 or (seeds is not None and conf.shape[0] != seeds):
+        raise CorruptResultError(path, f"field {field!r} must be [seeds{'=' + str(seeds) if seeds else ''}, C, C] "
+                                       f"non-negative counts, got shape {conf.shape}")
+    return conf
+
+
+def _optional_counts(path, obj, field: str) -> list[int] | None:
+    """Optional label counts: a list [n0, n1, ...] or an object {"0": n0, "1": n1}."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        try:
+            obj = [obj[str(i)] for i in range(len(obj))]
+        except KeyError as e:
+            raise CorruptResultError(path, f"field {field!r} must be keyed by label ids 0..C-1, got "
+                                           f"{sorted(obj)}") from e
+    arr = _int_array(path, obj, field, ndim=1)
+    if arr.min() < 0:
+        raise CorruptResultError(path, f"field {field!r} has negative counts")
+    return [int(c) for c in arr]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data facts recorded by the data stages: truncation and excluded adversarial originals
+# ----------------------------------------------------------------------------------------------------------------
+TRUNCATION_KEYS = ("truncation",)
+EXCLUDED_KEYS = ("excluded_adversarial_originals", "leak_exclusion")
+
+
+@dataclasses.dataclass
+class DataFacts:
+    """What the stages recorded about a task's data (None: not recorded).
+
+    truncation: {split: {"examples": n, "truncated": m, "max_text_tokens": T}} (the sidecars' `truncation`);
+    excluded_adversarial_originals: {"count": n, ...} (the sidecars' `excluded_adversarial_originals` or
+    `leak_exclusion`; an integer is read as {"count": n}); source: the file they came from."""
+
+    truncation: dict | None = None
+    excluded_adversarial_originals: dict | None = None
+    source: str | None = None
+
+    def truncation_text(self) -> str:
+        if not self.truncation:
+            return "–"
+        parts = []
+        for split, row in self.truncation.items():
+            if isinstance(row, dict) and "truncated" in row:
+                total = f"/{row['examples']}" if row.get("examples") is not None else ""
+                at = f" at {row['max_text_tokens']}" if row.get("max_text_tokens") is not None else ""
+                parts.append(f"{split} {row['truncated']}{total}{at}")
+        return "; ".join(parts) or "–"
+
+    def excluded_text(self) -> str:
+        if not self.excluded_adversarial_originals:
+            return "–"
+        return str(self.excluded_adversarial_originals.get("count", "?"))
+
+
+def data_facts(meta: Mapping, source: str | None = None) -> DataFacts:
+    """Reads the data facts out of one sidecar dict, tolerating their absence (unrecognised shapes are ignored,
+    not errors: these are informative fields written by other stages)."""
+    truncation = next((meta[k] for k in TRUNCATION_KEYS if isinstance(meta.get(k), dict)), None)
+    if truncation is not None:
+        truncation = {str(split): row for split, row in truncation.items() if isinstance(row, dict)} or None
+    excluded = next((meta[k] for k in EXCLUDED_KEYS if meta.get(k) is not None), None)
+    if isinstance(excluded, bool) or not isinstance(excluded, (int, dict)):
+        excluded = None
+    elif isinstance(excluded, int):
+        excluded = {"count": excluded}
+    return DataFacts(truncation=truncation, excluded_adversarial_originals=excluded,
+                     source=source if (truncation or excluded) else None)
+
+
+def load_data_facts(workdir, model: str, task: str, seeds: Iterable[int] = ()) -> DataFacts:
+    """The first sidecar that records truncation or exclusions for `task`: the predictivity sidecar
+    (`<task>.npz.json`), the own-prompt transfer sidecar (`<prompt>__<task>.meta.json`), then each seed's prompt
+    sidecar (`prompt.npy.json`). Absent or unreadable files give an empty DataFacts (never raises)."""
+    prompt = CLEAN_TASK.get(task, task)
+    candidates = [predictivity_path(workdir, model, task).with_name(f"{task}.npz.json"),
+                  transfer_path(workdir, model, prompt, task).with_suffix(".meta.json")]
+    candidates += [prompt_dir(workdir, model, task, s) / "prompt.npy.json" for s in seeds]
+    truncation, excluded, sources = None, None, []
+    for path in candidates:
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        facts = data_facts(meta, str(path))
+        if truncation is None and facts.truncation:
+            truncation = facts.truncation
+            sources.append(str(path))
+        if excluded is None and facts.excluded_adversarial_originals:
+            excluded = facts.excluded_adversarial_originals
+            sources.append(str(path))
+    return DataFacts(truncation=truncation, excluded_adversarial_originals=excluded,
+                     source="; ".join(dict.fromkeys(sources)) or None)
 
 
 def _k_key(k, table: Mapping) -> str | None:
@@ -439,6 +620,7 @@ class TuningRun:
     seed: int
     best_dev_accuracy: float
     best_dev_f1: float | None
+    best_dev_balanced_accuracy: float | None = None
 
 
 def load_tuning_runs(workdir, model: str, task: str, seeds: Iterable[int]) -> list[TuningRun]:
@@ -453,7 +635,40 @@ def load_tuning_runs(workdir, model: str, task: str, seeds: Iterable[int]) -> li
         acc = float(best["dev_accuracy"])
         if not 0.0 <= acc <= 1.0:
             raise CorruptResultError(path, f"'dev_accuracy' {acc} is outside [0, 1]")
-        f1 = best.get("dev_f1")
+        f1, balanced = best.get("dev_f1"), best.get("dev_balanced_accuracy")
         runs.append(TuningRun(path=path, seed=seed, best_dev_accuracy=acc,
-                              best_dev_f1=None if f1 is None else float(f1)))
+                              best_dev_f1=None if f1 is None else float(f1),
+                              best_dev_balanced_accuracy=None if balanced is None else float(balanced)))
     return runs
+
+
+def load_label_counts(workdir, model: str, task: str) -> tuple[list[int] | None, str | None]:
+    """Dev examples per label of `task` (for the majority-class rate) and where they were read, from the first
+    readable of: the own-prompt transfer JSON (`label_counts`, else its `confusion` row sums), the predictivity
+    sidecar (`dev_label_counts`), a suppression JSON evaluated on `task` (`labels`). (None, None) when none has
+    them; unreadable files are skipped here (the report lists them through the loaders that need them)."""
+    prompt = CLEAN_TASK.get(task, task)
+    try:
+        counts = load_transfer(workdir, model, prompt, task).label_counts
+        if counts is not None:
+            return counts, str(transfer_path(workdir, model, prompt, task))
+    except (FileNotFoundError, CorruptResultError):
+        pass
+    try:
+        counts = load_predictivity(workdir, model, task, arrays=("pred",)).dev_label_counts
+        if counts is not None:
+            return counts, str(predictivity_path(workdir, model, task)) + ".json"
+    except (FileNotFoundError, CorruptResultError):
+        pass
+    folder = pathlib.Path(workdir) / "suppression" / model
+    for path in _visible(folder.glob(f"*{_PAIR_SEP}{task}.json")) if folder.is_dir() else []:
+        pair = split_pair(path.stem)
+        if pair is None or pair[1] != task:
+            continue
+        try:
+            counts = load_suppression(workdir, model, pair[0], task).label_counts
+        except (FileNotFoundError, CorruptResultError):
+            continue
+        if counts is not None:
+            return counts, str(path)
+    return None, None

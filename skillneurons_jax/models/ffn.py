@@ -74,14 +74,17 @@ class Intervention:
     """A per-layer neuron intervention, all arrays (traceable under jit and vmap).
 
     For masked neurons at the chosen positions:  a' = keep * a + value + noise_scale * N(0, 1).
-      zero:      keep 0, value 0,    noise 0
-      mean:      keep 0, value mean, noise 0
-      gaussian:  keep 1, value 0,    noise sigma
-      patch:     keep 0, value per example and position (activations of another run), noise 0
+      zero:           keep 0, value 0,    noise 0
+      mean:           keep 0, value mean, noise 0
+      position_mean:  keep 0, value the mean AT EACH POSITION j < T_v, noise 0; positions >= T_v are left alone
+                      (there is no mean for them: writing another position's mean there mixes two distributions)
+      gaussian:       keep 1, value 0,    noise sigma
+      patch:          keep 0, value per example and position (activations of another run), noise 0
     Fields:
       mask:        bool  [layers, neurons]
-      value:       float [layers, neurons], or [layers, batch or 1, V, neurons] per example for the FIRST V
-                   positions of the full sequence (the prompt's, when it comes first); later positions untouched
+      value:       float [layers, neurons]; or [layers, T_v, neurons] per position of the full sequence
+                   (position_mean); or [layers, batch or 1, V, neurons] per example for the FIRST V positions of
+                   the full sequence (patch: the prompt's, when it comes first); positions not covered are untouched
       keep:        float [layers, neurons]
       noise_scale: float [layers, neurons]
       positions:   bool  [tokens] (positions of the full input sequence, prompt included) or None = all
@@ -106,6 +109,19 @@ class Intervention:
         mask = jnp.asarray(mask, bool)
         z = jnp.zeros(mask.shape, jnp.float32)
         means = jnp.broadcast_to(jnp.asarray(means, jnp.float32), mask.shape)
+        return cls(mask=mask, value=means, keep=z, noise_scale=z, positions=positions)
+
+    @classmethod
+    def position_mean(cls, mask, means, positions=None) -> "Intervention":
+        """mask [..., L, N]; means [L, T_v, N] (or [..., L, T_v, N]): position j of the full sequence gets the mean
+        of position j; positions from T_v on are not intervened on."""
+        mask = jnp.asarray(mask, bool)
+        means = jnp.asarray(means, jnp.float32)
+        if means.ndim < 3 or means.shape[-3] != mask.shape[-2] or means.shape[-1] != mask.shape[-1]:
+            raise ValueError(f"per-position means must be [layers, positions, neurons] matching the mask "
+                             f"{tuple(mask.shape[-2:])}; got {tuple(means.shape)}")
+        z = jnp.zeros(mask.shape, jnp.float32)
+        means = jnp.broadcast_to(means, mask.shape[:-2] + means.shape[-3:])
         return cls(mask=mask, value=means, keep=z, noise_scale=z, positions=positions)
 
     @classmethod
@@ -159,6 +175,14 @@ class Intervention:
             span = min(value.shape[1], rows)
             value = jnp.pad(value[:, :span], ((0, 0), (0, rows - span), (0, 0)))
             m = m & (jnp.arange(rows) < span)[None, :, None]
+        elif value.ndim == 2:     # per position [T_v, N]: only positions with a mean are replaced
+            covered = value.shape[0]
+            if covered >= rows:
+                value = value[:rows]
+            else:
+                value = jnp.pad(value, ((0, rows - covered), (0, 0)))
+                m = m & (jnp.arange(rows) < covered)[None, :, None]
+            value = value[None]
         new = self.keep[layer] * acts + value.astype(acts.dtype)
         if self.rng is not None:
             shape = (acts.shape[0], full, acts.shape[2])

@@ -11,14 +11,28 @@ Selection (ARCHITECTURE.md "The method, exactly"):
     replacement. Draw d uses numpy Generator([seed, d]) and one permutation per layer, shared by all k, so
     random masks are nested across k as well and any run is reproducible from (seed, draws).
 
-Interventions (models.ffn.Intervention): "zero" (the paper), "mean" (the TRAIN mean per [layer, neuron],
-averaged over prompt tokens and seeds), "gaussian" (keep the activation, add N(0, scale^2)). Masks for many
+Interventions (models.ffn.Intervention): "zero" (the paper), "mean", "gaussian" (keep the activation, add
+N(0, scale^2)).
+  * mean: `position_means(baseline)` [L, T, N] replaces position j by the TRAIN mean of position j (averaged over
+    seeds), at the T positions the predictivity stage captured (the prompt with positions="prompt"; the prompt
+    and the text with positions="all"); positions beyond T keep their activation, because no mean was measured
+    there. `layer_means(baseline)` [L, N] (one value per neuron, averaged over positions) is the old behaviour: it
+    writes prompt-position means into text positions when the suppression covers every position, mixing two
+    distributions (issue 14), so the suppression stage should pass `position_means`.
+  * gaussian: `noise_scale` is absolute by default (the same sigma for every neuron, Wang et al. 2022);
+    `gaussian_scale(sigma, "train_std", std=neuron_train_std(baseline, baseline_sq))` makes it relative: sigma
+    times each neuron's TRAIN standard deviation [L, N], so the noise means the same thing for neurons of very
+    different ranges. The std needs the TRAIN mean of squares `baseline_sq` [S, L, T, N] beside `baseline`.
+Per-example results (for the paired skill-vs-random test of analysis.robustness): `example_correctness` turns the
+evaluation's scores into 0/1 per dev example in file order, `suppression_example_fields` into the suppression
+JSON's optional fields `skill_correct`, `random_correct`, `labels`. Masks for many
 levels are stacked [K, L, N]; `stacked_interventions` gives one Intervention whose every leaf has the leading
 K axis, so one compiled evaluation serves every level (jax.vmap, jax.lax.map, or a Python loop over
 `take(stacked, i)` — the shapes never change, so nothing recompiles).
 """
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction
 from typing import Optional, Sequence
 
@@ -31,6 +45,7 @@ from skillneurons_jax.models.ffn import Intervention
 SCOPES = ("layer", "global")
 DEFAULT_PERCENTS = (0, 1, 3, 5, 7, 9, 11, 13, 15)
 INTERVENTION_KINDS = ("zero", "mean", "gaussian")
+NOISE_SCALES = ("absolute", "train_std")
 
 
 def _check_percent(percent) -> Fraction:
@@ -132,19 +147,69 @@ def random_control_masks(masks, seed: int, draws: int) -> np.ndarray:
 
 
 def layer_means(baseline) -> np.ndarray:
-    """float32 [L, N]: the TRAIN baseline [S, L, T, N] averaged over seeds and tokens (the "mean" intervention)."""
+    """float32 [L, N]: the TRAIN baseline [S, L, T, N] averaged over seeds and tokens (one value for every position;
+    see the module docstring for why `position_means` is the right input of the "mean" intervention)."""
     baseline = np.asarray(baseline, np.float64)
     if baseline.ndim != 4:
         raise ValueError(f"baseline must be [seeds, layers, tokens, neurons]; got shape {baseline.shape}")
     return np.nanmean(baseline, axis=(0, 2)).astype(np.float32)
 
 
-def stacked_interventions(masks, kind: str = "zero", *, means=None, scale: Optional[float] = None,
+def position_means(baseline) -> np.ndarray:
+    """float32 [L, T, N]: the TRAIN baseline [S, L, T, N] averaged over seeds, position by position (position j =
+    position j of the full sequence: the predictivity stage captures from position 0). A position no seed saw
+    (NaN) takes the neuron's mean over the other positions."""
+    baseline = np.asarray(baseline, np.float64)
+    if baseline.ndim != 4:
+        raise ValueError(f"baseline must be [seeds, layers, tokens, neurons]; got shape {baseline.shape}")
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)           # all-NaN slices are handled below
+        means = np.nanmean(baseline, axis=0)                      # [L, T, N]
+        fallback = np.nanmean(means, axis=1, keepdims=True)      # [L, 1, N]
+    means = np.where(np.isnan(means), fallback, means)
+    return np.nan_to_num(means, nan=0.0).astype(np.float32)
+
+
+def neuron_train_std(baseline, baseline_sq) -> np.ndarray:
+    """float32 [L, N]: each neuron's TRAIN standard deviation over examples, positions and seeds, from the TRAIN
+    means of a and of a^2 per position (baseline, baseline_sq [S, L, T, N]; positions weighted equally):
+    sqrt(mean(a^2) - mean(a)^2), clipped at 0 against rounding."""
+    baseline, baseline_sq = np.asarray(baseline, np.float64), np.asarray(baseline_sq, np.float64)
+    if baseline.ndim != 4 or baseline.shape != baseline_sq.shape:
+        raise ValueError(f"baseline and baseline_sq must both be [seeds, layers, tokens, neurons]; got "
+                         f"{baseline.shape} and {baseline_sq.shape}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, mean_sq = np.nanmean(baseline, axis=(0, 2)), np.nanmean(baseline_sq, axis=(0, 2))
+    return np.sqrt(np.maximum(np.nan_to_num(mean_sq - mean ** 2), 0.0)).astype(np.float32)
+
+
+def gaussian_scale(noise_scale: float, relative_to: str = "absolute", std=None):
+    """The sigma of the "gaussian" intervention: `noise_scale` itself ("absolute", a float) or `noise_scale` times
+    each neuron's TRAIN std ("train_std", float32 [L, N]; std from `neuron_train_std`)."""
+    if relative_to not in NOISE_SCALES:
+        raise ValueError(f"noise scale relative to {relative_to!r}; allowed: {NOISE_SCALES}")
+    if not np.isfinite(noise_scale) or noise_scale < 0:
+        raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
+    if relative_to == "absolute":
+        return float(noise_scale)
+    if std is None:
+        raise ValueError("a noise scale relative to the train std needs each neuron's std (neuron_train_std of the "
+                         "predictivity npz's 'baseline' and 'baseline_sq')")
+    std = np.asarray(std, np.float32)
+    if std.ndim != 2:
+        raise ValueError(f"std must be [layers, neurons]; got shape {std.shape}")
+    return (np.float32(noise_scale) * std).astype(np.float32)
+
+
+def stacked_interventions(masks, kind: str = "zero", *, means=None, scale=None,
                           rng: Optional[jax.Array] = None, positions=None) -> Intervention:
     """One Intervention for masks bool [..., L, N]; every leaf gets the leading [...] axes.
 
-    kind "zero": a -> 0;  "mean": a -> means [L, N];  "gaussian": a -> a + scale * N(0, 1) with keys split
-    from `rng` (one per mask). positions: bool [T_full] (which positions of the full sequence) or None = all.
+    kind "zero": a -> 0;  "mean": a -> means [L, N] (every position) or [L, T, N] (position j gets its own mean,
+    positions from T on untouched: `position_means`);  "gaussian": a -> a + scale * N(0, 1), scale a float or
+    [L, N] (`gaussian_scale`), with keys split from `rng` (one per mask). positions: bool [T_full] (which
+    positions of the full sequence) or None = all.
     """
     masks = jnp.asarray(masks, bool)
     if masks.ndim < 2:
@@ -152,7 +217,8 @@ def stacked_interventions(masks, kind: str = "zero", *, means=None, scale: Optio
     lead = masks.shape[:-2]
     builders = {
         "zero": lambda: Intervention.zero(masks),
-        "mean": lambda: Intervention.mean(masks, _required(means, "means", kind)),
+        "mean": lambda: (Intervention.position_mean(masks, means) if jnp.ndim(means) == 3
+                         else Intervention.mean(masks, _required(means, "means", kind))),
         "gaussian": lambda: Intervention.gaussian(
             masks, _required(scale, "scale", kind),
             jax.random.split(_required(rng, "rng", kind), int(np.prod(lead, dtype=int))).reshape(
@@ -160,9 +226,11 @@ def stacked_interventions(masks, kind: str = "zero", *, means=None, scale: Optio
     }
     if kind not in builders:
         raise ValueError(f"intervention kind {kind!r}; allowed: {INTERVENTION_KINDS}")
-    if kind == "mean" and means is not None and tuple(jnp.shape(means)) != tuple(masks.shape[-2:]):
-        raise ValueError(f"mean intervention: means have shape {tuple(jnp.shape(means))}; expected "
-                         f"{tuple(masks.shape[-2:])} [layers, neurons]")
+    if kind == "mean" and means is not None:
+        shape, (layers, neurons) = tuple(jnp.shape(means)), tuple(masks.shape[-2:])
+        if shape != (layers, neurons) and not (len(shape) == 3 and shape[0] == layers and shape[2] == neurons):
+            raise ValueError(f"mean intervention: means have shape {shape}; expected [layers, neurons] = "
+                             f"{(layers, neurons)} or [layers, positions, neurons]")
     iv = builders[kind]()
     if positions is not None:
         positions = jnp.asarray(positions, bool)
@@ -179,3 +247,59 @@ def _required(value, name: str, kind: str):
 def take(stacked: Intervention, index) -> Intervention:
     """The Intervention for one level (index into the leading axes)."""
     return jax.tree.map(lambda x: x[index], stacked)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-example correctness for the paired skill-vs-random test (analysis.robustness.compare_levels)
+# ----------------------------------------------------------------------------------------------------------------
+def example_correctness(batches, n_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of every batch -> (correct int8 [..., E], labels int32 [E]) in the dev file's row order.
+
+    batches: iterable of (scores [..., B, C], labels [B], index [B], example_mask [B]) as the evaluation sees them
+    (`index` = the row of the encoded split, -1 on filler rows; batches may be in any order, e.g. sorted by
+    length). Prediction = argmax of the scores, ties to the lowest label (as prompt.metrics.confusion), so the
+    mean of `correct` over E equals the accuracy from the confusion matrices. Every example must appear exactly
+    once (ValueError otherwise)."""
+    correct, labels, seen = None, np.full(n_examples, -1, np.int64), np.zeros(n_examples, np.int64)
+    for scores, batch_labels, index, example_mask in batches:
+        scores = np.asarray(scores)
+        batch_labels, index = np.asarray(batch_labels, np.int64), np.asarray(index, np.int64)
+        keep = np.asarray(example_mask, bool) & (index >= 0)
+        if scores.shape[-2] != index.size or batch_labels.size != index.size:
+            raise ValueError(f"scores {scores.shape} [..., batch, labels] do not match {index.size} batch rows")
+        if keep.any() and index[keep].max() >= n_examples:
+            raise ValueError(f"example index {index[keep].max()} is outside the {n_examples} dev examples")
+        if correct is None:
+            correct = np.zeros(scores.shape[:-2] + (n_examples,), np.int8)
+        rows = index[keep]
+        hit = np.argmax(scores, axis=-1) == batch_labels                        # [..., B]
+        correct[..., rows] = hit[..., keep]
+        labels[rows] = batch_labels[keep]
+        np.add.at(seen, rows, 1)
+    if correct is None:
+        raise ValueError("no batches: nothing was evaluated")
+    if (seen != 1).any():
+        bad = np.flatnonzero(seen != 1)
+        raise ValueError(f"{bad.size} dev example(s) were evaluated {sorted(set(seen[bad].tolist()))} times instead "
+                         f"of once (first: row {bad[0]})")
+    return correct, labels.astype(np.int32)
+
+
+def suppression_example_fields(correct, mask_index, labels, level_keys: Sequence[str], draws: int) -> dict:
+    """The suppression JSON's optional per-example fields.
+
+    correct int [U, S, E] (one row per distinct mask evaluated); mask_index int [(1 + D) K]: for the K skill masks
+    then the D x K random masks (draw-major, as random_control_masks gives them flattened), the row of `correct`
+    that holds its result; labels [E]; level_keys [K] (the JSON's level keys). Returns
+    {"skill_correct": {key: [S][E] 0/1}, "random_correct": {key: [D][S][E] 0/1}, "labels": [E]}."""
+    correct, mask_index = np.asarray(correct), np.asarray(mask_index, np.int64)
+    num_levels = len(level_keys)
+    if correct.ndim != 3:
+        raise ValueError(f"correct must be [masks, seeds, examples]; got shape {correct.shape}")
+    if mask_index.shape != ((1 + draws) * num_levels,):
+        raise ValueError(f"mask_index must list (1 + {draws}) x {num_levels} masks; got shape {mask_index.shape}")
+    per_mask = correct[mask_index].astype(int)                                 # [(1 + D) K, S, E]
+    skill, random = per_mask[:num_levels], per_mask[num_levels:].reshape((draws, num_levels) + per_mask.shape[1:])
+    return {"skill_correct": {key: skill[i].tolist() for i, key in enumerate(level_keys)},
+            "random_correct": {key: random[:, i].tolist() for i, key in enumerate(level_keys)},
+            "labels": np.asarray(labels, int).tolist()}

@@ -1,0 +1,93 @@
+"""Table 1: accuracy, balanced accuracy and F1 per model and task, with seeds, dev examples, the majority-class
+rate, truncation and excluded adversarial originals beside each row."""
+from __future__ import annotations
+
+import numpy as np
+
+from skillneurons_jax.analysis import results, robustness, transfer
+from skillneurons_jax.analysis.report_context import ReportContext, relative_path
+
+
+def build(context: ReportContext) -> None:
+    document = context.document
+    document.h(2, "Accuracy (Table 1)")
+    document.p("Mean ± std (ddof=0) over seeds. Adversarial sets are evaluated with the prompt of their clean task. "
+               "Balanced accuracy = mean of the per-class recalls (from the confusion matrix when the result "
+               "records it). Majority class = the accuracy of always answering the dev split's most frequent label "
+               "(label counts read from the transfer JSON, else the predictivity sidecar, else a suppression "
+               "JSON's labels). The paper's Table 1 reports accuracy for every task (F1 for AdvQQP only in its "
+               "footnote 2); all three metrics are shown for every task here. Truncated: examples cut to the text "
+               "budget per split; excluded adv. originals: clean training examples removed because their text is "
+               "the original of an adversarial record.")
+    entries = []
+    for model in context.inventory.models:
+        for task in context.tasks(model):
+            entry = accuracy_entry(context, model, task)
+            if entry is None:
+                own = results.transfer_path(context.workdir, model, transfer.own_prompt_task(task), task)
+                context.missing.append(f"accuracy: no result for model {model}, task {task} (looked for {own}, "
+                                       f"the predictivity sidecar's 'model_accuracy' and the tuning metrics)")
+            else:
+                entries.append(entry)
+    context.accuracy_entries = entries
+    rows = robustness.accuracy_rows(entries)
+    if rows:
+        document.table(robustness.ACCURACY_HEADER, rows)
+    else:
+        document.p("No accuracy results found.")
+    context.summary["accuracy"] = robustness.accuracy_records(entries)
+
+
+def accuracy_entry(context: ReportContext, model: str, task: str) -> robustness.AccuracyEntry | None:
+    """The first readable source of a task's accuracy (transfer JSON, predictivity sidecar, tuning logs), with
+    balanced accuracy, label counts and data facts filled in from wherever they were recorded."""
+    prompt = transfer.own_prompt_task(task)
+    workdir = context.workdir
+
+    def from_transfer():
+        result = results.load_transfer(workdir, model, prompt, task)
+        balanced = None if result.confusion is None else robustness.balanced_accuracy(result.confusion)
+        return robustness.AccuracyEntry(model, task, prompt, result.accuracy, result.f1,
+                                        source=relative_path(result.path, workdir), balanced_accuracy=balanced,
+                                        n_examples=result.n_dev)
+
+    def from_sidecar():
+        result = results.load_predictivity(workdir, model, task, arrays=("pred",))
+        if result.model_accuracy is None:
+            raise FileNotFoundError(f"{result.path}.json: no 'model_accuracy' in the sidecar")
+        balanced = (None if result.model_confusion is None
+                    else robustness.balanced_accuracy(result.model_confusion))
+        n_dev = result.meta.get("n_dev")
+        return robustness.AccuracyEntry(model, task, prompt, result.model_accuracy, result.model_f1,
+                                        source=relative_path(result.path, workdir) + ".json",
+                                        balanced_accuracy=balanced,
+                                        n_examples=int(n_dev) if isinstance(n_dev, int) else None)
+
+    def from_tuning():
+        seeds = context.inventory.prompts.get(model, {}).get(task)
+        if task != prompt or not seeds:
+            raise FileNotFoundError(f"no tuned prompts for {model}/{task}")
+        runs = results.load_tuning_runs(workdir, model, task, seeds)
+        f1 = [r.best_dev_f1 for r in runs]
+        balanced = [r.best_dev_balanced_accuracy for r in runs]
+        return robustness.AccuracyEntry(model, task, prompt, np.array([r.best_dev_accuracy for r in runs]),
+                                        None if None in f1 else np.array(f1),
+                                        source="best dev accuracy in prompts/.../metrics.jsonl",
+                                        balanced_accuracy=None if None in balanced else np.array(balanced))
+
+    for source in (from_transfer, from_sidecar, from_tuning):     # first readable source wins
+        try:
+            entry = source()
+        except FileNotFoundError:
+            continue
+        except results.CorruptResultError as error:
+            context.problem(error)
+            continue
+        counts, _ = results.load_label_counts(workdir, model, task)
+        entry.label_counts = counts
+        if entry.n_examples is None and counts is not None:
+            entry.n_examples = int(sum(counts))
+        entry.facts = results.load_data_facts(workdir, model, task,
+                                              context.inventory.prompts.get(model, {}).get(prompt, ()))
+        return entry
+    return None

@@ -1,0 +1,86 @@
+"""Suppressing skill neurons (Figures 4, 5, 6 and 10): curves of skill vs random suppression, and beside each
+curve a table per level with the difference, its interval over seeds and the paired test over dev examples, and
+one computed sentence per result."""
+from __future__ import annotations
+
+import dataclasses
+
+from skillneurons_jax.analysis import figures, results, robustness, transfer
+from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable
+
+
+def build(context: ReportContext, model: str) -> None:
+    document, workdir, options = context.document, context.workdir, context.options
+    document.h(3, "Suppressing skill neurons (Figures 4, 5, 6 and 10)")
+    loaded = []
+    for source, target in context.inventory.suppression.get(model, []):
+        try:
+            loaded.append(results.load_suppression(workdir, model, source, target))
+        except LOAD_ERRORS as error:
+            context.problem(error)
+    present = set(context.inventory.suppression.get(model, []))      # corrupt ones are listed as problems
+    for task in context.tasks(model):
+        source = transfer.own_prompt_task(task)
+        if (source, task) not in present:
+            context.missing.append(f"suppression: {results.suppression_path(workdir, model, source, task)} absent")
+    if not loaded:
+        document.p("No suppression results.")
+        return
+    names = results.order_tasks({r.target for r in loaded} | {r.source for r in loaded})
+    order = {t: i for i, t in enumerate(names)}
+    loaded.sort(key=lambda r: (order[r.target], order[r.source]))
+    alpha = options["alpha"]
+    majority = context.majority_rates(model)
+    document.p("Accuracy when the top-k% neurons by predictivity (per layer) are suppressed, against the same "
+               "number of random neurons per layer; mean ± SEM over seeds (random draws averaged per seed); the "
+               "dotted line is 0.5, the dashed one the target's majority-class rate where known. Beside each "
+               "curve: the difference random − skill per level with a t interval over seeds (its null: the mean "
+               "difference over prompt seeds is 0) and, when the suppression JSON has per-example correctness, a "
+               "paired sign-flip test over dev examples (null: per example, skill- and random-suppressed "
+               "correctness are exchangeable; a small one-sided p means the skill neurons cost more examples "
+               "than the random ones on this dev set).")
+    figure_dir = f"figures/{model}"
+    same = [r for r in loaded if r.source == r.target]
+    cross = [r for r in loaded if r.source != r.target]
+    for group, name, what in ((same, "same_task", "skill neurons of the evaluated task"),
+                              (cross, "cross_task", "skill neurons of another task (source → target)")):
+        if group:
+            panels = [figures.SuppressionPanel(f"{r.source} → {r.target}", robustness.suppression_stats(r),
+                                               majority_rate=_majority(r, majority)) for r in group]
+            context.figure(figures.suppression_curves, f"{figure_dir}/suppression_{name}.png",
+                           f"{model}: suppressing {what} vs random neurons", panels,
+                           title=f"{model}: suppressing {what}")
+    document.table(robustness.SUPPRESSION_HEADER, robustness.suppression_rows((model, r) for r in loaded))
+    summary = {}
+    for result in loaded:
+        label = f"{result.source} → {result.target}"
+        comparisons = robustness.compare_levels(result, confidence=float(options["confidence"]), alpha=alpha,
+                                                n_flips=int(options["sign_flips"]),
+                                                seed=int(options["permutation_seed"]))
+        document.h(4, f"{label}: skill vs random per level")
+        rate = _majority(result, majority)
+        document.p(f"{result.skill.shape[1]} seed(s) × {result.random.shape[1]} random draw(s); "
+                   + ("no per-example data (the suppression JSON has no 'skill_correct' / 'random_correct'), so no "
+                      "paired test; " if result.skill_correct is None
+                      else f"{result.skill_correct.shape[-1]} dev examples; ")
+                   + ("majority-class rate unknown." if rate is None else f"majority-class rate {100 * rate:.1f}%."))
+        document.table(robustness.COMPARISON_HEADER, robustness.comparison_rows(comparisons))
+        document.p(robustness.verdict_sentence(label, comparisons[-1], alpha))
+        stats = robustness.suppression_stats(result)
+        summary[f"{result.source}__{result.target}"] = {
+            **{k: jsonable(v) for k, v in dataclasses.asdict(stats).items()},
+            "majority_rate": rate, "per_example": result.skill_correct is not None,
+            "comparison": [{"k": c.k, "skill": c.skill, "random": c.random, "difference": c.difference,
+                            "interval": None if c.interval is None else list(c.interval),
+                            "interval_units": c.interval_units, "confidence": c.confidence, "p_value": c.p_value,
+                            "n_examples": c.n_examples, "exact": c.exact, "n_flips": c.n_flips,
+                            "verdict": c.verdict} for c in comparisons],
+            "verdict": robustness.verdict_sentence(label, comparisons[-1], alpha)}
+    context.summary.setdefault("suppression", {})[model] = summary
+
+
+def _majority(result: results.Suppression, majority: dict) -> float | None:
+    """The target's majority-class rate: from the file's own labels when present, else Table 1's."""
+    if result.label_counts is not None:
+        return robustness.majority_rate(result.label_counts)
+    return majority.get(result.target)
