@@ -28,6 +28,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("scope", "layer", list(suppression.SCOPES), "top-k% per layer (the original) or over the model")
     flags.DEFINE_enum("intervention", "zero", list(suppression.INTERVENTION_KINDS), "what replaces the activations")
     flags.DEFINE_float("noise_scale", 1.0, "gaussian intervention: standard deviation of the added noise")
+    flags.DEFINE_enum("noise_relative_to", "absolute", list(suppression.NOISE_SCALES),
+                      "gaussian intervention: noise_scale as is, or times each neuron's TRAIN std")
     flags.DEFINE_integer("random_draws", 3, "random control masks per level")
     flags.DEFINE_integer("random_seed", 0, "seed of the random controls (and of the Gaussian noise)")
     flags.DEFINE_enum("stream", "encoder", list(suppress.STREAMS), "T5: suppress encoder or decoder neurons")
@@ -52,7 +54,8 @@ def main(argv) -> None:
     summary = suppress.suppress(
         setup, source, f.workdir, f.data_dir, seeds, model_path=f.model_path,
         max_text_tokens=int(config.max_text_tokens), eval_batch_size=int(config.eval_batch_size), levels=levels,
-        scope=f.scope, intervention=f.intervention, noise_scale=f.noise_scale, random_draws=f.random_draws,
+        scope=f.scope, intervention=f.intervention, noise_scale=f.noise_scale,
+        noise_relative_to=f.noise_relative_to, random_draws=f.random_draws,
         random_seed=f.random_seed, stream=f.stream, max_examples=f.max_examples, batch_size=f.batch_size,
         prompt_task=f.prompt_task)
     print(json.dumps(summary), flush=True)

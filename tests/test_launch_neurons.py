@@ -176,6 +176,36 @@ def test_suppression_curves(env, sst2):
     assert mean["skill"]["0"] == json.loads(io.sidecar_path(sst2[0]).read_text())["model_accuracy"]
 
 
+def test_suppression_writes_what_the_paired_test_and_interventions_need(env, sst2):
+    """Per-example correctness reproduces every accuracy; the mean intervention says which positions had a TRAIN
+    mean; the predictivity npz carries the TRAIN mean of a^2 for a Gaussian scale relative to the train std."""
+    path, arrays, meta = sst2
+    baseline, square = arrays["baseline"], arrays["baseline_sq"]
+    assert square.shape == baseline.shape and np.all(square >= baseline ** 2 - 1e-4)   # E[a^2] >= E[a]^2
+    assert np.asarray(meta["model_confusion"]).shape == (len(SEEDS), 2, 2)
+    res = json.loads(_suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"],
+                               levels=(0, 20), random_draws=2, batch_size=8).read_text())
+    labels = np.asarray(res["labels"])
+    assert len(labels) == res["n_dev"]
+    for key in ("0", "20"):
+        assert np.allclose(np.mean(res["skill_correct"][key], axis=-1), res["skill"][key])
+        assert np.allclose(np.mean(res["random_correct"][key], axis=-1), res["random"][key])
+    mean = json.loads(_suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"],
+                                levels=(0, 50), intervention="mean", random_draws=1, batch_size=8).read_text())
+    assert mean["mean_positions"] == baseline.shape[2]          # the prompt positions captured, not the text
+    absolute = json.loads(_suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"],
+                                    levels=(0, 50), intervention="gaussian", noise_scale=0.5, random_draws=1,
+                                    batch_size=8).read_text())
+    relative = json.loads(_suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"],
+                                    levels=(0, 50), intervention="gaussian", noise_scale=0.5, random_draws=1,
+                                    batch_size=8, noise_relative_to="train_std").read_text())
+    assert absolute["noise_relative_to"] == "absolute" and relative["noise_relative_to"] == "train_std"
+    assert relative["skill"]["0"] == absolute["skill"]["0"]
+    with pytest.raises(ValueError, match="noise_relative_to"):
+        _suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"], levels=(0,),
+                  intervention="gaussian", noise_relative_to="percent")
+
+
 def test_bad_inputs(env, sst2, tmp_path):
     with pytest.raises(FileNotFoundError, match="launch.tune"):
         _run(env, seeds=(0, 5))

@@ -142,6 +142,8 @@ class BaselineState:
                          float32 mean stays accurate over hundreds of thousands of examples
     count:               int32 [T]             examples seen at each position
     minimum, maximum:    float32 [S, L, T, N]  (they start the exact median search)
+    square_total:        float32 [S, L, T, N]  sum of a^2 (each neuron's TRAIN spread: the Gaussian intervention's
+                         scale relative to the train std); plain float32, as it feeds only a noise scale
     """
 
     total: jax.Array
@@ -149,6 +151,7 @@ class BaselineState:
     count: jax.Array
     minimum: jax.Array
     maximum: jax.Array
+    square_total: jax.Array
 
     @property
     def shape(self) -> Shape4:
@@ -163,7 +166,7 @@ def init_baseline(shape: Shape4) -> BaselineState:
     z = jnp.zeros(shape, jnp.float32)
     return BaselineState(total=z, compensation=z, count=jnp.zeros((shape[2],), jnp.int32),
                          minimum=jnp.full(shape, jnp.inf, jnp.float32),
-                         maximum=jnp.full(shape, -jnp.inf, jnp.float32))
+                         maximum=jnp.full(shape, -jnp.inf, jnp.float32), square_total=z)
 
 
 @functools.partial(jax.jit, static_argnames="unrolled")
@@ -181,13 +184,22 @@ def _update_baseline(state: BaselineState, acts, example_mask, token_mask, unrol
         total=total, compensation=compensation,
         count=state.count + jnp.sum(valid, axis=0, dtype=jnp.int32),
         minimum=jnp.minimum(state.minimum, _fold_batch(jnp.minimum, masked(jnp.inf), (a, w), unrolled)),
-        maximum=jnp.maximum(state.maximum, _fold_batch(jnp.maximum, masked(-jnp.inf), (a, w), unrolled)))
+        maximum=jnp.maximum(state.maximum, _fold_batch(jnp.maximum, masked(-jnp.inf), (a, w), unrolled)),
+        square_total=state.square_total + _fold_batch(jnp.add, masked(0.0), (a * a, w), unrolled))
 
 
 def update_baseline(state: BaselineState, acts, example_mask, token_mask=None) -> BaselineState:
     """Adds one TRAIN block. acts [S, L, B, T, N], example_mask [B], token_mask [B, T] or None."""
     _check_block(state.shape, acts, example_mask, None, token_mask, what="update_baseline")
     return _update_baseline(state, acts, example_mask, token_mask, unrolled=_unrolled(acts))
+
+
+def baseline_square_mean(state: BaselineState) -> np.ndarray:
+    """TRAIN mean of a^2: float32 [S, L, T, N]; NaN at positions no example reached."""
+    count = to_host(state.count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = to_host(state.square_total).astype(np.float64) / np.where(count > 0, count, np.nan)[None, None, :, None]
+    return mean.astype(np.float32)
 
 
 def baseline_mean(state: BaselineState) -> np.ndarray:
@@ -466,6 +478,7 @@ class NeuronStatistics:
     dev_label_counts: np.ndarray
     median_passes: int = 0
     median_width: float = 0.0
+    baseline_sq: Optional[np.ndarray] = None   # TRAIN mean of a^2 [S, L, T, N]
 
 
 Blocks = Mapping[str, ActivationBlock]
@@ -482,6 +495,7 @@ class TrainSummary:
     n_train: int
     median_passes: int = 0
     median_width: float = 0.0
+    baseline_sq: Optional[np.ndarray] = None   # TRAIN mean of a^2 [S, L, T, N] (None: an older result reused)
 
 
 def _as_streams(item) -> Blocks:
@@ -513,7 +527,8 @@ def summarize_train(train_blocks: Callable[[], Iterable], options: StatsOptions 
     if not states:
         raise ValueError("the TRAIN iterator yielded no blocks")
     out = {name: TrainSummary(baseline=baseline_mean(st), threshold=baseline_mean(st),
-                              n_train=int(to_host(st.count).max())) for name, st in states.items()}
+                              n_train=int(to_host(st.count).max()), baseline_sq=baseline_square_mean(st))
+           for name, st in states.items()}
     if options.threshold == "median":
         medians = {name: init_median(st, options.median_bins) for name, st in states.items()}
         passes = 0
@@ -554,7 +569,7 @@ def evaluate_dev(train, dev_blocks: Iterable, options: StatsOptions = StatsOptio
             baseline=summary.baseline, threshold=summary.threshold, acc=acc, correct=to_host(state.correct),
             pred_per_seed=per_seed, pred=pred, n_train=summary.n_train, n_dev=int(to_host(state.count).max()),
             dev_label_counts=to_host(state.label_counts), median_passes=summary.median_passes,
-            median_width=summary.median_width)
+            median_width=summary.median_width, baseline_sq=summary.baseline_sq)
     return _unwrap(out, single)
 
 

@@ -101,6 +101,7 @@ class Settings:
     scope: str
     intervention: str
     noise_scale: float
+    noise_relative_to: str        # "absolute" | "train_std" (the Gaussian sigma times each neuron's TRAIN std)
     extra_pairs: list[tuple[str, str]]
     transfer_all: bool
     report: bool
@@ -135,6 +136,9 @@ class Settings:
         levels = [float(k) for k in _as_list(sp.get("levels", suppression_masks.DEFAULT_PERCENTS))]
         suppress_stage.check_options(levels=levels, scope=sp.get("scope", "layer"),
                                      intervention=sp.get("intervention", "zero"), where="config.suppression.")
+        if sp.get("noise_relative_to", "absolute") not in suppression_masks.NOISE_SCALES:
+            raise ValueError(f"config.suppression.noise_relative_to {sp.get('noise_relative_to')!r}; allowed: "
+                             f"{suppression_masks.NOISE_SCALES}")
         pairs = []
         for p in _as_list(sp.get("extra_pairs", [])):
             src, _, tgt = str(p).partition(":")
@@ -157,7 +161,8 @@ class Settings:
             suppression_max_examples=None if sp.get("max_examples") is None else int(sp.get("max_examples")),
             levels=levels, random_draws=int(sp.get("random_draws", 3)), random_seed=int(sp.get("random_seed", 0)),
             scope=str(sp.get("scope", "layer")), intervention=str(sp.get("intervention", "zero")),
-            noise_scale=float(sp.get("noise_scale", 1.0)), extra_pairs=pairs,
+            noise_scale=float(sp.get("noise_scale", 1.0)),
+            noise_relative_to=str(sp.get("noise_relative_to", "absolute")), extra_pairs=pairs,
             transfer_all=bool((get("transfer") or {}).get("enabled", True)),
             report=bool((get("report") or {}).get("enabled", True)), analysis=dict(_plain(get("analysis")) or {}),
             allow_hub=bool(get("allow_hub") or False), continue_on_error=bool(get("continue_on_error", True)),
@@ -436,7 +441,7 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             _hook(hooks, "suppress", key)
             session.suppress(path, source, target, s.seeds, str(s.workdir), s.data_dir, s.tune, levels=s.levels,
                              scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
-                             random_draws=s.random_draws, random_seed=s.random_seed,
+                             noise_relative_to=s.noise_relative_to, random_draws=s.random_draws, random_seed=s.random_seed,
                              max_examples=_smaller(s.suppression_max_examples, s.max_examples))
         deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{clean_of(target)}"]))
         add(f"suppress/{m}/{source}__{target}", "suppress", [layout.suppression_path(w, m, source, target)], suppress,

@@ -65,5 +65,7 @@ def evaluate(eval_step, prompts, params, batches: Sequence[Mapping[str, np.ndarr
 
 
 def per_seed(confusion: np.ndarray) -> dict[str, list[float]]:
-    """confusion [S, C, C] -> {"accuracy": [S], "f1": [S]} as plain lists (what result files hold)."""
-    return {"accuracy": metrics.accuracy(confusion).tolist(), "f1": metrics.f1(confusion).tolist()}
+    """confusion [S, C, C] -> {"accuracy": [S], "f1": [S], "confusion": [S][C][C]} as plain lists (what result
+    files hold; the confusion gives the report balanced accuracy and the label counts)."""
+    return {"accuracy": metrics.accuracy(confusion).tolist(), "f1": metrics.f1(confusion).tolist(),
+            "confusion": np.asarray(confusion).astype(int).tolist()}

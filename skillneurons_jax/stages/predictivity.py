@@ -5,7 +5,8 @@
 
 Reads   WORKDIR/prompts/<model>/<prompt task>/seed_<s>/prompt.npy   [P, H], one per seed (all seeds in one pass)
 Writes  WORKDIR/predictivity/<model>/<task>.npz (atomically) with
-          pred [L, N], pred_per_seed [S, L, N], acc [S, L, T, N], baseline [S, L, T, N]
+          pred [L, N], pred_per_seed [S, L, N], acc [S, L, T, N], baseline [S, L, T, N],
+          baseline_sq [S, L, T, N] (TRAIN mean of a^2: the Gaussian scale relative to the train std)
           (+ threshold [S, L, T, N] when the threshold is the median)
           (+ decoder_pred, decoder_pred_per_seed, decoder_acc, decoder_baseline for T5: the first decoder step)
         and its sidecar <task>.npz.json: task, baseline task, prompt task, split sizes, seeds, the model's accuracy
@@ -118,8 +119,10 @@ def _reusable_train(workdir, model: str, fingerprint: dict) -> Optional[dict[str
                 base = np.asarray(z[prefix + "baseline"])
                 threshold = np.asarray(z[prefix + "threshold"]) if prefix + "threshold" in z.files else base
                 info = meta["streams"][name]
+                square = np.asarray(z[prefix + "baseline_sq"]) if prefix + "baseline_sq" in z.files else None
                 out[name] = statistics.TrainSummary(base, threshold, int(meta["n_train"]),
-                                                    info.get("median_passes", 0), info.get("median_width", 0.0))
+                                                    info.get("median_passes", 0), info.get("median_width", 0.0),
+                                                    baseline_sq=square)
         return out
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         log.warning("cannot reuse the TRAIN baseline in %s (%s); recomputing", path, e)
@@ -212,6 +215,8 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
                        prefix + "acc": stream_stats.acc, prefix + "baseline": stream_stats.baseline})
         if options.threshold != "mean":
             arrays[prefix + "threshold"] = stream_stats.threshold
+        if stream_stats.baseline_sq is not None:
+            arrays[prefix + "baseline_sq"] = stream_stats.baseline_sq
     out = layout.predictivity_path(workdir, loaded.name, spec.name)
     encoder = stats["encoder"]
     meta = {
@@ -219,6 +224,7 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
         "task": spec.name, "baseline_task": baseline_task, "prompt_task": prompt_task, "seeds": seeds,
         "n_train": encoder.n_train, "n_dev": encoder.n_dev, "dev_label_counts": encoder.dev_label_counts.tolist(),
         "model_accuracy": metrics.accuracy(confusion).tolist(), "model_f1": metrics.f1(confusion).tolist(),
+        "model_confusion": confusion.astype(int).tolist(),
         "prompt_len": prompt_len, "batch_size": batch_size, "max_examples": max_examples,
         "options": options.to_dict(), "config": {**setup.readout_settings.to_dict(),
                                                  "max_text_tokens": max_text_tokens},

@@ -11,7 +11,14 @@ Writes  WORKDIR/suppression/<model>/<source>__<target>.json (atomically; + .meta
            "skill":  {"<k>": [accuracy per seed]},
            "random": {"<k>": [[accuracy per seed] per draw]},
            "skill_f1", "random_f1" (same layout), "neurons_per_layer": {"<k>": [count per layer]},
-           "scope", "intervention", "noise_scale", "stream", "random_seed", "random_draws", "n_dev"}
+           "scope", "intervention", "noise_scale", "noise_relative_to", "mean_positions", "stream",
+           "random_seed", "random_draws", "n_dev",
+           "skill_correct": {"<k>": [[0/1 per dev example] per seed]},
+           "random_correct": {"<k>": [[[0/1 per dev example] per seed] per draw]}, "labels": [dev labels]}
+Interventions: "zero"; "mean" (each position's own TRAIN mean, seeds averaged; positions past the captured ones —
+text positions when only the prompt was captured — are left alone: there is no mean for them); "gaussian"
+(noise_scale absolute, or times each neuron's TRAIN std with noise_relative_to="train_std": needs the predictivity
+npz's baseline_sq).
 Skill neurons: the top-k% by Pred, per layer (the original) or globally; random controls: the same number per
 layer, uniformly drawn, `random_draws` fixed draws (neurons/suppression.py). Neurons are suppressed at every token
 position. Every mask is an array argument of ONE compiled evaluation; identical masks (k = 0) run once.
@@ -67,8 +74,9 @@ def level_key(k: float) -> str:
     return str(int(k)) if float(k).is_integer() else repr(float(k))
 
 
-def load_source(workdir, loaded, source: str, stream: str, need_baseline: bool):
-    """(pred [L, N], baseline [S, L, T, N] or None) of the source task, checked against the model."""
+def load_source(workdir, loaded, source: str, stream: str, need_baseline: bool, need_square: bool = False):
+    """(pred [L, N], baseline [S, L, T, N] or None, baseline_sq [S, L, T, N] or None) of the source task, checked
+    against the model."""
     path = layout.predictivity_path(workdir, loaded.name, source)
     if not path.exists():
         raise FileNotFoundError(f"no predictivity for source task {source!r} of model {loaded.name!r}: {path} does "
@@ -79,16 +87,23 @@ def load_source(workdir, loaded, source: str, stream: str, need_baseline: bool):
             raise ValueError(f"{path} has no {prefix}pred array (stream {stream!r}); it has {sorted(z.files)}")
         pred = np.asarray(z[prefix + "pred"])
         baseline = np.asarray(z[prefix + "baseline"]) if need_baseline else None
+        baseline_sq = None
+        if need_square:
+            if prefix + "baseline_sq" not in z.files:
+                raise ValueError(f"{path} has no {prefix}baseline_sq array (TRAIN mean of a^2), which a noise scale "
+                                 f"relative to the train std needs; recompute the predictivity of {source!r}")
+            baseline_sq = np.asarray(z[prefix + "baseline_sq"])
     cfg = loaded.config
     layers = cfg.num_decoder_layers if stream == "decoder" else cfg.num_layers
     if pred.shape != (layers, cfg.intermediate):
         raise ValueError(f"{path}: pred has shape {pred.shape}, but model {loaded.name!r} has {layers} {stream} "
                          f"layers of {cfg.intermediate} neurons; it was computed for another model")
-    return pred, baseline
+    return pred, baseline, baseline_sq
 
 
 def make_eval(readout, stream: str, mesh):
-    """jit: (params, prompts [S, P, H], batch, intervention, batch_index) -> confusion [S, C, C] (replicated).
+    """jit: (params, prompts [S, P, H], batch, intervention, batch_index) -> (confusion [S, C, C], scores
+    [S, B, C]) (replicated; the scores give the per-example correctness of the paired skill-vs-random test).
 
     The intervention is a traced argument: every mask and level reuses the one compiled function."""
     key = "intervention" if stream == "encoder" else "decoder_intervention"
@@ -102,7 +117,7 @@ def make_eval(readout, stream: str, mesh):
         if intervention.rng is not None:   # fresh Gaussian noise for every batch, still reproducible
             intervention = intervention.replace(rng=jax.random.fold_in(intervention.rng, batch_index))
         scores = jax.vmap(one, in_axes=(None, 0, None, None))(params, prompts, batch, intervention)
-        return scoring.seed_confusion(scores, batch["labels"], batch["example_mask"])
+        return scoring.seed_confusion(scores, batch["labels"], batch["example_mask"]), scores
 
     return evaluate
 
@@ -124,7 +139,8 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
              max_text_tokens: int, eval_batch_size: int, levels: Sequence[float] = suppression.DEFAULT_PERCENTS,
              scope: str = "layer", intervention: str = "zero", noise_scale: float = 1.0, random_draws: int = 3,
              random_seed: int = 0, stream: str = "encoder", max_examples: Optional[int] = None,
-             batch_size: Optional[int] = None, prompt_task: Optional[str] = None) -> dict:
+             batch_size: Optional[int] = None, prompt_task: Optional[str] = None,
+             noise_relative_to: str = "absolute") -> dict:
     """See the module docstring. `setup` is the TARGET task's; `max_text_tokens` and its readout must be the
     prompts' tuning settings. Returns {"output", "skill": {k: mean}, "random": {k: mean}}."""
     source = tasks.get_task(source_task).name
@@ -134,12 +150,12 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
                          max_text_tokens=max_text_tokens, eval_batch_size=eval_batch_size, levels=levels, scope=scope,
                          intervention=intervention, noise_scale=noise_scale, random_draws=random_draws,
                          random_seed=random_seed, stream=stream, max_examples=max_examples, batch_size=batch_size,
-                         prompt_task=prompt_task)
+                         prompt_task=prompt_task, noise_relative_to=noise_relative_to)
 
 
 def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequence[int], *, model_path,
               max_text_tokens, eval_batch_size, levels, scope, intervention, noise_scale, random_draws, random_seed,
-              stream, max_examples, batch_size, prompt_task) -> dict:
+              stream, max_examples, batch_size, prompt_task, noise_relative_to) -> dict:
     """The body of `suppress`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
@@ -152,18 +168,26 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
     batch_size = int(batch_size or eval_batch_size)
     if stream == "decoder" and loaded.family != "t5":
         raise ValueError(f"stream 'decoder' needs a T5 model; {loaded.name!r} is a {loaded.family} encoder")
-    pred, baseline = load_source(workdir, loaded, source, stream, need_baseline=intervention == "mean")
+    if noise_relative_to not in suppression.NOISE_SCALES:
+        raise ValueError(f"noise_relative_to {noise_relative_to!r}; allowed: {suppression.NOISE_SCALES}")
+    relative = intervention == "gaussian" and noise_relative_to == "train_std"
+    pred, baseline, baseline_sq = load_source(workdir, loaded, source, stream,
+                                              need_baseline=intervention == "mean" or relative,
+                                              need_square=relative)
     prompts_np, digests = files.load_tuned_prompts(workdir, loaded, readout, prompt_task, seeds, max_text_tokens)
 
     skill = suppression.skill_masks(pred, levels, scope)                                   # [K, L, N]
     random_masks = suppression.random_control_masks(skill, random_seed, random_draws)      # [D, K, L, N]
     all_masks = np.concatenate([skill, random_masks.reshape((-1,) + skill.shape[1:])])     # [(1 + D) K, L, N]
     unique, index = _unique_masks(all_masks)
-    kw = {}
+    kw, mean_positions = {}, None
     if intervention == "mean":
-        kw["means"] = suppression.layer_means(baseline)
+        kw["means"] = suppression.position_means(baseline)                                # [L, T_v, N]
+        mean_positions = int(kw["means"].shape[1])
     if intervention == "gaussian":
-        kw.update(scale=noise_scale, rng=jax.random.key(random_seed))
+        std = suppression.neuron_train_std(baseline, baseline_sq) if relative else None
+        kw.update(scale=suppression.gaussian_scale(noise_scale, noise_relative_to, std=std),
+                  rng=jax.random.key(random_seed))
     stacked = suppression.stacked_interventions(unique, intervention, **kw)
 
     mesh = parallel.make_mesh()
@@ -173,10 +197,19 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
     dev = encode_split(setup, "dev", data_dir, max_examples, int(max_text_tokens))
     confusion = np.zeros((len(unique), len(seeds), 2, 2), np.int64)
     interventions = [parallel.replicate(suppression.take(stacked, u), mesh) for u in range(len(unique))]
+    per_batch, offset = [], 0   # (scores [U, S, B, C], labels [B], index [B], example_mask [B]) for the paired test
     for b, batch in enumerate(sharded_batches(dev, batch_size, mesh)):
         on_mesh = parallel.shard_batch(batch, mesh)
+        batch_scores = []
         for u, iv in enumerate(interventions):
-            confusion[u] += to_host(evaluate(params, prompts, on_mesh, iv, b))
+            batch_confusion, scores = evaluate(params, prompts, on_mesh, iv, b)
+            confusion[u] += to_host(batch_confusion)
+            batch_scores.append(to_host(scores))
+        rows = np.asarray(batch["example_mask"], bool)       # file order (sharded_batches without sorting)
+        example_index = np.where(rows, offset + np.cumsum(rows) - 1, -1)
+        offset += int(rows.sum())
+        per_batch.append((np.stack(batch_scores), np.asarray(batch["labels"]), example_index, rows))
+    correct, example_labels = suppression.example_correctness(per_batch, offset)
     accuracy, f1 = metrics.accuracy(confusion)[index], metrics.f1(confusion)[index]     # [(1 + D) K, S]
     n_levels, draws = len(levels), random_draws
     accuracy_skill, accuracy_random = accuracy[:n_levels], accuracy[n_levels:].reshape(draws, n_levels, -1)
@@ -191,8 +224,10 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
         "random_f1": {key: f1_random[:, i].tolist() for i, key in enumerate(keys)},
         "neurons_per_layer": {key: suppression.counts_per_layer(skill[i]).tolist() for i, key in enumerate(keys)},
         "scope": scope, "intervention": intervention, "noise_scale": noise_scale if intervention == "gaussian"
-        else None, "stream": stream, "random_seed": random_seed, "random_draws": random_draws,
-        "n_dev": int(confusion[0, 0].sum()), "positions": "all",
+        else None, "noise_relative_to": noise_relative_to if intervention == "gaussian" else None,
+        "mean_positions": mean_positions, "stream": stream, "random_seed": random_seed,
+        "random_draws": random_draws, "n_dev": int(confusion[0, 0].sum()), "positions": "all",
+        **suppression.suppression_example_fields(correct, index, example_labels, keys, draws),
     }
     out = layout.suppression_path(workdir, loaded.name, source, target)
     if jax.process_index() == 0:
