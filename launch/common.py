@@ -32,6 +32,8 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
 flags.DEFINE_string("coordinator", None, "Multi-host: host:port of process 0 (None: auto-detect).")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes (None: auto-detect).")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process's index (None: auto-detect).")
+flags.DEFINE_integer("distributed_timeout_s", 300, "Multi-host: seconds to wait for every host to connect.")
+flags.DEFINE_integer("heartbeat_timeout_s", 100, "Multi-host: a host silent this long stops every other host.")
 
 
 # Errors that mean "bad input" (unknown task, missing file, wrong shape...): one clear line on stderr, exit code 2.
@@ -78,7 +80,16 @@ def require(*names: str) -> None:
 def start_distributed() -> None:
     if FLAGS.distributed:
         from skillneurons_jax import parallel
-        parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+        parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,
+                                        initialization_timeout_s=FLAGS.distributed_timeout_s,
+                                        heartbeat_timeout_s=FLAGS.heartbeat_timeout_s)
+        parallel.check_hosts_agree(parallel.run_fingerprint(launch_flag_values()), what="the run")
+
+
+def launch_flag_values() -> dict:
+    """name -> value of the flags the launch scripts define (absl's own logging flags left out)."""
+    return {f.name: f.value for module, defined in FLAGS.flags_by_module_dict().items()
+            if not module.startswith("absl") for f in defined}
 
 
 def run_dir(workdir, model_name: str, task: str, seed: int) -> pathlib.Path:
