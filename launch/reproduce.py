@@ -43,6 +43,10 @@ flags.DEFINE_integer("process_index", 0, "This host's index among --process_coun
 flags.DEFINE_integer("process_count", 1, "Hosts sharing the plan (each runs whole stage groups).")
 flags.DEFINE_float("wait_s", 7 * 24 * 3600.0, "Host 0: the longest wait for the other hosts before the report.")
 flags.DEFINE_float("poll_s", 30.0, "Host 0: seconds between checks of the other hosts' progress.")
+flags.DEFINE_string("accelerator", "h100-sxm", "--dry_run: also estimate the whole sweep on this accelerator: a name "
+                    "of skillneurons_jax.accelerators.PEAKS or its peak FLOP/s per chip (e.g. 989e12).")
+flags.DEFINE_integer("accelerator_chips", 1, "--dry_run: chips of --accelerator (data parallel).")
+flags.DEFINE_float("accelerator_mfu", 0.4, "--dry_run: model-FLOP utilisation assumed on --accelerator.")
 
 
 def check_workdir(workdir: pathlib.Path, *, create: bool = True) -> pathlib.Path:
@@ -193,6 +197,10 @@ def main(argv):
                    process_count=FLAGS.process_count, wait_s=FLAGS.wait_s, poll_s=FLAGS.poll_s,
                    printer=lambda msg: print(msg, flush=True))
     if FLAGS.dry_run:
+        from skillneurons_jax import accelerators
+        for line in accelerators.format_estimate(settings, FLAGS.accelerator, FLAGS.accelerator_chips,
+                                                 FLAGS.accelerator_mfu):
+            print(line, flush=True)
         return
     print(f"[plan] finished in {time.time() - t0:.0f} s: {res['ran']} stage(s) run, "
           f"{len(res.get('already_done', ())) + len(res['up_to_date'])} already done or up to date, "
