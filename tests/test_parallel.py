@@ -100,3 +100,65 @@ def test_four_devices_equal_one_device(tmp_path):
     assert out["params_identical"], "the frozen model parameters changed"
     for msg in out["errors"]:
         assert msg is not None and "not divisible by the 4 devices" in msg, out["errors"]
+
+
+# ------------------------------------------------------------------ multi-host start-up helpers (one process)
+def test_split_address_and_a_busy_port():
+    import socket
+    from skillneurons_jax import parallel
+    assert parallel.split_address("10.0.0.2:8476") == ("10.0.0.2", 8476)
+    assert parallel.split_address("[::1]:80") == ("::1", 80)
+    for bad in ("10.0.0.2", ":80", "host:0", "host:port", "host:70000"):
+        with pytest.raises(ValueError, match="is not host:port"):
+            parallel.split_address(bad)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ValueError, match=f"coordinator port {port} is already in use"):
+            parallel.check_port_free(port)
+    parallel.check_port_free(port)   # closed again: free (TIME_WAIT does not count)
+
+
+def test_digests_see_content_names_and_config_changes(tmp_path):
+    import ml_collections
+    from skillneurons_jax import parallel
+    data = tmp_path / "data"
+    (data / "glue").mkdir(parents=True)
+    (data / "glue" / "train.tsv").write_text("a\t1\n")
+    (data / ".cache").mkdir()
+    (data / ".cache" / "x").write_text("ignored")
+    first = parallel.digest_files(data)
+    (data / ".cache" / "x").write_text("changed")
+    assert parallel.digest_files(data) == first, "hidden folders are not data"
+    (data / "glue" / "train.tsv").write_text("a\t0\n")
+    assert parallel.digest_files(data) != first
+    (data / "glue" / "train.tsv").write_text("a\t1\n")
+    assert parallel.digest_files(data) == first
+    (data / "glue" / "train.tsv").rename(data / "glue" / "dev.tsv")
+    assert parallel.digest_files(data) != first
+    assert parallel.digest_files(None) is None and parallel.digest_files(tmp_path / "nope") == "absent:nope"
+    c = ml_collections.ConfigDict({"lr": 0.1, "tune": {"steps": 2}})
+    d = parallel.config_digest(c)
+    c.tune.steps = 3
+    assert parallel.config_digest(c) != d
+    fp = parallel.run_fingerprint({"config": c, "seeds": "0,1", "process_id": 1, "workdir": "/a",
+                                   "data_dir": str(data), "coordinator": "h:1"})
+    assert set(fp) == {"config", "seeds", "data"} and fp["config"] == parallel.config_digest(c)
+    assert fp == parallel.run_fingerprint({"config": c, "seeds": "0,1", "process_id": 0, "workdir": "/b",
+                                           "data_dir": str(data), "coordinator": "h:2"})
+    # one process: nothing to compare with, the digest of the fields comes back
+    assert parallel.check_hosts_agree(fp) == parallel.check_hosts_agree(dict(fp))
+    assert parallel.check_hosts_agree(fp) != parallel.check_hosts_agree({**fp, "seeds": "0"})
+
+
+def test_initialize_distributed_rejects_bad_arguments_before_starting_anything():
+    from skillneurons_jax import parallel
+    with pytest.raises(ValueError, match="num_processes must be >= 1"):
+        parallel.initialize_distributed("127.0.0.1:1234", 0, 0)
+    with pytest.raises(ValueError, match="process_id 2 is outside 0..1"):
+        parallel.initialize_distributed("127.0.0.1:1234", 2, 2)
+    with pytest.raises(ValueError, match="timeouts must be >= 1 s"):
+        parallel.initialize_distributed("127.0.0.1:1234", 2, 0, heartbeat_timeout_s=0)
+    with pytest.raises(ValueError, match="is not host:port"):
+        parallel.initialize_distributed("127.0.0.1", 2, 0)
