@@ -162,3 +162,27 @@ def test_initialize_distributed_rejects_bad_arguments_before_starting_anything()
         parallel.initialize_distributed("127.0.0.1:1234", 2, 0, heartbeat_timeout_s=0)
     with pytest.raises(ValueError, match="is not host:port"):
         parallel.initialize_distributed("127.0.0.1", 2, 0)
+
+
+def test_a_rerun_saves_over_a_step_that_only_some_seeds_finished(tmp_path):
+    """A host killed between two seeds' saves (seen in tests/test_multihost.py): seed 0 holds step 4, seed 1 only
+    orbax's unfinished temporary folder of it. The rerun resumes from step 2 and must be able to save step 4
+    again (orbax alone raises StepAlreadyExistsError)."""
+    import shutil
+    import numpy as np
+    from skillneurons_jax.prompt import checkpoint as ckpt
+    dirs = [tmp_path / "seed_0", tmp_path / "seed_1"]
+    state = lambda v: {"prompts": np.full((2, 3), v, np.float32), "opt_state": (np.zeros(2),), "step": np.int64(v)}
+    first = ckpt.SeedCheckpoints(dirs)
+    first.save(2, [state(2), state(2)])
+    first.managers[0].save(4, args=ckpt.ocp.args.StandardSave(ckpt._flatten(state(4))), force=True)
+    first.managers[0].wait_until_finished()
+    first.close()
+    shutil.copytree(dirs[1] / "state" / "2", dirs[1] / "state" / "4.orbax-checkpoint-tmp")
+    rerun = ckpt.SeedCheckpoints(dirs)
+    assert rerun.latest_common_step() == 2
+    rerun.save(4, [state(40), state(41)])
+    assert rerun.latest_common_step() == 4
+    restored = rerun.restore(4, [state(0), state(0)])
+    assert [float(r["prompts"][0, 0]) for r in restored] == [40.0, 41.0]
+    rerun.close()
