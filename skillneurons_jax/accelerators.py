@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Optional
 
+from skillneurons_jax.pipeline import stages as st
+
 # name -> (substrings of jax's device_kind that identify it, bfloat16 FLOP/s, float32 FLOP/s) per chip.
 PEAKS: dict[str, tuple[tuple[str, ...], float, Optional[float]]] = {
     "h200": (("h200",), 989e12, 67e12),
@@ -68,7 +70,6 @@ def sweep_seconds(settings, flops_per_second: Optional[float] = None) -> tuple[f
     """(estimated seconds of every runnable stage, number of runnable stages, number of skipped stages) of the plan for `settings` (pipeline.stages
     Settings) at `flops_per_second` (None: the settings' own rate): the plan's cost model (forward-pass FLOPs of
     each stage, plus its fixed compile overhead). Builds the plan only: nothing is loaded or run."""
-    from skillneurons_jax.pipeline import stages as st
     other = copy.copy(settings)
     if flops_per_second is not None:
         other.flops_per_second = float(flops_per_second)
@@ -79,7 +80,6 @@ def sweep_seconds(settings, flops_per_second: Optional[float] = None) -> tuple[f
 
 def format_estimate(settings, accelerator: str, chips: int = 1, utilisation: float = 0.4) -> list[str]:
     """Lines comparing the whole sweep's estimated time here and on `accelerator` (see accelerator_rate)."""
-    from skillneurons_jax.pipeline import stages as st
     label, rate = accelerator_rate(accelerator, chips, utilisation)
     here_rate = st.flops_per_second(settings)
     here_s, n, skipped = sweep_seconds(settings)

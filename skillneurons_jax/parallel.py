@@ -35,6 +35,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -134,7 +135,6 @@ def check_hosts_agree(fields: Mapping[str, Any], what: str = "") -> str:
     overall = hashlib.sha256(mine.tobytes()).hexdigest()
     if jax.process_count() == 1:
         return overall
-    from jax.experimental import multihost_utils
     gathered = np.asarray(multihost_utils.process_allgather(mine))        # [processes, 1 + fields, 32]
     if gathered.ndim != 3 or gathered.shape[1:] != mine.shape:
         raise ValueError(f"hosts disagree{what and ' on ' + what}: they hash different numbers of fields "
