@@ -1,8 +1,9 @@
 """Flags and set-up shared by the launch scripts (tune, evaluate, and the later stages).
 
 Common flags: --model_path, --task, --data_dir, --seeds, --workdir, --max_examples, --max_steps, --eval_every,
-plus --distributed/--coordinator/--num_processes/--process_id for multi-host runs. Each script defines its
---config with `define_config(default_file)` (an ml_collections config file).
+plus --distributed/--coordinator/--num_processes/--process_id (and --distributed_timeout_s, --heartbeat_timeout_s)
+for multi-host runs, whose hosts must agree on config, flags and data (skillneurons_jax.parallel.run_fingerprint).
+Each script defines its --config with `define_config(default_file)` (an ml_collections config file).
 """
 from __future__ import annotations
 

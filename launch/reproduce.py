@@ -10,7 +10,9 @@ Ends with DIR/report/index.html and index.md (tables, figures, the config, and w
   are unchanged); rerunning recomputes nothing that finished, and an interrupted tuning stage resumes from its last
   checkpoint. A corrupted or deleted output is detected by its hash and recomputed, with what depends on it.
 - --dry_run lists every stage with its state (done / todo / skip and the reason) and estimated seconds, and the
-  total; it loads no model and writes nothing.
+  total, then the whole sweep's estimated time on this machine and on --accelerator (a named chip or its peak
+  FLOP/s, x --accelerator_chips, at --accelerator_mfu; skillneurons_jax/accelerators.py); it loads no model and
+  writes nothing.
 - Absent data: the stages of a task whose files are absent are marked skip with the reason and the rest runs
   (see pipeline/stages.py); the report lists that task as missing. An unwritable workdir, an unknown task or a
   malformed config fail before any work.
