@@ -221,6 +221,25 @@ def check_agreement(ref: dict, ours: dict, ref_dev_acts, ours_dev_acts, dev_labe
     return out
 
 
+def check_best_practice(best: dict, ours: dict) -> dict:
+    """The best-practice PyTorch side against ours on the same batches: baselines within the agreement tolerance,
+    and predictivities within the bound that near-tie count differences allow (recorded: max count difference /
+    n_dev); raises AssertionError otherwise (a wrong computation is not timed)."""
+    import numpy as np
+    b_best, b_ours = np.asarray(best["baseline"], np.float64), np.asarray(ours["baseline"], np.float64)
+    base_err = np.abs(b_ours - b_best)
+    diff = np.abs(np.asarray(best["correct"], np.int64) - np.asarray(ours["correct"], np.int64))
+    pred_diff = float(np.max(np.abs(np.asarray(best["predictivity"]) - np.asarray(ours["predictivity"]))))
+    out = dict(baseline_max_abs_diff=float(base_err.max()), baseline_ok=bool(np.all(base_err <= _tol(b_best))),
+               counts_equal_fraction=float(np.mean(diff == 0)), counts_max_abs_diff=int(diff.max()),
+               predictivity_max_abs_diff=pred_diff, n_dev=int(best["n_dev"]))
+    out["passed"] = bool(out["baseline_ok"] and best["n_dev"] == ours["n_dev"]
+                         and pred_diff <= diff.max() / best["n_dev"] + 1e-7)
+    if not out["passed"]:
+        raise AssertionError(f"best-practice PyTorch and ours disagree: {out}")
+    return out
+
+
 # --------------------------------------------------------------------------------------------- one model
 def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gflops: float, log, *,
                 peak_loop=None, measure_memory: bool = True) -> dict:
@@ -231,7 +250,7 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
 
     import benchmarks as B
     from benchmarks import memory, ours as ours_mod, realdata, sides as sides_mod
-    from benchmarks.torch_reference import Reference, build_model
+    from benchmarks.torch_reference import BestPractice, Reference, build_model
 
     w = B.Workload(model=name, prompt_len=sizes["prompt_len"], text_len=sizes["text_len"],
                    batch_size=sizes["batch_size"], train_batch_size=sizes["train_batch_size"],
@@ -294,6 +313,18 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
     res["predictivity"]["work_bound_speedup"] = ref_flops / res["predictivity"]["unpadded_flops"]
     res["predictivity_speedup"] = t_ref["median_s"] / t_ours["median_s"]
 
+    # ---- 1b. the best-practice PyTorch side on the same batches as ours (equal work): checked, then timed
+    # in alternation with ours again
+    best = BestPractice(reference)
+    log(f"[{name}] best-practice PyTorch (our batches, statistics reduced in torch): checking and timing")
+    best_warm, best_out = first_call(lambda: best.predictivity(prompt, sides.ours_train, sides.ours_dev))
+    res["best_practice_check"] = check_best_practice(best_out, ours_out)
+    t_best, t_ours_eq = timed_pair(lambda: best.predictivity(prompt, sides.ours_train, sides.ours_dev),
+                                   lambda: ours.predictivity(prompt, sides.ours_train, sides.ours_dev), repeats)
+    res["predictivity"].update(best_practice_examples_per_s=E / t_best["median_s"], best_practice=t_best,
+                               ours_equal_work=t_ours_eq, best_practice_first_call_s=best_warm)
+    res["predictivity_speedup_equal_work"] = t_best["median_s"] / t_ours_eq["median_s"]
+
     # ---- 2. training step
     log(f"[{name}] timing the training step ({w.train_steps} steps of {w.train_batch_size} per repeat)")
     ref_step, _ = reference.make_train_step(prompt)
@@ -321,6 +352,16 @@ def bench_model(name: str, sizes: dict, args, peak_gflops: float, torch_peak_gfl
     res["train"]["work_bound_speedup"] = res["train"]["reference_flops"] / res["train"]["unpadded_flops"]
     res["correctness"]["first_loss_abs_diff"] = abs(ref_loss0 - ours_loss0)
     res["train_speedup"] = t_ref["median_s"] / t_ours["median_s"]
+    best_step, _ = best.make_train_step(prompt)
+    best_loss0 = best_step(sides.check_ours)
+    if not abs(best_loss0 - ours_loss0) <= LOSS_ATOL:
+        raise AssertionError(f"first training losses differ: best-practice PyTorch {best_loss0}, ours {ours_loss0}")
+    [best_step(b) for b in sides.ours_steps]   # warm-up on every bucket shape
+    t_best, t_ours_eq = timed_pair(lambda: [best_step(b) for b in sides.ours_steps],
+                                   lambda: [ours_step(b) for b in sides.ours_steps], repeats)
+    res["train"].update(best_practice_examples_per_s=n_train / t_best["median_s"], best_practice=t_best,
+                        ours_equal_work=t_ours_eq, first_loss_best_practice=best_loss0)
+    res["train_speedup_equal_work"] = t_best["median_s"] / t_ours_eq["median_s"]
 
     # ---- 3. forward MFU: the forward and the matmul-peak loop timed in alternation, on the fixed-length
     # synthetic batch (prompt + text_len tokens, every row padded to text_len) whatever the workload mode
@@ -467,6 +508,8 @@ def main(argv=None) -> dict:
     headline = next(m for m in HEADLINE_ORDER if m in per_model)
     result = {key: per_model[headline][key] for key in TARGETS}
     result.update(
+        predictivity_speedup_equal_work=per_model[headline]["predictivity_speedup_equal_work"],
+        train_speedup_equal_work=per_model[headline]["train_speedup_equal_work"],
         headline_model=headline,
         correctness_passed=all(r["correctness"]["passed"] for r in per_model.values()),
         max_predictivity_diff=max(r["correctness"]["predictivity_max_abs_diff"] for r in per_model.values()),
@@ -485,11 +528,17 @@ def main(argv=None) -> dict:
     )
     io.atomic_write_json(args.output, result)
     summary = {k: result[k] for k in TARGETS}
+    summary.update({k: per_model[headline].get(k) for k in ("predictivity_speedup_equal_work",
+                                                              "train_speedup_equal_work")})
     summary.update(threads=result["threads"], headline_model=headline, lengths=args.lengths,
                    max_predictivity_diff=result["max_predictivity_diff"],
                    correctness_passed=result["correctness_passed"])
     print(json.dumps(summary, indent=2))
     for name, r in per_model.items():
+        print(f"{name}: speed-up over the original way (its fixed padding, host copies) x"
+              f"{r['predictivity_speedup']:.2f} predictivity, x{r['train_speedup']:.2f} train; at equal work "
+              f"(best-practice PyTorch: our batches, statistics reduced in torch) x"
+              f"{r['predictivity_speedup_equal_work']:.2f} predictivity, x{r['train_speedup_equal_work']:.2f} train")
         print(f"{name}: predictivity {r['predictivity']['ours_examples_per_s']:.2f} vs "
               f"{r['predictivity']['reference_examples_per_s']:.2f} ex/s (x{r['predictivity_speedup']:.2f}); "
               f"train {r['train']['ours_examples_per_s']:.2f} vs {r['train']['reference_examples_per_s']:.2f} ex/s "

@@ -229,3 +229,91 @@ class Reference:
         """A plain forward (no hooks) for the MFU figure."""
         with torch.inference_mode():
             self.hidden(torch.from_numpy(np.asarray(prompt, np.float32)), batch)
+
+
+class BestPractice:
+    """PyTorch done the way we would write it today, on the SAME work as ours (the speed-up at equal work).
+
+    It shares the reference's model and input layout (`Reference._inputs`: <mask> slot, zero prompt positions)
+    but is fed our batches (the pipeline's length buckets, so no padding to the original fixed length), and its
+    forward hooks reduce on the device in torch instead of copying activations to host memory:
+      TRAIN: running float32 sums [L, P, N] of the prompt-position activations of real rows (eq. 2);
+      DEV:   int64 counts [L, P, N] of 1[a > b] == y (eq. 3);
+    only the final [L, P, N] arrays go to NumPy. Memory is O(L * P * N), like ours. The training step is the
+    reference's (AdamW on the prompt, frozen model) on our bucketed batches, the loss averaged over real rows.
+    """
+
+    def __init__(self, reference: Reference):
+        self.reference = reference
+        self.P = reference.P
+
+    @contextlib.contextmanager
+    def _reducing(self, reduce):
+        """reduce(layer, activations [B, P, N]) called by a hook on each layer's intermediate module."""
+        P = self.P
+
+        def hook_for(layer):
+            def hook(module, inputs, output):
+                reduce(layer, output[:, :P])
+            return hook
+
+        handles = [layer.intermediate.register_forward_hook(hook_for(i))
+                   for i, layer in enumerate(self.reference.model.layers())]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def predictivity(self, prompt: np.ndarray, train_batches: list[dict], dev_batches: list[dict]) -> dict:
+        """Eqs. 2-5 for one seed, streamed in torch; the same keys as Reference.predictivity."""
+        m = self.reference.model
+        shape = (m.num_layers, self.P, m.intermediate)
+        p = torch.from_numpy(np.asarray(prompt, np.float32))
+        sums = torch.zeros(shape)
+        state = {"keep": None, "labels": None}
+
+        def add(layer, acts):
+            sums[layer] += acts[state["keep"]].sum(0)
+
+        n_train = 0
+        with torch.inference_mode(), self._reducing(add):
+            for batch in train_batches:
+                state["keep"] = torch.from_numpy(np.asarray(batch["example_mask"], bool))
+                n_train += int(state["keep"].sum())
+                self.reference.hidden(p, batch)
+        baseline = sums / n_train
+        correct = torch.zeros(shape, dtype=torch.int64)
+
+        def count(layer, acts):
+            keep, y = state["keep"], state["labels"]
+            correct[layer] += ((acts[keep] > baseline[layer]) == y[:, None, None]).sum(0)
+
+        n_dev = 0
+        with torch.inference_mode(), self._reducing(count):
+            for batch in dev_batches:
+                state["keep"] = torch.from_numpy(np.asarray(batch["example_mask"], bool))
+                state["labels"] = torch.from_numpy(np.asarray(batch["labels"])[np.asarray(batch["example_mask"],
+                                                                                          bool)].astype(bool))
+                n_dev += int(state["keep"].sum())
+                self.reference.hidden(p, batch)
+        accuracy = correct.double() / n_dev
+        per_token = torch.maximum(accuracy, 1.0 - accuracy)
+        return dict(baseline=baseline.numpy(), correct=correct.numpy(), n_dev=n_dev, accuracy=accuracy.numpy(),
+                    predictivity=per_token.max(dim=1).values.numpy())
+
+    def make_train_step(self, prompt: np.ndarray, lr: float = 1e-3):
+        """(step(batch) -> loss float, the prompt parameter); the loss is the mean over the batch's real rows."""
+        param = torch.nn.Parameter(torch.from_numpy(np.asarray(prompt, np.float32).copy()))
+        opt = torch.optim.AdamW([param], lr=lr, weight_decay=0.0)
+
+        def step(batch: dict) -> float:
+            opt.zero_grad(set_to_none=True)
+            keep = torch.from_numpy(np.asarray(batch["example_mask"], bool))
+            labels = torch.from_numpy(np.asarray(batch["labels"], np.int64))
+            loss = torch.nn.functional.cross_entropy(self.reference.scores(param, batch)[keep], labels[keep])
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
+
+        return step, param

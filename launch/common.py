@@ -1,8 +1,9 @@
 """Flags and set-up shared by the launch scripts: flags -> config -> load -> a stage of skillneurons_jax.stages.
 
 Common flags: --model_path, --task, --data_dir, --seeds, --workdir, --max_examples, --max_steps, --eval_every,
-plus --distributed/--coordinator/--num_processes/--process_id for multi-host runs. Each script defines its
---config with `define_config(default_file)` (an ml_collections config file).
+plus --distributed/--coordinator/--num_processes/--process_id (and --distributed_timeout_s, --heartbeat_timeout_s)
+for multi-host runs, whose hosts must agree on config, flags and data (skillneurons_jax.parallel.run_fingerprint).
+Each script defines its --config with `define_config(default_file)` (an ml_collections config file).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
 flags.DEFINE_string("coordinator", None, "Multi-host: host:port of process 0 (None: auto-detect).")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes (None: auto-detect).")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process's index (None: auto-detect).")
+flags.DEFINE_integer("distributed_timeout_s", 300, "Multi-host: seconds to wait for every host to connect.")
+flags.DEFINE_integer("heartbeat_timeout_s", 100, "Multi-host: a host silent this long stops every other host.")
 
 
 # Errors that mean "bad input" (unknown task, missing file, wrong shape...): one clear line on stderr, exit code 2.
@@ -80,7 +83,16 @@ def require(*names: str) -> None:
 
 def start_distributed() -> None:
     if FLAGS.distributed:
-        parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+        parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,
+                                        initialization_timeout_s=FLAGS.distributed_timeout_s,
+                                        heartbeat_timeout_s=FLAGS.heartbeat_timeout_s)
+        parallel.check_hosts_agree(parallel.run_fingerprint(launch_flag_values()), what="the run")
+
+
+def launch_flag_values() -> dict:
+    """name -> value of the flags the launch scripts define (absl's own logging flags left out)."""
+    return {f.name: f.value for module, defined in FLAGS.flags_by_module_dict().items()
+            if not module.startswith("absl") for f in defined}
 
 
 def load_setup(model_path: str, task: str, config) -> TaskSetup:

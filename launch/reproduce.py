@@ -11,7 +11,9 @@ Ends with DIR/report/index.html and index.md (tables, figures, the config, and w
   are unchanged); rerunning recomputes nothing that finished, and an interrupted tuning stage resumes from its last
   checkpoint. A corrupted or deleted output is detected by its hash and recomputed, with what depends on it.
 - --dry_run lists every stage with its state (done / todo / skip and the reason) and estimated seconds, and the
-  total; it loads no model and writes nothing.
+  total, then the whole sweep's estimated time on this machine and on --accelerator (a named chip or its peak
+  FLOP/s, x --accelerator_chips, at --accelerator_mfu; skillneurons_jax/accelerators.py); it loads no model and
+  writes nothing.
 - Absent data: the stages of a task whose files are absent are marked skip with the reason and the rest runs
   (see pipeline/stages.py); the report lists that task as missing. An unwritable workdir, an unknown task or a
   malformed config fail before any work.
@@ -34,6 +36,7 @@ from absl import flags
 
 from configs import tune as tune_config
 from launch import common
+from skillneurons_jax import accelerators
 from skillneurons_jax.pipeline import runner
 from skillneurons_jax.pipeline.stages import Settings
 
@@ -45,6 +48,10 @@ flags.DEFINE_integer("process_count", 1, "Hosts sharing the plan (each runs whol
 flags.DEFINE_float("wait_s", 7 * 24 * 3600.0, "Host 0: the longest wait for the other hosts before the report.")
 flags.DEFINE_float("poll_s", 30.0, "Host 0: seconds between checks of the other hosts' progress.")
 OVERRIDES = ("seeds", "max_examples", "max_steps", "eval_every", "model_path", "task")
+flags.DEFINE_string("accelerator", "h100-sxm", "--dry_run: also estimate the whole sweep on this accelerator: a name "
+                    "of skillneurons_jax.accelerators.PEAKS or its peak FLOP/s per chip (e.g. 989e12).")
+flags.DEFINE_integer("accelerator_chips", 1, "--dry_run: chips of --accelerator (data parallel).")
+flags.DEFINE_float("accelerator_mfu", 0.4, "--dry_run: model-FLOP utilisation assumed on --accelerator.")
 
 
 def main(argv):
@@ -62,6 +69,9 @@ def main(argv):
                              process_count=FLAGS.process_count, wait_s=FLAGS.wait_s, poll_s=FLAGS.poll_s,
                              printer=lambda msg: print(msg, flush=True))
     if FLAGS.dry_run:
+        for line in accelerators.format_estimate(settings, FLAGS.accelerator, FLAGS.accelerator_chips,
+                                                 FLAGS.accelerator_mfu):
+            print(line, flush=True)
         return
     print(f"[plan] finished in {time.time() - t0:.0f} s: {result['ran']} stage(s) run, "
           f"{len(result.get('already_done', ())) + len(result['up_to_date'])} already done or up to date, "

@@ -33,6 +33,12 @@ def test_quick_benchmark_writes_the_ratios_and_passes_its_correctness_check(run_
             s = m[stage]
             assert 0 < s["unpadded_flops"] <= min(s["ours_flops"], s["reference_flops"]), (name, stage)
             assert s["work_bound_speedup"] == pytest.approx(s["reference_flops"] / s["unpadded_flops"])
+    for key in ("predictivity_speedup_equal_work", "train_speedup_equal_work"):  # best-practice PyTorch side
+        assert isinstance(res[key], float) and np.isfinite(res[key]) and res[key] > 0, (key, res[key])
+    for name, m in res["models"].items():
+        assert m["best_practice_check"]["passed"] and m["best_practice_check"]["baseline_ok"], name
+        assert m["predictivity"]["best_practice_examples_per_s"] > 0 and m["train"]["best_practice_examples_per_s"] > 0
+        assert abs(m["train"]["first_loss_best_practice"] - m["train"]["first_loss_ours"]) <= run.LOSS_ATOL
     mem = res["models"][res["headline_model"]]["memory"]
     assert mem["examples_10n"] == 10 * mem["examples_n"]
     assert min(mem["ours_peak_bytes_n"], mem["reference_peak_bytes_10n"]) > 10 * 2 ** 20  # a real RSS figure
@@ -155,3 +161,25 @@ def test_minilm_label_ids_are_the_tokenizers(minilm_path):
     sp = B.special_ids("minilm")
     assert (sp["cls"], sp["sep"], sp["pad"], sp["mask"]) == (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id,
                                                             tok.mask_token_id)
+
+
+def test_best_practice_torch_streams_the_reference_statistics_and_its_check_rejects_a_wrong_one():
+    """BestPractice (statistics reduced in torch, no host copies) gives the reference's numbers on the same
+    batches, including filler rows it must skip; check_best_practice refuses a baseline that is off."""
+    from benchmarks.torch_reference import BestPractice, Reference, build_model
+    w = B.Workload(model="tiny-bert-random", prompt_len=4, text_len=12, batch_size=4, examples=16, lengths="full")
+    tmodel = build_model(w.model, 0)
+    reference = Reference(tmodel, w.prompt_len)
+    best = BestPractice(reference)
+    train, dev = B.predictivity_batches(w, tmodel.vocab_size)
+    prompt = B.initial_prompt(tmodel.word_embeddings.weight.detach().numpy(), w.prompt_len, 0)
+    ref = reference.predictivity(prompt, train, dev)
+    filler = dict(train[0], example_mask=np.zeros(4, bool))          # a filler batch changes nothing
+    got = best.predictivity(prompt, train + [filler], dev + [dict(dev[0], example_mask=np.zeros(4, bool))])
+    np.testing.assert_allclose(got["baseline"], ref["baseline"], rtol=1e-5, atol=1e-6)
+    assert got["n_dev"] == ref["n_dev"] == 8
+    np.testing.assert_array_equal(got["correct"], ref["correct"])
+    np.testing.assert_allclose(got["predictivity"], ref["predictivity"])
+    assert run.check_best_practice(got, ref)["passed"]
+    with pytest.raises(AssertionError, match="disagree"):
+        run.check_best_practice(dict(got, baseline=got["baseline"] + 1.0), ref)

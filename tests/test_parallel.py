@@ -101,3 +101,89 @@ def test_four_devices_equal_one_device(tmp_path):
     assert out["params_identical"], "the frozen model parameters changed"
     for msg in out["errors"]:
         assert msg is not None and "not divisible by the 4 devices" in msg, out["errors"]
+
+
+# ------------------------------------------------------------------ multi-host start-up helpers (one process)
+def test_split_address_and_a_busy_port():
+    import socket
+    from skillneurons_jax import parallel
+    assert parallel.split_address("10.0.0.2:8476") == ("10.0.0.2", 8476)
+    assert parallel.split_address("[::1]:80") == ("::1", 80)
+    for bad in ("10.0.0.2", ":80", "host:0", "host:port", "host:70000"):
+        with pytest.raises(ValueError, match="is not host:port"):
+            parallel.split_address(bad)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ValueError, match=f"coordinator port {port} is already in use"):
+            parallel.check_port_free(port)
+    parallel.check_port_free(port)   # closed again: free (TIME_WAIT does not count)
+
+
+def test_digests_see_content_names_and_config_changes(tmp_path):
+    import ml_collections
+    from skillneurons_jax import parallel
+    data = tmp_path / "data"
+    (data / "glue").mkdir(parents=True)
+    (data / "glue" / "train.tsv").write_text("a\t1\n")
+    (data / ".cache").mkdir()
+    (data / ".cache" / "x").write_text("ignored")
+    first = parallel.digest_files(data)
+    (data / ".cache" / "x").write_text("changed")
+    assert parallel.digest_files(data) == first, "hidden folders are not data"
+    (data / "glue" / "train.tsv").write_text("a\t0\n")
+    assert parallel.digest_files(data) != first
+    (data / "glue" / "train.tsv").write_text("a\t1\n")
+    assert parallel.digest_files(data) == first
+    (data / "glue" / "train.tsv").rename(data / "glue" / "dev.tsv")
+    assert parallel.digest_files(data) != first
+    assert parallel.digest_files(None) is None and parallel.digest_files(tmp_path / "nope") == "absent:nope"
+    c = ml_collections.ConfigDict({"lr": 0.1, "tune": {"steps": 2}})
+    d = parallel.config_digest(c)
+    c.tune.steps = 3
+    assert parallel.config_digest(c) != d
+    fp = parallel.run_fingerprint({"config": c, "seeds": "0,1", "process_id": 1, "workdir": "/a",
+                                   "data_dir": str(data), "coordinator": "h:1"})
+    assert set(fp) == {"config", "seeds", "data"} and fp["config"] == parallel.config_digest(c)
+    assert fp == parallel.run_fingerprint({"config": c, "seeds": "0,1", "process_id": 0, "workdir": "/b",
+                                           "data_dir": str(data), "coordinator": "h:2"})
+    # one process: nothing to compare with, the digest of the fields comes back
+    assert parallel.check_hosts_agree(fp) == parallel.check_hosts_agree(dict(fp))
+    assert parallel.check_hosts_agree(fp) != parallel.check_hosts_agree({**fp, "seeds": "0"})
+
+
+def test_initialize_distributed_rejects_bad_arguments_before_starting_anything():
+    from skillneurons_jax import parallel
+    with pytest.raises(ValueError, match="num_processes must be >= 1"):
+        parallel.initialize_distributed("127.0.0.1:1234", 0, 0)
+    with pytest.raises(ValueError, match="process_id 2 is outside 0..1"):
+        parallel.initialize_distributed("127.0.0.1:1234", 2, 2)
+    with pytest.raises(ValueError, match="timeouts must be >= 1 s"):
+        parallel.initialize_distributed("127.0.0.1:1234", 2, 0, heartbeat_timeout_s=0)
+    with pytest.raises(ValueError, match="is not host:port"):
+        parallel.initialize_distributed("127.0.0.1", 2, 0)
+
+
+def test_a_rerun_saves_over_a_step_that_only_some_seeds_finished(tmp_path):
+    """A host killed between two seeds' saves (seen in tests/test_multihost.py): seed 0 holds step 4, seed 1 only
+    orbax's unfinished temporary folder of it. The rerun resumes from step 2 and must be able to save step 4
+    again (orbax alone raises StepAlreadyExistsError)."""
+    import shutil
+    import numpy as np
+    from skillneurons_jax.prompt import checkpoint as ckpt
+    dirs = [tmp_path / "seed_0", tmp_path / "seed_1"]
+    state = lambda v: {"prompts": np.full((2, 3), v, np.float32), "opt_state": (np.zeros(2),), "step": np.int64(v)}
+    first = ckpt.SeedCheckpoints(dirs)
+    first.save(2, [state(2), state(2)])
+    first.managers[0].save(4, args=ckpt.ocp.args.StandardSave(ckpt._flatten(state(4))), force=True)
+    first.managers[0].wait_until_finished()
+    first.close()
+    shutil.copytree(dirs[1] / "state" / "2", dirs[1] / "state" / "4.orbax-checkpoint-tmp")
+    rerun = ckpt.SeedCheckpoints(dirs)
+    assert rerun.latest_common_step() == 2
+    rerun.save(4, [state(40), state(41)])
+    assert rerun.latest_common_step() == 4
+    restored = rerun.restore(4, [state(0), state(0)])
+    assert [float(r["prompts"][0, 0]) for r in restored] == [40.0, 41.0]
+    rerun.close()

@@ -72,8 +72,14 @@ class SeedCheckpoints:
         return max(common) if common else None
 
     def save(self, step: int, states: Sequence[dict]) -> None:
-        """states: one dict per seed (same order as the folders)."""
+        """states: one dict per seed (same order as the folders).
+
+        A seed may already hold `step`: a run killed between two seeds' saves left it there, and the rerun
+        resumed from the latest step every seed has, so it reaches this step again. That stale copy is replaced
+        (orbax refuses to save over an existing step)."""
         for manager, state in zip(self.managers, states):
+            if int(step) in manager.all_steps():
+                manager.delete(int(step))
             manager.save(int(step), args=ocp.args.StandardSave(_flatten(state)), force=True)
             manager.wait_until_finished()
 
