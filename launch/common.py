@@ -1,9 +1,7 @@
 """Flags and set-up shared by the launch scripts: flags -> config -> load -> a stage of skillneurons_jax.stages.
 
-Common flags: --model_path, --task, --data_dir, --seeds, --workdir, --max_examples, --max_steps, --eval_every,
-plus --distributed/--coordinator/--num_processes/--process_id (and --distributed_timeout_s, --heartbeat_timeout_s)
-for multi-host runs, whose hosts must agree on config, flags and data (skillneurons_jax.parallel.run_fingerprint).
-Each script defines its --config with `define_config(default_file)` (an ml_collections config file).
+Common flags (--model_path, --task, --data_dir, --seeds, --workdir, --max_examples, --max_steps, --eval_every), the
+multi-host ones (--distributed ...: the hosts must agree on config, flags and data) and `define_config(file)`.
 """
 from __future__ import annotations
 
@@ -86,13 +84,10 @@ def start_distributed() -> None:
         parallel.initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,
                                         initialization_timeout_s=FLAGS.distributed_timeout_s,
                                         heartbeat_timeout_s=FLAGS.heartbeat_timeout_s)
-        parallel.check_hosts_agree(parallel.run_fingerprint(launch_flag_values()), what="the run")
-
-
-def launch_flag_values() -> dict:
-    """name -> value of the flags the launch scripts define (absl's own logging flags left out)."""
-    return {f.name: f.value for module, defined in FLAGS.flags_by_module_dict().items()
-            if not module.startswith("absl") for f in defined}
+        # every host hashes the flags the launch scripts define (absl's own logging flags left out)
+        flag_values = {f.name: f.value for module, defined in FLAGS.flags_by_module_dict().items()
+                       if not module.startswith("absl") for f in defined}
+        parallel.check_hosts_agree(parallel.run_fingerprint(flag_values), what="the run")
 
 
 def load_setup(model_path: str, task: str, config) -> TaskSetup:
