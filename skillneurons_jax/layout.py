@@ -6,6 +6,8 @@
       transfer/<model>/<source>__<target>.json (+ .meta.json)                         (stage transfer)
       predictivity/<model>/<task>.npz (+ <task>.npz.json)                             (stage predictivity)
       suppression/<model>/<source>__<target>.json (+ .meta.json)                      (stage suppress)
+      test/transfer/<model>/<task>__<task>.json, test/suppression/<model>/<task>__<task>.json
+                                         the same files on the HELD-OUT test split (own prompt, own neurons)
       report/index.html, index.md, summary.json, figures/                             (the report)
       .stages/<key with / as __>.json                                                  (the plan's records)
       .jax_cache/                                                                      (XLA's compilation cache)
@@ -23,6 +25,7 @@ TRANSFER_DIR = "transfer"
 PREDICTIVITY_DIR = "predictivity"
 SUPPRESSION_DIR = "suppression"
 REPORT_DIR = "report"
+SPLIT_DIRS = {"dev": "", "test": "test"}   # results on another split mirror the dev layout under this folder
 STAGE_RECORDS_DIR = ".stages"
 JAX_CACHE_DIR = ".jax_cache"
 
@@ -58,16 +61,24 @@ def pair_name(source: str, target: str) -> str:
     return f"{source}{PAIR_SEPARATOR}{target}"
 
 
-def transfer_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
-    return pathlib.Path(workdir) / TRANSFER_DIR / model / f"{pair_name(source, target)}.json"
+def split_root(workdir, split: str = "dev") -> pathlib.Path:
+    """The folder whose transfer/ and suppression/ hold results on `split`: the workdir for dev (selection and
+    eq. 3), WORKDIR/test for the held-out test split; the analysis reads either with the same functions."""
+    if split not in SPLIT_DIRS:
+        raise ValueError(f"results are kept for the splits {sorted(SPLIT_DIRS)}, not {split!r}")
+    return pathlib.Path(workdir) / SPLIT_DIRS[split]
+
+
+def transfer_path(workdir, model: str, source: str, target: str, split: str = "dev") -> pathlib.Path:
+    return split_root(workdir, split) / TRANSFER_DIR / model / f"{pair_name(source, target)}.json"
 
 
 def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
     return pathlib.Path(workdir) / PREDICTIVITY_DIR / model / f"{task}.npz"
 
 
-def suppression_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
-    return pathlib.Path(workdir) / SUPPRESSION_DIR / model / f"{pair_name(source, target)}.json"
+def suppression_path(workdir, model: str, source: str, target: str, split: str = "dev") -> pathlib.Path:
+    return split_root(workdir, split) / SUPPRESSION_DIR / model / f"{pair_name(source, target)}.json"
 
 
 def report_dir(workdir) -> pathlib.Path:

@@ -18,12 +18,13 @@ def write_data(data_dir) -> pathlib.Path:
     mrpc = data_dir / "glue" / "MRPC"
     mrpc.mkdir(parents=True, exist_ok=True)
     header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
-    for split, n, seed in (("train", 32, 5), ("dev", 16, 6)):
+    # train and dev, and the labelled test file (the held-out split, as the MSR release ships it)
+    for name, n, seed in (("train.tsv", 32, 5), ("dev.tsv", 16, 6), ("msr_paraphrase_test.txt", 16, 7)):
         rows = [header]
         for i, (text, label) in enumerate(prompt_fixtures.sentences(n, seed)):
             other = text if label else " ".join(reversed(text.split()))
             rows.append(f"{label}\t{2 * i}\t{2 * i + 1}\t{text}\t{other}")
-        (mrpc / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+        (mrpc / name).write_text("\n".join(rows) + "\n")
     adv = [{"idx": i, "sentence": t, "label": int(y)} for i, (t, y) in enumerate(prompt_fixtures.sentences(12, 9))]
     (data_dir / "advglue").mkdir(parents=True, exist_ok=True)
     (data_dir / "advglue" / "dev.json").write_text(json.dumps({"sst2": adv}))

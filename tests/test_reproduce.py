@@ -2,6 +2,7 @@
 data is absent): the report with every figure type, interruption and resumption, reruns that recompute nothing,
 corrupted outputs recomputed with their dependents only, the dry run, an unwritable workdir, the skipped task."""
 import collections
+import json
 import pathlib
 import subprocess
 import sys
@@ -73,6 +74,16 @@ def test_whole_plan_writes_report_with_every_figure_type(done):
     for pair in ("sst2__sst2", "mrpc__mrpc", "advsst2__advsst2", "sst2__advsst2"):
         assert (w / "suppression" / M / f"{pair}.json").exists()
     assert done["session"].loads == 1          # the model was loaded once for every stage of the rerun
+    # the held-out test split (MRPC's labelled test file): own prompt and own skill neurons scored there too,
+    # in the dev files' format under WORKDIR/test/, and reported beside Table 1 and the dev curves
+    test_transfer = json.loads((w / "test" / "transfer" / M / "mrpc__mrpc.json").read_text())
+    assert test_transfer["split"] == "test" and test_transfer["n_dev"] == 16
+    test_suppression = json.loads((w / "test" / "suppression" / M / "mrpc__mrpc.json").read_text())
+    assert test_suppression["split"] == "test" and len(test_suppression["labels"]) == 16
+    summary = json.loads((w / "report" / "summary.json").read_text())
+    assert [row["task"] for row in summary["accuracy_test"]] == ["mrpc"]
+    assert "mrpc__mrpc" in summary["suppression_test"][M]
+    assert "Held-out test split" in md
 
 
 def test_interrupted_run_resumes_without_redoing_finished_stages(done):

@@ -73,9 +73,9 @@ class Session:
                                eval_every=eval_every, sidecar_extra={"stage": "tune"}, require_complete=True)
 
     def transfer_target(self, model_path: str, target: str, data_dir, tune_config,
-                        max_examples: Optional[int] = None) -> transfer_stage.TransferTarget:
-        """The prepared target (dev batches, compiled step), once per (model, target, data, cap)."""
-        key = ("transfer", str(model_path), target, str(data_dir), max_examples)
+                        max_examples: Optional[int] = None, split: str = "dev") -> transfer_stage.TransferTarget:
+        """The prepared target (batches of `split`, compiled step), once per (model, target, data, cap, split)."""
+        key = ("transfer", str(model_path), target, str(data_dir), max_examples, split)
         if key not in self.cache:
             setup = self.setup(model_path, target, tune_config)
             mesh = parallel.make_mesh()
@@ -85,12 +85,12 @@ class Session:
             self.cache[key] = transfer_stage.prepare_target(
                 setup, data_dir, max_text_tokens=int(tune_config["max_text_tokens"]),
                 eval_batch_size=int(tune_config["eval_batch_size"]), max_examples=max_examples, mesh=mesh,
-                params=self.cache[params_key])
+                params=self.cache[params_key], split=split)
         return self.cache[key]
 
     def transfer(self, model_path: str, source: str, targets: Sequence[str], seeds: Sequence[int], workdir,
-                 data_dir, tune_config, *, max_examples: Optional[int] = None) -> list:
-        prepared = [self.transfer_target(model_path, t, data_dir, tune_config, max_examples) for t in targets]
+                 data_dir, tune_config, *, max_examples: Optional[int] = None, split: str = "dev") -> list:
+        prepared = [self.transfer_target(model_path, t, data_dir, tune_config, max_examples, split) for t in targets]
         return transfer_stage.transfer(prepared, source, seeds, workdir, model_path=model_path, data_dir=data_dir,
                                        max_examples=max_examples)
 

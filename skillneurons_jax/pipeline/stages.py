@@ -104,6 +104,7 @@ class Settings:
     noise_relative_to: str        # "absolute" | "train_std" (the Gaussian sigma times each neuron's TRAIN std)
     extra_pairs: list[tuple[str, str]]
     transfer_all: bool
+    held_out: bool                # also score each clean task's own prompt and skill neurons on its TEST split
     report: bool
     analysis: dict
     allow_hub: bool
@@ -164,6 +165,7 @@ class Settings:
             noise_scale=float(sp.get("noise_scale", 1.0)),
             noise_relative_to=str(sp.get("noise_relative_to", "absolute")), extra_pairs=pairs,
             transfer_all=bool((get("transfer") or {}).get("enabled", True)),
+            held_out=bool((get("held_out") or {}).get("enabled", True)),
             report=bool((get("report") or {}).get("enabled", True)), analysis=dict(_plain(get("analysis")) or {}),
             allow_hub=bool(get("allow_hub") or False), continue_on_error=bool(get("continue_on_error", True)),
             flops_per_second=cost.get("flops_per_second"), stage_overhead_s=float(cost.get("stage_overhead_s", 20.0)),
@@ -209,6 +211,21 @@ def data_problem(task: str, data_dir, allow_hub: bool = False) -> Optional[str]:
         if res.kind == "missing":
             return f"data absent: {spec.name} {split} split (looked for {', '.join(res.looked_for)})"
     return None
+
+
+def has_split(task: str, split: str, data_dir, allow_hub: bool = False) -> bool:
+    """Whether `task` has a `split` whose data can be read here (nothing is read)."""
+    spec = task_table.get_task(task)
+    if split not in spec.split_roles() and not (spec.hf and split in spec.hf.splits):
+        return False
+    return readers.resolve(spec, split, data_dir, allow_hub=allow_hub).kind != "missing"
+
+
+def held_out_tasks(settings: Settings, tp: "TaskPlan") -> list[str]:
+    """The clean tasks whose held-out TEST split is read here (Table 1 and the suppression curves on test)."""
+    if not settings.held_out:
+        return []
+    return [t for t in tp.clean if has_split(t, "test", settings.data_dir, settings.allow_hub)]
 
 
 @dataclasses.dataclass
@@ -446,6 +463,26 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
         deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{clean_of(target)}"]))
         add(f"suppress/{m}/{source}__{target}", "suppress", [layout.suppression_path(w, m, source, target)], suppress,
             deps=deps, cost_s=cost.suppress(target), group_task=clean_of(target))
+
+    # The held-out TEST split: never used for prompt selection or eq. 3, only scored (own prompt, own neurons).
+    for task in held_out_tasks(s, tp):
+        def transfer_test(task=task, key=f"transfer/{m}/{task}.test"):
+            _hook(hooks, "transfer", key)
+            session.transfer(path, task, [task], s.seeds, s.workdir, s.data_dir, s.tune, max_examples=s.max_examples,
+                             split="test")
+        add(f"transfer/{m}/{task}.test", "transfer", [layout.transfer_path(w, m, task, task, "test")], transfer_test,
+            deps=[f"tune/{m}/{task}"], cost_s=cost.transfer([task]), group_task=task)
+
+        def suppress_test(task=task, key=f"suppress/{m}/{task}__{task}.test"):
+            _hook(hooks, "suppress", key)
+            session.suppress(path, task, task, s.seeds, str(s.workdir), s.data_dir, s.tune, levels=s.levels,
+                             scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
+                             noise_relative_to=s.noise_relative_to, random_draws=s.random_draws,
+                             random_seed=s.random_seed, split="test",
+                             max_examples=_smaller(s.suppression_max_examples, s.max_examples))
+        add(f"suppress/{m}/{task}__{task}.test", "suppress", [layout.suppression_path(w, m, task, task, "test")],
+            suppress_test, deps=[f"predictivity/{m}/{task}", f"tune/{m}/{task}"], cost_s=cost.suppress(task),
+            group_task=task)
     return stages
 
 

@@ -3,6 +3,7 @@ controls.
 
     summary = suppress(setup, "qqp", workdir, data_dir, seeds, model_path=path, max_text_tokens=128,
                        eval_batch_size=64, levels=(0, 1, 3, 5))          # setup: the TARGET task's
+    split="test": the same on the target's held-out test split -> WORKDIR/test/suppression/ (layout.split_root)
 
 Reads   WORKDIR/predictivity/<model>/<source>.npz        (pred [L, N]; baseline for intervention "mean")
         WORKDIR/prompts/<model>/<prompt task>/seed_<s>/prompt.npy   (prompt task: the target's clean task)
@@ -140,22 +141,22 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
              scope: str = "layer", intervention: str = "zero", noise_scale: float = 1.0, random_draws: int = 3,
              random_seed: int = 0, stream: str = "encoder", max_examples: Optional[int] = None,
              batch_size: Optional[int] = None, prompt_task: Optional[str] = None,
-             noise_relative_to: str = "absolute") -> dict:
+             noise_relative_to: str = "absolute", split: str = "dev") -> dict:
     """See the module docstring. `setup` is the TARGET task's; `max_text_tokens` and its readout must be the
     prompts' tuning settings. Returns {"output", "skill": {k: mean}, "random": {k: mean}}."""
     source = tasks.get_task(source_task).name
-    output = layout.suppression_path(workdir, setup.loaded.name, source, setup.task.name)
+    output = layout.suppression_path(workdir, setup.loaded.name, source, setup.task.name, split)
     with hold(output, f"suppress {setup.loaded.name}/{source}__{setup.task.name}"):
         return _suppress(setup, source, workdir, data_dir, seeds, model_path=model_path,
                          max_text_tokens=max_text_tokens, eval_batch_size=eval_batch_size, levels=levels, scope=scope,
                          intervention=intervention, noise_scale=noise_scale, random_draws=random_draws,
                          random_seed=random_seed, stream=stream, max_examples=max_examples, batch_size=batch_size,
-                         prompt_task=prompt_task, noise_relative_to=noise_relative_to)
+                         prompt_task=prompt_task, noise_relative_to=noise_relative_to, split=split)
 
 
 def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequence[int], *, model_path,
               max_text_tokens, eval_batch_size, levels, scope, intervention, noise_scale, random_draws, random_seed,
-              stream, max_examples, batch_size, prompt_task, noise_relative_to) -> dict:
+              stream, max_examples, batch_size, prompt_task, noise_relative_to, split) -> dict:
     """The body of `suppress`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
@@ -194,7 +195,7 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
     evaluate = make_eval(readout, stream, mesh)
     params = parallel.replicate(loaded.params, mesh)
     prompts = parallel.replicate(jnp.asarray(prompts_np), mesh)
-    dev = encode_split(setup, "dev", data_dir, max_examples, int(max_text_tokens))
+    dev = encode_split(setup, split, data_dir, max_examples, int(max_text_tokens))   # dev, or the held-out test
     confusion = np.zeros((len(unique), len(seeds), 2, 2), np.int64)
     interventions = [parallel.replicate(suppression.take(stacked, u), mesh) for u in range(len(unique))]
     per_batch, offset = [], 0   # (scores [U, S, B, C], labels [B], index [B], example_mask [B]) for the paired test
@@ -226,10 +227,10 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
         "scope": scope, "intervention": intervention, "noise_scale": noise_scale if intervention == "gaussian"
         else None, "noise_relative_to": noise_relative_to if intervention == "gaussian" else None,
         "mean_positions": mean_positions, "stream": stream, "random_seed": random_seed,
-        "random_draws": random_draws, "n_dev": int(confusion[0, 0].sum()), "positions": "all",
+        "random_draws": random_draws, "n_dev": int(confusion[0, 0].sum()), "split": split, "positions": "all",
         **suppression.suppression_example_fields(correct, index, example_labels, keys, draws),
     }
-    out = layout.suppression_path(workdir, loaded.name, source, target)
+    out = layout.suppression_path(workdir, loaded.name, source, target, split)
     if jax.process_index() == 0:
         io.atomic_write_json(out, result)
         io.write_sidecar(out, stage="suppress", model_path=str(model_path), prompt_sha256=digests,

@@ -1,5 +1,5 @@
 """Stage transfer: a source task's tuned prompts (every seed) evaluated on target tasks, each with the TARGET's
-verbalizer, on the target's dev split.
+verbalizer, on the target's dev split (or, `split="test"`, its held-out test split: WORKDIR/test/transfer/).
 
     target = prepare_target(setup, data_dir, max_text_tokens=128, eval_batch_size=64, max_examples=None)
     paths = transfer([target, ...], "sst2", seeds, workdir, model_path=path, data_dir=data_dir)
@@ -40,21 +40,23 @@ class TransferTarget:
     eval_step: Any                # scoring.make_eval_step of the target's readout
     params: Any                   # the model's parameters, replicated on the mesh
     mesh: Any
-    n_dev: int
+    n_dev: int                    # examples of the evaluated split
     max_text_tokens: int
+    split: str = "dev"            # "test": the held-out split (results under WORKDIR/test/, layout.split_root)
 
 
 def prepare_target(setup: TaskSetup, data_dir, *, max_text_tokens: int, eval_batch_size: int,
-                   max_examples: Optional[int] = None, mesh=None, params=None) -> TransferTarget:
-    """Encodes the target's dev split and compiles its evaluation step. `params`: the model's parameters already
-    replicated on `mesh` (one device copy shared by every target), else replicated here."""
+                   max_examples: Optional[int] = None, mesh=None, params=None, split: str = "dev"
+                   ) -> TransferTarget:
+    """Encodes the target's dev (or held-out test) split and compiles its evaluation step. `params`: the model's
+    parameters already replicated on `mesh` (one device copy shared by every target), else replicated here."""
     mesh = parallel.make_mesh() if mesh is None else mesh
-    encoded = encode_split(setup, "dev", data_dir, max_examples, int(max_text_tokens))
+    encoded = encode_split(setup, split, data_dir, max_examples, int(max_text_tokens))
     batch_size = round_up(int(eval_batch_size), parallel.num_data_shards(mesh))
     batches = list(model_batches(encoded, batch_size, buckets=buckets_for([encoded]), sort_by_length=True))
     step = scoring.make_eval_step(setup.readout.score_fn(), mesh)
     params = parallel.replicate(setup.loaded.params, mesh) if params is None else params
-    return TransferTarget(setup, batches, step, params, mesh, len(encoded), int(max_text_tokens))
+    return TransferTarget(setup, batches, step, params, mesh, len(encoded), int(max_text_tokens), split)
 
 
 def transfer_pair(target: TransferTarget, source: str, seeds: Sequence[int], workdir) -> dict:
@@ -67,7 +69,7 @@ def transfer_pair(target: TransferTarget, source: str, seeds: Sequence[int], wor
     confusion, _ = scoring.evaluate(target.eval_step, prompts, target.params, target.batches, target.mesh)
     return {"model": setup.loaded.name, "source": source, "target": setup.task.name, "prompt_task": source,
             "seeds": [int(s) for s in seeds], **scoring.per_seed(confusion),
-            "n_dev": int(target.n_dev), "split": "dev", "prompt_sha256": digests}
+            "n_dev": int(target.n_dev), "split": target.split, "prompt_sha256": digests}
 
 
 def transfer(targets: Sequence[TransferTarget], source: str, seeds: Sequence[int], workdir, *, model_path,
@@ -77,7 +79,7 @@ def transfer(targets: Sequence[TransferTarget], source: str, seeds: Sequence[int
     out = []
     for target in targets:
         model, target_task = target.setup.loaded.name, target.setup.task.name
-        path = layout.transfer_path(workdir, model, source, target_task)
+        path = layout.transfer_path(workdir, model, source, target_task, target.split)
         with hold(path, f"transfer {model}/{source}__{target_task}"):
             _transfer_one(target, source, seeds, workdir, path, model_path=model_path, data_dir=data_dir,
                           max_examples=max_examples)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from skillneurons_jax import layout
 from skillneurons_jax.analysis import results, robustness, transfer
 from skillneurons_jax.analysis.report_context import ReportContext, relative_path
 
@@ -36,6 +37,36 @@ def build(context: ReportContext) -> None:
     else:
         document.p("No accuracy results found.")
     context.summary["accuracy"] = robustness.accuracy_records(entries)
+    held_out(context)
+
+
+def held_out(context: ReportContext) -> None:
+    """Table 1 again on each clean task's HELD-OUT test split (WORKDIR/test/transfer/): prompts were selected by
+    dev accuracy, so dev is optimistic; test is scored once, by the own prompt, and selected nothing."""
+    test_root = layout.split_root(context.workdir, "test")
+    entries = []
+    for model in context.inventory.models:
+        for task in context.tasks(model):
+            path = results.transfer_path(test_root, model, task, task)
+            if not path.exists():
+                continue
+            try:
+                result = results.load_transfer(test_root, model, task, task)
+            except results.CorruptResultError as error:
+                context.problem(error)
+                continue
+            entries.append(robustness.AccuracyEntry(
+                model, task, task, result.accuracy, result.f1, source=relative_path(result.path, context.workdir),
+                balanced_accuracy=None if result.confusion is None else robustness.balanced_accuracy(result.confusion),
+                n_examples=result.n_dev, label_counts=result.label_counts))
+    if not entries:
+        return
+    context.document.h(3, "Held-out test split")
+    context.document.p("The own prompt of each clean task on its test split (no prompt, checkpoint or neuron was "
+                       "chosen on it); n and the majority class are the test split's (the 'n (dev)' column holds the "
+                       "test split's count here).")
+    context.document.table(robustness.ACCURACY_HEADER, robustness.accuracy_rows(entries))
+    context.summary["accuracy_test"] = robustness.accuracy_records(entries)
 
 
 def accuracy_entry(context: ReportContext, model: str, task: str) -> robustness.AccuracyEntry | None:

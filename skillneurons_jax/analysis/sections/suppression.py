@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from skillneurons_jax import layout
 from skillneurons_jax.analysis import figures, results, robustness, transfer
 from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable
 
@@ -51,32 +52,58 @@ def build(context: ReportContext, model: str) -> None:
                            f"{model}: suppressing {what} vs random neurons", panels,
                            title=f"{model}: suppressing {what}")
     document.table(robustness.SUPPRESSION_HEADER, robustness.suppression_rows((model, r) for r in loaded))
-    summary = {}
-    for result in loaded:
-        label = f"{result.source} → {result.target}"
-        comparisons = robustness.compare_levels(result, confidence=float(options["confidence"]), alpha=alpha,
-                                                n_flips=int(options["sign_flips"]),
-                                                seed=int(options["permutation_seed"]))
-        document.h(4, f"{label}: skill vs random per level")
-        rate = _majority(result, majority)
-        document.p(f"{result.skill.shape[1]} seed(s) × {result.random.shape[1]} random draw(s); "
-                   + ("no per-example data (the suppression JSON has no 'skill_correct' / 'random_correct'), so no "
-                      "paired test; " if result.skill_correct is None
-                      else f"{result.skill_correct.shape[-1]} dev examples; ")
-                   + ("majority-class rate unknown." if rate is None else f"majority-class rate {100 * rate:.1f}%."))
-        document.table(robustness.COMPARISON_HEADER, robustness.comparison_rows(comparisons))
-        document.p(robustness.verdict_sentence(label, comparisons[-1], alpha))
-        stats = robustness.suppression_stats(result)
-        summary[f"{result.source}__{result.target}"] = {
-            **{k: jsonable(v) for k, v in dataclasses.asdict(stats).items()},
-            "majority_rate": rate, "per_example": result.skill_correct is not None,
+    summary = {f"{result.source}__{result.target}": _comparison(context, result, majority, "dev")
+               for result in loaded}
+    context.summary.setdefault("suppression", {})[model] = summary
+    _held_out(context, model, majority)
+
+
+def _held_out(context: ReportContext, model: str, majority: dict) -> None:
+    """The own-task curves again on each task's HELD-OUT test split (WORKDIR/test/suppression/): the skill neurons
+    were selected on dev (eq. 3), so this asks whether their effect holds on examples nothing was chosen on."""
+    test_root = layout.split_root(context.workdir, "test")
+    loaded = []
+    for task in context.tasks(model):
+        if not results.suppression_path(test_root, model, task, task).exists():
+            continue
+        try:
+            loaded.append(results.load_suppression(test_root, model, task, task))
+        except LOAD_ERRORS as error:
+            context.problem(error)
+    if not loaded:
+        return
+    context.document.h(4, "Held-out test split: the same own-task suppression")
+    context.document.p("Skill neurons, prompts and eq. 3 come from train and dev only; these curves are measured on "
+                       "each task's test split, which no selection saw. Majority-class rates are the test split's.")
+    context.document.table(robustness.SUPPRESSION_HEADER, robustness.suppression_rows((model, r) for r in loaded))
+    context.summary.setdefault("suppression_test", {})[model] = {
+        f"{result.source}__{result.target}": _comparison(context, result, {}, "test") for result in loaded}
+
+
+def _comparison(context: ReportContext, result: results.Suppression, majority: dict, split: str) -> dict:
+    """Skill vs random per level for one result: a table, the computed sentence, and its summary.json entry."""
+    document, options, alpha = context.document, context.options, context.options["alpha"]
+    label = f"{result.source} → {result.target}" + ("" if split == "dev" else f" ({split})")
+    comparisons = robustness.compare_levels(result, confidence=float(options["confidence"]), alpha=alpha,
+                                            n_flips=int(options["sign_flips"]), seed=int(options["permutation_seed"]))
+    document.h(4, f"{label}: skill vs random per level")
+    rate = _majority(result, majority)
+    document.p(f"{result.skill.shape[1]} seed(s) × {result.random.shape[1]} random draw(s); "
+               + ("no per-example data (the suppression JSON has no 'skill_correct' / 'random_correct'), so no "
+                  "paired test; " if result.skill_correct is None
+                  else f"{result.skill_correct.shape[-1]} {split} examples; ")
+               + ("majority-class rate unknown." if rate is None else f"majority-class rate {100 * rate:.1f}%."))
+    document.table(robustness.COMPARISON_HEADER, robustness.comparison_rows(comparisons))
+    document.p(robustness.verdict_sentence(label, comparisons[-1], alpha))
+    stats = robustness.suppression_stats(result)
+    return {**{k: jsonable(v) for k, v in dataclasses.asdict(stats).items()},
+            "majority_rate": rate, "per_example": result.skill_correct is not None, "split": split,
             "comparison": [{"k": c.k, "skill": c.skill, "random": c.random, "difference": c.difference,
                             "interval": None if c.interval is None else list(c.interval),
                             "interval_units": c.interval_units, "confidence": c.confidence, "p_value": c.p_value,
                             "n_examples": c.n_examples, "exact": c.exact, "n_flips": c.n_flips,
                             "verdict": c.verdict} for c in comparisons],
             "verdict": robustness.verdict_sentence(label, comparisons[-1], alpha)}
-    context.summary.setdefault("suppression", {})[model] = summary
 
 
 def _majority(result: results.Suppression, majority: dict) -> float | None:
