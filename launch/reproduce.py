@@ -37,7 +37,7 @@ from absl import flags
 from configs import tune as tune_config
 from launch import common
 from skillneurons_jax import accelerators
-from skillneurons_jax.pipeline import runner
+from skillneurons_jax.pipeline import hosts, runner
 from skillneurons_jax.pipeline.stages import Settings
 
 FLAGS = flags.FLAGS
@@ -65,9 +65,14 @@ def main(argv):
                            max_examples=FLAGS.max_examples, max_steps=FLAGS.max_steps, eval_every=FLAGS.eval_every,
                            model_path=FLAGS.model_path, task=FLAGS.task, given=given)
     t0 = time.time()
-    result = runner.run_plan(settings, dry_run=FLAGS.dry_run, process_index=FLAGS.process_index,
-                             process_count=FLAGS.process_count, wait_s=FLAGS.wait_s, poll_s=FLAGS.poll_s,
-                             printer=lambda msg: print(msg, flush=True))
+    try:
+        result = runner.run_plan(settings, dry_run=FLAGS.dry_run, process_index=FLAGS.process_index,
+                                 process_count=FLAGS.process_count, wait_s=FLAGS.wait_s, poll_s=FLAGS.poll_s,
+                                 printer=lambda msg: print(msg, flush=True),
+                                 heartbeat_timeout_s=FLAGS.heartbeat_timeout_s)
+    except hosts.HostLost as error:          # another host died: a clear line and exit 3, never a hang
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(3)
     if FLAGS.dry_run:
         for line in accelerators.format_estimate(settings, FLAGS.accelerator, FLAGS.accelerator_chips,
                                                  FLAGS.accelerator_mfu):

@@ -10,6 +10,7 @@
                                          the same files on the HELD-OUT test split (own prompt, own neurons)
       report/index.html, index.md, summary.json, figures/                             (the report)
       .stages/<key with / as __>.json                                                  (the plan's records)
+      .hosts/host_<i>.json                  heartbeats of the hosts of a --process_count run (pipeline/hosts.py)
       .jax_cache/                                                                      (XLA's compilation cache)
     A run writing a stage holds its lock: prompts/<model>/<task>/.lock, or .<file>.lock beside a result file.
 
@@ -27,6 +28,7 @@ SUPPRESSION_DIR = "suppression"
 REPORT_DIR = "report"
 SPLIT_DIRS = {"dev": "", "test": "test"}   # results on another split mirror the dev layout under this folder
 STAGE_RECORDS_DIR = ".stages"
+HOSTS_DIR = ".hosts"                   # launch.reproduce --process_count: one heartbeat record per host
 JAX_CACHE_DIR = ".jax_cache"
 
 PROMPT_FILE = "prompt.npy"             # [P, H] float32, best by dev accuracy
@@ -88,6 +90,11 @@ def report_dir(workdir) -> pathlib.Path:
 def report_outputs(workdir) -> list[pathlib.Path]:
     """The report files whose presence marks the report stage done."""
     return [report_dir(workdir) / name for name in REPORT_FILES]
+
+
+def host_record_path(workdir, index: int) -> pathlib.Path:
+    """WORKDIR/.hosts/host_<i>.json: host i's heartbeat while it runs its share of a --process_count plan."""
+    return pathlib.Path(workdir) / HOSTS_DIR / f"host_{int(index)}.json"
 
 
 def stage_record_path(workdir, key: str) -> pathlib.Path:

@@ -16,7 +16,7 @@ import jax
 
 from skillneurons_jax import io, layout
 from skillneurons_jax.data import tasks
-from skillneurons_jax.pipeline import plan
+from skillneurons_jax.pipeline import hosts, plan
 from skillneurons_jax.pipeline import stages as plan_stages
 from skillneurons_jax.pipeline.session import Session
 
@@ -80,23 +80,29 @@ def host_stages(stages, index: int, count: int):
     return plan.shard(work, index, count) + (skipped if index == 0 else []), report
 
 
-def wait_for_others(stages, workdir, wait_s: float, poll_s: float, printer=print) -> list[str]:
-    """Host 0: polls until every non-report stage is done; returns the keys still not done at the deadline."""
+def wait_for_others(stages, workdir, wait_s: float, poll_s: float, printer=print,
+                    watch: Optional[hosts.Watch] = None) -> list[str]:
+    """Host 0: polls until every non-report stage is done; returns the keys still not done at the deadline.
+    With `watch`, each poll also checks the other hosts' heartbeats (hosts.HostLost, hosts.HostsDisagree)."""
     work = [s for s in stages if s.kind != "report"]
     deadline = time.time() + wait_s
     while True:
         left = [s.key for s in plan.pending(work, workdir)]
         if not left or time.time() >= deadline:
             return left
+        if watch is not None:
+            watch.check()
         printer(f"[plan] waiting for {len(left)} stage(s) of the other hosts (e.g. {left[0]})")
         time.sleep(max(0.0, min(poll_s, deadline - time.time())))
 
 
 def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_index: int = 0,
              process_count: int = 1, wait_s: float = 0.0, poll_s: float = 30.0, printer=print,
-             session: Optional[Session] = None, hooks=None) -> dict:
+             session: Optional[Session] = None, hooks=None, heartbeat_timeout_s: float = 100.0) -> dict:
     """Builds and runs (or lists) the plan for `settings`. Returns plan.run's summary plus "report" (the
-    index.html path or None) and "stages" (the plan)."""
+    index.html path or None) and "stages" (the plan). With process_count > 1 every host keeps a heartbeat record
+    in the workdir (pipeline/hosts.py): hosts started with another count, config or data are an error, and host 0
+    stops waiting for a host whose heartbeat is older than heartbeat_timeout_s (hosts.HostLost)."""
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"--process_index {process_index} is not in [0, --process_count {process_count})")
     workdir = check_workdir(settings.workdir, create=not dry_run)
@@ -118,9 +124,19 @@ def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_i
     if process_count == 1:
         result = plan.run(stages, workdir, printer=printer, continue_on_error=settings.continue_on_error)
     else:
-        result = plan.run(mine, workdir, printer=printer, continue_on_error=settings.continue_on_error)
+        fingerprint = hosts.plan_fingerprint({**settings.config, "data_dir": None}, [s.key for s in stages])
+        watch = hosts.Watch(workdir, process_index, process_count, fingerprint, heartbeat_timeout_s)
+        heartbeat = hosts.Heartbeat(workdir, process_index, process_count, fingerprint,
+                                    interval_s=max(0.2, min(poll_s, heartbeat_timeout_s / 4))).start()
+        try:
+            watch.check()                     # the hosts that started before this one
+            result = plan.run(mine, workdir, printer=printer, continue_on_error=settings.continue_on_error)
+        except BaseException:
+            heartbeat.stop()                  # not finished: host 0 reports this host lost after the timeout
+            raise
+        heartbeat.finish()
         if process_index == 0 and report is not None:
-            left = wait_for_others(stages, workdir, wait_s, poll_s, printer)
+            left = wait_for_others(stages, workdir, wait_s, poll_s, printer, watch=watch)
             if left:
                 printer(f"[plan] {len(left)} stage(s) of other hosts are not done after {wait_s:.0f} s: "
                         f"{', '.join(left[:5])}...; the report shows what exists (rerun to complete it)")
