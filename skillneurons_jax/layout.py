@@ -6,6 +6,9 @@
       transfer/<model>/<source>__<target>.json (+ .meta.json)                         (stage transfer)
       predictivity/<model>/<task>.npz (+ <task>.npz.json)                             (stage predictivity)
       suppression/<model>/<source>__<target>.json (+ .meta.json)                      (stage suppress)
+      robust/<arm>/prompts/<model>/<task>/seed_<s>/  as prompts/ above, one tree per arm (stage robust_tune)
+      robust/<arm>/eval/<model>/<task>.json (+ .meta.json)  the arm's prompts on the clean dev and its AdvGLUE sets
+      patching/<model>/<clean>__<adversarial>.<source>.json (+ .meta.json)            (stage patching)
       report/index.html, index.md, summary.json, figures/                             (the report)
       .stages/<key with / as __>.json                                                  (the plan's records)
       .jax_cache/                                                                      (XLA's compilation cache)
@@ -23,6 +26,9 @@ TRANSFER_DIR = "transfer"
 PREDICTIVITY_DIR = "predictivity"
 SUPPRESSION_DIR = "suppression"
 REPORT_DIR = "report"
+ROBUST_DIR = "robust"
+ROBUST_EVAL_DIR = "eval"
+PATCHING_DIR = "patching"
 STAGE_RECORDS_DIR = ".stages"
 JAX_CACHE_DIR = ".jax_cache"
 
@@ -68,6 +74,31 @@ def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
 
 def suppression_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
     return pathlib.Path(workdir) / SUPPRESSION_DIR / model / f"{pair_name(source, target)}.json"
+
+
+def robust_arm_dir(workdir, arm: str) -> pathlib.Path:
+    """WORKDIR/robust/<arm>/: a workdir-shaped tree of one arm of the robustness study (issue 17), so the arm's
+    prompts sit at prompt_path(robust_arm_dir(workdir, arm), model, task, seed) and every reader of tuned prompts
+    (prompt.files.load_tuned_prompts, the transfer stage) reads them unchanged."""
+    return pathlib.Path(workdir) / ROBUST_DIR / arm
+
+
+def robust_prompt_path(workdir, model: str, task: str, arm: str, seed: int) -> pathlib.Path:
+    return prompt_path(robust_arm_dir(workdir, arm), model, task, seed)
+
+
+def robust_metrics_path(workdir, model: str, task: str, arm: str, seed: int) -> pathlib.Path:
+    return metrics_path(robust_arm_dir(workdir, arm), model, task, seed)
+
+
+def robust_eval_path(workdir, model: str, task: str, arm: str) -> pathlib.Path:
+    """WORKDIR/robust/<arm>/eval/<model>/<task>.json: the arm's prompts of `task` on its clean dev and AdvGLUE sets."""
+    return robust_arm_dir(workdir, arm) / ROBUST_EVAL_DIR / model / f"{task}.json"
+
+
+def patching_path(workdir, model: str, clean_task: str, adversarial_task: str, source: str) -> pathlib.Path:
+    """WORKDIR/patching/<model>/<clean>__<adversarial>.<source>.json (source: "original" | "mean")."""
+    return pathlib.Path(workdir) / PATCHING_DIR / model / f"{pair_name(clean_task, adversarial_task)}.{source}.json"
 
 
 def report_dir(workdir) -> pathlib.Path:
