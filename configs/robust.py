@@ -9,7 +9,9 @@ paper's tasks SST-2, QNLI and MRPC with MiniLM and the AdvGLUE sets of the first
   (plus the skill-neuron term of robust.anchor), each scored on the clean dev and the AdvGLUE dev sets;
 - `patching/<m>/<clean>__<adv>.<source>`: activation patching of the AdvGLUE pairs (advglue/dev_ann.json) with the
   clean prompts, skill vs random neurons, k = 1..15 %.
-MRPC has no AdvGLUE set of its own (AdvQQP's clean task is QQP), so its arms report the clean-accuracy cost only.
+MRPC has no AdvGLUE set of its own (AdvQQP's clean task is QQP): its arms are scored on AdvQQP as a paraphrase
+transfer (robust.extra_targets), with AdvQQP's verbalizer; patching needs a clean task's own prompts, so it runs
+for SST-2 -> AdvSST-2 and QNLI -> AdvQNLI only.
 
 Fields (every one can be changed with --config.robust.FIELD / --config.patching.FIELD; delete a block to switch
 its stages off: configs/default.py has neither):
@@ -20,6 +22,8 @@ its stages off: configs/default.py has neither):
   robust.neighbour_k         candidates per token of the `neighbour` operation
   robust.protected_words     words the `neighbour` operation never replaces nor inserts (polarity words: their
                              embedding neighbours are often antonyms)
+  robust.extra_targets       "clean:target,...": sets the arms of a clean task are scored on besides its own
+                             adversarial sets (present data only)
   robust.anchor              robust.anchor.AnchorSettings: strength (the anchored arm), top_percent, scope, mode,
                              penalty, margin, tokens, epsilon, adversarial_steps (perturbed_weight is set per arm)
   patching                   robust.patching.PatchingSettings: percents, source (original | mean), scope,
@@ -47,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
         perturbation_mode="one",
         neighbour_k=8,
         protected_words=PROTECTED_WORDS,
+        extra_targets="mrpc:advqqp",                  # paraphrase transfer: MRPC's arms on AdvQQP
         anchor=ml_collections.ConfigDict(dict(strength=1.0, top_percent=1.0, scope="layer", mode="sign",
                                               penalty="hinge", margin=0.0, tokens="all", epsilon=0.0,
                                               adversarial_steps=1))))

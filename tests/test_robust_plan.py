@@ -157,3 +157,23 @@ def test_robust_settings_arms_share_one_budget():
     assert settings.perturbations.to_dict()["perturbations"] == {"char_swap": 0.1, "word_drop": 0.05}
     with pytest.raises(ValueError, match="unknown robust keys"):
         tuning.RobustSettings.from_mapping({"perturbation": {"char_swap": 0.1}})
+
+
+def test_extra_targets_are_scored_where_their_data_is(world, tmp_path):
+    """MRPC's arms on AdvSST-2 (as configs/robust.py puts MRPC's on AdvQQP): the evaluation part of the stage's cost
+    grows by that set; a set whose data is absent (QNLI here) adds nothing."""
+    def cost(extra):
+        c = _config(world, patching=False)
+        c.tasks = "sst2,mrpc,advsst2"
+        c.robust.tasks = "mrpc"
+        c.robust.extra_targets = extra
+        stages = {s.key: s for s in st.build_plan(st.Settings.from_config(c, tmp_path / "w"))}
+        assert f"robust_tune/{M}/sst2/plain" not in stages
+        return stages[f"robust_tune/{M}/mrpc/plain"].cost_s
+
+    assert cost("mrpc:advsst2") > cost("")
+    assert cost("mrpc:qnli") == cost("")
+    c = _config(world)
+    c.robust.extra_targets = "mrpc"
+    with pytest.raises(ValueError, match="clean:target"):
+        st.Settings.from_config(c, tmp_path / "w")

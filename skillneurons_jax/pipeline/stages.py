@@ -166,7 +166,10 @@ class Settings:
         data_dir = data_dir if data_dir is not None else get("data_dir")
         robust = RobustSettings.from_mapping(_plain(get("robust"))) if get("robust") else None
         if robust is not None:
-            robust = dataclasses.replace(robust, tasks=tuple(task_table.get_task(t).name for t in robust.tasks))
+            robust = dataclasses.replace(
+                robust, tasks=tuple(task_table.get_task(t).name for t in robust.tasks),
+                extra_targets=tuple(f"{task_table.get_task(a).name}:{task_table.get_task(b).name}"
+                                    for a, b in robust.extra_targets))
             adversarial = [t for t in robust.tasks if task_table.clean_task_of(t) != t]
             absent = [t for t in robust.tasks if t not in names["tasks"] + names["optional_tasks"]]
             if absent:
@@ -501,6 +504,10 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
     m, path, w = info.name, info.path, s.workdir
     for task in robust_tasks(s, tp):
         adversarial = [a for a in tp.adversarial if clean_of(a) == task]
+        # extra scored sets (robust.extra_targets) need only their own dev split
+        adversarial += [t for src, t in s.robust.extra_targets
+                        if src == task and t not in adversarial and t != task
+                        and data_problem(t, s.data_dir, s.allow_hub) is None]
         for arm in s.robust.arms:
             def robust_tune(task=task, arm=arm, adversarial=adversarial, key=f"robust_tune/{m}/{task}/{arm}"):
                 _hook(hooks, "robust_tune", key)

@@ -36,7 +36,8 @@ from skillneurons_jax.stages import tune as tune_stage
 from skillneurons_jax.stages.setup import TaskSetup, hold
 
 # Fields of the config block `robust` (configs/robust.py documents them).
-FIELDS = ("tasks", "arms", "perturbations", "perturbation_mode", "neighbour_k", "protected_words", "anchor")
+FIELDS = ("tasks", "arms", "perturbations", "perturbation_mode", "neighbour_k", "protected_words", "anchor",
+          "extra_targets")
 
 
 def _as_tuple(value) -> tuple:
@@ -59,6 +60,8 @@ class RobustSettings:
                        neighbours of polarity words are often antonyms: MiniLM good -> bad)
     anchor:            the anchored arm's AnchorSettings (strength > 0); the perturbed arm is the same with
                        strength 0, the plain arm is everything off (robust.anchor.arm_settings)
+    extra_targets:     ("clean:target", ...): sets the arms of `clean` are scored on besides the clean task's own
+                       adversarial sets (e.g. "mrpc:advqqp", a paraphrase transfer), each with its own verbalizer
     """
 
     tasks: tuple = ()
@@ -67,6 +70,7 @@ class RobustSettings:
     neighbour_k: int = 8
     protected_words: tuple = ()
     anchor: anchor.AnchorSettings = anchor.AnchorSettings(strength=1.0)
+    extra_targets: tuple = ()
 
     def __post_init__(self):
         arms = _as_tuple(self.arms)
@@ -76,6 +80,13 @@ class RobustSettings:
         object.__setattr__(self, "arms", tuple(a for a in anchor.ARMS if a in arms))
         object.__setattr__(self, "tasks", _as_tuple(self.tasks))
         object.__setattr__(self, "protected_words", _as_tuple(self.protected_words))
+        pairs = []
+        for item in _as_tuple(self.extra_targets):
+            source, sep, target = (item if isinstance(item, str) else ":".join(item)).partition(":")
+            if not sep or not source.strip() or not target.strip():
+                raise ValueError(f"robust.extra_targets entry {item!r} must be 'clean:target'")
+            pairs.append((source.strip(), target.strip()))
+        object.__setattr__(self, "extra_targets", tuple(pairs))
         if int(self.neighbour_k) != self.neighbour_k or self.neighbour_k < 1:
             raise ValueError(f"robust.neighbour_k must be an integer >= 1, got {self.neighbour_k!r}")
         if "anchored" in self.arms and not self.anchor.uses_neurons:
@@ -114,7 +125,7 @@ class RobustSettings:
     def to_dict(self) -> dict:
         return {"tasks": list(self.tasks), "arms": list(self.arms), **self.perturbations.to_dict(),
                 "neighbour_k": int(self.neighbour_k), "protected_words": list(self.protected_words),
-                "anchor": self.anchor.to_dict()}
+                "anchor": self.anchor.to_dict(), "extra_targets": [f"{a}:{b}" for a, b in self.extra_targets]}
 
 
 # ----------------------------------------------------------------------------------------------- inputs
