@@ -8,6 +8,9 @@
       suppression/<model>/<source>__<target>.json (+ .meta.json)                      (stage suppress)
       test/transfer/<model>/<task>__<task>.json, test/suppression/<model>/<task>__<task>.json
                                          the same files on the HELD-OUT test split (own prompt, own neurons)
+      robust/<arm>/prompts/<model>/<task>/seed_<s>/  as prompts/ above, one tree per arm (stage robust_tune)
+      robust/<arm>/eval/<model>/<task>.json (+ .meta.json)  the arm's prompts on the clean dev and its AdvGLUE sets
+      patching/<model>/<clean>__<adversarial>.<source>.json (+ .meta.json)            (stage patching)
       report/index.html, index.md, summary.json, figures/                             (the report)
       .stages/<key with / as __>.json                                                  (the plan's records)
       .hosts/host_<i>.json                  heartbeats of the hosts of a --process_count run (pipeline/hosts.py)
@@ -27,6 +30,9 @@ PREDICTIVITY_DIR = "predictivity"
 SUPPRESSION_DIR = "suppression"
 REPORT_DIR = "report"
 SPLIT_DIRS = {"dev": "", "test": "test"}   # results on another split mirror the dev layout under this folder
+ROBUST_DIR = "robust"
+ROBUST_EVAL_DIR = "eval"
+PATCHING_DIR = "patching"
 STAGE_RECORDS_DIR = ".stages"
 HOSTS_DIR = ".hosts"                   # launch.reproduce --process_count: one heartbeat record per host
 JAX_CACHE_DIR = ".jax_cache"
@@ -81,6 +87,31 @@ def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
 
 def suppression_path(workdir, model: str, source: str, target: str, split: str = "dev") -> pathlib.Path:
     return split_root(workdir, split) / SUPPRESSION_DIR / model / f"{pair_name(source, target)}.json"
+
+
+def robust_arm_dir(workdir, arm: str) -> pathlib.Path:
+    """WORKDIR/robust/<arm>/: a workdir-shaped tree of one arm of the robustness study (issue 17), so the arm's
+    prompts sit at prompt_path(robust_arm_dir(workdir, arm), model, task, seed) and every reader of tuned prompts
+    (prompt.files.load_tuned_prompts, the transfer stage) reads them unchanged."""
+    return pathlib.Path(workdir) / ROBUST_DIR / arm
+
+
+def robust_prompt_path(workdir, model: str, task: str, arm: str, seed: int) -> pathlib.Path:
+    return prompt_path(robust_arm_dir(workdir, arm), model, task, seed)
+
+
+def robust_metrics_path(workdir, model: str, task: str, arm: str, seed: int) -> pathlib.Path:
+    return metrics_path(robust_arm_dir(workdir, arm), model, task, seed)
+
+
+def robust_eval_path(workdir, model: str, task: str, arm: str) -> pathlib.Path:
+    """WORKDIR/robust/<arm>/eval/<model>/<task>.json: the arm's prompts of `task` on its clean dev and AdvGLUE sets."""
+    return robust_arm_dir(workdir, arm) / ROBUST_EVAL_DIR / model / f"{task}.json"
+
+
+def patching_path(workdir, model: str, clean_task: str, adversarial_task: str, source: str) -> pathlib.Path:
+    """WORKDIR/patching/<model>/<clean>__<adversarial>.<source>.json (source: "original" | "mean")."""
+    return pathlib.Path(workdir) / PATCHING_DIR / model / f"{pair_name(clean_task, adversarial_task)}.{source}.json"
 
 
 def report_dir(workdir) -> pathlib.Path:

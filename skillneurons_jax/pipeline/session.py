@@ -17,6 +17,9 @@ import jax.numpy as jnp
 from skillneurons_jax import models, parallel
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.prompt.readout import ReadoutSettings
+from skillneurons_jax.robust import patching as patching_settings
+from skillneurons_jax.robust import stage as robust_stage
+from skillneurons_jax.robust import tuning as robust_tuning
 from skillneurons_jax.stages import predictivity as predictivity_stage
 from skillneurons_jax.stages import suppress as suppress_stage
 from skillneurons_jax.stages import transfer as transfer_stage
@@ -107,3 +110,24 @@ class Session:
             self.setup(model_path, target, tune_config), source, workdir, data_dir, seeds, model_path=model_path,
             max_text_tokens=int(tune_config["max_text_tokens"]),
             eval_batch_size=int(tune_config["eval_batch_size"]), max_examples=max_examples, **options)
+
+    def robust_tune(self, model_path: str, task: str, arm: str, settings: robust_tuning.RobustSettings,
+                    adversarial: Sequence[str], seeds: Sequence[int], workdir, data_dir, tune_config, *,
+                    max_examples: Optional[int] = None) -> dict:
+        """One arm of the robustness study (robust.tuning): tuned like the tune stage, then scored on the clean
+        task's dev split and on `adversarial` (its AdvGLUE sets) with the prepared transfer targets."""
+        summary = robust_tuning.tune_arm(self.setup(model_path, task, tune_config), arm, settings, seeds, workdir,
+                                         data_dir, tune_config, model_path=model_path, max_examples=max_examples)
+        targets = [self.transfer_target(model_path, t, data_dir, tune_config, max_examples)
+                   for t in [task, *adversarial]]
+        robust_tuning.evaluate_arm(targets, task, arm, settings, seeds, workdir, model_path=model_path,
+                                   data_dir=data_dir, max_examples=max_examples)
+        return summary
+
+    def patching(self, model_path: str, clean: str, adversarial: str, seeds: Sequence[int], workdir, data_dir,
+                 tune_config, settings: patching_settings.PatchingSettings, *,
+                 max_examples: Optional[int] = None) -> dict:
+        return robust_stage.patching_stage(
+            self.setup(model_path, adversarial, tune_config), clean, seeds, workdir, data_dir, settings,
+            model_path=model_path, max_text_tokens=int(tune_config["max_text_tokens"]),
+            batch_size=int(tune_config["eval_batch_size"]), max_examples=max_examples)

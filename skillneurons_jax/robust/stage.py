@@ -1,24 +1,26 @@
 """The patching stage body: a loaded model, an adversarial task, the clean prompts and predictivity in; one JSON out.
 
-No flags and no configs: the plan (pipeline/) loads the model, the clean task's prompts (`prompt.npy` per seed,
-with the readout their sidecar records) and the clean task's predictivity npz, and calls `run_patching`.
+No flags and no configs: the plan (pipeline/) loads the model and calls `patching_stage`, which reads the clean
+task's prompts (`prompt.npy` per seed, with the readout their sidecar records) and predictivity npz and calls
+`run_patching`.
 """
 from __future__ import annotations
 
-import pathlib
 import time
 from typing import Optional, Sequence
 
 import numpy as np
 
-from skillneurons_jax import io
+from skillneurons_jax import io, layout
 from skillneurons_jax.data import batches
+from skillneurons_jax.prompt import files
 from skillneurons_jax.robust import advglue, patching
+from skillneurons_jax.stages import suppress as suppress_stage
+from skillneurons_jax.stages.setup import hold
 
 
-def patching_path(workdir, model: str, clean_task: str, adversarial_task: str, source: str) -> pathlib.Path:
-    """WORKDIR/patching/<model>/<clean>__<adversarial>.<source>.json"""
-    return pathlib.Path(workdir) / "patching" / model / f"{clean_task}__{adversarial_task}.{source}.json"
+# The path is the workdir layout's (one home for every output name).
+patching_path = layout.patching_path
 
 
 def run_patching(loaded, readout, clean_task: str, adversarial_task: str, prompts, pred, data_dir,
@@ -57,3 +59,24 @@ def run_patching(loaded, readout, clean_task: str, adversarial_task: str, prompt
     io.write_sidecar(out_path, stage="patching", settings=settings.to_dict(), wall_s=time.time() - start,
                      **(sidecar or {}))
     return doc
+
+
+def patching_stage(setup, clean_task: str, seeds: Sequence[int], workdir, data_dir,
+                   settings: patching.PatchingSettings, *, model_path, max_text_tokens: int, batch_size: int,
+                   max_examples: Optional[int] = None) -> dict:
+    """The plan's patching stage: `setup` is the ADVERSARIAL task's (stages.setup.TaskSetup: its label words and
+    readout), `clean_task` the task whose prompts (checked against that readout by prompt.files) and predictivity
+    npz (pred, and the TRAIN baseline for source "mean") are used. Holds and writes
+    layout.patching_path(workdir, model, clean, adversarial, settings.source); returns the JSON written."""
+    loaded, adversarial_task = setup.loaded, setup.task.name
+    prompts, digests = files.load_tuned_prompts(workdir, loaded, setup.readout, clean_task, seeds,
+                                                int(max_text_tokens))
+    pred, baseline, _ = suppress_stage.load_source(workdir, loaded, clean_task, "encoder",
+                                                need_baseline=settings.source == "mean")
+    out = layout.patching_path(workdir, loaded.name, clean_task, adversarial_task, settings.source)
+    with hold(out, f"patching {loaded.name}/{clean_task}__{adversarial_task}.{settings.source}"):
+        return run_patching(loaded, setup.readout, clean_task, adversarial_task, prompts, pred, data_dir, settings,
+                            out, seeds=[int(s) for s in seeds], baseline=baseline, batch_size=int(batch_size),
+                            max_text_tokens=int(max_text_tokens), max_examples=max_examples,
+                            sidecar={"model_path": str(model_path), "data_dir": str(data_dir),
+                                     "max_examples": max_examples, "prompt_sha256": digests})

@@ -60,11 +60,12 @@ def buckets_for(encoded_splits: Sequence[batching.Encoded]) -> tuple[int, ...]:
 
 
 def model_batches(encoded: batching.Encoded, batch_size: int, *, seed=None, drop_last=False, buckets,
-                  sort_by_length=False) -> Iterator[dict]:
-    """batches.iterate, keeping only what the readout and the loss read (MODEL_KEYS)."""
+                  sort_by_length=False, keys: Sequence[str] = MODEL_KEYS) -> Iterator[dict]:
+    """batches.iterate, keeping only what the readout and the loss read (`keys`: MODEL_KEYS, plus "index" for a
+    caller that joins other rows of the same examples, e.g. robust.anchor.with_perturbed)."""
     for batch in batching.iterate(encoded, batch_size, seed=seed, drop_last=drop_last, buckets=buckets,
                                   sort_by_length=sort_by_length):
-        yield {k: batch[k] for k in MODEL_KEYS}
+        yield {k: batch[k] for k in keys}
 
 
 def sharded_batches(encoded: batching.Encoded, batch_size: int, mesh, fixed_length: Optional[int] = None, *,

@@ -23,14 +23,15 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 
 from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.data import readers
 from skillneurons_jax.prompt import hparams, soft_prompt, train
-from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, model_batches, round_up
+from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, model_batches, round_up
 
 # The tuning config fields that must be set after the hyperparameter table has filled the None ones.
 REQUIRED = ("learning_rate", "batch_size")
@@ -98,14 +99,20 @@ def length_schedule_seed(epoch: int) -> int:
     return int(np.random.SeedSequence([int(epoch), 0x1E57]).generate_state(1)[0])
 
 
-def make_train_batches(train_enc, batch_size: int, buckets, group_by_length: bool):
-    """(seed, epoch) -> that epoch's training batches for `seed` (dicts of numpy arrays, see stages.setup)."""
+def make_train_batches(train_enc, batch_size: int, buckets, group_by_length: bool,
+                       extend: Optional[Callable[[int, dict], dict]] = None):
+    """(seed, epoch) -> that epoch's training batches for `seed` (dicts of numpy arrays, see stages.setup).
+    `extend(seed, batch)`: adds fields to each batch (it sees the rows' "index"; the result keeps what it returns)."""
+
+    keys = MODEL_KEYS if extend is None else MODEL_KEYS + ("index",)
 
     def train_batches(seed, epoch):
         out = list(model_batches(train_enc, batch_size, seed=train.epoch_seed(seed, epoch), drop_last=True,
-                                 buckets=buckets, sort_by_length=bool(group_by_length)))
+                                 buckets=buckets, sort_by_length=bool(group_by_length), keys=keys))
         if group_by_length:  # rows of similar length share a batch; batch order: one permutation for all seeds
             out = [out[i] for i in np.random.default_rng(length_schedule_seed(epoch)).permutation(len(out))]
+        if extend is not None:
+            out = [extend(int(seed), batch) for batch in out]
         return out
 
     return train_batches
@@ -125,8 +132,17 @@ def train_config(cfg: Mapping) -> train.TrainConfig:
 
 def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path,
          max_examples: Optional[int] = None, max_steps: Optional[int] = None, eval_every: Optional[int] = None,
-         sidecar_extra: Optional[Mapping[str, Any]] = None, require_complete: bool = False) -> dict:
+         sidecar_extra: Optional[Mapping[str, Any]] = None, require_complete: bool = False,
+         step_factory: Optional[Callable] = None, extend_batches: Optional[Callable] = None,
+         run_info_extra: Optional[Mapping[str, Any]] = None) -> dict:
     """Tunes one prompt per seed of `setup.task` (all seeds in one compiled step); see the module docstring.
+
+    Another loss (robust.tuning, issue 17) comes in through three arguments, so the tuning body stays one:
+    `step_factory` is prompt.train.train's (None: the plain step); `extend_batches(train_examples, train_enc, cfg)`
+    is called once with the training split as read ([E] data.tasks.Example) and encoded, and the resolved config,
+    and returns `extend(seed, batch) -> batch` applied to every training batch (it sees the rows' "index");
+    `run_info_extra` joins the run's fingerprint and sidecars (a resumed run must share it). `workdir` may be any
+    workdir-shaped root (layout.robust_arm_dir).
 
     `model_path` is recorded in the sidecars (the model is `setup.loaded`). Split sizes: `max_examples` caps every
     split; the config's `train_max_examples` / `dev_max_examples`, when set, replace it for that split.
@@ -141,11 +157,13 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
                        enabled=jax.process_index() == 0):
         return _tune(setup, seeds, workdir, data_dir, tune_config, model_path=model_path,
                      max_examples=max_examples, max_steps=max_steps, eval_every=eval_every,
-                     sidecar_extra=sidecar_extra, require_complete=require_complete)
+                     sidecar_extra=sidecar_extra, require_complete=require_complete, step_factory=step_factory,
+                     extend_batches=extend_batches, run_info_extra=run_info_extra)
 
 
 def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path, max_examples,
-          max_steps, eval_every, sidecar_extra, require_complete) -> dict:
+          max_steps, eval_every, sidecar_extra, require_complete, step_factory=None, extend_batches=None,
+          run_info_extra=None) -> dict:
     """The body of `tune`, run while the task folder is held."""
     t_start = time.time()
     seeds = [int(s) for s in seeds]
@@ -156,8 +174,8 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
     mesh = parallel.make_mesh()
     parallel.check_divisible(cfg["batch_size"], mesh, what="global batch (config batch_size)")
 
-    train_enc = encode_split(setup, "train", data_dir, cfg.get("train_max_examples") or max_examples,
-                             cfg["max_text_tokens"])
+    train_cap = cfg.get("train_max_examples") or max_examples
+    train_enc = encode_split(setup, "train", data_dir, train_cap, cfg["max_text_tokens"])
     dev_enc = encode_split(setup, "dev", data_dir, cfg.get("dev_max_examples") or max_examples,
                            cfg["max_text_tokens"])
     batch_size = int(cfg["batch_size"])
@@ -166,7 +184,11 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
     buckets = buckets_for([train_enc, dev_enc])
     eval_batch_size = round_up(cfg["eval_batch_size"], parallel.num_data_shards(mesh))
     dev_batches = list(model_batches(dev_enc, eval_batch_size, buckets=buckets, sort_by_length=True))
-    train_batches = make_train_batches(train_enc, batch_size, buckets, bool(cfg["group_by_length"]))
+    extend = None
+    if extend_batches is not None:
+        train_examples = readers.load_split(setup.task, "train", data_dir, max_examples=train_cap)
+        extend = extend_batches(train_examples, train_enc, cfg)
+    train_batches = make_train_batches(train_enc, batch_size, buckets, bool(cfg["group_by_length"]), extend)
 
     embed = jax.jit(lambda ids: loaded.module.apply({"params": loaded.params}, ids, method="embed_tokens"))
     init = soft_prompt.init_prompts(
@@ -183,7 +205,7 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
                 "label_words": list(setup.label_words.words), "prompt_init": cfg["init"],
                 "init_std": cfg["init_std"], "max_text_tokens": cfg["max_text_tokens"],
                 "group_by_length": bool(cfg["group_by_length"]),
-                "train_examples": len(train_enc), "dev_examples": len(dev_enc)}
+                "train_examples": len(train_enc), "dev_examples": len(dev_enc), **dict(run_info_extra or {})}
     sidecar = {"config": cfg, "model_path": str(model_path), "data_dir": str(data_dir), "seeds": seeds,
                "devices": jax.device_count(), "processes": jax.process_count(), **dict(sidecar_extra or {})}
     run_dirs = [layout.run_dir(workdir, loaded.name, task, s) for s in seeds]
@@ -199,7 +221,7 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
           f"seeds {seeds}, {jax.device_count()} device(s), {config}", file=sys.stderr, flush=True)
     result = train.train(readout.score_fn(), loaded.params, init, seeds, train_batches, dev_batches, config,
                          run_dirs=run_dirs, pad_id=train_enc.pad_id, mesh=mesh, run_info=run_info,
-                         sidecar=sidecar, description=f"{loaded.name}/{task}")
+                         sidecar=sidecar, description=f"{loaded.name}/{task}", step_factory=step_factory)
     if require_complete and result.stopped_early is None:
         planned = config.epochs * (len(train_enc) // batch_size)
         planned = planned if config.max_steps is None else min(planned, int(config.max_steps))

@@ -1,0 +1,154 @@
+"""The robustness study's tables (issue 17) from the plan's outputs, for a report section to render:
+
+    tables = robust_tables(workdir)      # {"arms": [row, ...], "patching": [row, ...]}
+
+Reads (nothing else, nothing written):
+  robust/<arm>/eval/<model>/<task>.json                 (robust.tuning.evaluate_arm)
+  patching/<model>/<clean>__<adversarial>.<source>.json (robust.stage.run_patching; the suppression JSON format)
+
+"arms": one row per (model, task, arm, scored set), the clean dev first, then each adversarial set:
+  model, task, arm, target, split ("clean" | "adversarial"), seeds, n_seeds, n_dev, accuracy_mean, accuracy_low,
+  accuracy_high (a Student-t interval over seeds, None below 2 seeds), and against the plain arm of the same model
+  and task, paired by seed (None for the plain arm itself, or when the plain arm is absent or has other seeds):
+  vs_plain_mean / vs_plain_low / vs_plain_high = arm - plain accuracy; on clean rows also clean_cost_mean / _low
+  / _high = plain - arm (what robustness cost on clean data; > 0 is a loss).
+"patching": one row per (model, clean, adversarial, patch source, k > 0):
+  seeds, n_seeds, n_examples, adversarial_mean (unpatched), original_mean (None for source "mean"),
+  skill_mean / _low / _high (accuracy with the top-k % skill neurons patched), random_mean (over draws and seeds),
+  skill_recovery_mean = skill - unpatched, random_recovery_mean = random - unpatched, skill_minus_random_mean /
+  _low / _high (paired by seed, random averaged over draws first), fraction_recovered = skill recovery / (original
+  - unpatched) when that gap is > 0 (source "original"), else None.
+
+Intervals: mean +- t(confidence, n - 1) * sd / sqrt(n) over seeds (seeds are the unit: prompts of one seed share
+every example). The null of a paired interval is "no difference between the two arms (or skill and random
+patches) on average over seeds": an interval that excludes 0 rejects it at 1 - confidence; with 3 seeds it is wide.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import stats
+
+from skillneurons_jax import layout
+
+
+def interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, Optional[float], Optional[float]]:
+    """(mean, low, high) of `values` (one per seed); low/high None for fewer than 2 values."""
+    x = np.asarray(values, np.float64)
+    if x.size == 0:
+        raise ValueError("no values")
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, None, None
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def _read(path: pathlib.Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: line 1: expected a JSON object")
+    return doc
+
+
+def _need(doc: dict, path, *fields):
+    missing = [f for f in fields if f not in doc]
+    if missing:
+        raise ValueError(f"{path}: missing fields {missing} (found {sorted(doc)})")
+
+
+def _stats(prefix: str, values, confidence) -> dict:
+    mean, low, high = interval(values, confidence)
+    return {f"{prefix}_mean": mean, f"{prefix}_low": low, f"{prefix}_high": high}
+
+
+def _arm_files(workdir: pathlib.Path) -> list[pathlib.Path]:
+    root = workdir / layout.ROBUST_DIR
+    return sorted(p for p in root.glob(f"*/{layout.ROBUST_EVAL_DIR}/*/*.json") if not p.name.endswith(".meta.json"))
+
+
+def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
+    """The "arms" table (module docstring)."""
+    docs = {}
+    for path in _arm_files(pathlib.Path(workdir)):
+        doc = _read(path)
+        _need(doc, path, "model", "task", "arm", "seeds", "clean", "adversarial")
+        for name, row in [("clean", doc["clean"]), *doc["adversarial"].items()]:
+            _need(row, f"{path} ({name})", "accuracy", "n_dev")
+            if len(row["accuracy"]) != len(doc["seeds"]):
+                raise ValueError(f"{path} ({name}): {len(row['accuracy'])} accuracies for {len(doc['seeds'])} seeds")
+        docs[(doc["model"], doc["task"], doc["arm"])] = doc
+    order = {"plain": 0, "perturbed": 1, "anchored": 2}
+    rows = []
+    for (model, task, arm), doc in sorted(docs.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9),
+                                                                          kv[0][2])):
+        plain = docs.get((model, task, "plain"))
+        paired = plain is not None and arm != "plain" and plain["seeds"] == doc["seeds"]
+        scored = [("clean", task, doc["clean"])] + [("adversarial", name, row)
+                                                     for name, row in sorted(doc["adversarial"].items())]
+        for split, target, row in scored:
+            out = {"model": model, "task": task, "arm": arm, "target": target, "split": split,
+                   "seeds": list(doc["seeds"]), "n_seeds": len(doc["seeds"]), "n_dev": int(row["n_dev"]),
+                   **_stats("accuracy", row["accuracy"], confidence)}
+            base = None
+            if paired:
+                base = plain["clean"] if split == "clean" else plain["adversarial"].get(target)
+            if base is None:
+                out.update(vs_plain_mean=None, vs_plain_low=None, vs_plain_high=None)
+            else:
+                diff = np.asarray(row["accuracy"], np.float64) - np.asarray(base["accuracy"], np.float64)
+                out.update(_stats("vs_plain", diff, confidence))
+            if split == "clean":
+                if base is None:
+                    out.update(clean_cost_mean=None, clean_cost_low=None, clean_cost_high=None)
+                else:
+                    out.update(_stats("clean_cost", -diff, confidence))
+            rows.append(out)
+    return rows
+
+
+def patching_rows(workdir, confidence: float = 0.95) -> list[dict]:
+    """The "patching" table (module docstring)."""
+    rows = []
+    root = pathlib.Path(workdir) / layout.PATCHING_DIR
+    for path in sorted(p for p in root.glob("*/*.json") if not p.name.endswith(".meta.json")):
+        doc = _read(path)
+        _need(doc, path, "model", "source", "target", "seeds", "ks", "skill", "random", "adversarial_accuracy",
+              "original_accuracy", "patch_source")
+        adversarial = np.asarray(doc["adversarial_accuracy"], np.float64)
+        original = doc["original_accuracy"]
+        original = None if any(a is None for a in original) else np.asarray(original, np.float64)
+        for k in doc["ks"]:
+            if float(k) == 0:
+                continue
+            key = str(k)
+            if key not in doc["skill"] or key not in doc["random"]:
+                raise ValueError(f"{path}: level {key} is in ks but not in skill / random")
+            skill = np.asarray(doc["skill"][key], np.float64)                     # [S]
+            random = np.asarray(doc["random"][key], np.float64).mean(axis=0)      # [D, S] -> [S]
+            gap = None if original is None else float(original.mean() - adversarial.mean())
+            recovery = float(skill.mean() - adversarial.mean())
+            rows.append({"model": doc["model"], "clean": doc["source"], "adversarial": doc["target"],
+                         "source": doc["patch_source"], "k": k, "seeds": list(doc["seeds"]),
+                         "n_seeds": len(doc["seeds"]), "n_examples": doc.get("n_examples"),
+                         "adversarial_mean": float(adversarial.mean()),
+                         "original_mean": None if original is None else float(original.mean()),
+                         **_stats("skill", skill, confidence), "random_mean": float(random.mean()),
+                         "skill_recovery_mean": recovery,
+                         "random_recovery_mean": float(random.mean() - adversarial.mean()),
+                         **_stats("skill_minus_random", skill - random, confidence),
+                         "fraction_recovered": recovery / gap if gap is not None and gap > 0 else None})
+    return rows
+
+
+def robust_tables(workdir, confidence: float = 0.95) -> dict:
+    """{"arms": arm_rows, "patching": patching_rows} of the outputs under `workdir` (empty lists when the study
+    did not run). ValueError naming the file for a malformed output."""
+    return {"arms": arm_rows(workdir, confidence), "patching": patching_rows(workdir, confidence)}

@@ -1,0 +1,179 @@
+"""The robustness stages of the plan (issue 17, item 3) on a tiny random BERT and tiny SST-2 / AdvSST-2 files:
+present only when configured, a whole robust plan that runs and is up to date on rerun, the plain arm equal to
+the plain tune stage bit for bit, the per-arm evaluation and the patching output, the patching skip."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import prompt_fixtures  # noqa: E402
+import reproduce_fixtures as rf  # noqa: E402
+from skillneurons_jax import layout  # noqa: E402
+from skillneurons_jax.pipeline import plan, runner  # noqa: E402
+from skillneurons_jax.pipeline import stages as st  # noqa: E402
+from skillneurons_jax.robust import tuning  # noqa: E402
+
+M = rf.MODEL
+SEEDS = (0, 1)
+
+
+def _config(world, *, robust=True, patching=True, data=None):
+    c = rf.config(world["model"], data or world["data"], tasks="sst2,advsst2")
+    c.transfer.enabled = False
+    c.report.enabled = False
+    if robust:
+        c.robust = dict(tasks="sst2", arms="plain,perturbed,anchored",
+                        perturbations={"char_swap": 0.3, "word_drop": 0.2, "neighbour": 0.3},
+                        perturbation_mode="all", neighbour_k=2, protected_words="good,bad",
+                        anchor=dict(strength=1.0, top_percent=25.0, margin=0.1))
+    if patching:
+        c.patching = dict(percents="10,50", source="original", random_draws=2, random_seed=0)
+    return c
+
+
+def _write_annotated(data_dir):
+    """advglue/dev_ann.json: the AdvSST-2 records with an original sentence (the words reversed), one without."""
+    records = []
+    for i, (text, label) in enumerate(prompt_fixtures.sentences(12, 9)):
+        record = {"idx": i, "sentence": text, "label": int(label)}
+        if i != 3:
+            record["original_sentence"] = " ".join(reversed(text.split()))
+        records.append(record)
+    (data_dir / "advglue" / "dev_ann.json").write_text(json.dumps({"sst2": records}))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("robust_plan")
+    data = rf.write_data(root / "data")
+    _write_annotated(data)
+    return {"root": root, "model": rf.make_model(root), "data": data}
+
+
+@pytest.fixture(scope="module")
+def done(world):
+    workdir = world["root"] / "work"
+    settings = st.Settings.from_config(_config(world), workdir)
+    first = runner.run_plan(settings, printer=lambda *_: None)
+    calls = []
+    hooks = {kind: calls.append for kind in st.STAGE_KINDS}
+    second = runner.run_plan(st.Settings.from_config(_config(world), workdir), printer=lambda *_: None, hooks=hooks)
+    return {"workdir": workdir, "first": first, "second": second, "second_calls": calls}
+
+
+def test_stages_only_when_configured(world, tmp_path):
+    def kinds(config):
+        return {s.kind for s in st.build_plan(st.Settings.from_config(config, tmp_path / "w"))}
+
+    assert not {"robust_tune", "patching"} & kinds(_config(world, robust=False, patching=False))
+    assert "robust_tune" in kinds(_config(world, patching=False))
+    assert "patching" not in kinds(_config(world, patching=False))
+    assert "robust_tune" not in kinds(_config(world, robust=False))
+    stages = {s.key: s for s in st.build_plan(st.Settings.from_config(_config(world), tmp_path / "w"))}
+    anchored = stages[f"robust_tune/{M}/sst2/anchored"]
+    assert anchored.deps == [f"predictivity/{M}/sst2"] and anchored.group == f"{M}/sst2" and anchored.cost_s > 0
+    patch = stages[f"patching/{M}/sst2__advsst2.original"]
+    assert set(patch.deps) == {f"tune/{M}/sst2", f"predictivity/{M}/sst2"} and patch.group == f"{M}/sst2"
+    assert patch.skip_reason is None
+
+
+def test_patching_skipped_without_the_annotated_file(world, tmp_path):
+    data = rf.write_data(tmp_path / "data")          # dev.json only, no dev_ann.json
+    stages = {s.key: s for s in st.build_plan(st.Settings.from_config(_config(world, data=data), tmp_path / "w"))}
+    reason = stages[f"patching/{M}/sst2__advsst2.original"].skip_reason
+    assert reason and "dev_ann.json" in reason
+    assert stages[f"robust_tune/{M}/sst2/anchored"].skip_reason is None
+
+
+def test_bad_robust_config_is_refused(world, tmp_path):
+    c = _config(world)
+    c.robust.arms = "plain,sturdy"
+    with pytest.raises(ValueError, match="robust.arms"):
+        st.Settings.from_config(c, tmp_path / "w")
+    c = _config(world)
+    c.robust.tasks = "advsst2"
+    with pytest.raises(ValueError, match="clean tasks"):
+        st.Settings.from_config(c, tmp_path / "w")
+    c = _config(world)
+    c.robust.perturbations = {}
+    with pytest.raises(ValueError, match="perturbation"):
+        st.Settings.from_config(c, tmp_path / "w")
+
+
+def test_robust_plan_runs_and_is_up_to_date_on_rerun(done):
+    first, second = done["first"], done["second"]
+    assert not first["failed"] and not first["skipped"], (first["failed"], first["skipped"])
+    ran = set(first["executed"])
+    for arm in ("plain", "perturbed", "anchored"):
+        assert f"robust_tune/{M}/sst2/{arm}" in ran
+    assert f"patching/{M}/sst2__advsst2.original" in ran
+    assert second["ran"] == 0 and not second["failed"] and done["second_calls"] == []
+
+
+def test_plain_arm_is_the_plain_tune_stage_bit_for_bit(done):
+    w = done["workdir"]
+    for seed in SEEDS:
+        plain = layout.robust_prompt_path(w, M, "sst2", "plain", seed).read_bytes()
+        assert plain == layout.prompt_path(w, M, "sst2", seed).read_bytes()
+        # the other arms trained on other inputs and another loss: their prompts differ
+        for arm in ("perturbed", "anchored"):
+            other = np.load(layout.robust_prompt_path(w, M, "sst2", arm, seed))
+            assert not np.array_equal(other, np.load(layout.prompt_path(w, M, "sst2", seed))), arm
+    anchored = np.load(layout.robust_prompt_path(w, M, "sst2", "anchored", 0))
+    perturbed = np.load(layout.robust_prompt_path(w, M, "sst2", "perturbed", 0))
+    assert not np.array_equal(anchored, perturbed)
+
+
+def test_each_arm_is_scored_on_clean_and_adversarial_dev(done):
+    w = done["workdir"]
+    for arm in ("plain", "perturbed", "anchored"):
+        doc = json.loads(layout.robust_eval_path(w, M, "sst2", arm).read_text())
+        assert doc["arm"] == arm and doc["seeds"] == list(SEEDS)
+        assert doc["clean"]["n_dev"] == 16 and len(doc["clean"]["accuracy"]) == 2
+        assert set(doc["adversarial"]) == {"advsst2"} and doc["adversarial"]["advsst2"]["n_dev"] == 12
+        assert all(0.0 <= a <= 1.0 for a in doc["adversarial"]["advsst2"]["accuracy"])
+    # the plain arm's clean dev accuracy is the plain prompts' (the same files), scored the same way
+    plain = json.loads(layout.robust_eval_path(w, M, "sst2", "plain").read_text())
+    metrics = [json.loads(line) for line in layout.metrics_path(w, M, "sst2", 0).read_text().splitlines()]
+    assert plain["clean"]["accuracy"][0] in {m.get("dev_accuracy", m.get("accuracy")) for m in metrics}
+
+
+def test_patching_output(done):
+    doc = json.loads(layout.patching_path(done["workdir"], M, "sst2", "advsst2", "original").read_text())
+    assert doc["ks"] == [0, 10, 50] and doc["patch_source"] == "original"
+    assert doc["n_pairs_used"] == 11 and doc["pairs"]["skipped"]
+
+
+def test_robust_settings_arms_share_one_budget():
+    settings = tuning.RobustSettings.from_mapping({"perturbations": "char_swap:0.1,word_drop:0.05",
+                                                   "anchor": {"strength": 2.0, "top_percent": 5.0}})
+    plain, perturbed, anchored = (settings.arm(a) for a in ("plain", "perturbed", "anchored"))
+    assert not plain.active
+    assert perturbed.perturbed_weight == anchored.perturbed_weight == 1.0
+    assert perturbed.strength == 0.0 and anchored.strength == 2.0
+    assert perturbed.top_percent == anchored.top_percent == 5.0
+    assert settings.perturbations.to_dict()["perturbations"] == {"char_swap": 0.1, "word_drop": 0.05}
+    with pytest.raises(ValueError, match="unknown robust keys"):
+        tuning.RobustSettings.from_mapping({"perturbation": {"char_swap": 0.1}})
+
+
+def test_extra_targets_are_scored_where_their_data_is(world, tmp_path):
+    """MRPC's arms on AdvSST-2 (as configs/robust.py puts MRPC's on AdvQQP): the evaluation part of the stage's cost
+    grows by that set; a set whose data is absent (QNLI here) adds nothing."""
+    def cost(extra):
+        c = _config(world, patching=False)
+        c.tasks = "sst2,mrpc,advsst2"
+        c.robust.tasks = "mrpc"
+        c.robust.extra_targets = extra
+        stages = {s.key: s for s in st.build_plan(st.Settings.from_config(c, tmp_path / "w"))}
+        assert f"robust_tune/{M}/sst2/plain" not in stages
+        return stages[f"robust_tune/{M}/mrpc/plain"].cost_s
+
+    assert cost("mrpc:advsst2") > cost("")
+    assert cost("mrpc:qnli") == cost("")
+    c = _config(world)
+    c.robust.extra_targets = "mrpc"
+    with pytest.raises(ValueError, match="clean:target"):
+        st.Settings.from_config(c, tmp_path / "w")
