@@ -18,7 +18,7 @@ HPARAMS: Mapping[str, Mapping[Optional[str], dict]] = types.MappingProxyType({
     "roberta-base": {None: dict(learning_rate=1e-3, batch_size=16), "mrpc": dict(batch_size=8)},
     "t5-base": {None: dict(learning_rate=5e-3, batch_size=16), "qnli": dict(learning_rate=1e-2)},
     "all-minilm-l6-v2": {None: dict(learning_rate=3e-2, batch_size=16, init="label_words"),
-                         **{t: dict(learning_rate=3e-3, batch_size=8) for t in ("tweets", "tweetsubj", "tweetsneg")}},
+                         **{t: dict(learning_rate=3e-3, batch_size=8) for t in ("tweets", "tweetsairline", "tweetsother", "tweetstopic")}},
 })
 
 # family -> the table row a model of that family uses when its name is not in HPARAMS
