@@ -99,3 +99,24 @@ def test_topic_template_with_the_minilm_tokenizer(minilm_path):
     assert batches.truncation_summary(cut) == {"examples": 1, "truncated": 1, "max_text_tokens": 4}
     lw = tasks.label_word_ids(tasks.TOPIC_TASK, tok, "bert")
     assert lw.words == ("no", "yes") and lw.ids.shape == (2, 1)
+
+
+def test_label_overlap_of_the_study_tasks(splits):
+    """The measured dependence the report quotes: no shared text between the topic task and either sentiment task
+    (so no correlation to speak of), while a task read from the same rows with the same labels shows r = 1."""
+    for task in (tasks.AIRLINE_TASK, tasks.OTHER_TOPICS_TASK):
+        out = readers.label_overlap(tasks.TOPIC_TASK, task, None)
+        assert out["shared_texts"] == 0 and out["pearson_r"] is None and out["label_agreement"] is None
+    same = readers.label_overlap("tweets", tasks.AIRLINE_TASK, None, splits=("dev",))
+    assert same["shared_texts"] > 400 and same["pearson_r"] == pytest.approx(1.0)
+
+
+def test_label_overlap_detects_dependent_labels(tmp_path):
+    """Synthetic: two tasks whose labels are 1 - each other on shared texts (the tweetsneg / tweetsubj confound)
+    give r = -1, whatever their task types; a split a task lacks is skipped."""
+    from tests.test_data_readers import tsv, write
+    write(tmp_path, "glue/SST-2/train.tsv", tsv(("sentence", "label"), *[(f"text {i}", str(i % 2)) for i in range(60)]))
+    write(tmp_path, "ethics/justice/justice_train.csv",
+          "label,scenario\n" + "".join(f"{1 - i % 2},text {i}\n" for i in range(40)))
+    out = readers.label_overlap("sst2", "ethicsjustice", tmp_path, splits=("train", "test"))
+    assert out["shared_texts"] == 40 and out["pearson_r"] == pytest.approx(-1.0) and out["label_agreement"] == 0.0

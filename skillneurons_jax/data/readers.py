@@ -580,3 +580,34 @@ def available_splits(task, data_dir) -> dict[str, Resolution]:
     spec = get_task(task)
     return {split: resolve(spec, split, data_dir) for split in spec.split_roles()}
 
+
+
+def label_overlap(task_a, task_b, data_dir, splits=SPLITS) -> dict:
+    """How two tasks' labels relate on the texts they share (trap 7: eq. 4 ignores label flips, so two tasks whose
+    labels are functions of each other on shared rows are no control for each other).
+
+    Texts are compared exactly (text_a, text_b) over `splits` (roles a task lacks are skipped); a text with several
+    labels in one task is counted once with its majority label. Returns {"task_a", "task_b", "splits",
+    "shared_texts": n, "pearson_r": r (None when n < 2 or a side is constant), "label_agreement": fraction of
+    shared texts with equal labels (None when n == 0)}: plain JSON for the report.
+    """
+    def labels(task):
+        spec = get_task(task)
+        votes: dict[tuple, collections.Counter] = collections.defaultdict(collections.Counter)
+        for split in splits:
+            if split not in spec.split_roles() or resolve(spec, split, data_dir).kind == "missing":
+                continue
+            for e in read_split(spec, split, data_dir).examples:
+                votes[(e.text_a, e.text_b)][e.label] += 1
+        return {text: counts.most_common(1)[0][0] for text, counts in votes.items()}
+
+    a, b = labels(task_a), labels(task_b)
+    shared = sorted(set(a) & set(b), key=str)
+    x = np.array([a[t] for t in shared], dtype=np.float64)
+    y = np.array([b[t] for t in shared], dtype=np.float64)
+    r = None
+    if len(shared) >= 2 and x.std() > 0 and y.std() > 0:
+        r = float(np.corrcoef(x, y)[0, 1])
+    return {"task_a": get_task(task_a).name, "task_b": get_task(task_b).name, "splits": list(splits),
+            "shared_texts": len(shared), "pearson_r": r,
+            "label_agreement": float((x == y).mean()) if shared else None}
