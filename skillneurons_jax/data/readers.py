@@ -196,6 +196,7 @@ def read_csv(path, source: Source) -> tuple[list[Row], _Labeler, int]:
     missing = [c for c in where if c not in header and c not in derived]
     if missing:
         raise DataFormatError(path, 1, f"wrong header: filter columns {missing} not found (found {header})")
+    where_col = {c: (header + derived).index(c) for c in where}
     exclude = dict(source.options.get("exclude_texts_with", {}))
     missing = [c for c in exclude if c not in header]
     if missing:
@@ -217,8 +218,8 @@ def read_csv(path, source: Source) -> tuple[list[Row], _Labeler, int]:
         if derived:
             fields = fields + [DERIVED_COLUMNS[c](fields[col[source.fields[0]]]) for c in derived]
         a, b, raw, key = _fields(fields, col, source)
-        rejected = next((f"{c}={fields[(header + derived).index(c)]}" for c, allowed in where.items()
-                         if fields[(header + derived).index(c)] not in allowed), None)
+        rejected = next((f"{c}={fields[where_col[c]]}" for c, allowed in where.items()
+                         if fields[where_col[c]] not in allowed), None)
         if rejected is None and excluded_texts:
             rejected = excluded_texts.get(str(a).strip())
         if rejected is not None:
