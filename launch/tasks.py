@@ -3,8 +3,11 @@
     python -m launch.tasks --data_dir DIR [--only sst2,qnli] [--max_examples N]
 
 Present split: {"task", "split", "examples", "label_counts": {"0": n0, "1": n1}, "source": PATH} plus
-"carved" (the rule, when the split was carved from one file), "dropped" (rows left out by the label convention)
-and "malformed" (QQP lines skipped) when they apply. Absent: {"task", "missing": [paths looked for],
+"carved" (the rule, when the split was carved from one file), "dropped" (rows left out by the label convention
+or a row filter), "malformed" (QQP lines skipped), "balance_dropped" (rows per label left out to balance a carved
+split) and, for a train split checked against its adversarial sets, "excluded_adversarial_originals" (examples
+left out because they are originals of adversarial records) with "adversarial_match" (how they were matched)
+when they apply. Every split role is listed, the held-out "test" split included where the task has one. Absent: {"task", "missing": [paths looked for],
 "splits": [roles missing]}. Missing tasks are not an error; a broken file is (exit status 2, the file and line on
 stderr).
 """
@@ -40,6 +43,11 @@ def task_lines(data_dir, names=None, max_examples=None) -> list[dict]:
                 line["dropped"] = data.dropped
             if data.malformed:
                 line["malformed"] = data.malformed
+            if data.balance_dropped:
+                line["balance_dropped"] = data.balance_dropped
+            if data.adversarial_match is not None:
+                line["excluded_adversarial_originals"] = data.excluded_adversarial_originals
+                line["adversarial_match"] = data.adversarial_match
             lines.append(line)
         if missing_splits:
             lines.append({"task": spec.name, "missing": missing_paths, "splits": missing_splits})

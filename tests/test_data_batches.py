@@ -228,3 +228,18 @@ def test_trap2_nothing_is_scored_against_three_classes(bert_tok, t5_tok):
             assert label_word_ids(name, tok, family).ids.shape[0] == 2
     with pytest.raises(ValueError, match=r"label 2 outside range\(2\)"):
         encode([Example("H", "P", 2)], bert_tok, "mnli", "bert")
+
+
+def test_truncation_record_counts_what_was_cut_per_split(bert_tok):
+    """Encoded.truncated used to be computed and dropped; the record carries it per split, as plain JSON."""
+    long_row = Example("the film was good " * 5, None, 1)
+    short_row = Example("bad", None, 0)
+    train = encode([long_row, short_row, long_row], bert_tok, "sst2", "bert", max_text_tokens=6)
+    dev = encode([short_row], bert_tok, "sst2", "bert", max_text_tokens=6)
+    record = batches.truncation_record({"train": train, "dev": dev})
+    assert record == {"train": {"examples": 3, "truncated": 2, "max_text_tokens": 6},
+                      "dev": {"examples": 1, "truncated": 0, "max_text_tokens": 6}}
+    import json
+    assert json.loads(json.dumps(record)) == record
+    roomy = encode([long_row], bert_tok, "sst2", "bert", max_text_tokens=64)
+    assert batches.truncation_summary(roomy) == {"examples": 1, "truncated": 0, "max_text_tokens": 64}

@@ -32,8 +32,22 @@ def test_sst2_tsv(tmp_path):
     write(tmp_path, "glue/SST-2/dev.tsv", tsv(("sentence", "label"), ("great", "1")))
     assert load_split("sst2", "train", tmp_path) == [Example("a fine film", None, 1), Example("dull", None, 0)]
     assert load_split("SST2", "dev", tmp_path) == [Example("great", None, 1)]
-    with pytest.raises(ValueError, match="no 'test' split"):
+    # the held-out test split is carved from train.tsv (sha256(sentence) mod 100 >= 95); neither row lands there
+    with pytest.raises(DataFormatError, match="split 'test' of task 'sst2' has no examples"):
         load_split("sst2", "test", tmp_path)
+
+
+def test_sst2_test_split_is_carved_from_train_disjoint_and_deterministic(tmp_path):
+    rows = [(f"phrase number {i}", str(i % 2)) for i in range(2000)]
+    write(tmp_path, "glue/SST-2/train.tsv", tsv(("sentence", "label"), *rows))
+    write(tmp_path, "glue/SST-2/dev.tsv", tsv(("sentence", "label"), ("great", "1")))
+    train, test = read_split("sst2", "train", tmp_path), read_split("sst2", "test", tmp_path)
+    a, b = {e.text_a for e in train.examples}, {e.text_a for e in test.examples}
+    assert not a & b and len(a | b) == 2000                            # disjoint, nothing lost
+    assert 60 < len(b) < 140                                          # about 5 %
+    assert test.carved == "sha256(sentence) mod 100 in [95, 100)"
+    assert read_split("sst2", "test", tmp_path).examples == test.examples
+    assert load_split("sst2", "dev", tmp_path) == [Example("great", None, 1)]     # dev is still dev.tsv
 
 
 QNLI_HEADER = ("index", "question", "sentence", "label")
@@ -57,9 +71,10 @@ def test_qnli_carved_from_dev_when_train_missing(tmp_path, caplog):
         train = read_split("qnli", "train", tmp_path)
         dev = read_split("qnli", "dev", tmp_path)
     assert "carved" in caplog.text and "dev.tsv" in caplog.text
-    a, b = {e.text_a for e in train.examples}, {e.text_a for e in dev.examples}
-    assert not a & b and len(a | b) == 200                     # disjoint, nothing lost
-    assert 120 < len(a) < 190                                  # about 80 / 20
+    test = read_split("qnli", "test", tmp_path)
+    a, b, c = ({e.text_a for e in x.examples} for x in (train, dev, test))
+    assert not a & b and not a & c and not b & c and len(a | b | c) == 200     # disjoint, nothing lost
+    assert 110 < len(a) < 170 and 25 < len(b) < 60                           # about 70 / 20 (/ 10 test)
     assert read_split("qnli", "train", tmp_path).examples == train.examples   # deterministic
 
 

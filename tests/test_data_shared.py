@@ -16,7 +16,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # (task, split) -> (label 0, label 1) after the label conventions, from ../shared/data/MANIFEST.md.
 MANIFEST_COUNTS = {
-    ("sst2", "train"): (29780, 37569), ("sst2", "dev"): (428, 444),
+    # SST-2 train.tsv (29,780 / 37,569) split by sha256(sentence) mod 100 into train (< 95) and a held-out test:
+    ("sst2", "train"): (28359, 35657), ("sst2", "test"): (1421, 1912), ("sst2", "dev"): (428, 444),
     ("mrpc", "train"): (1194, 2474), ("mrpc", "dev"): (129, 279),
     ("mrpc", "test"): (578, 1147),                                  # msr_paraphrase_test.txt
     ("ethicsdeontology", "train"): (8374, 9790), ("ethicsdeontology", "dev"): (1810, 1786),
@@ -31,8 +32,10 @@ MANIFEST_COUNTS = {
     ("movierationales", "train"): (800, 800), ("movierationales", "dev"): (100, 100),
     ("movierationales", "test"): (100, 100),
 }
-# QNLI dev.tsv: entailment 2,702 / not_entailment 2,761, carved into train and dev by sha256(index) mod 100 < 80.
-QNLI_CARVED = {"train": (2200, 2152), "dev": (561, 550)}
+# QNLI dev.tsv: entailment 2,702 / not_entailment 2,761, carved by sha256(index) mod 100: < 70 train, < 80 test,
+# else dev; train without the 46 rows that are originals of AdvQNLI records (advglue/dev_ann.json; trap 6).
+QNLI_CARVED = {"train": (1886, 1843), "test": (294, 283), "dev": (561, 550)}
+QNLI_EXCLUDED = 46
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +56,10 @@ def test_counts_match_the_manifest(listing):
 def test_qnli_carved_from_its_dev_file(listing):
     qnli = {l["split"]: l for l in listing if l["task"] == "qnli" and "split" in l}
     assert {s: (l["label_counts"]["0"], l["label_counts"]["1"]) for s, l in qnli.items()} == QNLI_CARVED
-    assert sum(sum(v) for v in QNLI_CARVED.values()) == 5463
-    assert sum(v[1] for v in QNLI_CARVED.values()) == 2702                   # entailment = label 1
+    assert sum(sum(v) for v in QNLI_CARVED.values()) + QNLI_EXCLUDED == 5463
+    assert qnli["train"]["excluded_adversarial_originals"] == QNLI_EXCLUDED
+    assert qnli["train"]["adversarial_match"].startswith("original_fields: ")
+    assert "excluded_adversarial_originals" not in qnli["dev"]                # only train is filtered
     assert all(l["source"].endswith("glue/QNLI/dev.tsv") and "sha256(index)" in l["carved"] for l in qnli.values())
 
 
@@ -83,16 +88,18 @@ def test_mrpc_rebuilt_from_msr_equals_glue_files(shared_data, tmp_path):
 def test_cli_prints_json_lines(tmp_path):
     sst = tmp_path / "glue" / "SST-2"
     sst.mkdir(parents=True)
-    (sst / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\nfine\t1\n")
+    (sst / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\nfine\t1\nsad\t0\n")   # sad: test bucket
     (sst / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
     out = subprocess.run([sys.executable, "-m", "launch.tasks", "--data_dir", str(tmp_path), "--only", "sst2,qqp"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(l) for l in out.stdout.splitlines()]
     assert lines[0] == {"task": "sst2", "split": "train", "examples": 3, "label_counts": {"0": 1, "1": 2},
-                        "source": str(sst / "train.tsv")}
+                        "source": str(sst / "train.tsv"), "carved": "sha256(sentence) mod 100 in [0, 95)"}
     assert lines[1]["split"] == "dev" and lines[1]["examples"] == 1
-    assert lines[2]["task"] == "qqp" and str(tmp_path / "glue" / "QQP" / "dev.tsv") in lines[2]["missing"]
+    assert lines[2] == {"task": "sst2", "split": "test", "examples": 1, "label_counts": {"0": 1, "1": 0},
+                        "source": str(sst / "train.tsv"), "carved": "sha256(sentence) mod 100 in [95, 100)"}
+    assert lines[3]["task"] == "qqp" and str(tmp_path / "glue" / "QQP" / "dev.tsv") in lines[3]["missing"]
     (sst / "dev.tsv").write_text("sentence\tlabel\nok\t5\n")
     out = subprocess.run([sys.executable, "-m", "launch.tasks", "--data_dir", str(tmp_path), "--only", "sst2"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)

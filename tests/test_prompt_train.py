@@ -194,7 +194,7 @@ def test_metrics():
     conf = np.asarray(metrics.confusion(scores, labels, mask))
     np.testing.assert_array_equal(conf, [[1, 1], [1, 1]])
     s = metrics.summary(conf)
-    assert s == {"accuracy": 0.5, "f1": 0.5, "examples": 4}
+    assert s == {"accuracy": 0.5, "f1": 0.5, "balanced_accuracy": 0.5, "majority_rate": 0.5, "examples": 4}
     # class-1 F1 by hand: tp=3, fp=1, fn=2 -> 2*3 / (2*3 + 1 + 2)
     assert metrics.f1(np.array([[5, 1], [2, 3]])) == pytest.approx(6 / 9)
     assert metrics.f1(np.array([[3, 0, 0], [0, 2, 0], [0, 0, 0]])) == pytest.approx(2 / 3)  # macro, absent class 0

@@ -108,8 +108,9 @@ def test_bad_input_is_a_clear_error(tiny, args, message):
 
 def test_hparams_table():
     from configs import hparams
-    assert hparams.lookup("roberta-base", "roberta", "sst2") == dict(learning_rate=1e-3, batch_size=16,
-                                                                     hparams_row="roberta-base")
+    sst2 = hparams.lookup("roberta-base", "roberta", "sst2")
+    assert sst2 == dict(learning_rate=1e-3, batch_size=16, epochs=76, hparams_row="roberta-base",
+                        hparams_source=hparams.SOURCES["roberta-base"]["sst2"])
     assert hparams.lookup("roberta-base", "roberta", "mrpc")["batch_size"] == 8
     assert hparams.lookup("t5-base", "t5", "qnli")["learning_rate"] == 1e-2
     assert hparams.lookup("t5-base", "t5", "mrpc")["learning_rate"] == 5e-3

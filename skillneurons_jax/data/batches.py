@@ -109,6 +109,20 @@ def encode(examples: Sequence[Example], tokenizer, task, family: str, max_text_t
                    task=spec.name, family=family, max_text_tokens=max_text_tokens, truncated=truncated)
 
 
+def truncation_summary(encoded: Encoded) -> dict:
+    """{"examples": E, "truncated": k, "max_text_tokens": m} for one encoded split: k of its E examples lost
+    tokens when their text was cut to m non-special tokens (template words included)."""
+    return {"examples": len(encoded), "truncated": int(encoded.truncated),
+            "max_text_tokens": int(encoded.max_text_tokens)}
+
+
+def truncation_record(encoded_splits) -> dict[str, dict]:
+    """{split: truncation_summary(encoded)} for a mapping split name -> Encoded, e.g.
+    {"train": {"examples": 2000, "truncated": 310, "max_text_tokens": 48}, "dev": {...}}: the per-task, per-split
+    record of what truncation cut, for stage sidecars and the report (plain JSON types)."""
+    return {str(split): truncation_summary(enc) for split, enc in encoded_splits.items()}
+
+
 def bucket_length(length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
     """The shortest bucket >= length."""
     for b in buckets:

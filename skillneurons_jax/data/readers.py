@@ -25,7 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from skillneurons_jax.data.tasks import SPLITS, Carve, Example, HFSource, Source, TaskSpec, get_task
+from skillneurons_jax.data import adversarial
+from skillneurons_jax.data.tasks import (DERIVED_COLUMNS, SPLITS, Carve, Example, HFSource, Source, TaskSpec,
+                                         get_task)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ class SplitData:
     carved: str | None = None
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)   # raw label -> rows dropped by convention
     malformed: int = 0
+    # label id (str) -> rows of that label left out so that the carved split is balanced (Carve.balance)
+    balance_dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    # train split of a task with TaskSpec.excludes_originals_of: examples left out because their texts are the
+    # original of an adversarial record (trap 6), and how they were matched ("original_fields: <file>" or
+    # "adversarial_text: <file>"); None when the split is not checked or no AdvGLUE file is under data_dir
+    excluded_adversarial_originals: int = 0
+    adversarial_match: str | None = None
 
     def label_counts(self, num_labels: int = 2) -> dict[str, int]:
         counts = np.bincount([e.label for e in self.examples], minlength=num_labels)
@@ -105,7 +114,7 @@ def read_text(path, encoding: str = "utf-8") -> str:
 
 
 def _check_header(path, header: list[str], source: Source) -> dict[str, int]:
-    wanted = [c for c in (*source.fields, source.key) if c is not None]
+    wanted = list(dict.fromkeys(c for c in (*source.fields, source.key) if c is not None))
     missing = [c for c in wanted if c not in header]
     if missing:
         raise DataFormatError(path, 1, f"wrong header: columns {missing} not found; expected {wanted} "
@@ -167,7 +176,13 @@ def _id_filter(path, source: Source) -> Callable | None:
 
 
 def read_csv(path, source: Source) -> tuple[list[Row], _Labeler, int]:
-    """CSV with a header and standard quoting (ETHICS; the default task's tweets in latin-1)."""
+    """CSV with a header and standard quoting (ETHICS; the offline tweets in latin-1).
+
+    Columns named in `tasks.DERIVED_COLUMNS` (the tweets' "topic") are computed from the text_a column. Option
+    `where` (column -> allowed values) leaves out the other rows, counted as dropped "column=value"; option
+    `exclude_texts_with` (column -> values) leaves out every row whose text_a also occurs in a row with one of those
+    values (counted as "text also column=value"), so that tasks read from the file share no text.
+    """
     path = pathlib.Path(path)
     text = read_text(path, source.options.get("encoding", "utf-8"))
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -175,14 +190,41 @@ def read_csv(path, source: Source) -> tuple[list[Row], _Labeler, int]:
         header = next(reader)
     except StopIteration:
         raise DataFormatError(path, 1, "empty file (no header)") from None
-    col = _check_header(path, header, source)
+    where = dict(source.options.get("where", {}))
+    derived = [c for c in (*source.fields, *where) if c in DERIVED_COLUMNS and c not in header]
+    col = _check_header(path, header + derived, source)
+    missing = [c for c in where if c not in header and c not in derived]
+    if missing:
+        raise DataFormatError(path, 1, f"wrong header: filter columns {missing} not found (found {header})")
+    where_col = {c: (header + derived).index(c) for c in where}
+    exclude = dict(source.options.get("exclude_texts_with", {}))
+    missing = [c for c in exclude if c not in header]
+    if missing:
+        raise DataFormatError(path, 1, f"wrong header: columns {missing} not found (found {header})")
     labeler, rows = _Labeler(path, source), []
-    end = reader.line_num
+    records, end = [], reader.line_num
     for fields in reader:
         line, end = end + 1, reader.line_num     # a quoted field may span lines: report where the row starts
         if len(fields) != len(header):
             raise DataFormatError(path, line, f"{len(fields)} comma-separated fields, header has {len(header)}")
+        records.append((line, fields))
+    excluded_texts = {}                          # text -> "text also column=value"
+    for column, values in exclude.items():
+        for _, fields in records:
+            if fields[header.index(column)] in values:
+                excluded_texts.setdefault(fields[col[source.fields[0]]].strip(),
+                                          f"text also {column}={fields[header.index(column)]}")
+    for line, fields in records:
+        if derived:
+            fields = fields + [DERIVED_COLUMNS[c](fields[col[source.fields[0]]]) for c in derived]
         a, b, raw, key = _fields(fields, col, source)
+        rejected = next((f"{c}={fields[where_col[c]]}" for c, allowed in where.items()
+                         if fields[where_col[c]] not in allowed), None)
+        if rejected is None and excluded_texts:
+            rejected = excluded_texts.get(str(a).strip())
+        if rejected is not None:
+            labeler.dropped_rows.append((rejected, str(line if key is None else key)))
+            continue
         row = labeler(line, a, b, raw, key)
         if row is not None:
             rows.append(row)
@@ -404,7 +446,22 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
     if dropped:
         log.warning("task %s split %s: dropped %s rows by the task's label convention (%s)", spec.name, split,
                     dict(dropped), source)
+    balance_dropped = {}
+    if res.kind == "carve" and spec.carve.balance:
+        rows, balance_dropped = _balance(rows)
+        log.info("task %s split %s: balanced by leaving out %s rows per label", spec.name, split, balance_dropped)
     examples = [r.example for r in rows]
+    excluded, match = 0, None
+    if split == "train" and spec.excludes_originals_of:
+        originals = adversarial_originals(spec.excludes_originals_of, data_dir)
+        if originals is not None:
+            examples, excluded = adversarial.exclude_originals(examples, originals)
+            match = f"{originals.method}: {', '.join(originals.sources)}"
+            log.warning("task %s split train: left out %d examples that are originals of %s records (matched by "
+                        "%s)%s", spec.name, excluded, "/".join(originals.tasks), match,
+                        "" if originals.method == "original_fields" else
+                        f"; {adversarial.ANNOTATED_FILE} is absent, so the match is on the adversarial text itself "
+                        f"(word-set Jaccard >= {adversarial.FALLBACK_JACCARD} per field)")
     if not examples:
         raise DataFormatError(source, None, f"split {split!r} of task {spec.name!r} has no examples")
     bad = [e.label for e in examples if not 0 <= e.label < spec.num_labels]
@@ -413,7 +470,62 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
     if max_examples is not None and max_examples < len(examples):
         keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(examples))[:max_examples])
         examples = [examples[i] for i in keep]
-    return SplitData(spec.name, split, examples, source, carved, dict(dropped), malformed)
+    return SplitData(spec.name, split, examples, source, carved, dict(dropped), malformed, balance_dropped,
+                     excluded, match)
+
+
+def adversarial_originals(adversarial_tasks, data_dir) -> adversarial.OriginalTexts | None:
+    """The unperturbed originals of `adversarial_tasks` from `<data_dir>/advglue/dev_ann.json`, else (matching on
+    the adversarial texts) from their own AdvGLUE dev files; None when neither file is under data_dir."""
+    if data_dir is None or not adversarial_tasks:
+        return None
+    specs = [get_task(t) for t in adversarial_tasks]
+    annotated = pathlib.Path(data_dir) / adversarial.ANNOTATED_FILE
+    if annotated.exists():
+        records = [rec for spec in specs for rec in _advglue_records(annotated, spec)]
+        return adversarial.from_annotated(records, [str(annotated)], adversarial_tasks)
+    paths = [(spec, pathlib.Path(data_dir) / spec.splits["dev"][0].path) for spec in specs]
+    present = [(spec, path) for spec, path in paths if path.exists()]
+    if not present:
+        return None
+    records = [rec for spec, path in present for rec in _advglue_records(path, spec)]
+    return adversarial.from_adversarial(records, sorted({str(p) for _, p in present}), adversarial_tasks)
+
+
+def _advglue_records(path, spec: TaskSpec) -> list[tuple[dict, tuple[str, str | None]]]:
+    """(record, (text_a field, text_b field)) for every AdvGLUE record of adversarial task `spec` in `path`."""
+    source = spec.splits["dev"][0]
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, err.lineno, f"not valid JSON: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise DataFormatError(path, 1, "expected a JSON object keyed by task (sst2, qqp, qnli, mnli, ...)")
+    out = []
+    for key in source.options["keys"]:
+        if key not in data:
+            raise DataFormatError(path, None, f"no {key!r} records (keys: {sorted(data)})")
+        for i, rec in enumerate(data[key]):
+            _record_fields(path, f"record {i} of {key!r}", rec, source)     # checks the fields are there
+            out.append((rec, source.fields[:2]))
+    return out
+
+
+def _balance(rows: list[Row]) -> tuple[list[Row], dict[str, int]]:
+    """Keeps, of every label, as many rows as the rarest label has: the first in sha256("balance/" + key) order;
+    file order is kept. Returns (rows, label id -> rows left out)."""
+    by_label = collections.defaultdict(list)
+    for i, r in enumerate(rows):
+        by_label[r.example.label].append(i)
+    if len(by_label) < 2:
+        return rows, {}
+    keep_n = min(len(v) for v in by_label.values())
+    keep, left_out = set(), {}
+    for label, idx in sorted(by_label.items()):
+        ranked = sorted(idx, key=lambda i: (hashlib.sha256(f"balance/{rows[i].key}".encode("utf-8")).digest(), i))
+        keep.update(ranked[:keep_n])
+        left_out[str(label)] = len(idx) - keep_n
+    return [r for i, r in enumerate(rows) if i in keep], left_out
 
 
 
@@ -475,3 +587,34 @@ def available_splits(task, data_dir) -> dict[str, Resolution]:
     spec = get_task(task)
     return {split: resolve(spec, split, data_dir) for split in spec.split_roles()}
 
+
+
+def label_overlap(task_a, task_b, data_dir, splits=SPLITS) -> dict:
+    """How two tasks' labels relate on the texts they share (trap 7: eq. 4 ignores label flips, so two tasks whose
+    labels are functions of each other on shared rows are no control for each other).
+
+    Texts are compared exactly (text_a, text_b) over `splits` (roles a task lacks are skipped); a text with several
+    labels in one task is counted once with its majority label. Returns {"task_a", "task_b", "splits",
+    "shared_texts": n, "pearson_r": r (None when n < 2 or a side is constant), "label_agreement": fraction of
+    shared texts with equal labels (None when n == 0)}: plain JSON for the report.
+    """
+    def labels(task):
+        spec = get_task(task)
+        votes: dict[tuple, collections.Counter] = collections.defaultdict(collections.Counter)
+        for split in splits:
+            if split not in spec.split_roles() or resolve(spec, split, data_dir).kind == "missing":
+                continue
+            for e in read_split(spec, split, data_dir).examples:
+                votes[(e.text_a, e.text_b)][e.label] += 1
+        return {text: counts.most_common(1)[0][0] for text, counts in votes.items()}
+
+    a, b = labels(task_a), labels(task_b)
+    shared = sorted(set(a) & set(b), key=str)
+    x = np.array([a[t] for t in shared], dtype=np.float64)
+    y = np.array([b[t] for t in shared], dtype=np.float64)
+    r = None
+    if len(shared) >= 2 and x.std() > 0 and y.std() > 0:
+        r = float(np.corrcoef(x, y)[0, 1])
+    return {"task_a": get_task(task_a).name, "task_b": get_task(task_b).name, "splits": list(splits),
+            "shared_texts": len(shared), "pearson_r": r,
+            "label_agreement": float((x == y).mean()) if shared else None}

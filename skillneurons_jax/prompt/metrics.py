@@ -45,7 +45,34 @@ def f1(conf) -> np.ndarray:
     return per_class.mean(-1)
 
 
+def balanced_accuracy(conf) -> np.ndarray:
+    """[..., C, C] -> [...]: the mean over classes of the recall (diagonal / row sum), over the classes that have
+    examples (a class absent from the labels has no recall; sklearn's balanced_accuracy_score agrees); NaN for no
+    examples. Chance is 1 / C whatever the class balance, so a prompt that always answers the majority class
+    scores 0.5 on a binary task, however skewed the split."""
+    conf = np.asarray(conf, np.float64)
+    support = conf.sum(-1)                                            # [..., C] examples per true class
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    present = support > 0
+    recall = np.where(present, tp / np.maximum(support, 1), 0.0)
+    n_present = present.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_present > 0, recall.sum(-1) / np.maximum(n_present, 1), np.nan)
+
+
+def majority_rate(conf) -> np.ndarray:
+    """[..., C, C] -> [...]: the accuracy of always answering the most frequent true class (NaN for none)."""
+    conf = np.asarray(conf, np.float64)
+    support = conf.sum(-1)
+    total = support.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, support.max(-1) / np.maximum(total, 1), np.nan)
+
+
 def summary(conf) -> dict:
-    """One confusion matrix [C, C] -> {"accuracy", "f1", "examples"} as plain Python numbers."""
+    """One confusion matrix [C, C] -> {"accuracy", "f1", "balanced_accuracy", "majority_rate", "examples"} as
+    plain Python numbers."""
     conf = np.asarray(conf)
-    return {"accuracy": float(accuracy(conf)), "f1": float(f1(conf)), "examples": int(conf.sum())}
+    return {"accuracy": float(accuracy(conf)), "f1": float(f1(conf)),
+            "balanced_accuracy": float(balanced_accuracy(conf)), "majority_rate": float(majority_rate(conf)),
+            "examples": int(conf.sum())}

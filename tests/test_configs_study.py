@@ -1,0 +1,58 @@
+"""The configs' study design: the paper config trains the original budget (trap 9), read from the original
+configs with their source; the default study compares tasks of one type across a domain shift with a task of
+another type, on balanced dev sets large enough for suppression curves."""
+import re
+
+import pytest
+
+from configs import default, hparams, paper
+from skillneurons_jax.data import tasks
+from skillneurons_jax.stages.tune import resolve_tune_config
+
+PAPER_TASKS = ("sst2", "imdb", "movierationales", "qqp", "mrpc", "qnli", "mnli", "ethicsdeontology", "ethicsjustice")
+
+
+@pytest.mark.parametrize("model,family,task,epochs,lr,batch", [
+    ("roberta-base", "roberta", "sst2", 76, 1e-3, 16), ("roberta-base", "roberta", "imdb", 72, 1e-3, 16),
+    ("roberta-base", "roberta", "mrpc", 72, 1e-3, 8), ("roberta-base", "roberta", "qqp", 96, 1e-3, 16),
+    ("roberta-base", "roberta", "qnli", 128, 1e-3, 16), ("roberta-base", "roberta", "ethicsjustice", 128, 1e-3, 16),
+    ("t5-base", "t5", "qnli", 100, 1e-2, 16), ("t5-base", "t5", "sst2", 200, 5e-3, 16),
+    ("t5-base", "t5", "mnli", 200, 5e-3, 16), ("my-t5", "t5", "mrpc", 200, 5e-3, 16),
+])
+def test_paper_config_trains_the_original_budget(model, family, task, epochs, lr, batch):
+    cfg = resolve_tune_config(paper.get_config().tune, model, family, task)
+    assert (cfg["epochs"], cfg["learning_rate"], cfg["batch_size"]) == (epochs, lr, batch)
+    assert cfg["prompt_len"] == 100 and cfg["max_text_tokens"] == 128
+    assert cfg["patience"] is None                       # early stopping present but off, as the original
+
+
+def test_every_original_number_names_its_file_and_commit():
+    for row in ("roberta-base", "t5-base"):
+        for task in PAPER_TASKS:
+            entry = hparams.lookup(row, "x", task)
+            assert 72 <= entry["epochs"] <= 200, (row, task)
+            assert re.fullmatch(r"github\.com/\S+, path \S+\.config, commit [0-9a-f]{40}", entry["hparams_source"])
+    # MiniLM has no original: its rows say they are ours, and it gets an epoch budget on every paper task
+    for task in PAPER_TASKS:
+        entry = hparams.lookup("all-minilm-l6-v2", "bert", task)
+        assert entry["hparams_source"].startswith("ours") and entry["epochs"] > 10
+
+
+def test_default_config_keeps_its_fixed_budget_and_patience_off():
+    c = default.get_config()
+    for task in default.OFFLINE_TASKS.split(","):
+        cfg = resolve_tune_config(c.tune, "all-minilm-l6-v2", "bert", task)
+        assert cfg["max_steps"] == 600 and cfg["patience"] is None and cfg["learning_rate"] == 3e-3
+
+
+def test_default_study_design():
+    c = default.get_config()
+    names = c.tasks.split(",")
+    types = [tasks.get_task(t).task_type for t in names]
+    assert len(names) == 3 and types.count(tasks.SENTIMENT) == 2 and tasks.TOPIC in types
+    assert not {"tweetsneg", "tweetsubj"} & set(names)
+    pairs = [p.split(":") for p in c.suppression.extra_pairs.split(",")]
+    pair_types = {(tasks.get_task(s).task_type == tasks.get_task(t).task_type) for s, t in pairs}
+    assert pair_types == {True, False}                   # one same-type and one other-type cross pair
+    assert c.suppression.max_examples >= 400 and c.max_examples >= 400
+    assert c.tune.dev_max_examples >= 852                 # prompt selection on the whole dev split
