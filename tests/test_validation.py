@@ -251,3 +251,28 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert "| advqqp | mrpc |" in text
     figures = list((doc.parent / "validation").glob("*.png"))
     assert figures and sum(f.stat().st_size for f in figures) < 2 * 1024 * 1024
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# End to end on the tiny world: AdvQQP really runs on the MRPC prompts and baseline, and the document is written
+# ------------------------------------------------------------------------------------------------------------------
+def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp_path):
+    pytest.importorskip("torch")
+    from skillneurons_jax.pipeline import runner
+    model, data_dir = tiny_world
+    config = reproduce_fixtures.config(model, data_dir, tasks="mrpc,advqqp")
+    config.adversarial_prompts = "advqqp:mrpc"
+    config.suppression.levels = "0,10"
+    config.suppression.random_draws = 1
+    config.report.validation_doc = str(tmp_path / "docs" / "VALIDATION.md")
+    settings = plan_stages.Settings.from_config(config, tmp_path / "work")
+    runner.run_plan(settings, printer=lambda *_: None)
+    m = reproduce_fixtures.MODEL
+    sidecar = json.loads(results.predictivity_path(tmp_path / "work", m, "advqqp").with_suffix(".npz.json")
+                         .read_text())
+    assert sidecar["prompt_task"] == "mrpc" and sidecar["baseline_task"] == "mrpc"
+    suppression = json.loads(results.suppression_path(tmp_path / "work", m, "mrpc", "advqqp").read_text())
+    assert suppression["prompt_task"] == "mrpc"
+    assert results.transfer_path(tmp_path / "work", m, "mrpc", "advqqp").exists()
+    text = (tmp_path / "docs" / "VALIDATION.md").read_text()
+    assert f"| {m} | advqqp | mrpc |" in text and "| F2 | advqqp (mrpc prompts) |" in text
