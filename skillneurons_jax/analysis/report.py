@@ -8,6 +8,9 @@ out_dir/summary.json (the numbers behind the tables and figures) and the sidecar
 Sections (analysis/sections/, one module each, sharing a report_context.ReportContext): header, Table 1
 (accuracy), then per model transfer, predictivity, task specificity, suppression; then configuration and gaps.
 
+config_dict["report"]["validation_doc"], when set, names a markdown file that sections/validation.py writes
+after the other sections (the validation study's verdicts; configs/validation.py).
+
 Options are read from config_dict["analysis"] (all optional; report_context.DEFAULT_OPTIONS): n_permutations
 (1000, the neuron-permutation test), permutation_seed (0, every Monte Carlo test's seed), alpha (0.05), dpi (100),
 top_fraction (0.01), neuron_accuracy_boxes (True), type_permutations (10000) and type_exact_max (100000) for the
@@ -25,7 +28,8 @@ from typing import Mapping
 from skillneurons_jax import io
 from skillneurons_jax.analysis.report_context import (DEFAULT_OPTIONS, ReportContext, dedupe, no_nan,
                                                       relative_path)
-from skillneurons_jax.analysis.sections import accuracy, appendix, predictivity, specificity, suppression, transfer
+from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, specificity, suppression,
+                                               transfer, validation)
 
 __all__ = ["DEFAULT_OPTIONS", "Report", "build_report"]
 
@@ -84,6 +88,9 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None) -> Report
         raise PermissionError(f"{out_dir}: cannot write the report there ({type(error).__name__}: {error})") from error
     context = ReportContext.create(pathlib.Path(workdir), out_dir, config)
     _build_sections(context)
+    validation_doc = (config.get("report") or {}).get("validation_doc")
+    if validation_doc:      # configs/validation.py: the findings document, regenerated with every report
+        context.section("validation document", lambda: validation.write(context, validation_doc))
     return _write(context)
 
 

@@ -98,11 +98,15 @@ class Session:
                                        max_examples=max_examples)
 
     def predictivity(self, model_path: str, task: str, seeds: Sequence[int], workdir, data_dir, tune_config, *,
-                     options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None) -> dict:
+                     options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None,
+                     prompt_task: Optional[str] = None) -> dict:
+        """prompt_task: the clean task whose prompts and TRAIN baseline an adversarial set uses (None: the task
+        table's clean task)."""
         return predictivity_stage.predictivity(
             self.setup(model_path, task, tune_config), workdir, data_dir, seeds, model_path=model_path,
             max_text_tokens=int(tune_config["max_text_tokens"]),
-            eval_batch_size=int(tune_config["eval_batch_size"]), options=options, max_examples=max_examples)
+            eval_batch_size=int(tune_config["eval_batch_size"]), options=options, max_examples=max_examples,
+            prompt_task=prompt_task, baseline_task=prompt_task)
 
     def suppress(self, model_path: str, source: str, target: str, seeds: Sequence[int], workdir, data_dir,
                  tune_config, *, max_examples: Optional[int] = None, **options) -> dict:

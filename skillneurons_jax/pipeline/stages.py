@@ -11,6 +11,9 @@ Stages (keys; `<m>` = the model's short name, LoadedModel.name):
   predictivity/<m>/<task>    -> predictivity/<m>/<task>.npz (+ sidecar). An adversarial task uses its clean task's
                              prompts and the clean TRAIN split for the baseline, stored under its own name (trap 3);
                              it depends on the clean task's predictivity so that baseline is computed once and reused.
+                             config `adversarial_prompts` ("advqqp:mrpc") gives an adversarial set another clean
+                             task of its type instead (a transfer: e.g. no QQP train data here); every stage of that
+                             set then uses that task's prompts and TRAIN baseline (Settings.prompt_task_of).
   suppress/<m>/<src>__<tgt>  every task's own skill neurons (src == tgt), and clean -> adversarial pairs
                              (plus config `suppression.extra_pairs`) -> suppression/<m>/<src>__<tgt>.json
   robust_tune/<m>/<task>/<arm>   only with config.robust (issue 17; robust.tuning): the clean task's prompts
@@ -127,6 +130,13 @@ class Settings:
     config: dict                  # the whole config, plain (recorded in the report)
     robust: Optional[RobustSettings] = None                        # config.robust; None: no robust_tune stages
     patching: Optional[patching_settings.PatchingSettings] = None  # config.patching; None: no patching stages
+    # adversarial task -> the clean task whose prompts and TRAIN baseline it uses instead of the task table's
+    # (config `adversarial_prompts`, "advqqp:mrpc"); empty: the table's clean task.
+    adversarial_prompts: dict = dataclasses.field(default_factory=dict)
+
+    def prompt_task_of(self, task: str) -> str:
+        """The clean task whose prompts (and TRAIN baseline) `task` uses: itself for a clean task."""
+        return self.adversarial_prompts.get(task) or clean_of(task)
 
     @classmethod
     def from_config(cls, config, workdir, data_dir: Optional[str] = None, *, default_tune=None) -> "Settings":
@@ -161,6 +171,7 @@ class Settings:
             if not tgt:
                 raise ValueError(f"config.suppression.extra_pairs entry {p!r} must be 'source:target'")
             pairs.append((task_table.get_task(src).name, task_table.get_task(tgt).name))
+        adversarial_prompts = parse_adversarial_prompts(get("adversarial_prompts"))
         tune = get("tune")
         if tune is None:
             tune = default_tune
@@ -199,7 +210,30 @@ class Settings:
             report=bool((get("report") or {}).get("enabled", True)), analysis=dict(_plain(get("analysis")) or {}),
             allow_hub=bool(get("allow_hub") or False), continue_on_error=bool(get("continue_on_error", True)),
             flops_per_second=cost.get("flops_per_second"), stage_overhead_s=float(cost.get("stage_overhead_s", 20.0)),
-            config=dict(_plain(config)), robust=robust, patching=patching)
+            config=dict(_plain(config)), robust=robust, patching=patching, adversarial_prompts=adversarial_prompts)
+
+
+def parse_adversarial_prompts(value) -> dict[str, str]:
+    """config `adversarial_prompts` ("advqqp:mrpc,...") -> {adversarial task: clean task}. The key must be an
+    adversarial set of the task table and the value a clean task of the same task type (its verbalizer and label
+    meaning must be the adversarial set's); anything else is a ValueError naming the entry."""
+    out = {}
+    for entry in _as_list(value):
+        adversarial, _, clean = str(entry).partition(":")
+        if not clean:
+            raise ValueError(f"config.adversarial_prompts entry {entry!r} must be 'adversarial:clean'")
+        adv_spec, clean_spec = task_table.get_task(adversarial), task_table.get_task(clean)
+        if not adv_spec.clean_task:
+            raise ValueError(f"config.adversarial_prompts entry {entry!r}: {adv_spec.name!r} is not an adversarial "
+                             f"set (it has no clean task in the task table)")
+        if clean_spec.clean_task:
+            raise ValueError(f"config.adversarial_prompts entry {entry!r}: {clean_spec.name!r} is itself adversarial")
+        if adv_spec.task_type != clean_spec.task_type:
+            raise ValueError(f"config.adversarial_prompts entry {entry!r}: {adv_spec.name!r} is a "
+                             f"{adv_spec.task_type} task but {clean_spec.name!r} is {clean_spec.task_type}; the "
+                             f"prompt must come from a task of the same type")
+        out[adv_spec.name] = clean_spec.name
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,6 +297,10 @@ class TaskPlan:
     present: list[str]                  # tasks with data, clean ones before adversarial ones
     skipped: dict[str, str]             # task -> reason
     dropped: dict[str, str]             # optional tasks left out (their data is absent) -> reason
+    adversarial_prompts: dict = dataclasses.field(default_factory=dict)    # Settings.adversarial_prompts
+
+    def prompt_task_of(self, task: str) -> str:
+        return self.adversarial_prompts.get(task) or clean_of(task)
 
     @property
     def clean(self) -> list[str]:
@@ -288,7 +326,7 @@ def plan_tasks(settings: Settings) -> TaskPlan:
         if problems[t] is not None:
             (dropped if optional else skipped)[t] = problems[t]
             continue
-        clean = clean_of(t)
+        clean = settings.prompt_task_of(t)
         if clean != t:
             if clean not in wanted:
                 skipped[t] = f"its clean task {clean!r} is not in the config's tasks (its prompts and TRAIN " \
@@ -299,7 +337,7 @@ def plan_tasks(settings: Settings) -> TaskPlan:
                 continue
         present.append(t)
     present = [t for t in present if clean_of(t) == t] + [t for t in present if clean_of(t) != t]
-    return TaskPlan(present, skipped, dropped)
+    return TaskPlan(present, skipped, dropped, dict(settings.adversarial_prompts))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -395,7 +433,7 @@ class CostModel:
 # ---------------------------------------------------------------------------------------------------------------
 def suppression_pairs(settings: Settings, tp: TaskPlan) -> list[tuple[str, str]]:
     """Each task's own skill neurons, clean -> adversarial, then the configured extra pairs (present ones)."""
-    pairs = [(t, t) for t in tp.present] + [(clean_of(a), a) for a in tp.adversarial]
+    pairs = [(t, t) for t in tp.present] + [(tp.prompt_task_of(a), a) for a in tp.adversarial]
     pairs += [(s, t) for s, t in settings.extra_pairs if s in tp.present and t in tp.present]
     return list(dict.fromkeys(pairs))
 
@@ -403,7 +441,7 @@ def suppression_pairs(settings: Settings, tp: TaskPlan) -> list[tuple[str, str]]
 def transfer_targets(settings: Settings, tp: TaskPlan, source: str) -> list[str]:
     if settings.transfer_all:
         return list(tp.present)
-    return [source] + [a for a in tp.adversarial if clean_of(a) == source]
+    return [source] + [a for a in tp.adversarial if tp.prompt_task_of(a) == source]
 
 
 def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None) -> list[plan.Stage]:
@@ -427,7 +465,7 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
         for task, reason in tp.skipped.items():
             stages.append(plan.Stage(f"tune/{info.name}/{task}" if clean_of(task) == task else
                                      f"predictivity/{info.name}/{task}", "tune" if clean_of(task) == task else
-                                     "predictivity", [], _never, group=f"{info.name}/{clean_of(task)}",
+                                     "predictivity", [], _never, group=f"{info.name}/{s.prompt_task_of(task)}",
                                      cost_s=0.0, skip_reason=reason))
     runnable = [st for st in stages if not st.skip_reason]
     if s.report:
@@ -486,27 +524,31 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             deps=[f"tune/{m}/{source}"], cost_s=cost.transfer(targets), group_task=source)
 
     for task in tp.present:
-        clean = clean_of(task)
+        clean = s.prompt_task_of(task)
+        # Only an override is passed on: otherwise the stage's default (the table's clean task) applies.
+        prompt_task = s.adversarial_prompts.get(task)
 
-        def predictivity(task=task, key=f"predictivity/{m}/{task}"):
+        def predictivity(task=task, key=f"predictivity/{m}/{task}", prompt_task=prompt_task):
             _hook(hooks, "predictivity", key)
             session.predictivity(path, task, s.seeds, str(s.workdir), s.data_dir, s.tune, options=s.stats,
-                                 max_examples=s.max_examples)
+                                 max_examples=s.max_examples, prompt_task=prompt_task)
         out = layout.predictivity_path(w, m, task)
         deps = [f"tune/{m}/{clean}"] + ([f"predictivity/{m}/{clean}"] if clean != task else [])
         add(f"predictivity/{m}/{task}", "predictivity", [out, out.with_name(out.name + ".json")], predictivity,
             deps=deps, cost_s=cost.predictivity(task), group_task=clean)
 
     for source, target in suppression_pairs(s, tp):
-        def suppress(source=source, target=target, key=f"suppress/{m}/{source}__{target}"):
+        def suppress(source=source, target=target, key=f"suppress/{m}/{source}__{target}",
+                     prompt_task=s.adversarial_prompts.get(target)):
             _hook(hooks, "suppress", key)
             session.suppress(path, source, target, s.seeds, str(s.workdir), s.data_dir, s.tune, levels=s.levels,
+                             prompt_task=prompt_task,
                              scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
                              noise_relative_to=s.noise_relative_to, random_draws=s.random_draws, random_seed=s.random_seed,
                              max_examples=_smaller(s.suppression_max_examples, s.max_examples))
-        deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{clean_of(target)}"]))
+        deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{s.prompt_task_of(target)}"]))
         add(f"suppress/{m}/{source}__{target}", "suppress", [layout.suppression_path(w, m, source, target)], suppress,
-            deps=deps, cost_s=cost.suppress(target), group_task=clean_of(target))
+            deps=deps, cost_s=cost.suppress(target), group_task=s.prompt_task_of(target))
 
     # The held-out TEST split: never used for prompt selection or eq. 3, only scored (own prompt, own neurons).
     for task in held_out_tasks(s, tp):

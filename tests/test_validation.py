@@ -1,0 +1,278 @@
+"""The validation study (issue #15): configs/validation.py builds a valid plan (every task, AdvQQP paired with
+MRPC by config, the levels), and the verdicts (analysis/verdicts.py) come out of stage results with known answers:
+supported, not supported and inconclusive, through the rule in code, and into the generated document."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import analysis_synthetic as synth
+import prompt_fixtures
+import reproduce_fixtures
+from configs import validation as validation_config
+from skillneurons_jax import io as sio
+from skillneurons_jax.analysis import report, results, verdicts
+from skillneurons_jax.pipeline import stages as plan_stages
+
+SHARED_DATA = pathlib.Path("/work/shared/data")
+MODEL = "tiny"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The plan
+# ------------------------------------------------------------------------------------------------------------------
+def _data_with_advqqp(data_dir) -> pathlib.Path:
+    data_dir = reproduce_fixtures.write_data(data_dir)
+    dev = json.loads((data_dir / "advglue" / "dev.json").read_text())
+    dev["qqp"] = [{"idx": i, "question1": t, "question2": t if y else " ".join(reversed(t.split())), "label": int(y)}
+                  for i, (t, y) in enumerate(prompt_fixtures.sentences(10, 11))]
+    (data_dir / "advglue" / "dev.json").write_text(json.dumps(dev))
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validation_world")
+    return reproduce_fixtures.make_model(root / "models"), _data_with_advqqp(root / "data")
+
+
+def _settings(model, data_dir, workdir, **overrides):
+    config = validation_config.get_config()
+    config.models = str(model)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return plan_stages.Settings.from_config(config, workdir, str(data_dir))
+
+
+def test_validation_config_builds_the_plan(tiny_world, tmp_path):
+    model, data_dir = tiny_world
+    settings = _settings(model, data_dir, tmp_path)
+    assert settings.seeds == [0, 1, 2]
+    assert settings.levels == [0, 1, 3, 5, 7, 9, 11, 13, 15]
+    assert settings.adversarial_prompts == {"advqqp": "mrpc"}
+    tp = plan_stages.plan_tasks(settings)
+    assert set(tp.present) == {"sst2", "mrpc", "advsst2", "advqqp"}
+    # the tasks whose files the tiny data lacks are skipped with the reason, not dropped
+    assert set(tp.skipped) == {"movierationales", "qnli", "ethicsdeontology", "ethicsjustice", "advqnli"}
+    stages = {s.key: s for s in plan_stages.build_plan(settings)}
+    m = reproduce_fixtures.MODEL
+    assert f"predictivity/{m}/advqqp" in stages
+    assert set(stages[f"predictivity/{m}/advqqp"].deps) == {f"tune/{m}/mrpc", f"predictivity/{m}/mrpc"}
+    assert stages[f"suppress/{m}/mrpc__advqqp"].deps == [f"predictivity/{m}/mrpc", f"tune/{m}/mrpc"]
+    assert f"suppress/{m}/sst2__advsst2" in stages
+    transfer_outputs = {p.name for p in stages[f"transfer/{m}/mrpc"].outputs}
+    assert {"mrpc__advqqp.json", "mrpc__sst2.json", "mrpc__advsst2.json"} <= transfer_outputs
+    assert "report" in stages
+
+
+def test_advqqp_needs_the_option_to_pair_with_mrpc(tiny_world, tmp_path):
+    model, data_dir = tiny_world
+    settings = _settings(model, data_dir, tmp_path, adversarial_prompts="")
+    tp = plan_stages.plan_tasks(settings)
+    assert "advqqp" not in tp.present and "qqp" in tp.skipped["advqqp"]
+
+
+@pytest.mark.parametrize("value, problem", [("advqqp:sst2", "same type"), ("mrpc:sst2", "not an adversarial"),
+                                            ("advqqp:advsst2", "itself adversarial"), ("advqqp", "adversarial:clean")])
+def test_adversarial_prompts_errors(value, problem):
+    with pytest.raises(ValueError, match=problem):
+        plan_stages.parse_adversarial_prompts(value)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "MANIFEST.md").exists(), reason="the shared real data is not here")
+def test_validation_plan_on_the_real_data_runs_every_task(tmp_path):
+    settings = plan_stages.Settings.from_config(validation_config.get_config(), tmp_path, str(SHARED_DATA))
+    tp = plan_stages.plan_tasks(settings)
+    assert set(tp.present) == set(validation_config.VALIDATION_TASKS.split(",")), tp.skipped
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The rule
+# ------------------------------------------------------------------------------------------------------------------
+def test_decide_rule():
+    assert verdicts.decide(0.1, (0.05, 0.15), 0.0) == verdicts.SUPPORTED
+    assert verdicts.decide(0.1, (0.05, 0.15), 0.0, p_value=0.2) == verdicts.INCONCLUSIVE   # test disagrees
+    assert verdicts.decide(-0.1, (-0.15, -0.05), 0.0) == verdicts.NOT_SUPPORTED
+    assert verdicts.decide(0.01, (-0.05, 0.07), 0.0) == verdicts.INCONCLUSIVE
+    assert verdicts.decide(0.4, (0.3, 0.5), 0.5, direction=-1, inclusive=True) == verdicts.SUPPORTED
+    assert verdicts.decide(0.4, (0.3, 0.5), 0.5, direction=-1) == verdicts.INCONCLUSIVE     # strict: touching
+    assert verdicts.decide(0.1, None, 0.0) == verdicts.INCONCLUSIVE
+    assert verdicts.decide(0.1, (0.05, 0.15), 0.0, p_value=0.01, min_p=0.1) == verdicts.INCONCLUSIVE
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Verdicts from synthetic results with known answers
+# ------------------------------------------------------------------------------------------------------------------
+KS = [0, 1, 5, 15]
+
+
+def _suppression(skill_drop, random_drop, noise, seed=0, seeds=3, draws=2):
+    rng = np.random.default_rng(seed)
+    frac = np.asarray(KS, float)[:, None] / 15
+    skill = np.clip(0.85 - skill_drop * frac + rng.normal(0, noise, (len(KS), seeds)), 0, 1)
+    random = np.clip(0.85 - random_drop * frac[:, None] + rng.normal(0, noise, (len(KS), draws, seeds)), 0, 1)
+    return skill, random
+
+
+@pytest.mark.parametrize("skill_drop, random_drop, noise, expected", [
+    (0.4, 0.02, 0.005, verdicts.SUPPORTED),          # skill neurons hurt far more, every seed
+    (0.02, 0.4, 0.005, verdicts.NOT_SUPPORTED),      # random neurons hurt more
+    (0.05, 0.05, 0.05, verdicts.INCONCLUSIVE)])      # the same drop, noisy seeds
+def test_suppression_verdicts(tmp_path, skill_drop, random_drop, noise, expected):
+    skill, random = _suppression(skill_drop, random_drop, noise)
+    synth.write_suppression(tmp_path, MODEL, "sst2", "sst2", KS, skill, random)
+    res = results.load_suppression(tmp_path, MODEL, "sst2", "sst2")
+    verdict = verdicts.suppression_verdict("F5", res, n_flips=200)
+    assert verdict.verdict == expected, verdict
+    assert np.isclose(verdict.estimate, random[1:].mean() - skill[1:].mean())
+
+
+@pytest.mark.parametrize("accuracy, majority, expected", [
+    ([0.46, 0.47, 0.45], 0.55, verdicts.SUPPORTED),
+    ([0.80, 0.82, 0.81], 0.55, verdicts.NOT_SUPPORTED),
+    ([0.40, 0.70, 0.55], 0.50, verdicts.INCONCLUSIVE)])
+def test_adversarial_verdicts(accuracy, majority, expected):
+    verdict = verdicts.f2_adversarial("advsst2", "sst2", accuracy, majority)
+    assert verdict.verdict == expected and verdict.reference == max(0.5, majority)
+
+
+def _typed_preds(rng, signal: float, seeds: int = 3, layers: int = 3, neurons: int = 60):
+    """The study's six clean tasks in four types (2, 1, 1, 2): tasks of one type share a pattern with weight
+    `signal`, plus noise per seed."""
+    types = {"sst2": "sentiment", "movierationales": "sentiment", "mrpc": "paraphrase", "qnli": "nli",
+             "ethicsdeontology": "ethics", "ethicsjustice": "ethics"}
+    patterns = {t: rng.normal(size=(layers, neurons)) for t in set(types.values())}
+    common = rng.normal(size=(layers, neurons))
+    preds = {task: 0.75 + 0.01 * (signal * patterns[kind] + common + rng.normal(size=(seeds, layers, neurons)))
+             for task, kind in types.items()}
+    return preds, types
+
+
+def test_specificity_verdicts():
+    rng = np.random.default_rng(0)
+    preds, types = _typed_preds(rng, signal=3.0)
+    assert verdicts.f4_specificity(preds, types=types).verdict == verdicts.SUPPORTED
+    # types assigned against the structure: pairs that share nothing are called "same type"
+    crossed = {"sst2": "a", "mrpc": "a", "movierationales": "b", "ethicsdeontology": "c", "qnli": "d",
+               "ethicsjustice": "d"}
+    assert verdicts.f4_specificity(preds, types=crossed).verdict == verdicts.NOT_SUPPORTED
+    null_preds, _ = _typed_preds(np.random.default_rng(1), signal=0.0)
+    assert verdicts.f4_specificity(null_preds, types=types).verdict == verdicts.INCONCLUSIVE
+
+
+def test_top_neuron_verdicts():
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(0.5, 0.6, size=(3, 4, 50))
+    pred[:, 3, :3] = [[0.90], [0.91], [0.92]]                  # the best neurons: last layer, above the model
+    depth = verdicts.f3_depth("sst2", pred, top_fraction=0.01)
+    assert depth.verdict == verdicts.SUPPORTED and depth.estimate == 1.0
+    low = pred.copy()
+    low[:, 3, :3], low[:, 0, :3] = 0.5, [[0.90], [0.91], [0.92]]
+    assert verdicts.f3_depth("sst2", low, top_fraction=0.01).verdict == verdicts.NOT_SUPPORTED
+    assert verdicts.f3_top_neuron("sst2", pred, [0.80, 0.85, 0.82]).verdict == verdicts.SUPPORTED
+    assert verdicts.f3_top_neuron("sst2", pred, [0.97, 0.98, 0.99]).verdict == verdicts.NOT_SUPPORTED
+
+
+def test_relabelling_symmetry_bounds_the_smallest_p():
+    """Three types of two tasks each: 90 assignments, but the 6 renamings of the types give the same statistic,
+    so p cannot go below 6/90 > 0.05 whatever the data: inconclusive, and the note says why."""
+    preds, _ = _typed_preds(np.random.default_rng(0), signal=3.0)
+    types = {"sst2": "s", "movierationales": "s", "mrpc": "p", "qnli": "p", "ethicsdeontology": "e",
+             "ethicsjustice": "e"}
+    verdict = verdicts.f4_specificity(preds, types=types)
+    assert verdict.verdict == verdicts.INCONCLUSIVE and "smallest attainable p 0.067" in verdict.note
+
+
+def test_transfer_verdict():
+    tasks = ["sst2", "movierationales", "mrpc", "qnli", "ethicsdeontology", "ethicsjustice"]
+    types = {t: results.task_type(t) for t in tasks}
+    rng = np.random.default_rng(0)
+    table = {}
+    for s in tasks:
+        for t in tasks:
+            level = 0.9 if s == t else 0.8 if types[s] == types[t] else 0.55
+            table[(s, t)] = level + rng.normal(0, 0.01, 3)
+    assert verdicts.f1_transfer(table, tasks, types=types).verdict == verdicts.SUPPORTED
+    flipped = {k: (np.full(3, 0.3) if types[k[0]] == types[k[1]] and k[0] != k[1] else v) for k, v in table.items()}
+    assert verdicts.f1_transfer(flipped, tasks, types=types).verdict == verdicts.NOT_SUPPORTED
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# From stage results on disk to the document
+# ------------------------------------------------------------------------------------------------------------------
+def _write_pred(workdir, task, pred_per_seed, model_accuracy):
+    path = results.predictivity_path(workdir, MODEL, task)
+    sio.atomic_save_npz(path, pred=pred_per_seed.mean(0).astype(np.float32),
+                        pred_per_seed=pred_per_seed.astype(np.float32))
+    sio.atomic_write_json(path.with_name(path.name + ".json"),
+                          {"task": task, "model_accuracy": list(model_accuracy), "dev_label_counts": [60, 40]})
+
+
+def test_verdict_table_and_document_from_stage_results(tmp_path):
+    workdir, doc = tmp_path / "work", tmp_path / "docs" / "VALIDATION.md"
+    rng = np.random.default_rng(0)
+    preds, _ = _typed_preds(rng, signal=3.0)
+    clean = ["sst2", "movierationales", "mrpc", "qnli", "ethicsdeontology", "ethicsjustice"]
+    for task in clean:
+        _write_pred(workdir, task, preds[task], [0.8, 0.81, 0.79])
+        for target in clean:
+            synth.write_transfer(workdir, MODEL, task, target, [0.8, 0.8, 0.8] if task == target else [0.6] * 3,
+                                 seeds=[0, 1, 2])
+        skill, random = _suppression(0.4, 0.02, 0.005, seed=len(task))
+        synth.write_suppression(workdir, MODEL, task, task, KS, skill, random)
+    own = results.transfer_path(workdir, MODEL, "sst2", "sst2")          # a held-out test result, where recorded
+    own.write_text(json.dumps({**json.loads(own.read_text()), "test_accuracy": [0.7, 0.72, 0.74]}))
+    # AdvQQP through the MRPC prompts (config adversarial_prompts): below chance on every seed
+    _write_pred(workdir, "advqqp", preds["mrpc"] + 0.001, [0.40, 0.41, 0.42])
+    synth.write_transfer(workdir, MODEL, "mrpc", "advqqp", [0.40, 0.41, 0.42], seeds=[0, 1, 2])
+    skill, random = _suppression(0.02, 0.4, 0.005)
+    synth.write_suppression(workdir, MODEL, "mrpc", "advqqp", KS, skill, random)
+    config = validation_config.get_config().to_dict()
+    config["tasks"] = clean + ["advqqp"]
+    config["report"]["validation_doc"] = str(doc)
+    config["analysis"].update(n_permutations=20, sign_flips=200, dpi=30)
+    built = report.build_report(workdir, workdir / "report", config)
+    assert built.errors == []
+    text = doc.read_text()
+    for header in verdicts.VERDICT_HEADER[:3]:
+        assert header in text
+    found = json.loads((doc.parent / "validation" / "verdicts.json").read_text())["verdicts"][MODEL]
+    by_key = {(v["finding"], v["subject"]): v["verdict"] for v in found}
+    assert by_key[("F2", "advqqp (mrpc prompts)")] == verdicts.SUPPORTED
+    assert by_key[("F6b", "mrpc → advqqp")] == verdicts.NOT_SUPPORTED
+    assert all(by_key[("F5", t)] == verdicts.SUPPORTED for t in clean)
+    assert by_key[("F4", "clean tasks")] == verdicts.SUPPORTED
+    assert "F6a" in {v["finding"] for v in found}
+    assert "Held-out test accuracy: sst2 72.0%." in text
+    # Table 1 labels AdvQQP with the prompt it really used
+    assert "| advqqp | mrpc |" in text
+    figures = list((doc.parent / "validation").glob("*.png"))
+    assert figures and sum(f.stat().st_size for f in figures) < 2 * 1024 * 1024
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# End to end on the tiny world: AdvQQP really runs on the MRPC prompts and baseline, and the document is written
+# ------------------------------------------------------------------------------------------------------------------
+def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp_path):
+    pytest.importorskip("torch")
+    from skillneurons_jax.pipeline import runner
+    model, data_dir = tiny_world
+    config = reproduce_fixtures.config(model, data_dir, tasks="mrpc,advqqp")
+    config.adversarial_prompts = "advqqp:mrpc"
+    config.suppression.levels = "0,10"
+    config.suppression.random_draws = 1
+    config.report.validation_doc = str(tmp_path / "docs" / "VALIDATION.md")
+    settings = plan_stages.Settings.from_config(config, tmp_path / "work")
+    runner.run_plan(settings, printer=lambda *_: None)
+    m = reproduce_fixtures.MODEL
+    sidecar = json.loads(results.predictivity_path(tmp_path / "work", m, "advqqp").with_suffix(".npz.json")
+                         .read_text())
+    assert sidecar["prompt_task"] == "mrpc" and sidecar["baseline_task"] == "mrpc"
+    suppression = json.loads(results.suppression_path(tmp_path / "work", m, "mrpc", "advqqp").read_text())
+    assert suppression["prompt_task"] == "mrpc"
+    assert results.transfer_path(tmp_path / "work", m, "mrpc", "advqqp").exists()
+    text = (tmp_path / "docs" / "VALIDATION.md").read_text()
+    assert f"| {m} | advqqp | mrpc |" in text and "| F2 | advqqp (mrpc prompts) |" in text
