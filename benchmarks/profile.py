@@ -70,12 +70,17 @@ def op_label(op_name: str) -> str:
 
 def parse_hlo(text: str) -> dict:
     """Compiled HLO text -> {instruction name: {"label", "matmul", "flops"}} for every instruction that calls a
-    fused computation or is a dot (the units the CPU runtime executes and the profiler names)."""
+    fused computation or is a dot (the units the CPU runtime executes and the profiler names). Several modules
+    joined in one text are parsed module by module: their computations may share names (two ENTRY `main.N`)."""
+    modules = re.split(r"(?m)^(?=HloModule )", text)
+    if sum(1 for m in modules if m.startswith("HloModule ")) > 1:
+        return {name: info for module in modules if module.strip() for name, info in parse_hlo(module).items()}
     computations: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
         m = _COMPUTATION.match(line)
-        if m and "=" not in line.split("{")[0]:
+        # a header has no "=" before its "{" once the /*index=5*/ comments of long parameter lists are dropped
+        if m and "=" not in re.sub(r"/\*.*?\*/", "", line).split("{")[0]:
             current = m.group(1)
             computations[current] = []
         elif current is not None:

@@ -43,3 +43,17 @@ def test_quick_profile_writes_every_phase(run_benchmark_module):
 def test_bad_sizes_are_refused():
     with pytest.raises(SystemExit, match="--batch_size must be at least 1"):
         profile.parse_args(["--output", "x.json", "--batch_size", "0"])
+
+
+def test_parse_hlo_reads_long_parameter_lists_and_joined_modules():
+    """An ENTRY with more than five parameters carries `/*index=5*/` comments (an "=" before its "{"), and two
+    modules joined in one text may both name their entry `main.3`: neither may hide an instruction."""
+    from benchmarks import profile
+    module = ("HloModule jit_{name}\n\n"
+              "%fused_computation (param_0: f32[2]) -> f32[2] {{\n"
+              "  ROOT %add.0 = f32[2]{{0}} add(f32[2]{{0}} %param_0, f32[2]{{0}} %param_0)\n}}\n\n"
+              "ENTRY %main.3 (a: f32[2], b: f32[2], c: f32[2], d: f32[2], e: f32[2], /*index=5*/f: f32[2]) -> f32[2] {{\n"
+              "  ROOT %{name}_fusion = f32[2]{{0}} fusion(f32[2]{{0}} %a), kind=kLoop, calls=%fused_computation, "
+              "metadata={{op_name=\"jit(f)/{name}\"}}\n}}\n")
+    parsed = profile.parse_hlo(module.format(name="first") + "\n" + module.format(name="second"))
+    assert {"first_fusion", "second_fusion"} <= set(parsed)
