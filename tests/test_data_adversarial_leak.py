@@ -112,3 +112,18 @@ def test_real_qnli_train_has_no_advqnli_original(shared_data):
     in_train = [r for r in carved if low <= readers._bucket("hash", r.key, None, None) < high]
     assert len(in_train) == len(train.examples) + train.excluded_adversarial_originals
     assert sum(originals.matches(r.example) for r in in_train) == train.excluded_adversarial_originals
+
+
+def test_an_advglue_file_without_the_tasks_records_excludes_nothing_and_says_so(tmp_path, caplog):
+    """A study whose AdvGLUE file holds only some tasks (here qnli records, no qqp) still reads MRPC-like clean
+    tasks: with no AdvQQP records there is nothing of the clean train split to judge on, so nothing is left out."""
+    _qnli_dev(tmp_path)
+    _advqnli(tmp_path, [1, 2, 3])
+    assert readers.adversarial_originals(("advqqp",), tmp_path) is None
+    with caplog.at_level(logging.INFO):
+        both = readers.adversarial_originals(("advqnli", "advqqp"), tmp_path)
+    assert both.tasks == ("advqnli",)                       # the present task still guards its clean task
+    assert "no ['qqp'] records" in caplog.text
+    # reading the adversarial split itself still fails, naming the file and the missing key
+    with pytest.raises(readers.DataFormatError, match=r"dev.json: no 'qqp' records"):
+        read_split("advqqp", "dev", tmp_path)

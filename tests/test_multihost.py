@@ -170,7 +170,8 @@ def test_two_hosts_tune_and_predictivity_like_one_host_with_four_devices(world, 
         assert sorted(za.files) == sorted(zb.files)
         for name in za.files:
             if "baseline" in name or "threshold" in name:
-                np.testing.assert_allclose(zb[name], za[name], rtol=0, atol=1e-6, err_msg=name)
+                # float32 sums in another reduction order: a few ulps (E[a^2] reaches ~4 here, so relative too)
+                np.testing.assert_allclose(zb[name], za[name], rtol=2e-6, atol=1e-6, err_msg=name)
             else:  # derived from integer counts: the same bits whatever the reduction order
                 np.testing.assert_array_equal(zb[name], za[name], err_msg=name)
 

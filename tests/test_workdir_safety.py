@@ -187,7 +187,7 @@ def test_two_tune_runs_on_one_folder_exactly_one_writes(tiny):
     work = tiny["root"] / "race"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-m", *map(str, _tune(tiny, work, f"--config.learning_rate={lr}",
-                                                                       steps=60))],
+                                                                       "--config.epochs=100", steps=60))],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for lr in (0.01, 0.02)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
@@ -197,7 +197,8 @@ def test_two_tune_runs_on_one_folder_exactly_one_writes(tiny):
     assert "is held by another run: pid" in refused
     rows = [json.loads(line) for line in (work / "prompts" / "minilm_like" / "sst2" / "seed_0" /
                                           "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2 * i for i in range(1, 31)]   # one run's rows, none interleaved
+    # one run's rows, none interleaved (epochs=100 so that max_steps, not the epoch count, ends the run)
+    assert [r["step"] for r in rows] == [2 * i for i in range(1, 31)]
 
 
 # ------------------------------------------------------------------------------------------------ pickles

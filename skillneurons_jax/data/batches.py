@@ -11,7 +11,7 @@ rows (copies of the batch's first row, so no row is fully masked) flagged by `ex
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class Encoded:
     family: str
     max_text_tokens: int
     truncated: int
+    # What reading the split left out before tokenizing (readers.SplitData): examples of a clean TRAIN split that
+    # are originals of adversarial records (trap 6), and how they were matched; empty when not checked.
+    reading: Mapping = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -121,6 +124,20 @@ def truncation_record(encoded_splits) -> dict[str, dict]:
     {"train": {"examples": 2000, "truncated": 310, "max_text_tokens": 48}, "dev": {...}}: the per-task, per-split
     record of what truncation cut, for stage sidecars and the report (plain JSON types)."""
     return {str(split): truncation_summary(enc) for split, enc in encoded_splits.items()}
+
+
+def data_record(encoded_splits) -> dict:
+    """The data facts a stage sidecar records for a mapping split name -> Encoded (None values are skipped):
+    {"truncation": truncation_record(...)} plus, when a split was checked for adversarial originals,
+    {"excluded_adversarial_originals": {"count": n, "split": s, "match": how}} (read by analysis.results)."""
+    present = {split: enc for split, enc in encoded_splits.items() if enc is not None}
+    record = {"truncation": truncation_record(present)}
+    for split, enc in present.items():
+        if enc.reading.get("adversarial_match") is not None:
+            record["excluded_adversarial_originals"] = {
+                "count": int(enc.reading["excluded_adversarial_originals"]), "split": str(split),
+                "match": enc.reading["adversarial_match"]}
+    return record
 
 
 def bucket_length(length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:

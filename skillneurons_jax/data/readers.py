@@ -482,18 +482,27 @@ def adversarial_originals(adversarial_tasks, data_dir) -> adversarial.OriginalTe
     specs = [get_task(t) for t in adversarial_tasks]
     annotated = pathlib.Path(data_dir) / adversarial.ANNOTATED_FILE
     if annotated.exists():
-        records = [rec for spec in specs for rec in _advglue_records(annotated, spec)]
-        return adversarial.from_annotated(records, [str(annotated)], adversarial_tasks)
+        found = {spec.name: _advglue_records(annotated, spec) for spec in specs}
+        tasks = [name for name, records in found.items() if records is not None]
+        if not tasks:
+            return None
+        records = [rec for name in tasks for rec in found[name]]
+        return adversarial.from_annotated(records, [str(annotated)], tasks)
     paths = [(spec, pathlib.Path(data_dir) / spec.splits["dev"][0].path) for spec in specs]
-    present = [(spec, path) for spec, path in paths if path.exists()]
-    if not present:
+    found = {spec.name: (path, _advglue_records(path, spec)) for spec, path in paths if path.exists()}
+    tasks = [name for name, (_, records) in found.items() if records is not None]
+    if not tasks:
         return None
-    records = [rec for spec, path in present for rec in _advglue_records(path, spec)]
-    return adversarial.from_adversarial(records, sorted({str(p) for _, p in present}), adversarial_tasks)
+    records = [rec for name in tasks for rec in found[name][1]]
+    return adversarial.from_adversarial(records, sorted({str(found[name][0]) for name in tasks}), tasks)
 
 
-def _advglue_records(path, spec: TaskSpec) -> list[tuple[dict, tuple[str, str | None]]]:
-    """(record, (text_a field, text_b field)) for every AdvGLUE record of adversarial task `spec` in `path`."""
+def _advglue_records(path, spec: TaskSpec) -> list[tuple[dict, tuple[str, str | None]]] | None:
+    """(record, (text_a field, text_b field)) for every AdvGLUE record of adversarial task `spec` in `path`.
+
+    None (logged) when the file lacks the task's records: an adversarial set that is not in the data cannot be
+    judged on, so nothing of a clean train split can leak into it (reading the adversarial split itself, by
+    read_advglue, still fails on a missing key)."""
     source = spec.splits["dev"][0]
     try:
         data = json.loads(read_text(path))
@@ -501,10 +510,13 @@ def _advglue_records(path, spec: TaskSpec) -> list[tuple[dict, tuple[str, str | 
         raise DataFormatError(path, err.lineno, f"not valid JSON: {err.msg}") from None
     if not isinstance(data, dict):
         raise DataFormatError(path, 1, "expected a JSON object keyed by task (sst2, qqp, qnli, mnli, ...)")
+    absent = [key for key in source.options["keys"] if key not in data]
+    if absent:
+        log.info("%s: no %s records (keys: %s), so task %s has no originals to leave out of clean train splits",
+                 path, absent, sorted(data), spec.name)
+        return None
     out = []
     for key in source.options["keys"]:
-        if key not in data:
-            raise DataFormatError(path, None, f"no {key!r} records (keys: {sorted(data)})")
         for i, rec in enumerate(data[key]):
             _record_fields(path, f"record {i} of {key!r}", rec, source)     # checks the fields are there
             out.append((rec, source.fields[:2]))

@@ -233,6 +233,9 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
         "train_fingerprint": fingerprint, "reused_baseline_from": (
             str(layout.predictivity_path(workdir, loaded.name, baseline_task)) if reused is not None else None),
         "seconds": round(time.time() - t0, 3), "devices": jax.device_count(), "processes": jax.process_count(),
+        # truncation of both splits; the TRAIN split (the baseline task's) says how many adversarial originals
+        # reading left out of it (trap 6); a reused baseline's train split is recorded in its own sidecar
+        **batching.data_record({"train": train_enc, "dev": dev_enc}),
     }
     if jax.process_index() == 0:
         io.atomic_save_npz(out, **arrays)

@@ -46,11 +46,14 @@ def encode_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[
     """One split of `task` (default: the setup's task; the clean TRAIN split of an adversarial task differs),
     tokenized with that task's template for the model's family. An empty split is a ValueError."""
     spec = setup.task if task is None else tasks.get_task(task)
-    examples = readers.load_split(spec, split, data_dir, max_examples=max_examples)
-    if not examples:
+    data = readers.read_split(spec, split, data_dir, max_examples=max_examples)
+    if not data.examples:
         raise ValueError(f"task {spec.name!r}: the {split} split is empty")
-    return batching.encode(examples, setup.loaded.tokenizer, spec, setup.loaded.family,
-                           max_text_tokens=max_text_tokens)
+    encoded = batching.encode(data.examples, setup.loaded.tokenizer, spec, setup.loaded.family,
+                              max_text_tokens=max_text_tokens)
+    reading = {"excluded_adversarial_originals": data.excluded_adversarial_originals,
+               "adversarial_match": data.adversarial_match}
+    return dataclasses.replace(encoded, reading=reading)
 
 
 def buckets_for(encoded_splits: Sequence[batching.Encoded]) -> tuple[int, ...]:

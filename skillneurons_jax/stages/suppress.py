@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import tasks
 from skillneurons_jax.neurons import suppression
 from skillneurons_jax.neurons.predictivity import to_host
@@ -236,6 +237,7 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
         io.write_sidecar(out, stage="suppress", model_path=str(model_path), prompt_sha256=digests,
                          source_predictivity=str(layout.predictivity_path(workdir, loaded.name, source)),
                          max_examples=max_examples, batch_size=batch_size, unique_masks=int(len(unique)),
-                         seconds=round(time.time() - t0, 3), devices=jax.device_count())
+                         seconds=round(time.time() - t0, 3), devices=jax.device_count(),
+                         **batching.data_record({split: dev}))
     return {"output": str(out), "skill": {k: float(np.mean(v)) for k, v in result["skill"].items()},
             "random": {k: float(np.mean(v)) for k, v in result["random"].items()}}

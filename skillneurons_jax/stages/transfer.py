@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.data import batches as batching
 from skillneurons_jax.prompt import files, scoring
 from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, model_batches, round_up
 
@@ -43,6 +44,7 @@ class TransferTarget:
     n_dev: int                    # examples of the evaluated split
     max_text_tokens: int
     split: str = "dev"            # "test": the held-out split (results under WORKDIR/test/, layout.split_root)
+    data: dict = dataclasses.field(default_factory=dict)    # batching.data_record of the split, for sidecars
 
 
 def prepare_target(setup: TaskSetup, data_dir, *, max_text_tokens: int, eval_batch_size: int,
@@ -56,7 +58,8 @@ def prepare_target(setup: TaskSetup, data_dir, *, max_text_tokens: int, eval_bat
     batches = list(model_batches(encoded, batch_size, buckets=buckets_for([encoded]), sort_by_length=True))
     step = scoring.make_eval_step(setup.readout.score_fn(), mesh)
     params = parallel.replicate(setup.loaded.params, mesh) if params is None else params
-    return TransferTarget(setup, batches, step, params, mesh, len(encoded), int(max_text_tokens), split)
+    return TransferTarget(setup, batches, step, params, mesh, len(encoded), int(max_text_tokens), split,
+                          batching.data_record({split: encoded}))
 
 
 def transfer_pair(target: TransferTarget, source: str, seeds: Sequence[int], workdir) -> dict:
@@ -98,6 +101,6 @@ def _transfer_one(target: TransferTarget, source: str, seeds: Sequence[int], wor
         io.write_sidecar(path, stage="transfer", model_path=str(model_path), data_dir=str(data_dir),
                          max_examples=max_examples, prompt_sha256=digests,
                          readout={**target.setup.readout_settings.to_dict(), "max_text_tokens": target.max_text_tokens},
-                         seconds=round(time.time() - t0, 3))
+                         seconds=round(time.time() - t0, 3), **target.data)
     print(f"transfer {result['model']}: {source} -> {result['target']}: accuracy "
           f"{np.mean(result['accuracy']):.4f} (seeds {result['seeds']})", flush=True)

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers
 from skillneurons_jax.prompt import hparams, soft_prompt, train
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, model_batches, round_up
@@ -207,7 +208,8 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
                 "group_by_length": bool(cfg["group_by_length"]),
                 "train_examples": len(train_enc), "dev_examples": len(dev_enc), **dict(run_info_extra or {})}
     sidecar = {"config": cfg, "model_path": str(model_path), "data_dir": str(data_dir), "seeds": seeds,
-               "devices": jax.device_count(), "processes": jax.process_count(), **dict(sidecar_extra or {})}
+               "devices": jax.device_count(), "processes": jax.process_count(),
+               **batching.data_record({"train": train_enc, "dev": dev_enc}), **dict(sidecar_extra or {})}
     run_dirs = [layout.run_dir(workdir, loaded.name, task, s) for s in seeds]
     # A rerun refused for another configuration must leave every file as it was: check before any write.
     fingerprint = train.run_fingerprint(config, run_info, (cfg["prompt_len"], loaded.config.hidden))
