@@ -7,24 +7,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from robust_outputs import patching_doc, write_arm_eval, write_patching
 from skillneurons_jax import io, layout
 from skillneurons_jax.robust import summary
 
 
-def _arm(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m", task="sst2"):
-    path = layout.robust_eval_path(workdir, model, task, arm)
-    doc = {"model": model, "task": task, "arm": arm, "seeds": list(seeds),
-           "clean": {"target": task, "accuracy": clean, "f1": clean, "n_dev": 100},
-           "adversarial": {"advsst2": {"target": "advsst2", "accuracy": adversarial, "f1": adversarial,
-                                       "n_dev": 40}}}
-    io.atomic_write_json(path, doc)
-    io.write_sidecar(path, stage="robust_tune")     # the sidecar (.meta.json) is not read as a result
-
-
 def test_arm_rows_intervals_and_costs(tmp_path):
-    _arm(tmp_path, "plain", [0.90, 0.92, 0.88], [0.40, 0.45, 0.50])
-    _arm(tmp_path, "anchored", [0.86, 0.90, 0.85], [0.55, 0.50, 0.60])
-    _arm(tmp_path, "perturbed", [0.80, 0.80, 0.80], [0.40, 0.45, 0.50], seeds=(0, 1, 5))
+    write_arm_eval(tmp_path, "plain", [0.90, 0.92, 0.88], [0.40, 0.45, 0.50])
+    write_arm_eval(tmp_path, "anchored", [0.86, 0.90, 0.85], [0.55, 0.50, 0.60])
+    write_arm_eval(tmp_path, "perturbed", [0.80, 0.80, 0.80], [0.40, 0.45, 0.50], seeds=(0, 1, 5))
     rows = summary.robust_tables(tmp_path)["arms"]
     assert [(r["arm"], r["split"]) for r in rows] == [("plain", "clean"), ("plain", "adversarial"),
                                                       ("perturbed", "clean"), ("perturbed", "adversarial"),
@@ -45,13 +36,8 @@ def test_arm_rows_intervals_and_costs(tmp_path):
 
 
 def test_patching_rows_skill_vs_random(tmp_path):
-    path = layout.patching_path(tmp_path, "m", "sst2", "advsst2", "original")
-    doc = {"model": "m", "source": "sst2", "target": "advsst2", "seeds": [0, 1], "ks": [0, 5],
-           "skill": {"0": [0.4, 0.5], "5": [0.7, 0.7]},
-           "random": {"0": [[0.4, 0.5]] * 2, "5": [[0.4, 0.6], [0.5, 0.5]]},
-           "adversarial_accuracy": [0.4, 0.5], "original_accuracy": [0.9, 0.8], "patch_source": "original",
-           "n_examples": 30}
-    io.atomic_write_json(path, doc)
+    doc = patching_doc()
+    path = write_patching(tmp_path, doc)
     (row,) = summary.robust_tables(tmp_path)["patching"]
     assert row["k"] == 5 and row["clean"] == "sst2" and row["adversarial"] == "advsst2"
     assert row["skill_mean"] == pytest.approx(0.7) and row["random_mean"] == pytest.approx(0.5)

@@ -252,6 +252,54 @@ def suppression_curves(panels: Sequence[SuppressionPanel], out_path, *, title: s
     return _save(fig, out_path, dpi)
 
 
+@dataclasses.dataclass
+class PatchingPanel:
+    """One (model, clean → adversarial, patch source) recovery curve; every array is [K], one entry per level k."""
+    label: str                          # e.g. "m: sst2 → advsst2 (original)"
+    ks: np.ndarray                      # % of neurons patched per layer
+    skill_mean: np.ndarray              # accuracy with the top-k% skill neurons patched, mean over seeds
+    skill_low: np.ndarray               # its t interval over seeds (NaN below 2 seeds)
+    skill_high: np.ndarray
+    random_mean: np.ndarray             # as many random neurons patched, mean over draws and seeds
+    adversarial: float                  # unpatched accuracy on the adversarial set
+    original: float | None = None       # accuracy on the unattacked originals (None for patch source "mean")
+    n_seeds: int = 0
+
+
+def patching_recovery_curves(panels: Sequence[PatchingPanel], out_path, *, title: str, ncols: int = 3,
+                             figsize=None, dpi: int = 100) -> pathlib.Path:
+    """Accuracy on adversarial inputs against the percentage of neurons patched per layer: skill neurons (with
+    their t interval over seeds) vs random neurons, between the unpatched adversarial accuracy and the original
+    accuracy (horizontal lines); one panel per (model, clean → adversarial, patch source)."""
+    if not panels:
+        raise ValueError("no patching results to plot")
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    figsize = figsize or (max(5.0, 3.6 * ncols + 0.4), 3.0 * nrows + 0.8)
+    fig = _figure(figsize)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    for ax, panel in zip(axes.flat, panels):
+        ax.plot(panel.ks, panel.skill_mean, marker="o", markersize=3, color="#c0392b", label="skill neurons")
+        # NaN bounds (a single seed) leave the band out instead of drawing a zero-width one
+        ax.fill_between(panel.ks, panel.skill_low, panel.skill_high, color="#c0392b", alpha=0.2, linewidth=0)
+        ax.plot(panel.ks, panel.random_mean, marker="o", markersize=3, color="#2c7fb8", label="random neurons")
+        ax.axhline(panel.adversarial, color="black", linestyle=":", linewidth=1,
+                   label=f"unpatched adversarial ({100 * panel.adversarial:.1f}%)")
+        if panel.original is not None:
+            ax.axhline(panel.original, color="black", linestyle="--", linewidth=1,
+                       label=f"original ({100 * panel.original:.1f}%)")
+        ax.set_title(f"{panel.label} ({panel.n_seeds} seed{'s' if panel.n_seeds != 1 else ''})", fontsize=10)
+        ax.set_xlabel("neurons patched per layer (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(_wrap(title, figsize[0]))
+    return _save(fig, out_path, dpi)
+
+
 def predictivity_per_layer(preds: Mapping[str, np.ndarray], out_path, *, title: str, top_fraction: float = 0.01,
                            figsize=None, dpi: int = 100) -> pathlib.Path:
     """Three panels over layers: mean predictivity, mean of the top `top_fraction` neurons, and the maximum;

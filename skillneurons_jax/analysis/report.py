@@ -6,7 +6,8 @@ writes out_dir/index.md, out_dir/index.html (same content, relative links), out_
 out_dir/summary.json (the numbers behind the tables and figures) and the sidecar out_dir/index.md.json.
 
 Sections (analysis/sections/, one module each, sharing a report_context.ReportContext): header, Table 1
-(accuracy), then per model transfer, predictivity, task specificity, suppression; then configuration and gaps.
+(accuracy), then per model transfer, predictivity, task specificity, suppression; then the robustness study (issue
+17; robustness_study.py, absent when the study did not run); then configuration and gaps.
 
 config_dict["report"]["validation_doc"], when set, names a markdown file that sections/validation.py writes
 after the other sections (the validation study's verdicts; configs/validation.py).
@@ -28,8 +29,8 @@ from typing import Mapping
 from skillneurons_jax import io
 from skillneurons_jax.analysis.report_context import (DEFAULT_OPTIONS, ReportContext, dedupe, no_nan,
                                                       relative_path)
-from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, specificity, suppression,
-                                               transfer, validation)
+from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, robustness_study, specificity,
+                                               suppression, transfer, validation)
 
 __all__ = ["DEFAULT_OPTIONS", "Report", "build_report"]
 
@@ -56,6 +57,7 @@ def _build_sections(context: ReportContext) -> None:
         context.section(f"predictivity ({model})", lambda: predictivity.build(context, model))
         context.section(f"task specificity ({model})", lambda: specificity.build(context, model))
         context.section(f"suppression ({model})", lambda: suppression.build(context, model))
+    context.section("robustness study", lambda: robustness_study.build(context))
     context.section("configuration", lambda: appendix.configuration(context))
     appendix.gaps(context)
 

@@ -1,0 +1,137 @@
+"""The robustness study (issue 17): robust prompt arms (plain / perturbed / anchored) scored on the clean dev and
+the adversarial sets, and activation patching of skill neurons on adversarial inputs. The numbers are
+robust.summary's tables (its module docstring defines every field); this section only renders them: a table per
+kind, the patching recovery curves, the null hypotheses of the intervals, and summary.json "robustness_study".
+Writes nothing when the study did not run (no robust/ or patching/ outputs)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from skillneurons_jax.analysis import figures
+from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, no_nan
+from skillneurons_jax.robust import summary as robust_summary
+
+HEADING = "Robust prompts and activation patching (issue 17)"
+FIGURE = "figures/robustness/patching_recovery.png"
+ARM_HEADER = ("model", "task", "arm", "scored set", "seeds", "n", "accuracy % [CI]", "vs plain (pp) [CI]",
+              "clean cost (pp) [CI]")
+PATCHING_HEADER = ("model", "clean → adversarial", "patch source", "k %", "seeds", "n examples",
+                   "unpatched adversarial %", "original %", "skill-patched % [CI]", "random-patched %",
+                   "skill − random (pp) [CI]", "fraction recovered %")
+
+
+def build(context: ReportContext) -> None:
+    confidence = float(context.options["confidence"])
+    arms, arms_read = _load(context, robust_summary.arm_rows, confidence)
+    patching, patching_read = _load(context, robust_summary.patching_rows, confidence)
+    if arms_read and patching_read and not arms and not patching:
+        return      # the default study has no robust stages: no heading for an empty section
+    document = context.document
+    document.h(2, HEADING)
+    document.p(_null_hypotheses(confidence))
+    document.h(3, "Robust prompt arms: clean and adversarial accuracy")
+    if not arms_read:
+        document.p("The arms' evaluation files could not be read (listed under unreadable result files).")
+    elif arms:
+        document.table(ARM_HEADER, [_arm_cells(row) for row in arms])
+    else:
+        document.p("No robust arm was evaluated.")
+    document.h(3, "Activation patching on adversarial inputs")
+    if not patching_read:
+        document.p("The patching files could not be read (listed under unreadable result files).")
+    elif patching:
+        document.table(PATCHING_HEADER, [_patching_cells(row) for row in patching])
+        context.figure(figures.patching_recovery_curves, FIGURE,
+                       "Patching recovery: accuracy on adversarial inputs with the top-k% skill neurons (band: "
+                       "interval over seeds) or as many random neurons patched", _panels(patching),
+                       title="Activation patching: skill vs random neurons")
+    else:
+        document.p("No patching results.")
+    context.summary["robustness_study"] = no_nan({"arms": arms, "patching": patching})
+
+
+def _load(context: ReportContext, read: Callable, confidence: float) -> tuple[list[dict], bool]:
+    """(rows, readable): robust.summary raises ValueError naming the malformed file; it is listed, not raised."""
+    try:
+        return read(context.workdir, confidence), True
+    except (*LOAD_ERRORS, ValueError) as error:
+        context.problem(error)
+        return [], False
+
+
+def _null_hypotheses(confidence: float) -> str:
+    level, significance = f"{100 * confidence:g}%", f"{100 * (1 - confidence):g}%"
+    return (f"Every interval is a {level} Student-t interval of the mean over prompt seeds (mean ± t · sd / √n; "
+            "seeds are the unit, because the prompts of one seed see every example; none below 2 seeds). "
+            "'vs plain' is the arm's accuracy minus the plain arm's on the same scored set and 'clean cost' is "
+            "plain − arm on the clean dev (> 0: robustness cost clean accuracy), both paired by seed and only "
+            "when the plain arm has the same seeds; their null hypothesis: on average over seeds the arm and the "
+            "plain arm score the same. 'skill − random' is the adversarial accuracy with the top-k% skill neurons "
+            "patched minus that with as many random neurons patched (random averaged over its draws first), "
+            "paired by seed; its null hypothesis: on average over seeds, patching the skill neurons and patching "
+            f"random ones give the same accuracy. An interval that excludes 0 rejects its null at level {significance} "
+            "(two-sided; each row on its own, with no correction for the number of rows); one that contains 0 "
+            "shows no difference, and is no evidence that there is none. With 3 seeds (2 degrees of freedom) "
+            "the intervals are wide: only large effects exclude 0. 'fraction recovered' = (skill-patched − "
+            "unpatched) / (original − unpatched), for patch source 'original' when that gap is > 0; it has no "
+            "interval. Accuracies in %, differences in percentage points (pp); – where undefined.")
+
+
+def _percent(value: Optional[float], signed: bool = False) -> str:
+    """A fraction as a percentage with one decimal; "–" for None / NaN."""
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def _with_interval(row: dict, prefix: str, signed: bool = False) -> str:
+    """row[prefix_mean] with its [prefix_low, prefix_high] interval when there is one: "85.0 [80.1, 89.9]"."""
+    mean, low, high = row[f"{prefix}_mean"], row[f"{prefix}_low"], row[f"{prefix}_high"]
+    if mean is None or low is None or high is None:
+        return _percent(mean, signed)
+    return f"{_percent(mean, signed)} [{_percent(low, signed)}, {_percent(high, signed)}]"
+
+
+def _seeds(row: dict) -> str:
+    return ",".join(str(seed) for seed in row["seeds"])
+
+
+def _arm_cells(row: dict) -> tuple:
+    """One "arms" row of robust.summary -> ARM_HEADER's cells (clean cost only on clean rows)."""
+    scored = "clean dev" if row["split"] == "clean" else row["target"]
+    cost = _with_interval(row, "clean_cost", signed=True) if row["split"] == "clean" else "–"
+    return (row["model"], row["task"], row["arm"], scored, _seeds(row), row["n_dev"],
+            _with_interval(row, "accuracy"), _with_interval(row, "vs_plain", signed=True), cost)
+
+
+def _patching_cells(row: dict) -> tuple:
+    """One "patching" row of robust.summary -> PATCHING_HEADER's cells."""
+    n_examples = "–" if row["n_examples"] is None else row["n_examples"]
+    return (row["model"], f"{row['clean']} → {row['adversarial']}", row["source"], f"{float(row['k']):g}",
+            _seeds(row), n_examples, _percent(row["adversarial_mean"]), _percent(row["original_mean"]),
+            _with_interval(row, "skill"), _percent(row["random_mean"]),
+            _with_interval(row, "skill_minus_random", signed=True), _percent(row["fraction_recovered"]))
+
+
+def _panels(rows: list[dict]) -> list[figures.PatchingPanel]:
+    """One recovery-curve panel per (model, clean, adversarial, patch source), levels in increasing k."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["clean"], row["adversarial"], row["source"]), []).append(row)
+    panels = []
+    for (model, clean, adversarial, source), group in groups.items():
+        group = sorted(group, key=lambda row: float(row["k"]))
+        panels.append(figures.PatchingPanel(
+            label=f"{model}: {clean} → {adversarial} ({source})", ks=_column(group, "k"),
+            skill_mean=_column(group, "skill_mean"), skill_low=_column(group, "skill_low"),
+            skill_high=_column(group, "skill_high"), random_mean=_column(group, "random_mean"),
+            adversarial=group[0]["adversarial_mean"], original=group[0]["original_mean"],
+            n_seeds=group[0]["n_seeds"]))
+    return panels
+
+
+def _column(group: list[dict], field: str) -> np.ndarray:
+    """[K] values of `field` over one panel's rows; a missing bound (one seed) is NaN, which the band skips."""
+    return np.array([np.nan if row[field] is None else row[field] for row in group], np.float64)

@@ -1,0 +1,35 @@
+"""Writers of synthetic robustness-study outputs in the exact formats robust.summary reads (shared by
+test_robust_summary.py and test_report_robustness.py):
+  robust/<arm>/eval/<model>/<task>.json                  (robust.tuning.evaluate_arm)
+  patching/<model>/<clean>__<adversarial>.<source>.json  (robust.stage.run_patching)"""
+from skillneurons_jax import io, layout
+
+
+def write_arm_eval(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m", task="sst2",
+                   adversarial_task="advsst2", n_clean=100, n_adversarial=40):
+    """One arm's evaluation: `clean` and `adversarial` are accuracies [S], one per seed in `seeds`."""
+    path = layout.robust_eval_path(workdir, model, task, arm)
+    doc = {"model": model, "task": task, "arm": arm, "seeds": list(seeds),
+           "clean": {"target": task, "accuracy": clean, "f1": clean, "n_dev": n_clean},
+           "adversarial": {adversarial_task: {"target": adversarial_task, "accuracy": adversarial,
+                                              "f1": adversarial, "n_dev": n_adversarial}}}
+    io.atomic_write_json(path, doc)
+    io.write_sidecar(path, stage="robust_tune")     # the sidecar (.meta.json) is not read as a result
+    return path
+
+
+def patching_doc(model="m", clean="sst2", adversarial="advsst2", source="original", n_examples=30):
+    """A patching result over 2 seeds and 2 random draws at k = 0 and 5 (%): skill [S] and random [D, S] per k."""
+    return {"model": model, "source": clean, "target": adversarial, "seeds": [0, 1], "ks": [0, 5],
+            "skill": {"0": [0.4, 0.5], "5": [0.7, 0.7]},
+            "random": {"0": [[0.4, 0.5]] * 2, "5": [[0.4, 0.6], [0.5, 0.5]]},
+            "adversarial_accuracy": [0.4, 0.5],
+            "original_accuracy": [0.9, 0.8] if source == "original" else [None, None],
+            "patch_source": source, "n_examples": n_examples}
+
+
+def write_patching(workdir, doc):
+    """Writes `doc` (patching_doc's format) where the patching stage would; returns the path."""
+    path = layout.patching_path(workdir, doc["model"], doc["source"], doc["target"], doc["patch_source"])
+    io.atomic_write_json(path, doc)
+    return path

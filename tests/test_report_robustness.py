@@ -1,0 +1,111 @@
+"""The report's robustness-study section (issue 17) on synthetic robust/ and patching/ outputs: both tables with
+hand-computed cells, the recovery figure, summary.json "robustness_study"; nothing at all without the study; a
+corrupt patching file listed as a problem, not a crash."""
+import json
+import math
+
+import numpy as np
+import pytest
+from matplotlib import image as mimage
+from scipy import stats
+
+from robust_outputs import patching_doc, write_arm_eval, write_patching
+from skillneurons_jax.analysis import figures, report
+from skillneurons_jax.analysis.sections import robustness_study
+
+CONFIG = {"analysis": {"n_permutations": 0, "dpi": 30}}
+T2 = stats.t.ppf(0.975, 2)      # 95% t quantile with 3 seeds
+T1 = stats.t.ppf(0.975, 1)      # ... with 2 seeds
+
+
+def _write_arms(workdir):
+    """plain and anchored arms of model m on sst2 (clean dev, 100 examples) and advsst2 (40), seeds 0, 1, 2."""
+    write_arm_eval(workdir, "plain", [0.90, 0.92, 0.88], [0.40, 0.45, 0.50])
+    write_arm_eval(workdir, "anchored", [0.86, 0.90, 0.85], [0.55, 0.50, 0.60])
+
+
+def _build(tmp_path, workdir):
+    return report.build_report(workdir, tmp_path / "report", CONFIG)
+
+
+def test_section_tables_figure_and_summary(tmp_path):
+    workdir = tmp_path / "work"
+    _write_arms(workdir)
+    write_patching(workdir, patching_doc(source="original"))
+    write_patching(workdir, patching_doc(source="mean"))
+    rep = _build(tmp_path, workdir)
+    assert rep.errors == [] and rep.problems == []
+    markdown, html = rep.index_md.read_text(), rep.index_html.read_text()
+    assert f"## {robustness_study.HEADING}" in markdown
+    assert markdown.index(robustness_study.HEADING) < markdown.index("## Configuration")
+    assert "null hypothesis" in markdown and "excludes 0" in markdown
+
+    # anchored on advsst2: accuracies [.55, .50, .60] -> 55.0 ± t(2) * 0.05 / sqrt(3) = ± 12.4;
+    # vs plain: [.55-.40, .50-.45, .60-.50] = [.15, .05, .10] -> +10.0 ± 12.4 (sd 0.05 again)
+    half = T2 * 0.05 / math.sqrt(3)
+    assert round(100 * half, 1) == 12.4
+    assert "| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | 55.0 [42.6, 67.4] | +10.0 [-2.4, +22.4] | – |" in markdown
+    # anchored on the clean dev: [.86, .90, .85] -> 87.0 ± t(2) * sqrt(.0007) / sqrt(3) = ± 6.6; cost plain - anchored
+    # = [.04, .02, .03] -> +3.0 ± t(2) * 0.01 / sqrt(3) = ± 2.5
+    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | 87.0 [80.4, 93.6] | -3.0 [-5.5, -0.5] | " \
+           "+3.0 [+0.5, +5.5] |" in markdown
+    assert "| m | sst2 | plain | clean dev | 0,1,2 | 100 | 90.0 [85.0, 95.0] | – | – |" in markdown
+
+    # patching at k = 5: unpatched [.4, .5] -> 45.0, original [.9, .8] -> 85.0, skill [.7, .7] -> 70.0 (sd 0),
+    # random per seed (mean over draws) [.45, .55] -> 50.0; skill - random [.25, .15] -> +20.0 ± t(1) * sd / sqrt(2)
+    # with sd = 0.1 / sqrt(2): ± 63.5; recovered (70 - 45) / (85 - 45) = 62.5%
+    assert round(100 * T1 * (0.1 / math.sqrt(2)) / math.sqrt(2), 1) == 63.5
+    assert "| m | sst2 → advsst2 | original | 5 | 0,1 | 30 | 45.0 | 85.0 | 70.0 [70.0, 70.0] | 50.0 | " \
+           "+20.0 [-43.5, +83.5] | 62.5 |" in markdown
+    assert "| m | sst2 → advsst2 | mean | 5 | 0,1 | 30 | 45.0 | – | 70.0 [70.0, 70.0] | 50.0 | " \
+           "+20.0 [-43.5, +83.5] | – |" in markdown
+
+    figure = tmp_path / "report" / robustness_study.FIGURE
+    assert figure.exists() and figure in rep.figures
+    assert f"]({robustness_study.FIGURE})" in markdown and f'src="{robustness_study.FIGURE}"' in html
+
+    study = json.loads(rep.summary.read_text())["robustness_study"]
+    assert [(r["arm"], r["split"]) for r in study["arms"]] == [("plain", "clean"), ("plain", "adversarial"),
+                                                               ("anchored", "clean"), ("anchored", "adversarial")]
+    assert study["arms"][0]["vs_plain_mean"] is None
+    assert [(r["source"], r["k"]) for r in study["patching"]] == [("mean", 5), ("original", 5)]
+    assert study["patching"][1]["fraction_recovered"] == pytest.approx(0.25 / 0.4)
+
+
+def test_no_study_no_section(tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    rep = _build(tmp_path, workdir)
+    assert rep.errors == []
+    assert robustness_study.HEADING not in rep.index_md.read_text()
+    assert "robustness_study" not in json.loads(rep.summary.read_text())
+
+
+def test_corrupt_patching_is_a_problem_not_a_crash(tmp_path):
+    workdir = tmp_path / "work"
+    _write_arms(workdir)
+    bad = write_patching(workdir, patching_doc())
+    bad.write_text('{"model": "m", "ks": [0, 5], "skill": ')        # truncated JSON
+    rep = _build(tmp_path, workdir)
+    assert rep.errors == []
+    assert any(p.startswith(str(bad)) for p in rep.problems), rep.problems
+    markdown = rep.index_md.read_text()
+    # the arms still render; the patching part says why it is empty
+    assert robustness_study.HEADING in markdown and "| m | sst2 | anchored | advsst2 |" in markdown
+    assert "The patching files could not be read" in markdown
+    assert json.loads(rep.summary.read_text())["robustness_study"]["patching"] == []
+
+
+def test_patching_recovery_curves_png(tmp_path):
+    """figsize * dpi pixels; a single-seed panel (NaN bounds, no original accuracy) draws; no panel raises."""
+    ks = np.array([1.0, 5.0, 10.0])
+    nan = np.full(3, np.nan)
+    panels = [figures.PatchingPanel("m: sst2 → advsst2 (original)", ks, np.array([0.5, 0.6, 0.7]),
+                                    np.array([0.4, 0.5, 0.6]), np.array([0.6, 0.7, 0.8]), np.full(3, 0.45),
+                                    adversarial=0.4, original=0.85, n_seeds=3),
+              figures.PatchingPanel("m: sst2 → advsst2 (mean)", ks, np.array([0.5, 0.6, 0.7]), nan, nan,
+                                    np.full(3, 0.45), adversarial=0.4, original=None, n_seeds=1)]
+    path = figures.patching_recovery_curves(panels, tmp_path / "p.png", title="t", figsize=(6.0, 3.0), dpi=40)
+    assert mimage.imread(path).shape[:2] == (120, 240)
+    with pytest.raises(ValueError, match="no patching results"):
+        figures.patching_recovery_curves([], tmp_path / "none.png", title="t")
