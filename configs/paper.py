@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tune.patience = None                 # off: the original trains the whole budget and keeps the best epoch
     c.tune.progress = True
 
+    c.suppression.tasks = ""                         # every task's own curves
     c.suppression.levels = "0,1,3,5,7,9,11,13,15"
     c.suppression.random_draws = 3
     c.suppression.max_examples = None

@@ -75,6 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tune.eval_batch_size = 64
     c.tune.progress = True
 
+    c.suppression.tasks = ""                         # every task's own curves
     c.suppression.levels = LEVELS
     c.suppression.random_draws = 1
     c.suppression.extra_pairs = ""

@@ -197,3 +197,16 @@ def test_report_states_verdicts_balanced_accuracy_majority_and_data_facts(tmp_pa
     comparison = summary["suppression"][MODEL]["sst2__sst2"]
     assert comparison["per_example"] and comparison["majority_rate"] == pytest.approx(0.6)
     assert comparison["comparison"][-1]["verdict"] and comparison["comparison"][-1]["p_value"] < 0.01
+
+
+def test_suppression_curves_left_out_by_the_config_are_said_once_not_listed_as_missing(tmp_path):
+    wd = _workdir(tmp_path)
+    config = {"tasks": "sst2,imdb,mrpc,advsst2", "suppression": {"tasks": "sst2,advsst2"},
+              "analysis": {"n_permutations": 0, "dpi": 30}}
+    rep = report.build_report(wd, tmp_path / "out", config)
+    missing = "\n".join(rep.missing)
+    assert "suppression:" not in missing                       # imdb and mrpc were not asked for
+    said = re.findall(r"Not computed, by the configuration[^\n]*", rep.index_md.read_text())
+    assert len(said) == 1 and "imdb" in said[0] and "mrpc" in said[0] and "sst2," not in said[0].split(":")[-1]
+    rep = report.build_report(wd, tmp_path / "out2", {**config, "suppression": {"tasks": ""}})
+    assert str(results.suppression_path(wd, MODEL, "imdb", "imdb")) in "\n".join(rep.missing)   # "": every task

@@ -160,6 +160,11 @@ def test_type_permutation_test_separates_real_types_and_not_shuffled_ones():
     res = specificity.type_permutation_test(m, tasks, types)
     assert res.exact and res.n_assignments == 70 and res.statistic == pytest.approx(0.35)
     assert res.p_value == pytest.approx(2 / 70)                 # the real labels and their swap are the extremes
+    assert res.min_p == pytest.approx(2 / 70)                   # two types of 4: renaming them ties, so 2/70 is
+                                                                # the floor, not 1/70
+    sizes_2211 = specificity.type_permutation_test(np.where(same, 0.4, 0.05)[:6, :6], tasks[:3] + tasks[4:7],
+                                                   {**types, "s2": "third", "p2": "fourth"})
+    assert sizes_2211.n_assignments == 180 and sizes_2211.min_p == pytest.approx(4 / 180)
     # labels that do not follow the correlations: no evidence
     shuffled = {t: ("sentiment" if t in ("s0", "s1", "p0", "p1") else "paraphrase") for t in tasks}
     assert specificity.type_permutation_test(m, tasks, shuffled).p_value > 0.3

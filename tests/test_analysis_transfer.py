@@ -4,6 +4,7 @@ import pytest
 
 import analysis_synthetic as syn
 from skillneurons_jax.analysis import results, robustness, transfer
+from skillneurons_jax.prompt import metrics
 
 # (source, target) -> accuracy per seed. advsst2 has no prompt: its "own" prompt is sst2's.
 TABLE = {
@@ -55,7 +56,7 @@ def test_load_transfer_table_reports_corrupt_file_by_path(tmp_path):
 def test_accuracy_rows_show_every_metric_with_n_and_majority_and_no_f1_headline():
     # advqqp: 2 seeds; confusion rows = true label: 60 of label 0, 20 of label 1
     confusion = np.array([[[50, 10], [10, 10]], [[55, 5], [15, 5]]])
-    balanced = robustness.balanced_accuracy(confusion)
+    balanced = metrics.balanced_accuracy(confusion)
     assert balanced == pytest.approx([(50 / 60 + 10 / 20) / 2, (55 / 60 + 5 / 20) / 2])
     entries = [robustness.AccuracyEntry("m", "advqqp", "qqp", np.array([0.75, 0.75]), np.array([0.5, 0.33]),
                                         balanced_accuracy=balanced, n_examples=80, label_counts=[60, 20]),

@@ -51,8 +51,39 @@ def test_default_study_design():
     types = [tasks.get_task(t).task_type for t in names]
     assert len(names) == 3 and types.count(tasks.SENTIMENT) == 2 and tasks.TOPIC in types
     assert not {"tweetsneg", "tweetsubj"} & set(names)
-    pairs = [p.split(":") for p in c.suppression.extra_pairs.split(",")]
+    pairs = [p.split(":") for p in default.CROSS_PAIRS.split(",")]          # offered, not run by default
     pair_types = {(tasks.get_task(s).task_type == tasks.get_task(t).task_type) for s, t in pairs}
     assert pair_types == {True, False}                   # one same-type and one other-type cross pair
     assert c.suppression.max_examples >= 400 and c.max_examples >= 400
     assert c.tune.dev_max_examples >= 852                 # prompt selection on the whole dev split
+
+
+def test_default_plan_spends_suppression_on_the_main_task_and_paper_configs_on_every_task(tmp_path):
+    from skillneurons_jax.pipeline import stages as st
+    keys = {s.key for s in st.build_plan(st.Settings.from_config(default.get_config(), tmp_path), session=None)}
+    suppress = sorted(k.split("/")[-1] for k in keys if k.startswith("suppress/"))
+    assert suppress == ["tweetsairline__tweetsairline", "tweetsairline__tweetsairline.test"]
+    assert sum(k.startswith("tune/") for k in keys) == 3 and sum(k.startswith("predictivity/") for k in keys) == 3
+    settings = st.Settings.from_config(paper.get_config(), tmp_path)
+    assert settings.suppression_tasks is None            # "": every task's own curves
+    with pytest.raises(ValueError, match="nosuchtask"):
+        c = default.get_config()
+        c.suppression.tasks = "tweetsairline,nosuchtask"
+        st.Settings.from_config(c, tmp_path)
+
+
+def test_the_plan_cost_uses_the_budget_the_tune_stage_will_resolve(tmp_path):
+    """config epochs None: the original epochs come from the hyperparameter table, and so must the estimate."""
+    from skillneurons_jax.pipeline import stages as st
+    config = paper.get_config()
+    config.max_examples = 1000
+    settings = st.Settings.from_config(config, tmp_path)
+    info = st.ModelInfo(path="roberta-base", name="roberta-base", family="roberta")
+    cost = st.CostModel(settings, info, rate=1e12)
+    assert cost.tune_setting("sst2", "epochs", 1) == 76 and cost.tune_setting("sst2", "batch_size", 0) == 16
+    one_epoch = st.CostModel(st.Settings.from_config(paper.get_config().copy_and_resolve_references(), tmp_path),
+                             info, rate=1e12)
+    one_epoch.s.tune.epochs = 1
+    one_epoch.s.max_examples = 1000
+    overhead = 3 * settings.stage_overhead_s
+    assert cost.tune("sst2") - overhead == pytest.approx(76 * (one_epoch.tune("sst2") - overhead), rel=0.05)

@@ -52,17 +52,6 @@ def mean_sem(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray
     return v.mean(axis=axis), sem
 
 
-def balanced_accuracy(confusion) -> np.ndarray:
-    """confusion [..., C, C] (rows = true label) -> [...]: mean over the classes present of their recall
-    (NaN when no example). Numpy twin of the training metric, for saved results."""
-    confusion = np.asarray(confusion, np.float64)
-    per_class = confusion.sum(-1)                                   # [..., C] examples per true label
-    recall = np.diagonal(confusion, axis1=-2, axis2=-1) / np.maximum(per_class, 1)
-    present = per_class > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present.any(-1), (recall * present).sum(-1) / present.sum(-1), np.nan)
-
-
 def majority_rate(label_counts) -> float | None:
     """label_counts [C] -> the share of the most frequent label (None without examples)."""
     counts = np.asarray(label_counts, np.float64)

@@ -260,6 +260,14 @@ def _distinct_assignments(labels: Sequence[int]) -> int:
     return math.factorial(len(labels)) // math.prod(math.factorial(int(c)) for c in counts)
 
 
+def _renamings(labels: Sequence[int]) -> int:
+    """How many assignments give the observed partition: the statistic depends only on which datasets share a
+    type, so swapping the names of two equal-sized types ties with it (sizes 2, 2, 1, 1: 2! * 2! = 4). The exact
+    test's smallest possible p is this over the number of assignments, not 1 / n_assignments."""
+    sizes = np.bincount(np.asarray(labels, int))
+    return math.prod(math.factorial(int(c)) for c in np.bincount(sizes[sizes > 0]))
+
+
 def _multiset_permutations(labels: Sequence[int]):
     """Every distinct ordering of `labels` once, in lexicographic order (sorted start, next-permutation steps)."""
     current = sorted(labels)
@@ -317,7 +325,7 @@ def type_permutation_test(matrix: np.ndarray, tasks: Sequence[str], types: Mappi
     if exact:
         null = _type_statistic(values, pair_i, pair_j, np.array(list(_multiset_permutations(labels))))
         p = float(np.sum(null >= observed - _TIE_TOL)) / n_assignments
-        min_p, used_perm, used_seed = 1.0 / n_assignments, 0, None
+        min_p, used_perm, used_seed = _renamings(labels) / n_assignments, 0, None
     else:
         if n_perm < 1:
             raise ValueError(f"n_perm must be >= 1, got {n_perm}")

@@ -62,6 +62,7 @@ from skillneurons_jax.neurons import suppression as suppression_masks
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.pipeline import plan
 from skillneurons_jax.pipeline.session import Session
+from skillneurons_jax.prompt import hparams
 from skillneurons_jax.robust import advglue, patching as patching_settings
 from skillneurons_jax.robust.tuning import RobustSettings
 from skillneurons_jax.stages import suppress as suppress_stage
@@ -119,6 +120,9 @@ class Settings:
     noise_scale: float
     noise_relative_to: str        # "absolute" | "train_std" (the Gaussian sigma times each neuron's TRAIN std)
     extra_pairs: list[tuple[str, str]]
+    # the targets whose OWN suppression curves (and their adversarial sets' clean -> adversarial curves) are
+    # computed, on dev and on the held-out test split; None: every task of the plan (extra_pairs always run)
+    suppression_tasks: Optional[list[str]]
     transfer_all: bool
     held_out: bool                # also score each clean task's own prompt and skill neurons on its TEST split
     report: bool
@@ -171,6 +175,8 @@ class Settings:
             if not tgt:
                 raise ValueError(f"config.suppression.extra_pairs entry {p!r} must be 'source:target'")
             pairs.append((task_table.get_task(src).name, task_table.get_task(tgt).name))
+        listed = _as_list(sp.get("tasks"))
+        suppression_tasks = [task_table.get_task(t).name for t in listed] if listed else None   # unknown: error
         adversarial_prompts = parse_adversarial_prompts(get("adversarial_prompts"))
         tune = get("tune")
         if tune is None:
@@ -205,6 +211,7 @@ class Settings:
             scope=str(sp.get("scope", "layer")), intervention=str(sp.get("intervention", "zero")),
             noise_scale=float(sp.get("noise_scale", 1.0)),
             noise_relative_to=str(sp.get("noise_relative_to", "absolute")), extra_pairs=pairs,
+            suppression_tasks=suppression_tasks,
             transfer_all=bool((get("transfer") or {}).get("enabled", True)),
             held_out=bool((get("held_out") or {}).get("enabled", True)),
             report=bool((get("report") or {}).get("enabled", True)), analysis=dict(_plain(get("analysis")) or {}),
@@ -381,15 +388,26 @@ class CostModel:
     def seconds(self, flops: float, compiles: int = 1) -> float:
         return round(self.s.stage_overhead_s * compiles + flops / self.rate, 1)
 
+    def tune_setting(self, task: str, key: str, fallback):
+        """A tuning setting as the tune stage resolves it: the config's value, else the hyperparameter table's
+        for this model and task (prompt/hparams.py: e.g. the original epochs), else `fallback`."""
+        value = self.s.tune.get(key)
+        if value is None:
+            try:
+                value = hparams.lookup(self.info.name, self.info.family, task).get(key)
+            except ValueError:            # a model the table does not know: the tune stage will say so
+                value = None
+        return fallback if value is None else value
+
     def tune(self, task: str) -> float:
         train, dev, seq = self.sizes(task)
         t = self.s.tune
-        bs = int(t.get("batch_size") or 16)
+        bs = int(self.tune_setting(task, "batch_size", 16))
         per_epoch = max(train // bs, 1)
-        steps = int(t.get("epochs") or 1) * per_epoch
-        if t.get("max_steps"):
-            steps = min(steps, int(t["max_steps"]))
-        every = int(t.get("eval_every") or 0) or per_epoch
+        steps = int(self.tune_setting(task, "epochs", 1)) * per_epoch
+        if self.tune_setting(task, "max_steps", None):
+            steps = min(steps, int(self.tune_setting(task, "max_steps", None)))
+        every = int(self.tune_setting(task, "eval_every", 0) or 0) or per_epoch
         evals = math.ceil(steps / every) + int(bool(t.get("eval_at_start")))
         flops = TRAIN_STEP_FACTOR * self.forward(steps * bs, seq) + evals * self.forward(dev, seq)
         return self.seconds(flops, compiles=3)
@@ -434,8 +452,14 @@ class CostModel:
 def suppression_pairs(settings: Settings, tp: TaskPlan) -> list[tuple[str, str]]:
     """Each task's own skill neurons, clean -> adversarial, then the configured extra pairs (present ones)."""
     pairs = [(t, t) for t in tp.present] + [(tp.prompt_task_of(a), a) for a in tp.adversarial]
+    pairs = [(src, tgt) for src, tgt in pairs if curves_for(settings, tgt)]
     pairs += [(s, t) for s, t in settings.extra_pairs if s in tp.present and t in tp.present]
     return list(dict.fromkeys(pairs))
+
+
+def curves_for(settings: Settings, target: str) -> bool:
+    """Whether `target`'s own suppression curves are computed (config.suppression.tasks; None: every task)."""
+    return settings.suppression_tasks is None or target in settings.suppression_tasks
 
 
 def transfer_targets(settings: Settings, tp: TaskPlan, source: str) -> list[str]:
@@ -558,6 +582,9 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
                              split="test")
         add(f"transfer/{m}/{task}.test", "transfer", [layout.transfer_path(w, m, task, task, "test")], transfer_test,
             deps=[f"tune/{m}/{task}"], cost_s=cost.transfer([task]), group_task=task)
+
+        if not curves_for(s, task):
+            continue
 
         def suppress_test(task=task, key=f"suppress/{m}/{task}__{task}.test"):
             _hook(hooks, "suppress", key)

@@ -7,6 +7,7 @@ import numpy as np
 from skillneurons_jax import layout
 from skillneurons_jax.analysis import results, robustness, transfer
 from skillneurons_jax.analysis.report_context import ReportContext, relative_path
+from skillneurons_jax.prompt import metrics
 
 
 def build(context: ReportContext) -> None:
@@ -57,7 +58,7 @@ def held_out(context: ReportContext) -> None:
                 continue
             entries.append(robustness.AccuracyEntry(
                 model, task, task, result.accuracy, result.f1, source=relative_path(result.path, context.workdir),
-                balanced_accuracy=None if result.confusion is None else robustness.balanced_accuracy(result.confusion),
+                balanced_accuracy=None if result.confusion is None else metrics.balanced_accuracy(result.confusion),
                 n_examples=result.n_dev, label_counts=result.label_counts))
     if not entries:
         return
@@ -77,7 +78,7 @@ def accuracy_entry(context: ReportContext, model: str, task: str) -> robustness.
 
     def from_transfer():
         result = results.load_transfer(workdir, model, prompt, task)
-        balanced = None if result.confusion is None else robustness.balanced_accuracy(result.confusion)
+        balanced = None if result.confusion is None else metrics.balanced_accuracy(result.confusion)
         return robustness.AccuracyEntry(model, task, prompt, result.accuracy, result.f1,
                                         source=relative_path(result.path, workdir), balanced_accuracy=balanced,
                                         n_examples=result.n_dev)
@@ -87,7 +88,7 @@ def accuracy_entry(context: ReportContext, model: str, task: str) -> robustness.
         if result.model_accuracy is None:
             raise FileNotFoundError(f"{result.path}.json: no 'model_accuracy' in the sidecar")
         balanced = (None if result.model_confusion is None
-                    else robustness.balanced_accuracy(result.model_confusion))
+                    else metrics.balanced_accuracy(result.model_confusion))
         n_dev = result.meta.get("n_dev")
         return robustness.AccuracyEntry(model, task, prompt, result.model_accuracy, result.model_f1,
                                         source=relative_path(result.path, workdir) + ".json",

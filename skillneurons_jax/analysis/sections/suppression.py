@@ -20,10 +20,19 @@ def build(context: ReportContext, model: str) -> None:
         except LOAD_ERRORS as error:
             context.problem(error)
     present = set(context.inventory.suppression.get(model, []))      # corrupt ones are listed as problems
+    chosen = configured_tasks(context.config)
     for task in context.tasks(model):
         source = transfer.own_prompt_task(task)
-        if (source, task) not in present:
-            context.missing.append(f"suppression: {results.suppression_path(workdir, model, source, task)} absent")
+        if (source, task) in present:
+            continue
+        if chosen is not None and task not in chosen:
+            continue          # not asked for: said once below, not listed as missing
+        context.missing.append(f"suppression: {results.suppression_path(workdir, model, source, task)} absent")
+    skipped = [t for t in context.tasks(model) if chosen is not None and t not in chosen
+               and (transfer.own_prompt_task(t), t) not in present]
+    if skipped:
+        document.p(f"Not computed, by the configuration (`suppression.tasks` = {', '.join(sorted(chosen))}): the "
+                   f"own-task curves of {', '.join(skipped)}.")
     if not loaded:
         document.p("No suppression results.")
         return
@@ -56,6 +65,16 @@ def build(context: ReportContext, model: str) -> None:
                for result in loaded}
     context.summary.setdefault("suppression", {})[model] = summary
     _held_out(context, model, majority)
+
+
+def configured_tasks(config: dict) -> set[str] | None:
+    """The tasks whose own suppression curves the configuration asked for (config `suppression.tasks`, a list or
+    a comma-separated string); None when it names none (every task's curves are expected)."""
+    listed = (config.get("suppression") or {}).get("tasks")
+    if isinstance(listed, str):
+        listed = [t.strip() for t in listed.split(",")]
+    names = {str(t).strip().lower() for t in (listed or []) if str(t).strip()}
+    return names or None
 
 
 def _held_out(context: ReportContext, model: str, majority: dict) -> None:

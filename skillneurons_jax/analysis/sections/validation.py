@@ -25,6 +25,7 @@ from skillneurons_jax import io
 from skillneurons_jax.analysis import results, robustness, verdicts
 from skillneurons_jax.analysis.document import Document
 from skillneurons_jax.analysis.report_context import ReportContext, no_nan, relative_path
+from skillneurons_jax.prompt import metrics
 
 MAX_FIGURE_BYTES = 2 * 1024 * 1024        # the limit for the document's figures, all together
 TARGET_POINTS = 0.10                       # the learning target: 10 points above the dev majority rate
@@ -136,7 +137,7 @@ def _entries(context: ReportContext, model: str, adversarial_prompts: dict) -> l
             except (FileNotFoundError, results.CorruptResultError) as error:
                 context.problem(error)
             else:
-                balanced = None if res.confusion is None else robustness.balanced_accuracy(res.confusion)
+                balanced = None if res.confusion is None else metrics.balanced_accuracy(res.confusion)
                 replaced = robustness.AccuracyEntry(model, entry.task, prompt, res.accuracy, res.f1,
                                                     source=relative_path(res.path, context.workdir),
                                                     balanced_accuracy=balanced,
