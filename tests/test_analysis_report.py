@@ -196,7 +196,7 @@ def test_report_states_verdicts_balanced_accuracy_majority_and_data_facts(tmp_pa
     assert spec["reliability"]["sst2"]["split_half"] == pytest.approx(1.0)
     comparison = summary["suppression"][MODEL]["sst2__sst2"]
     assert comparison["per_example"] and comparison["majority_rate"] == pytest.approx(0.6)
-    assert comparison["comparison"][-1]["verdict"] and comparison["comparison"][-1]["p_value"] < 0.01
+    assert comparison["comparison"][-1]["verdict"] == "yes" and comparison["comparison"][-1]["p_value"] < 0.01
 
 
 def test_suppression_curves_left_out_by_the_config_are_said_once_not_listed_as_missing(tmp_path):

@@ -71,13 +71,28 @@ def test_compare_levels_says_yes_for_a_real_effect_and_no_for_none(tmp_path):
     assert res.skill_correct.shape == (2, 3, 300) and res.random_correct.shape == (2, 2, 3, 300)
     assert res.label_counts == np.bincount(res.labels, minlength=2).tolist()
     top = robustness.compare_levels(res, n_flips=2000)[-1]
-    assert top.verdict and top.p_value < 0.01 and top.interval[0] > 0 and top.n_examples == 300
+    assert top.verdict == "yes" and top.p_value < 0.01 and top.interval[0] > 0 and top.n_examples == 300
     sentence = robustness.verdict_sentence("sst2 → sst2", top, 0.05)
     assert "skill neurons hurt more than random: yes" in sentence and f"p = {top.p_value:.4f}" in sentence
     _per_example_result(tmp_path, skill_rate=0.8, random_rate=0.8, seed=1)
     res = results.load_suppression(tmp_path, MODEL, "sst2", "sst2")
     top = robustness.compare_levels(res, n_flips=2000)[-1]
-    assert not top.verdict and "hurt more than random: no" in robustness.verdict_sentence("x", top, 0.05)
+    assert top.verdict == "inconclusive" and top.interval[0] < 0 < top.interval[1]       # no effect: not shown
+    assert "hurt more than random: inconclusive — " in robustness.verdict_sentence("x", top, 0.05)
+    _per_example_result(tmp_path, skill_rate=0.9, random_rate=0.6, seed=2)   # random neurons hurt more
+    res = results.load_suppression(tmp_path, MODEL, "sst2", "sst2")
+    top = robustness.compare_levels(res, n_flips=2000)[-1]
+    assert top.verdict == "no" and top.interval[1] < 0
+    assert "hurt more than random: no (" in robustness.verdict_sentence("x", top, 0.05)
+
+
+def test_a_per_example_effect_over_too_few_seeds_is_inconclusive_not_no():
+    """The default study's case: the paired test rejects on the dev examples, two seeds cannot carry the interval."""
+    assert robustness.level_verdict(0.126, (-0.446, 0.698), 0.0001, 0.05) == "inconclusive"
+    assert robustness.level_verdict(0.126, (0.02, 0.2), 0.0001, 0.05) == "yes"
+    assert robustness.level_verdict(0.126, (0.02, 0.2), 0.2, 0.05) == "inconclusive"
+    assert robustness.level_verdict(-0.1, (-0.2, -0.01), 0.9, 0.05) == "no"
+    assert robustness.level_verdict(0.1, None, None, 0.05) == "inconclusive"
 
 
 def test_without_per_example_fields_the_comparison_says_so(tmp_path):

@@ -42,7 +42,9 @@ def test_default_config_keeps_its_fixed_budget_and_patience_off():
     c = default.get_config()
     for task in default.OFFLINE_TASKS.split(","):
         cfg = resolve_tune_config(c.tune, "all-minilm-l6-v2", "bert", task)
-        assert cfg["max_steps"] == 600 and cfg["patience"] is None and cfg["learning_rate"] == 3e-3
+        assert cfg["patience"] is None and cfg["batch_size"] == 8
+        assert (cfg["max_steps"], cfg["learning_rate"]) == {"tweetsairline": (300, 3e-3), "tweetsother": (300, 1e-2),
+                                                           "tweetstopic": (75, 3e-3)}[task]
 
 
 def test_default_study_design():

@@ -23,8 +23,12 @@ skill neurons hurt more):
     p = (1 + #{flipped mean >= observed}) / (1 + n_flips). A small p-value means the skill neurons' suppression
     costs more examples than the random control's on THIS dev set, beyond what example-level chance explains; it
     does not generalise over prompt seeds (the interval does that).
-  The verdict "skill neurons hurt more than random" is yes only when the difference is positive, the interval's
-  lower end is above 0 and (when per-example data exist) the paired p is below alpha; otherwise no.
+  The verdict "skill neurons hurt more than random" (the rule of analysis.verdicts.decide, per level):
+    yes           the difference is positive, the interval's lower end is above 0 and (when per-example data
+                  exist) the paired p is below alpha;
+    no            the interval's upper end is at or below 0 (over seeds, skill neurons do not hurt more);
+    inconclusive  anything else, e.g. a paired test that rejects on this dev set while the interval over two
+                  or three seeds still spans 0: the sentence says which condition failed.
 """
 from __future__ import annotations
 
@@ -193,7 +197,7 @@ class LevelComparison:
 
     interval: (low, high) at `confidence`, over `interval_units` ("seeds" or "draws (one seed)"), None when it
     cannot be estimated; p_value: the paired sign-flip p over `n_examples` dev examples (None without per-example
-    data); exact: every flip enumerated; verdict: the computed yes/no (module docstring)."""
+    data); exact: every flip enumerated; verdict: "yes" | "no" | "inconclusive" (module docstring)."""
 
     k: float
     skill: float
@@ -206,7 +210,7 @@ class LevelComparison:
     n_examples: int | None
     n_flips: int
     exact: bool
-    verdict: bool
+    verdict: str
 
 
 def difference_interval(skill: np.ndarray, random: np.ndarray, confidence: float = 0.95
@@ -252,6 +256,34 @@ def sign_flip_test(differences: np.ndarray, n_flips: int = 10000, seed: int = 0)
     return (1 + count) / (1 + n_flips), False, n_flips
 
 
+YES, NO, INCONCLUSIVE = "yes", "no", "inconclusive"
+
+
+def level_verdict(difference: float, interval: tuple[float, float] | None, p_value: float | None,
+                  alpha: float) -> str:
+    """The per-level rule of the module docstring (difference = random - skill accuracy)."""
+    if difference > 0 and interval is not None and interval[0] > 0 and (p_value is None or p_value < alpha):
+        return YES
+    if interval is not None and interval[1] <= 0:
+        return NO
+    return INCONCLUSIVE
+
+
+def _why_inconclusive(c: "LevelComparison", alpha: float) -> str:
+    reasons = []
+    if c.difference <= 0:
+        reasons.append("the mean difference is not positive")
+    if c.interval is None:
+        reasons.append(f"no interval ({c.interval_units})")
+    elif c.interval[0] <= 0:
+        reasons.append(f"the interval over {c.interval_units} includes 0")
+    if c.p_value is not None and c.p_value >= alpha:
+        reasons.append(f"the paired p is not below {alpha:g}")
+    elif c.p_value is not None:
+        reasons.append("the paired test rejects on these examples only")
+    return "; ".join(reasons)
+
+
 def compare_levels(res: results.Suppression, *, confidence: float = 0.95, alpha: float = 0.05,
                    n_flips: int = 10000, seed: int = 0) -> list[LevelComparison]:
     """One LevelComparison per k of a suppression result (module docstring for the interval and the test)."""
@@ -265,8 +297,7 @@ def compare_levels(res: results.Suppression, *, confidence: float = 0.95, alpha:
             per_example = res.random_correct[i].mean((0, 1)) - res.skill_correct[i].mean(0)     # [E]
             n = int(per_example.size)
             p, exact, flips = sign_flip_test(per_example, n_flips, seed)
-        verdict = bool(difference > 0 and interval is not None and interval[0] > 0
-                       and (p is None or p < alpha))
+        verdict = level_verdict(difference, interval, p, alpha)
         out.append(LevelComparison(k=float(k), skill=float(skill.mean()), random=float(random.mean(0).mean()),
                                    difference=difference, interval=interval, interval_units=units,
                                    confidence=confidence, p_value=p, n_examples=n, n_flips=flips, exact=exact,
@@ -287,7 +318,7 @@ def comparison_rows(comparisons: Sequence[LevelComparison]) -> list[tuple[str, .
         p = "no per-example data" if c.p_value is None else (f"{c.p_value:.4f} (n={c.n_examples}, "
                                                               f"{'exact' if c.exact else f'{c.n_flips} flips'})")
         rows.append((f"{c.k:g}", f"{100 * c.skill:.1f}", f"{100 * c.random:.1f}", f"{100 * c.difference:+.1f}",
-                     interval, p, "yes" if c.verdict else "no"))
+                     interval, p, c.verdict))
     return rows
 
 
@@ -302,8 +333,10 @@ def verdict_sentence(label: str, comparison: LevelComparison, alpha: float) -> s
                      f"over {c.interval_units}")
     parts.append("no per-example data for a paired test" if c.p_value is None
                  else f"paired sign-flip p = {c.p_value:.4f} over {c.n_examples} dev examples")
-    return (f"{label}, k = {c.k:g}%: skill neurons hurt more than random: {'yes' if c.verdict else 'no'} "
-            f"({'; '.join(parts)}; yes needs a positive difference, an interval above 0 and p < {alpha:g}).")
+    why = f" — {_why_inconclusive(c, alpha)}" if c.verdict == INCONCLUSIVE else ""
+    return (f"{label}, k = {c.k:g}%: skill neurons hurt more than random: {c.verdict}{why} "
+            f"({'; '.join(parts)}; yes needs a positive difference, an interval above 0 and p < {alpha:g}; "
+            f"no needs an interval at or below 0).")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -279,7 +279,7 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
     interval, units = robustness.difference_interval(skill, random, confidence)
     comparisons = [c for c in robustness.compare_levels(res, confidence=confidence, alpha=alpha, n_flips=n_flips,
                                                         seed=seed) if c.k > 0]
-    yes = sum(c.verdict for c in comparisons)
+    yes = sum(c.verdict == robustness.YES for c in comparisons)
     verdict = decide(estimate, interval, 0.0)
     if verdict == SUPPORTED and 2 * yes < len(comparisons):
         verdict = INCONCLUSIVE
