@@ -204,3 +204,20 @@ def test_seed_split_reliability_bounds():
     np.testing.assert_allclose(specificity.per_seed_predictivity(acc), np.maximum(acc, 1 - acc).max(2))
     with pytest.raises(ValueError, match="at least 2 seeds"):
         specificity.seed_split_reliability(noise[:1])
+
+
+def test_the_type_verdict_says_when_the_design_cannot_show_a_difference():
+    from skillneurons_jax.analysis.sections import specificity as section
+    tasks = [f"s{i}" for i in range(4)] + [f"p{i}" for i in range(4)]
+    types = {t: ("sentiment" if t[0] == "s" else "paraphrase") for t in tasks}
+    same = np.array([[types[a] == types[b] for b in tasks] for a in tasks])
+    strong = specificity.type_permutation_test(np.where(same, 0.4, 0.05), tasks, types)
+    assert "between-type: yes (" in section._type_verdict(strong, 0.05)
+    flat = specificity.type_permutation_test(np.where(same, 0.05, 0.4), tasks, types)
+    assert "between-type: not shown (" in section._type_verdict(flat, 0.05)
+    pick = [0, 1, 4]                                             # s0, s1, p0: 3 assignments, floor p = 1/3
+    three = specificity.type_permutation_test(np.where(same, 0.4, 0.05)[np.ix_(pick, pick)],
+                                              [tasks[i] for i in pick], types)
+    assert three.statistic > 0 and three.min_p == pytest.approx(1 / 3)
+    sentence = section._type_verdict(three, 0.05)
+    assert "cannot be shown with these datasets (inconclusive)" in sentence and "smallest attainable p" in sentence

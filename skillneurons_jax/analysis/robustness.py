@@ -322,7 +322,7 @@ def comparison_rows(comparisons: Sequence[LevelComparison]) -> list[tuple[str, .
     return rows
 
 
-def verdict_sentence(label: str, comparison: LevelComparison, alpha: float) -> str:
+def verdict_sentence(label: str, comparison: LevelComparison, alpha: float, split: str = "dev") -> str:
     """The plain sentence for one result at one level, computed (never typed): yes/no with its numbers."""
     c = comparison
     parts = [f"difference {100 * c.difference:+.1f} points (random − skill)"]
@@ -332,7 +332,7 @@ def verdict_sentence(label: str, comparison: LevelComparison, alpha: float) -> s
         parts.append(f"{100 * c.confidence:g}% interval [{100 * c.interval[0]:+.1f}, {100 * c.interval[1]:+.1f}] "
                      f"over {c.interval_units}")
     parts.append("no per-example data for a paired test" if c.p_value is None
-                 else f"paired sign-flip p = {c.p_value:.4f} over {c.n_examples} dev examples")
+                 else f"paired sign-flip p = {c.p_value:.4f} over {c.n_examples} {split} examples")
     why = f" — {_why_inconclusive(c, alpha)}" if c.verdict == INCONCLUSIVE else ""
     return (f"{label}, k = {c.k:g}%: skill neurons hurt more than random: {c.verdict}{why} "
             f"({'; '.join(parts)}; yes needs a positive difference, an interval above 0 and p < {alpha:g}; "

@@ -149,11 +149,17 @@ def _type_test(context: ReportContext, model: str, result) -> specificity.TypeTe
 
 
 def _type_verdict(test: specificity.TypeTestResult, alpha: float) -> str:
-    """The plain sentence, computed: yes iff the difference is positive and p < alpha."""
-    yes = test.statistic > 0 and test.p_value < alpha
+    """The plain sentence, computed: yes iff the difference is positive and p < alpha; "cannot be shown here"
+    when the design's smallest attainable p is >= alpha (a "no" would read as evidence against); else not shown."""
+    if test.statistic > 0 and test.p_value < alpha:
+        answer = "yes"
+    elif test.min_p >= alpha:
+        answer = "cannot be shown with these datasets (inconclusive)"
+    else:
+        answer = "not shown"
     how = (f"exact over {test.n_assignments} assignments" if test.exact
            else f"Monte Carlo, {test.n_perm} assignments, seed {test.seed}")
-    sentence = (f"Within-type correlation higher than between-type: {'yes' if yes else 'no'} (within "
+    sentence = (f"Within-type correlation higher than between-type: {answer} (within "
                 f"{test.within:.3f} over {test.n_within} pair(s), between {test.between:.3f} over {test.n_between} "
                 f"pair(s), difference {test.statistic:+.3f}, p = {test.p_value:.4f}, {how}; yes needs a positive "
                 f"difference and p < {alpha:g}).")

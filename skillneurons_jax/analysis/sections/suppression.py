@@ -113,7 +113,7 @@ def _comparison(context: ReportContext, result: results.Suppression, majority: d
                   else f"{result.skill_correct.shape[-1]} {split} examples; ")
                + ("majority-class rate unknown." if rate is None else f"majority-class rate {100 * rate:.1f}%."))
     document.table(robustness.COMPARISON_HEADER, robustness.comparison_rows(comparisons))
-    document.p(robustness.verdict_sentence(label, comparisons[-1], alpha))
+    document.p(robustness.verdict_sentence(label, comparisons[-1], alpha, split))
     stats = robustness.suppression_stats(result)
     return {**{k: jsonable(v) for k, v in dataclasses.asdict(stats).items()},
             "majority_rate": rate, "per_example": result.skill_correct is not None, "split": split,
@@ -122,7 +122,7 @@ def _comparison(context: ReportContext, result: results.Suppression, majority: d
                             "interval_units": c.interval_units, "confidence": c.confidence, "p_value": c.p_value,
                             "n_examples": c.n_examples, "exact": c.exact, "n_flips": c.n_flips,
                             "verdict": c.verdict} for c in comparisons],
-            "verdict": robustness.verdict_sentence(label, comparisons[-1], alpha)}
+            "verdict": robustness.verdict_sentence(label, comparisons[-1], alpha, split)}
 
 
 def _majority(result: results.Suppression, majority: dict) -> float | None:
