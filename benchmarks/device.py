@@ -287,7 +287,7 @@ def add_mfu(row: dict, peaks: dict) -> dict:
 
 def run(quick: bool, models: list[str], dtypes: list[str], repeats: int, printer=print) -> dict:
     import jax
-    from skillneurons_jax import io as sio
+    from skillneurons_jax import io as project_io
     for d in dtypes:
         if d not in ("float32", "bfloat16"):
             raise ValueError(f"--dtypes: {d!r} is not float32 or bfloat16")
@@ -296,7 +296,7 @@ def run(quick: bool, models: list[str], dtypes: list[str], repeats: int, printer
         raise ValueError(f"--models: unknown {unknown}; known: {sorted(SHAPES)}")
     out = {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
            "devices": jax.device_count(), "processes": jax.process_count(), "quick": quick,
-           "versions": sio.package_versions(), "peaks": {}, "results": []}
+           "versions": project_io.package_versions(), "peaks": {}, "results": []}
     for d in dtypes:
         peak = {"measured": measured_peak(d, quick, repeats), "datasheet": datasheet(d)}
         out["peaks"][d] = peak
@@ -322,7 +322,7 @@ def run(quick: bool, models: list[str], dtypes: list[str], repeats: int, printer
 
 def main(argv):
     del argv
-    from skillneurons_jax import io as sio
+    from skillneurons_jax import io as project_io
     repeats = FLAGS.repeats or (2 if FLAGS.quick else 3)
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
@@ -334,7 +334,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if FLAGS.output:
-        sio.atomic_write_json(FLAGS.output, out)
+        project_io.atomic_write_json(FLAGS.output, out)
     print(json.dumps(out))
 
 

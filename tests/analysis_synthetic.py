@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from skillneurons_jax import io as sio
+from skillneurons_jax import io as project_io
 from skillneurons_jax.analysis import results
 
 
@@ -17,11 +17,11 @@ def write_predictivity(workdir, model: str, task: str, pred: np.ndarray, *, seed
     L, N = pred.shape
     acc = rng.uniform(0.2, 0.8, size=(seeds, L, tokens, N)).astype(np.float32)
     path = results.predictivity_path(workdir, model, task)
-    sio.atomic_save_npz(path, pred=pred.astype(np.float32),
+    project_io.atomic_save_npz(path, pred=pred.astype(np.float32),
                         pred_per_seed=np.broadcast_to(pred, (seeds, L, N)).astype(np.float32),
                         acc=acc, baseline=rng.normal(size=(seeds, L, tokens, N)).astype(np.float32))
     if model_accuracy is not None:
-        sio.atomic_write_json(path.with_name(path.name + ".json"), {"task": task, "model_accuracy": model_accuracy})
+        project_io.atomic_write_json(path.with_name(path.name + ".json"), {"task": task, "model_accuracy": model_accuracy})
     return path
 
 
@@ -32,7 +32,7 @@ def write_transfer(workdir, model: str, source: str, target: str, accuracy, f1=N
     if seeds is not None:
         obj["seeds"] = list(seeds)
     path = results.transfer_path(workdir, model, source, target)
-    sio.atomic_write_json(path, obj)
+    project_io.atomic_write_json(path, obj)
     return path
 
 
@@ -42,15 +42,15 @@ def write_suppression(workdir, model: str, source: str, target: str, ks, skill, 
            "skill": {str(k): np.asarray(skill[i]).tolist() for i, k in enumerate(ks)},
            "random": {str(k): np.asarray(random[i]).tolist() for i, k in enumerate(ks)}}
     path = results.suppression_path(workdir, model, source, target)
-    sio.atomic_write_json(path, obj)
+    project_io.atomic_write_json(path, obj)
     return path
 
 
 def write_prompt(workdir, model: str, task: str, seed: int, dev_accuracies, hidden: int = 8) -> pathlib.Path:
     d = results.prompt_dir(workdir, model, task, seed)
-    sio.atomic_save_npy(d / "prompt.npy", np.zeros((4, hidden), np.float32))
+    project_io.atomic_save_npy(d / "prompt.npy", np.zeros((4, hidden), np.float32))
     for step, acc in enumerate(dev_accuracies):
-        sio.append_jsonl(d / "metrics.jsonl", {"step": step, "dev_accuracy": acc})
+        project_io.append_jsonl(d / "metrics.jsonl", {"step": step, "dev_accuracy": acc})
     return d
 
 

@@ -72,8 +72,10 @@ from skillneurons_jax.stages import suppress as suppress_stage
 # ---------------------------------------------------------------------------------------------------------------
 PADDING_FACTOR = 1.3          # length buckets pad the mean text by about this much
 TRAIN_STEP_FACTOR = 3.0       # a training step ~ forward + backward ~ 3 forwards
-# Backend -> FLOP/s assumed when the config gives none (measured: MiniLM on 2 shared CPU cores ~3e10).
-DEFAULT_FLOPS = {"cpu_per_core": 1.5e10, "accelerator": 3e13}
+# Backend -> FLOP/s assumed when the config gives none. CPU, calibrated on one measured plan: configs/default.py
+# (commit d89246b) took 935 s on 2 idle cores where 1.5e10 per core estimated 2529 s (tune 2.9x, transfer and
+# predictivity 2.6x, suppression 1.8x too slow), so 4e10 per core (about 1000 s for that plan).
+DEFAULT_FLOPS = {"cpu_per_core": 4e10, "accelerator": 3e13}
 
 STAGE_KINDS = ("tune", "transfer", "predictivity", "suppress", "robust_tune", "patching", "report")
 # A robust training step runs the clean and the perturbed input (and, with epsilon > 0, one more forward and
@@ -372,11 +374,15 @@ class CostModel:
         self.max_text = int(settings.tune.get("max_text_tokens", 128))
         self.S = len(settings.seeds)
 
-    def sizes(self, task: str) -> tuple[int, int, float]:
+    def sizes(self, task: str, train_cap: Optional[int] = None, dev_cap: Optional[int] = None
+              ) -> tuple[int, int, float]:
+        """(train rows, dev rows, padded positions per row) under the plan's max_examples, or under the given
+        caps (the tune stage's train_max_examples / dev_max_examples replace it for their split)."""
         train, dev, mean_tokens = task_table.size_hint(task)
-        cap = self.s.max_examples
-        if cap is not None:
-            train, dev = min(train, cap), min(dev, cap)
+        train_cap = self.s.max_examples if train_cap is None else train_cap
+        dev_cap = self.s.max_examples if dev_cap is None else dev_cap
+        train = train if train_cap is None else min(train, train_cap)
+        dev = dev if dev_cap is None else min(dev, dev_cap)
         seq = self.P + PADDING_FACTOR * min(mean_tokens, self.max_text)
         return train, dev, seq
 
@@ -400,8 +406,8 @@ class CostModel:
         return fallback if value is None else value
 
     def tune(self, task: str) -> float:
-        train, dev, seq = self.sizes(task)
         t = self.s.tune
+        train, dev, seq = self.sizes(task, t.get("train_max_examples"), t.get("dev_max_examples"))
         bs = int(self.tune_setting(task, "batch_size", 16))
         per_epoch = max(train // bs, 1)
         steps = int(self.tune_setting(task, "epochs", 1)) * per_epoch
