@@ -217,17 +217,32 @@ class SuppressionPanel:
     majority_rate: float | None = None  # the target's majority-class rate (dashed line), when known
 
 
+def _panel_grid(n_panels: int, ncols: int, figsize):
+    """(figure, axes [rows, cols], figsize) for n_panels accuracy panels sharing the y axis, ncols per row."""
+    ncols = max(1, min(ncols, n_panels))
+    nrows = -(-n_panels // ncols)
+    figsize = figsize or (max(5.0, 3.6 * ncols + 0.4), 3.0 * nrows + 0.8)
+    fig = _figure(figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, sharey=True), figsize
+
+
+def _finish_panels(fig, axes, n_panels: int, title: str, figsize, out_path, dpi: int) -> pathlib.Path:
+    """Labels the first column "accuracy", hides the unused panels, titles and saves the figure."""
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in list(axes.flat)[n_panels:]:
+        ax.set_visible(False)
+    fig.suptitle(_wrap(title, figsize[0]))
+    return _save(fig, out_path, dpi)
+
+
 def suppression_curves(panels: Sequence[SuppressionPanel], out_path, *, title: str, ncols: int = 3,
                        figsize=None, dpi: int = 100) -> pathlib.Path:
     """Accuracy against the percentage of neurons suppressed per layer: skill neurons vs random neurons,
     mean ± SEM bands over seeds; one panel per (source → target) pair."""
     if not panels:
         raise ValueError("no suppression results to plot")
-    ncols = max(1, min(ncols, len(panels)))
-    nrows = -(-len(panels) // ncols)
-    figsize = figsize or (max(5.0, 3.6 * ncols + 0.4), 3.0 * nrows + 0.8)
-    fig = _figure(figsize)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    fig, axes, figsize = _panel_grid(len(panels), ncols, figsize)
     for ax, panel in zip(axes.flat, panels):
         curve = panel.stats
         for mean, sem, color, name in ((curve.skill_mean, curve.skill_sem, "#c0392b", "skill neurons"),
@@ -242,14 +257,9 @@ def suppression_curves(panels: Sequence[SuppressionPanel], out_path, *, title: s
         ax.set_title(f"{panel.label} ({curve.n_seeds} seed{'s' if curve.n_seeds != 1 else ''})", fontsize=10)
         ax.set_xlabel("neurons suppressed per layer (%)")
         ax.grid(alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
     for ax in axes.flat[:len(panels)]:
         ax.legend(fontsize=7, loc="lower left")
-    fig.suptitle(_wrap(title, figsize[0]))
-    return _save(fig, out_path, dpi)
+    return _finish_panels(fig, axes, len(panels), title, figsize, out_path, dpi)
 
 
 @dataclasses.dataclass
@@ -273,11 +283,7 @@ def patching_recovery_curves(panels: Sequence[PatchingPanel], out_path, *, title
     accuracy (horizontal lines); one panel per (model, clean → adversarial, patch source)."""
     if not panels:
         raise ValueError("no patching results to plot")
-    ncols = max(1, min(ncols, len(panels)))
-    nrows = -(-len(panels) // ncols)
-    figsize = figsize or (max(5.0, 3.6 * ncols + 0.4), 3.0 * nrows + 0.8)
-    fig = _figure(figsize)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    fig, axes, figsize = _panel_grid(len(panels), ncols, figsize)
     for ax, panel in zip(axes.flat, panels):
         ax.plot(panel.ks, panel.skill_mean, marker="o", markersize=3, color="#c0392b", label="skill neurons")
         # NaN bounds (a single seed) leave the band out instead of drawing a zero-width one
@@ -292,12 +298,7 @@ def patching_recovery_curves(panels: Sequence[PatchingPanel], out_path, *, title
         ax.set_xlabel("neurons patched per layer (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle(_wrap(title, figsize[0]))
-    return _save(fig, out_path, dpi)
+    return _finish_panels(fig, axes, len(panels), title, figsize, out_path, dpi)
 
 
 def predictivity_per_layer(preds: Mapping[str, np.ndarray], out_path, *, title: str, top_fraction: float = 0.01,
