@@ -82,7 +82,7 @@ def test_the_plan_cost_uses_the_budget_the_tune_stage_will_resolve(tmp_path):
     settings = st.Settings.from_config(config, tmp_path)
     info = st.ModelInfo(path="roberta-base", name="roberta-base", family="roberta")
     cost = st.CostModel(settings, info, rate=1e12)
-    assert cost.tune_setting("sst2", "epochs", 1) == 76 and cost.tune_setting("sst2", "batch_size", 0) == 16
+    assert cost.tune_settings("sst2")["epochs"] == 76 and cost.tune_settings("sst2")["batch_size"] == 16
     one_epoch = st.CostModel(st.Settings.from_config(paper.get_config().copy_and_resolve_references(), tmp_path),
                              info, rate=1e12)
     one_epoch.s.tune.epochs = 1

@@ -92,12 +92,16 @@ class ReportContext:
 
 
 def config_tasks(config: dict) -> list[str] | None:
-    tasks = config.get("tasks")
-    if tasks is None:
+    return task_names(config.get("tasks"))
+
+
+def task_names(listed) -> list[str] | None:
+    """A config's task list (a list or a comma-separated string), lower-case in the table's order; None if unset."""
+    if listed is None:
         return None
-    if isinstance(tasks, str):
-        tasks = tasks.split(",")
-    return results.order_tasks(str(t).strip().lower() for t in tasks if str(t).strip())
+    if isinstance(listed, str):
+        listed = listed.split(",")
+    return results.order_tasks(str(t).strip().lower() for t in listed if str(t).strip())
 
 
 def relative_path(path, base) -> str:

@@ -62,10 +62,10 @@ from skillneurons_jax.neurons import suppression as suppression_masks
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.pipeline import plan
 from skillneurons_jax.pipeline.session import Session
-from skillneurons_jax.prompt import hparams
 from skillneurons_jax.robust import advglue, patching as patching_settings
 from skillneurons_jax.robust.tuning import RobustSettings
 from skillneurons_jax.stages import suppress as suppress_stage
+from skillneurons_jax.stages import tune as tune_stage
 
 # ---------------------------------------------------------------------------------------------------------------
 # Cost constants (the task sizes are in the task table: data.tasks.size_hint)
@@ -394,27 +394,26 @@ class CostModel:
     def seconds(self, flops: float, compiles: int = 1) -> float:
         return round(self.s.stage_overhead_s * compiles + flops / self.rate, 1)
 
-    def tune_setting(self, task: str, key: str, fallback):
-        """A tuning setting as the tune stage resolves it: the config's value, else the hyperparameter table's
-        for this model and task (prompt/hparams.py: e.g. the original epochs), else `fallback`."""
-        value = self.s.tune.get(key)
-        if value is None:
-            try:
-                value = hparams.lookup(self.info.name, self.info.family, task).get(key)
-            except ValueError:            # a model the table does not know: the tune stage will say so
-                value = None
-        return fallback if value is None else value
+    def tune_settings(self, task: str) -> dict:
+        """The tuning settings the tune stage will use (stages.tune.resolve_tune_config: the config's values,
+        the hyperparameter table's for the rest, e.g. the original epochs); the config alone for a model the table
+        does not know (the tune stage will say so)."""
+        try:
+            return tune_stage.resolve_tune_config(self.s.tune, self.info.name, self.info.family, task)
+        except ValueError:
+            t = self.s.tune
+            return t.to_dict() if hasattr(t, "to_dict") else dict(t)
 
     def tune(self, task: str) -> float:
-        t = self.s.tune
-        train, dev, seq = self.sizes(task, t.get("train_max_examples"), t.get("dev_max_examples"))
-        bs = int(self.tune_setting(task, "batch_size", 16))
+        cfg = self.tune_settings(task)
+        train, dev, seq = self.sizes(task, cfg.get("train_max_examples"), cfg.get("dev_max_examples"))
+        bs = int(cfg.get("batch_size") or 16)
         per_epoch = max(train // bs, 1)
-        steps = int(self.tune_setting(task, "epochs", 1)) * per_epoch
-        if self.tune_setting(task, "max_steps", None):
-            steps = min(steps, int(self.tune_setting(task, "max_steps", None)))
-        every = int(self.tune_setting(task, "eval_every", 0) or 0) or per_epoch
-        evals = math.ceil(steps / every) + int(bool(t.get("eval_at_start")))
+        steps = int(cfg.get("epochs") or 1) * per_epoch
+        if cfg.get("max_steps"):
+            steps = min(steps, int(cfg["max_steps"]))
+        every = int(cfg.get("eval_every") or 0) or per_epoch
+        evals = math.ceil(steps / every) + int(bool(cfg.get("eval_at_start")))
         flops = TRAIN_STEP_FACTOR * self.forward(steps * bs, seq) + evals * self.forward(dev, seq)
         return self.seconds(flops, compiles=3)
 

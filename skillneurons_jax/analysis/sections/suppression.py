@@ -7,7 +7,7 @@ import dataclasses
 
 from skillneurons_jax import layout
 from skillneurons_jax.analysis import figures, results, robustness, transfer
-from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable
+from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable, task_names
 
 
 def build(context: ReportContext, model: str) -> None:
@@ -21,15 +21,15 @@ def build(context: ReportContext, model: str) -> None:
             context.problem(error)
     present = set(context.inventory.suppression.get(model, []))      # corrupt ones are listed as problems
     chosen = configured_tasks(context.config)
+    skipped = []
     for task in context.tasks(model):
         source = transfer.own_prompt_task(task)
         if (source, task) in present:
             continue
         if chosen is not None and task not in chosen:
-            continue          # not asked for: said once below, not listed as missing
+            skipped.append(task)          # not asked for: said once below, not listed as missing
+            continue
         context.missing.append(f"suppression: {results.suppression_path(workdir, model, source, task)} absent")
-    skipped = [t for t in context.tasks(model) if chosen is not None and t not in chosen
-               and (transfer.own_prompt_task(t), t) not in present]
     if skipped:
         document.p(f"Not computed, by the configuration (`suppression.tasks` = {', '.join(sorted(chosen))}): the "
                    f"own-task curves of {', '.join(skipped)}.")
@@ -70,11 +70,7 @@ def build(context: ReportContext, model: str) -> None:
 def configured_tasks(config: dict) -> set[str] | None:
     """The tasks whose own suppression curves the configuration asked for (config `suppression.tasks`, a list or
     a comma-separated string); None when it names none (every task's curves are expected)."""
-    listed = (config.get("suppression") or {}).get("tasks")
-    if isinstance(listed, str):
-        listed = [t.strip() for t in listed.split(",")]
-    names = {str(t).strip().lower() for t in (listed or []) if str(t).strip()}
-    return names or None
+    return set(task_names((config.get("suppression") or {}).get("tasks")) or []) or None
 
 
 def _held_out(context: ReportContext, model: str, majority: dict) -> None:
