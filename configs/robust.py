@@ -2,16 +2,22 @@
 
     python -m launch.reproduce --config=configs/robust.py --workdir work_robust --data_dir ../shared/data
 
-On top of the study's stages (configs/default.py's settings; no configs/validation.py exists to extend), on the
-paper's tasks SST-2, QNLI and MRPC with MiniLM and the AdvGLUE sets of the first two:
-- `robust_tune/<m>/<task>/<arm>`: three arms with the tune stage's seeds and budget, plain (the plain loss),
-  perturbed (cross-entropy on the clean and a perturbed copy of each training batch: the control) and anchored
-  (plus the skill-neuron term of robust.anchor), each scored on the clean dev and the AdvGLUE dev sets;
+configs/validation.py's settings (the recipe MiniLM is tuned with there: 20 prompt tokens, 64 text tokens, batch
+16, 3e-2, label-word init, 150 steps, 3 seeds, 112-row statistics) on the paper's tasks SST-2, QNLI and MRPC with
+the AdvGLUE sets of the first two: its tune, predictivity and transfer stages compute what the validation study's
+do for those tasks (run it in a workdir of its own). On top of them:
+- `robust_tune/<m>/<task>/<arm>`: three arms with the tune stage's seeds and budget, plain (the plain loss: it
+  copies the tune stage's prompts, the same computation), perturbed (cross-entropy on the clean and a perturbed
+  copy of each training batch: the control) and anchored (plus the skill-neuron term of robust.anchor), each
+  scored on the clean dev, its AdvGLUE dev sets and its scored transfers: MRPC's on AdvQQP (a paraphrase
+  transfer: AdvQQP's clean task is QQP, absent here) and SST-2's on Movie Rationales (the other sentiment task:
+  the proposal's "transfer this prompt to other tasks of that type"; only its dev split is read);
+- `robust_predictivity/<m>/<task>/<arm>`: each arm's predictivity on its clean dev and its adversarial sets, for
+  the table of the clean skill neurons' Pred on adversarial data per arm;
 - `patching/<m>/<clean>__<adv>.<source>`: activation patching of the AdvGLUE pairs (advglue/dev_ann.json) with the
-  clean prompts, skill vs random neurons, k = 1..15 %.
-MRPC has no AdvGLUE set of its own (AdvQQP's clean task is QQP): its arms are scored on AdvQQP as a paraphrase
-transfer (robust.extra_targets), with AdvQQP's verbalizer; patching needs a clean task's own prompts, so it runs
-for SST-2 -> AdvSST-2 and QNLI -> AdvQNLI only.
+  clean prompts, skill vs random neurons, k = 1..15 %; SST-2 -> AdvSST-2 and QNLI -> AdvQNLI (patching needs a
+  clean task's own prompts: none for AdvQQP).
+Suppression is the validation study's business: here only SST-2's own curves.
 
 Fields (every one can be changed with --config.robust.FIELD / --config.patching.FIELD; delete a block to switch
 its stages off: configs/default.py has neither):
@@ -24,14 +30,17 @@ its stages off: configs/default.py has neither):
                              embedding neighbours are often antonyms)
   robust.extra_targets       "clean:target,...": sets the arms of a clean task are scored on besides its own
                              adversarial sets (present data only)
+  robust.transfer_within_type  also score the arms on the plan's other clean tasks of the same type
+  robust.predictivity        the robust_predictivity stages (on by default)
   robust.anchor              robust.anchor.AnchorSettings: strength (the anchored arm), top_percent, scope, mode,
-                             penalty, margin, tokens, epsilon, adversarial_steps (perturbed_weight is set per arm)
+                             penalty, margin, tokens, epsilon, adversarial_steps (perturbed_weight is set per arm);
+                             top_percent and scope also name the skill neurons of the predictivity table
   patching                   robust.patching.PatchingSettings: percents, source (original | mean), scope,
                              random_draws, random_seed
 """
 import ml_collections
 
-from configs import default
+from configs import validation
 
 # Label-bearing words of the sentiment and entailment tasks, kept out of the neighbour substitutions.
 PROTECTED_WORDS = ("good,great,bad,awful,terrible,excellent,best,worst,love,hate,not,no,never,nothing,yes,"
@@ -39,11 +48,14 @@ PROTECTED_WORDS = ("good,great,bad,awful,terrible,excellent,best,worst,love,hate
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = default.get_config()
+    c = validation.get_config()
     c.tasks = "sst2,qnli,mrpc,advsst2,advqnli"
     c.optional_tasks = ""
+    c.adversarial_prompts = ""                        # AdvQQP is a scored set of MRPC's arms, not a plan task
     c.seeds = "0,1,2"                                 # intervals over seeds need at least 3
+    c.suppression.tasks = "sst2"
     c.suppression.extra_pairs = ""
+    c.report.validation_doc = ""                      # docs/VALIDATION.md is the validation config's
     c.robust = ml_collections.ConfigDict(dict(
         tasks="sst2,qnli,mrpc",
         arms="plain,perturbed,anchored",
@@ -51,7 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
         perturbation_mode="one",
         neighbour_k=8,
         protected_words=PROTECTED_WORDS,
-        extra_targets="mrpc:advqqp",                  # paraphrase transfer: MRPC's arms on AdvQQP
+        extra_targets="mrpc:advqqp,sst2:movierationales",   # paraphrase transfer; the other sentiment task
+        transfer_within_type=True,
+        predictivity=True,
         anchor=ml_collections.ConfigDict(dict(strength=1.0, top_percent=1.0, scope="layer", mode="sign",
                                               penalty="hinge", margin=0.0, tokens="all", epsilon=0.0,
                                               adversarial_steps=1))))

@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tune.batch_size = 16
     c.tune.init = "label_words"
     c.tune.train_max_examples = 4000
+    c.tune.dev_max_examples = 1000                     # selection (best of 2 evaluations) on up to 1000 dev rows
     c.tune.group_by_length = True
     c.tune.max_steps = 150
     c.tune.eval_every = 75

@@ -1,20 +1,37 @@
 """Writers of synthetic robustness-study outputs in the exact formats robust.summary reads (shared by
 test_robust_summary.py and test_report_robustness.py):
   robust/<arm>/eval/<model>/<task>.json                  (robust.tuning.evaluate_arm)
+  robust/<arm>/predictivity/<model>/<set>.npz (+ sidecar) (the robust_predictivity stages: stages.predictivity)
+  predictivity/<model>/<task>.npz                         (the main study's, whose pred picks the skill neurons)
   patching/<model>/<clean>__<adversarial>.<source>.json  (robust.stage.run_patching)"""
+import numpy as np
+
 from skillneurons_jax import io, layout
 
 
 def write_arm_eval(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m", task="sst2",
-                   adversarial_task="advsst2", n_clean=100, n_adversarial=40):
+                   adversarial_task="advsst2", n_clean=100, n_adversarial=40, top_percent=50.0, scope="layer"):
     """One arm's evaluation: `clean` and `adversarial` are accuracies [S], one per seed in `seeds`."""
     path = layout.robust_eval_path(workdir, model, task, arm)
     doc = {"model": model, "task": task, "arm": arm, "seeds": list(seeds),
            "clean": {"target": task, "accuracy": clean, "f1": clean, "n_dev": n_clean},
            "adversarial": {adversarial_task: {"target": adversarial_task, "accuracy": adversarial,
-                                              "f1": adversarial, "n_dev": n_adversarial}}}
+                                              "f1": adversarial, "n_dev": n_adversarial}},
+           "anchor": {"strength": 1.0 if arm == "anchored" else 0.0},
+           "skill_neurons": {"top_percent": top_percent, "scope": scope}}
     io.atomic_write_json(path, doc)
     io.write_sidecar(path, stage="robust_tune")     # the sidecar (.meta.json) is not read as a result
+    return path
+
+
+def write_predictivity(root, task, pred_per_seed, seeds=(0, 1, 2), model="m", prompt_task="sst2"):
+    """A predictivity npz (pred [L, N] = the seed mean, pred_per_seed [S, L, N]) and its sidecar under `root`
+    (a workdir, or layout.robust_arm_dir of one)."""
+    pred_per_seed = np.asarray(pred_per_seed, np.float32)
+    path = layout.predictivity_path(root, model, task)
+    io.atomic_save_npz(path, pred=pred_per_seed.mean(axis=0), pred_per_seed=pred_per_seed)
+    io.write_sidecar(path, stage="predictivity", task=task, prompt_task=prompt_task, baseline_task=prompt_task,
+                     seeds=list(seeds))
     return path
 
 

@@ -57,7 +57,10 @@ def test_default_study_design():
     pair_types = {(tasks.get_task(s).task_type == tasks.get_task(t).task_type) for s, t in pairs}
     assert pair_types == {True, False}                   # one same-type and one other-type cross pair
     assert c.suppression.max_examples >= 400 and c.max_examples >= 400
-    assert c.tune.dev_max_examples >= 852                 # prompt selection on the whole dev split
+    # one dev evaluation at the end (no selection among evaluations): the tune stage reads the statistics' subset
+    assert c.tune.eval_every >= max(resolve_tune_config(c.tune, "all-minilm-l6-v2", "bert", t)["max_steps"]
+                                    for t in names)
+    assert c.tune.dev_max_examples is None and c.tune.patience is None
 
 
 def test_default_plan_spends_suppression_on_the_main_task_and_paper_configs_on_every_task(tmp_path):

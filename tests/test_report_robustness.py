@@ -9,7 +9,8 @@ import pytest
 from matplotlib import image as mimage
 from scipy import stats
 
-from robust_outputs import patching_doc, write_arm_eval, write_patching
+from robust_outputs import patching_doc, write_arm_eval, write_patching, write_predictivity
+from skillneurons_jax import layout
 from skillneurons_jax.analysis import figures, report
 from skillneurons_jax.analysis.sections import robustness_study
 
@@ -70,6 +71,30 @@ def test_section_tables_figure_and_summary(tmp_path):
     assert study["arms"][0]["vs_plain_mean"] is None
     assert [(r["source"], r["k"]) for r in study["patching"]] == [("mean", 5), ("original", 5)]
     assert study["patching"][1]["fraction_recovered"] == pytest.approx(0.25 / 0.4)
+
+
+def test_predictivity_table_per_arm(tmp_path):
+    """The clean skill neurons (top 50 % per layer of the main study's pred: 4 of 8) per arm; per seed the skill
+    neurons hold one value and the rest 0.5, so every cell is by hand."""
+    workdir = tmp_path / "work"
+    _write_arms(workdir)
+    write_predictivity(workdir, "sst2", [[[0.9, 0.8, 0.5, 0.6], [0.5, 0.55, 0.7, 0.95]]], seeds=(0,))
+    skill = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+    for arm, clean, adversarial in (("plain", [0.9, 0.8, 0.85], [0.6, 0.6, 0.65]),
+                                    ("anchored", [0.88, 0.8, 0.84], [0.8, 0.7, 0.75])):
+        root = layout.robust_arm_dir(workdir, arm)
+        write_predictivity(root, "sst2", [np.where(skill, v, 0.5) for v in clean])
+        write_predictivity(root, "advsst2", [np.where(skill, v, 0.5) for v in adversarial])
+    markdown = _build(tmp_path, workdir).index_md.read_text()
+    assert "The clean task's skill neurons on adversarial data, per arm" in markdown
+    # plain: clean [.9, .8, .85] -> 85.0 ± t(2) * .05 / sqrt(3) = ± 12.4; adversarial [.6, .6, .65] -> 61.7
+    # ± t(2) * .0289 / sqrt(3) = ± 7.2; drop [.3, .2, .2] -> +23.3 ± 14.3; every neuron (4 x 61.7 + 4 x 50) / 8
+    # = 55.8; Spearman 1 (skill neurons high in both, the rest tied at 0.5)
+    assert "| m | sst2 | plain | advsst2 | 0,1,2 | 4 | 85.0 [72.6, 97.4] | 61.7 [54.5, 68.8] | " \
+           "+23.3 [+9.0, +37.7] | 55.8 | – | 1.000 |" in markdown
+    # anchored vs plain on AdvSST-2: [.2, .1, .1] -> +13.3 ± 14.3
+    assert "| +13.3 [-1.0, +27.7] | 1.000 |" in markdown
+    assert "top 50% (per layer)" in markdown
 
 
 def test_no_study_no_section(tmp_path):

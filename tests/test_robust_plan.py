@@ -1,7 +1,9 @@
 """The robustness stages of the plan (issue 17, item 3) on a tiny random BERT and tiny SST-2 / AdvSST-2 files:
 present only when configured, a whole robust plan that runs and is up to date on rerun, the plain arm equal to
 the plain tune stage bit for bit, the per-arm evaluation and the patching output, the patching skip."""
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,10 +12,11 @@ pytest.importorskip("torch")
 
 import prompt_fixtures  # noqa: E402
 import reproduce_fixtures as rf  # noqa: E402
-from skillneurons_jax import layout  # noqa: E402
+from skillneurons_jax import io, layout  # noqa: E402
 from skillneurons_jax.pipeline import plan, runner  # noqa: E402
+from skillneurons_jax.pipeline import session as session_module  # noqa: E402
 from skillneurons_jax.pipeline import stages as st  # noqa: E402
-from skillneurons_jax.robust import tuning  # noqa: E402
+from skillneurons_jax.robust import summary, tuning  # noqa: E402
 
 M = rf.MODEL
 SEEDS = (0, 1)
@@ -27,7 +30,8 @@ def _config(world, *, robust=True, patching=True, data=None):
         c.robust = dict(tasks="sst2", arms="plain,perturbed,anchored",
                         perturbations={"char_swap": 0.3, "word_drop": 0.2, "neighbour": 0.3},
                         perturbation_mode="all", neighbour_k=2, protected_words="good,bad",
-                        anchor=dict(strength=1.0, top_percent=25.0, margin=0.1))
+                        anchor=dict(strength=1.0, top_percent=25.0, margin=0.1),
+                        extra_targets="sst2:mrpc")       # another clean task, of another type: a transfer row
     if patching:
         c.patching = dict(percents="10,50", source="original", random_draws=2, random_seed=0)
     return c
@@ -112,11 +116,56 @@ def test_robust_plan_runs_and_is_up_to_date_on_rerun(done):
     assert second["ran"] == 0 and not second["failed"] and done["second_calls"] == []
 
 
-def test_plain_arm_is_the_plain_tune_stage_bit_for_bit(done):
+def _plain_arm(world, done, workdir, *, reuse: bool, **tune_overrides):
+    """tuning.tune_arm of the plain arm under `workdir` with the plan's settings (`tune_overrides` changed)."""
+    settings = st.Settings.from_config(_config(world), done["workdir"])
+    tune_config = settings.tune.copy_and_resolve_references()
+    for key, value in tune_overrides.items():
+        tune_config[key] = value
+    setup = session_module.Session().setup(str(world["model"]), "sst2", tune_config)
+    return tuning.tune_arm(setup, "plain", settings.robust, SEEDS, workdir, settings.data_dir, tune_config,
+                           model_path=str(world["model"]), max_examples=settings.max_examples,
+                           reuse_tune_stage=reuse)
+
+
+def test_plain_arm_trained_again_is_the_tune_stage_bit_for_bit(world, done, tmp_path):
+    """What makes the plan's copy of the tune stage's prompts (the plain arm's stage) legitimate: the plain arm
+    trained from scratch in another workdir gives the same bytes."""
+    summary = _plain_arm(world, done, tmp_path / "fresh", reuse=False)
+    assert "copied_from" not in summary and summary["steps"] > 0
+    for seed in SEEDS:
+        fresh = layout.robust_prompt_path(tmp_path / "fresh", M, "sst2", "plain", seed).read_bytes()
+        assert fresh == layout.prompt_path(done["workdir"], M, "sst2", seed).read_bytes()
+
+
+def test_plain_arm_copies_only_the_same_finished_computation(world, done, tmp_path):
+    def workdir_with_the_tune_stage(name):
+        w = tmp_path / name
+        shutil.copytree(layout.task_prompts_dir(done["workdir"], M, "sst2"), layout.task_prompts_dir(w, M, "sst2"))
+        return w
+
+    same = _plain_arm(world, done, workdir_with_the_tune_stage("same"), reuse=True)
+    assert same["copied_from"] and same["steps"] == 2
+    longer = _plain_arm(world, done, workdir_with_the_tune_stage("longer"), reuse=True, max_steps=3)
+    assert "copied_from" not in longer and longer["steps"] == 3       # the tune stage stopped at 2: trained
+    faster = _plain_arm(world, done, workdir_with_the_tune_stage("faster"), reuse=True, learning_rate=0.5)
+    assert "copied_from" not in faster
+    w = workdir_with_the_tune_stage("unfinished")
+    for seed in SEEDS:                                                 # the run ended before its planned steps
+        metrics = layout.metrics_path(w, M, "sst2", seed)
+        metrics.write_text("")
+    assert "copied_from" not in _plain_arm(world, done, w, reuse=True)
+
+
+def test_plain_arm_of_the_plan_is_copied_and_says_from_where(done):
     w = done["workdir"]
     for seed in SEEDS:
-        plain = layout.robust_prompt_path(w, M, "sst2", "plain", seed).read_bytes()
-        assert plain == layout.prompt_path(w, M, "sst2", seed).read_bytes()
+        plain = layout.robust_prompt_path(w, M, "sst2", "plain", seed)
+        assert plain.read_bytes() == layout.prompt_path(w, M, "sst2", seed).read_bytes()
+        for path in (plain, layout.robust_metrics_path(w, M, "sst2", "plain", seed)):
+            meta = json.loads(io.sidecar_path(path).read_text())
+            assert meta["copied_from"] == str(layout.run_dir(w, M, "sst2", seed)) and meta["robust_arm"] == "plain"
+        assert not (plain.parent / "state").exists()        # a finished copy, no checkpoint
         # the other arms trained on other inputs and another loss: their prompts differ
         for arm in ("perturbed", "anchored"):
             other = np.load(layout.robust_prompt_path(w, M, "sst2", arm, seed))
@@ -138,6 +187,49 @@ def test_each_arm_is_scored_on_clean_and_adversarial_dev(done):
     plain = json.loads(layout.robust_eval_path(w, M, "sst2", "plain").read_text())
     metrics = [json.loads(line) for line in layout.metrics_path(w, M, "sst2", 0).read_text().splitlines()]
     assert plain["clean"]["accuracy"][0] in {m.get("dev_accuracy", m.get("accuracy")) for m in metrics}
+
+
+def test_other_clean_task_is_scored_as_a_transfer(done):
+    doc = json.loads(layout.robust_eval_path(done["workdir"], M, "sst2", "anchored").read_text())
+    assert set(doc["transfer"]) == {"mrpc"} and doc["transfer"]["mrpc"]["kind"] == "transfer, other type"
+    assert doc["adversarial"]["advsst2"]["kind"] == "adversarial" and doc["clean"]["kind"] == "clean"
+    rows = summary.arm_rows(done["workdir"])
+    assert {(r["arm"], r["split"]) for r in rows if r["target"] == "mrpc"} == {
+        (arm, "transfer, other type") for arm in ("plain", "perturbed", "anchored")}
+
+
+def test_arm_predictivity_stages(done):
+    """Each arm's predictivity on the clean task and its adversarial set (not on the transfer target); the plain
+    arm's equals the main study's exactly (the same prompts, data and baseline), the other arms' prompts differ."""
+    w = done["workdir"]
+    assert {f"robust_predictivity/{M}/sst2/{arm}" for arm in ("plain", "perturbed", "anchored")} <= set(
+        done["first"]["executed"])
+    for task in ("sst2", "advsst2"):
+        with np.load(layout.predictivity_path(w, M, task)) as main, \
+                np.load(layout.predictivity_path(layout.robust_arm_dir(w, "plain"), M, task)) as plain, \
+                np.load(layout.predictivity_path(layout.robust_arm_dir(w, "anchored"), M, task)) as anchored:
+            np.testing.assert_array_equal(plain["pred_per_seed"], main["pred_per_seed"])
+            assert not np.array_equal(anchored["pred_per_seed"], main["pred_per_seed"])
+    assert not layout.predictivity_path(layout.robust_arm_dir(w, "plain"), M, "mrpc").exists()
+    rows = summary.predictivity_rows(w)
+    assert [(r["arm"], r["adversarial"]) for r in rows] == [(a, "advsst2") for a in ("plain", "perturbed", "anchored")]
+    assert rows[0]["vs_plain_mean"] is None and rows[2]["vs_plain_mean"] is not None
+    assert all(0.0 <= r["adversarial_pred_mean"] <= 1.0 for r in rows)
+
+
+def test_scored_set_kinds_and_within_type_targets(world, tmp_path):
+    from skillneurons_jax.data import tasks
+    assert tasks.scored_kind("sst2", "sst2") == "clean"
+    assert tasks.scored_kind("sst2", "advsst2") == "adversarial"
+    assert tasks.scored_kind("mrpc", "advqqp") == "adversarial transfer"
+    assert tasks.scored_kind("sst2", "movierationales") == "transfer, same type"
+    assert tasks.scored_kind("sst2", "qnli") == "transfer, other type"
+    settings = st.Settings.from_config(_config(world), tmp_path / "w")
+    plan_of = st.TaskPlan(present=["sst2", "movierationales", "qnli", "advsst2"], skipped={}, dropped={})
+    # its adversarial set, robust.extra_targets (mrpc, data present), the plan's other sentiment task
+    assert st.robust_scored_sets(settings, plan_of, "sst2") == ["advsst2", "mrpc", "movierationales"]
+    settings = dataclasses.replace(settings, robust=dataclasses.replace(settings.robust, transfer_within_type=False))
+    assert st.robust_scored_sets(settings, plan_of, "sst2") == ["advsst2", "mrpc"]
 
 
 def test_patching_output(done):

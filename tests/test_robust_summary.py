@@ -1,5 +1,6 @@
 """robust.summary.robust_tables on synthetic outputs: the per-arm table (intervals over seeds, paired differences
 to the plain arm, clean-accuracy cost) and the patching table (skill vs random recovery per k)."""
+import functools
 import json
 import math
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from robust_outputs import patching_doc, write_arm_eval, write_patching
+from robust_outputs import patching_doc, write_arm_eval, write_patching, write_predictivity
 from skillneurons_jax import io, layout
 from skillneurons_jax.robust import summary
 
@@ -52,7 +53,7 @@ def test_patching_rows_skill_vs_random(tmp_path):
 
 
 def test_empty_and_malformed(tmp_path):
-    assert summary.robust_tables(tmp_path) == {"arms": [], "patching": []}
+    assert summary.robust_tables(tmp_path) == {"arms": [], "predictivity": [], "patching": []}
     path = layout.robust_eval_path(tmp_path, "m", "sst2", "plain")
     path.parent.mkdir(parents=True)
     path.write_text("{\n  \"model\": \n")
@@ -60,4 +61,43 @@ def test_empty_and_malformed(tmp_path):
         summary.robust_tables(tmp_path)
     path.write_text(json.dumps({"model": "m", "task": "sst2", "arm": "plain", "seeds": [0]}))
     with pytest.raises(ValueError, match="missing fields"):
+        summary.robust_tables(tmp_path)
+
+
+def test_predictivity_rows_of_the_clean_skill_neurons_per_arm(tmp_path):
+    """2 layers x 4 neurons; the main study's pred picks the top 50 % per layer: neurons 0, 1 of layer 0 and 2, 3
+    of layer 1. Each arm's clean and adversarial Pred per seed are constants per seed, so every mean is by hand
+    (the npz holds float32: compared to 1e-6)."""
+    approx = functools.partial(pytest.approx, abs=1e-6)
+    write_predictivity(tmp_path, "sst2", [[[0.9, 0.8, 0.5, 0.6], [0.5, 0.55, 0.7, 0.95]]], seeds=(0,))
+    skill = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+
+    def arm_values(skill_values, other):                      # [S] -> [S, 2, 4]: skill neurons vs the rest
+        return [np.where(skill, v, other) for v in skill_values]
+
+    for arm, clean, adversarial in (("plain", [0.9, 0.8, 0.85], [0.6, 0.6, 0.65]),
+                                    ("anchored", [0.88, 0.8, 0.84], [0.8, 0.7, 0.75])):
+        write_arm_eval(tmp_path, arm, [0.9] * 3, [0.5] * 3)
+        root = layout.robust_arm_dir(tmp_path, arm)
+        write_predictivity(root, "sst2", arm_values(clean, 0.5))
+        write_predictivity(root, "advsst2", arm_values(adversarial, 0.5))
+        write_predictivity(root, "movierationales", arm_values(clean, 0.5), prompt_task="movierationales")
+    rows = summary.robust_tables(tmp_path)["predictivity"]
+    assert [(r["arm"], r["adversarial"], r["kind"]) for r in rows] == [("plain", "advsst2", "adversarial"),
+                                                                      ("anchored", "advsst2", "adversarial")]
+    plain, anchored = rows
+    assert plain["n_neurons"] == 4 and plain["top_percent"] == 50.0 and plain["seeds"] == [0, 1, 2]
+    assert plain["clean_pred_mean"] == approx(0.85) and plain["adversarial_pred_mean"] == approx(
+        np.mean([0.6, 0.6, 0.65]))
+    assert plain["drop_mean"] == approx(np.mean([0.3, 0.2, 0.2]))
+    half = stats.t.ppf(0.975, 2) * np.std([0.3, 0.2, 0.2], ddof=1) / math.sqrt(3)
+    assert plain["drop_low"] == approx(plain["drop_mean"] - half)
+    assert plain["vs_plain_mean"] is None
+    assert anchored["vs_plain_mean"] == approx(np.mean([0.2, 0.1, 0.1]))
+    assert plain["adversarial_all_mean"] == approx((4 * np.mean([0.6, 0.6, 0.65]) + 4 * 0.5) / 8)
+    # clean and adversarial Pred rank the neurons alike (skill neurons high, the rest 0.5, ties included)
+    assert plain["spearman"] == approx(1.0)
+    # an adversarial file of other seeds is refused, naming it
+    write_predictivity(layout.robust_arm_dir(tmp_path, "plain"), "advsst2", arm_values([0.6, 0.6], 0.5), seeds=(0, 1))
+    with pytest.raises(ValueError, match="advsst2.npz"):
         summary.robust_tables(tmp_path)

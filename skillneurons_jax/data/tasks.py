@@ -417,6 +417,26 @@ def clean_task_of(task: str | TaskSpec) -> str:
     return spec.clean_task or spec.name
 
 
+# What a set scored with prompts tuned on a clean task is to that task (scored_kind): the robustness study's
+# "scored set" column (robust.tuning, robust.summary).
+CLEAN, ADVERSARIAL, ADVERSARIAL_TRANSFER = "clean", "adversarial", "adversarial transfer"
+TRANSFER_SAME_TYPE, TRANSFER_OTHER_TYPE = "transfer, same type", "transfer, other type"
+SCORED_KINDS = (CLEAN, ADVERSARIAL, ADVERSARIAL_TRANSFER, TRANSFER_SAME_TYPE, TRANSFER_OTHER_TYPE)
+
+
+def scored_kind(task: str, target: str) -> str:
+    """What `target` is for prompts tuned on the clean `task`: the task itself, its own adversarial set, another
+    task's adversarial set (e.g. AdvQQP for MRPC prompts: a paraphrase transfer), or another clean task of the same
+    or another task type (data.tasks' task_type)."""
+    task_spec, target_spec = get_task(task), get_task(target)
+    if target_spec.name == task_spec.name:
+        return CLEAN
+    clean_of_target = clean_task_of(target_spec)
+    if clean_of_target != target_spec.name:
+        return ADVERSARIAL if clean_of_target == task_spec.name else ADVERSARIAL_TRANSFER
+    return TRANSFER_SAME_TYPE if target_spec.task_type == task_spec.task_type else TRANSFER_OTHER_TYPE
+
+
 # ------------------------------------------------------------------------------------- per-task facts
 # The facts about tasks that are not about reading them, kept next to the table so one place knows each task.
 # Task -> (train examples, dev examples, mean text tokens with specials) of the full public sets: cost hints of

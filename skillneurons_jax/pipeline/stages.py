@@ -18,8 +18,14 @@ Stages (keys; `<m>` = the model's short name, LoadedModel.name):
                              (plus config `suppression.extra_pairs`) -> suppression/<m>/<src>__<tgt>.json
   robust_tune/<m>/<task>/<arm>   only with config.robust (issue 17; robust.tuning): the clean task's prompts
                              of one arm (plain | perturbed | anchored) with the tune stage's seeds and budget
-                             -> robust/<arm>/prompts/<m>/<task>/seed_<s>/, scored on the clean dev and the task's
-                             AdvGLUE sets -> robust/<arm>/eval/<m>/<task>.json; after predictivity/<m>/<task>
+                             -> robust/<arm>/prompts/<m>/<task>/seed_<s>/, scored on the clean dev, the task's
+                             AdvGLUE sets and its other scored sets (robust_scored_sets: robust.extra_targets, the
+                             plan's clean tasks of its type) -> robust/<arm>/eval/<m>/<task>.json; after
+                             predictivity/<m>/<task>. The plain arm copies the tune stage's prompts (the same
+                             computation, stages.tune.copy_finished_run checks it) instead of training them again.
+  robust_predictivity/<m>/<task>/<arm>   with config.robust.predictivity (default on): the arm's predictivity on
+                             the clean task and on each adversarial set it is scored on (the arm's prompts, the
+                             clean task's TRAIN baseline) -> robust/<arm>/predictivity/<m>/<target>.npz
   patching/<m>/<clean>__<adv>.<source>   only with config.patching (robust.stage): activation patching of each
                              adversarial task present with its clean task's prompts and skill neurons
                              -> patching/<m>/<clean>__<adv>.<source>.json; skip when advglue/dev_ann.json is absent
@@ -77,7 +83,8 @@ TRAIN_STEP_FACTOR = 3.0       # a training step ~ forward + backward ~ 3 forward
 # predictivity 2.6x, suppression 1.8x too slow), so 4e10 per core (about 1000 s for that plan).
 DEFAULT_FLOPS = {"cpu_per_core": 4e10, "accelerator": 3e13}
 
-STAGE_KINDS = ("tune", "transfer", "predictivity", "suppress", "robust_tune", "patching", "report")
+STAGE_KINDS = ("tune", "transfer", "predictivity", "suppress", "robust_tune", "robust_predictivity", "patching",
+               "report")
 # A robust training step runs the clean and the perturbed input (and, with epsilon > 0, one more forward and
 # backward per adversarial step), and the stage perturbs and encodes each seed's training split: measured on MiniLM
 # SST-2 (40 steps, 3 seeds, 2 shared CPU cores) the perturbed and anchored arms took 2.8x and 2.5x the plain arm.
@@ -429,11 +436,12 @@ class CostModel:
         return self.seconds(self.forward(train * passes + dev, seq), compiles=2)
 
     def robust_tune(self, task: str, arm: str, adversarial: Sequence[str]) -> float:
-        """An arm's tuning (the plain arm costs what the tune stage does) plus its evaluation on the clean dev
-        and the adversarial sets."""
+        """An arm's tuning plus its evaluation on the clean dev and the adversarial sets. The plain arm copies
+        the tune stage's prompts (robust.tuning.tune_arm): its evaluation only."""
+        if arm == "plain":
+            return self.transfer([task, *adversarial])
         seconds = self.tune(task)
-        if arm != "plain":
-            seconds = round(self.s.stage_overhead_s + (seconds - self.s.stage_overhead_s) * ROBUST_STEP_FACTOR, 1)
+        seconds = round(self.s.stage_overhead_s + (seconds - self.s.stage_overhead_s) * ROBUST_STEP_FACTOR, 1)
         return round(seconds + self.transfer([task, *adversarial]), 1)
 
     def patching(self, adversarial: str, settings) -> float:
@@ -573,7 +581,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             session.suppress(path, source, target, s.seeds, str(s.workdir), s.data_dir, s.tune, levels=s.levels,
                              prompt_task=prompt_task,
                              scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
-                             noise_relative_to=s.noise_relative_to, random_draws=s.random_draws, random_seed=s.random_seed,
+                             noise_relative_to=s.noise_relative_to, random_draws=s.random_draws,
+                             random_seed=s.random_seed,
                              max_examples=_smaller(s.suppression_max_examples, s.max_examples))
         deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{s.prompt_task_of(target)}"]))
         add(f"suppress/{m}/{source}__{target}", "suppress", [layout.suppression_path(w, m, source, target)], suppress,
@@ -615,16 +624,26 @@ def robust_tasks(settings: Settings, tp: TaskPlan) -> list[str]:
     return [t for t in wanted if t in tp.clean]
 
 
+def robust_scored_sets(settings: Settings, tp: TaskPlan, task: str) -> list[str]:
+    """What the arms of the clean `task` are scored on besides its clean dev: its own adversarial sets in the plan,
+    robust.extra_targets of `task` whose data is present, and (robust.transfer_within_type) the plan's other clean
+    tasks of the same task type. Each needs only its dev split."""
+    scored = [a for a in tp.adversarial if clean_of(a) == task]
+    scored += [t for src, t in settings.robust.extra_targets
+               if src == task and t not in scored and t != task
+               and data_problem(t, settings.data_dir, settings.allow_hub) is None]
+    if settings.robust.transfer_within_type:
+        scored += [t for t in tp.clean if t != task and t not in scored
+                   and task_table.scored_kind(task, t) == task_table.TRANSFER_SAME_TYPE]
+    return scored
+
+
 def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: CostModel, hooks, add) -> None:
     """Adds, through _model_stages's `add` (same groups, same model skip), the robust_tune and patching stages
     (issue 17), each only when its config block is present."""
     m, path, w = info.name, info.path, s.workdir
     for task in robust_tasks(s, tp):
-        adversarial = [a for a in tp.adversarial if clean_of(a) == task]
-        # extra scored sets (robust.extra_targets) need only their own dev split
-        adversarial += [t for src, t in s.robust.extra_targets
-                        if src == task and t not in adversarial and t != task
-                        and data_problem(t, s.data_dir, s.allow_hub) is None]
+        adversarial = robust_scored_sets(s, tp, task)
         for arm in s.robust.arms:
             def robust_tune(task=task, arm=arm, adversarial=adversarial, key=f"robust_tune/{m}/{task}/{arm}"):
                 _hook(hooks, "robust_tune", key)
@@ -635,6 +654,22 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
                     + [layout.robust_eval_path(w, m, task, arm)])
             add(f"robust_tune/{m}/{task}/{arm}", "robust_tune", outs, robust_tune, deps=[f"predictivity/{m}/{task}"],
                 cost_s=cost.robust_tune(task, arm, adversarial), group_task=task)
+            if not s.robust.predictivity:
+                continue
+            measured = [task] + [t for t in adversarial if task_table.scored_kind(task, t) in (
+                task_table.ADVERSARIAL, task_table.ADVERSARIAL_TRANSFER)]
+
+            def robust_predictivity(task=task, arm=arm, measured=measured,
+                                    key=f"robust_predictivity/{m}/{task}/{arm}"):
+                _hook(hooks, "robust_predictivity", key)
+                for target in measured:     # the clean task first: its TRAIN baseline serves the adversarial sets
+                    session.predictivity(path, target, s.seeds, str(layout.robust_arm_dir(w, arm)), s.data_dir,
+                                         s.tune, options=s.stats, max_examples=s.max_examples, prompt_task=task)
+            outs = [layout.predictivity_path(layout.robust_arm_dir(w, arm), m, t) for t in measured]
+            add(f"robust_predictivity/{m}/{task}/{arm}", "robust_predictivity",
+                outs + [o.with_name(o.name + ".json") for o in outs], robust_predictivity,
+                deps=[f"robust_tune/{m}/{task}/{arm}"], cost_s=sum(cost.predictivity(t) for t in measured),
+                group_task=task)
     if s.patching is not None:
         source = s.patching.source
         for adversarial in tp.adversarial:

@@ -1,13 +1,16 @@
 """The robustness study's tables (issue 17) from the plan's outputs, for a report section to render:
 
-    tables = robust_tables(workdir)      # {"arms": [row, ...], "patching": [row, ...]}
+    tables = robust_tables(workdir)      # {"arms": [row, ...], "predictivity": [row, ...], "patching": [...]}
 
 Reads (nothing else, nothing written):
   robust/<arm>/eval/<model>/<task>.json                 (robust.tuning.evaluate_arm)
+  robust/<arm>/predictivity/<model>/<set>.npz (+ .json) (the robust_predictivity stages) and the main study's
+  predictivity/<model>/<task>.npz (the clean skill neurons the anchor chose)
   patching/<model>/<clean>__<adversarial>.<source>.json (robust.stage.run_patching; the suppression JSON format)
 
-"arms": one row per (model, task, arm, scored set), the clean dev first, then each adversarial set:
-  model, task, arm, target, split ("clean" | "adversarial"), seeds, n_seeds, n_dev, accuracy_mean, accuracy_low,
+"arms": one row per (model, task, arm, scored set), the clean dev first, then each other scored set by name:
+  model, task, arm, target, split (data.tasks.scored_kind: "clean" | "adversarial" | "adversarial transfer" |
+  "transfer, same type" | "transfer, other type"), seeds, n_seeds, n_dev, accuracy_mean, accuracy_low,
   accuracy_high (a Student-t interval over seeds, None below 2 seeds), and against the plain arm of the same model
   and task, paired by seed (None for the plain arm itself, or when the plain arm is absent or has other seeds):
   vs_plain_mean / vs_plain_low / vs_plain_high = arm - plain accuracy; on clean rows also clean_cost_mean / _low
@@ -28,12 +31,15 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import zipfile
 from typing import Optional, Sequence
 
 import numpy as np
 from scipy import stats
 
-from skillneurons_jax import layout
+from skillneurons_jax import io, layout
+from skillneurons_jax.data import tasks as task_table
+from skillneurons_jax.neurons import suppression
 
 
 def interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, Optional[float], Optional[float]]:
@@ -80,7 +86,7 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
     for path in _arm_files(pathlib.Path(workdir)):
         doc = _read(path)
         _need(doc, path, "model", "task", "arm", "seeds", "clean", "adversarial")
-        for name, row in [("clean", doc["clean"]), *doc["adversarial"].items()]:
+        for name, row in [("clean", doc["clean"]), *doc["adversarial"].items(), *doc.get("transfer", {}).items()]:
             _need(row, f"{path} ({name})", "accuracy", "n_dev")
             if len(row["accuracy"]) != len(doc["seeds"]):
                 raise ValueError(f"{path} ({name}): {len(row['accuracy'])} accuracies for {len(doc['seeds'])} seeds")
@@ -91,15 +97,17 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
                                                                           kv[0][2])):
         plain = docs.get((model, task, "plain"))
         paired = plain is not None and arm != "plain" and plain["seeds"] == doc["seeds"]
-        scored = [("clean", task, doc["clean"])] + [("adversarial", name, row)
-                                                     for name, row in sorted(doc["adversarial"].items())]
+        others = {**doc["adversarial"], **doc.get("transfer", {})}
+        scored = [("clean", task, doc["clean"])] + [(row.get("kind", "adversarial"), name, row)
+                                                     for name, row in sorted(others.items())]
         for split, target, row in scored:
             out = {"model": model, "task": task, "arm": arm, "target": target, "split": split,
                    "seeds": list(doc["seeds"]), "n_seeds": len(doc["seeds"]), "n_dev": int(row["n_dev"]),
                    **_stats("accuracy", row["accuracy"], confidence)}
             base = None
             if paired:
-                base = plain["clean"] if split == "clean" else plain["adversarial"].get(target)
+                base = (plain["clean"] if split == "clean"
+                        else {**plain["adversarial"], **plain.get("transfer", {})}.get(target))
             if base is None:
                 out.update(vs_plain_mean=None, vs_plain_low=None, vs_plain_high=None)
             else:
@@ -148,7 +156,106 @@ def patching_rows(workdir, confidence: float = 0.95) -> list[dict]:
     return rows
 
 
+def _predictivity_per_seed(path: pathlib.Path) -> tuple[np.ndarray, list[int], dict]:
+    """(pred_per_seed [S, L, N], seeds, sidecar) of a predictivity npz; ValueError naming the file."""
+    side = json.loads(io.sidecar_path(path).read_text()) if io.sidecar_path(path).exists() else {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "pred_per_seed" not in z.files:
+                raise ValueError(f"{path}: no pred_per_seed array (it has {sorted(z.files)})")
+            per_seed = np.asarray(z["pred_per_seed"], np.float64)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable npz ({err})") from None
+    seeds = [int(x) for x in side.get("seeds", range(per_seed.shape[0]))]
+    if per_seed.ndim != 3 or per_seed.shape[0] != len(seeds):
+        raise ValueError(f"{path}: pred_per_seed has shape {per_seed.shape}, expected [{len(seeds)} seeds, L, N]")
+    return per_seed, seeds, side
+
+
+def _clean_skill_mask(workdir: pathlib.Path, model: str, task: str, skill_neurons: dict) -> np.ndarray:
+    """bool [L, N]: the clean task's skill neurons, the anchor's (robust.anchor: the top robust.anchor.top_percent
+    % by the main study's predictivity of the plain prompts, per layer or global by its scope)."""
+    path = layout.predictivity_path(workdir, model, task)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            pred = np.asarray(z["pred"], np.float64)
+    except (OSError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: the clean predictivity (its pred array) is not readable ({err})") from None
+    mask = suppression.skill_mask(pred, float(skill_neurons["top_percent"]), str(skill_neurons["scope"]))
+    if not mask.any():
+        raise ValueError(f"{path}: the top {skill_neurons['top_percent']}% ({skill_neurons['scope']}) of "
+                         f"{pred.size} neurons is no neuron")
+    return mask
+
+
+def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
+    """The "predictivity" table: the clean task's skill neurons on adversarial data, per arm (issue 17, item 3).
+
+    One row per (model, clean task, arm, adversarial set) with a robust_predictivity output
+    (robust/<arm>/predictivity/<model>/<set>.npz and the clean task's beside it: each computed with the arm's
+    own prompts and the clean task's TRAIN baseline). The neurons are the clean task's skill neurons as the anchor
+    chose them (top robust.anchor.top_percent % of the main study's clean predictivity, its scope; the eval file's
+    "skill_neurons" records both, the same for every arm). Per seed, the mean Pred (eq. 5) of those neurons on the clean dev and on the adversarial
+    set; fields: model, task, arm, adversarial, kind, seeds, n_seeds, n_neurons, top_percent, scope,
+    clean_pred_mean / _low / _high, adversarial_pred_mean / _low / _high, drop_mean / _low / _high (clean -
+    adversarial, paired by seed), adversarial_all_mean (every neuron: what any neuron scores there),
+    vs_plain_mean / _low / _high (the arm's adversarial Pred of those neurons - the plain arm's, paired by seed;
+    None for the plain arm or without a plain arm of the same seeds) and spearman (Spearman's rho over every neuron
+    between the seed-mean clean and adversarial Pred of the arm: the paper's AdvX-X correlation, per arm)."""
+    workdir = pathlib.Path(workdir)
+    per_arm = {}
+    for eval_path in _arm_files(workdir):
+        doc = _read(eval_path)
+        _need(doc, eval_path, "model", "task", "arm")
+        clean_path = layout.predictivity_path(layout.robust_arm_dir(workdir, doc["arm"]), doc["model"], doc["task"])
+        if not clean_path.exists():
+            continue                                       # robust.predictivity off, or the stage has not run
+        _need(doc, eval_path, "skill_neurons")
+        clean, seeds, _ = _predictivity_per_seed(clean_path)
+        mask = _clean_skill_mask(workdir, doc["model"], doc["task"], doc["skill_neurons"])
+        if mask.shape != clean.shape[1:]:
+            raise ValueError(f"{clean_path}: [L, N] = {clean.shape[1:]}, the clean predictivity's {mask.shape}")
+        sets = {}
+        for path in sorted(clean_path.parent.glob("*.npz")):
+            if path == clean_path:
+                continue
+            values, set_seeds, side = _predictivity_per_seed(path)
+            if side.get("prompt_task") != doc["task"]:
+                continue                                   # another clean task's sets
+            if set_seeds != seeds or values.shape != clean.shape:
+                raise ValueError(f"{path}: seeds {set_seeds} and shape {values.shape} differ from the clean "
+                                 f"task's {clean_path} ({seeds}, {clean.shape})")
+            sets[side.get("task", path.stem)] = values
+        per_arm[(doc["model"], doc["task"], doc["arm"])] = (clean, seeds, mask, sets, doc["skill_neurons"])
+    order = {"plain": 0, "perturbed": 1, "anchored": 2}
+    rows = []
+    for (model, task, arm), (clean, seeds, mask, sets, skill_neurons) in sorted(
+            per_arm.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9), kv[0][2])):
+        plain = per_arm.get((model, task, "plain"))
+        clean_skill = clean[:, mask].mean(axis=1)                       # [S]
+        for target, values in sorted(sets.items()):
+            adversarial_skill = values[:, mask].mean(axis=1)            # [S]
+            row = {"model": model, "task": task, "arm": arm, "adversarial": target,
+                   "kind": task_table.scored_kind(task, target), "seeds": seeds, "n_seeds": len(seeds),
+                   "n_neurons": int(mask.sum()), "top_percent": float(skill_neurons["top_percent"]),
+                   "scope": skill_neurons["scope"], **_stats("clean_pred", clean_skill, confidence),
+                   **_stats("adversarial_pred", adversarial_skill, confidence),
+                   **_stats("drop", clean_skill - adversarial_skill, confidence),
+                   "adversarial_all_mean": float(values.mean()),
+                   "spearman": float(stats.spearmanr(clean.mean(axis=0).ravel(), values.mean(axis=0).ravel())[0])}
+            base = None
+            if plain is not None and arm != "plain" and plain[1] == seeds and target in plain[3]:
+                base = plain[3][target][:, mask].mean(axis=1)
+            if base is None:
+                row.update(vs_plain_mean=None, vs_plain_low=None, vs_plain_high=None)
+            else:
+                row.update(_stats("vs_plain", adversarial_skill - base, confidence))
+            rows.append(row)
+    return rows
+
+
 def robust_tables(workdir, confidence: float = 0.95) -> dict:
-    """{"arms": arm_rows, "patching": patching_rows} of the outputs under `workdir` (empty lists when the study
-    did not run). ValueError naming the file for a malformed output."""
-    return {"arms": arm_rows(workdir, confidence), "patching": patching_rows(workdir, confidence)}
+    """{"arms": arm_rows, "predictivity": predictivity_rows, "patching": patching_rows} of the outputs under
+    `workdir` (empty lists when the study did not run). ValueError naming the file for a malformed output."""
+    return {"arms": arm_rows(workdir, confidence), "predictivity": predictivity_rows(workdir, confidence),
+            "patching": patching_rows(workdir, confidence)}

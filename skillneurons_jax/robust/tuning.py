@@ -10,11 +10,17 @@ The tuning body is stages.tune.tune (one home): this module only supplies what d
 clean task's skill neurons from its predictivity npz) and `extend_batches` (each seed's perturbed copy of the
 training split, robust.perturb with the TRAINING seed as the perturbation seed, joined to every batch by
 robust.anchor.with_perturbed). The plain arm passes neither, so it is the plain tune stage in another folder (the
-same prompts, bit for bit). Outputs go under layout.robust_arm_dir(workdir, arm), a workdir-shaped tree.
+same prompts, bit for bit: tests/test_robust_plan.py trains it to check), and it copies that stage's finished
+prompts instead of training them again. Outputs go under layout.robust_arm_dir(workdir, arm), a workdir-shaped
+tree.
 
 The evaluation writes layout.robust_eval_path(workdir, model, task, arm):
-    {"model", "task", "arm", "seeds", "clean": {"target", "accuracy": [S], "f1": [S], "n_dev"},
-     "adversarial": {<adv task>: {same fields}}, "anchor": AnchorSettings, "perturbations": PerturbationSet}
+    {"model", "task", "arm", "seeds", "clean": {"target", "accuracy": [S], "f1": [S], "n_dev", "kind"},
+     "adversarial": {<adv task>: {same fields}}, "transfer": {<other clean task>: {same fields}},
+     "anchor": AnchorSettings, "perturbations": PerturbationSet, "skill_neurons": {"top_percent", "scope"}}
+"kind" is data.tasks.scored_kind(task, target): clean | adversarial (the task's own AdvGLUE set) | adversarial transfer
+(another task's, e.g. AdvQQP for MRPC) under "adversarial"; transfer, same type | transfer, other type (another
+clean task, e.g. Movie Rationales for SST-2 with robust.transfer_within_type) under "transfer".
 scored by stages.transfer.transfer_pair (prompt.scoring, each target's own verbalizer), with a sidecar.
 """
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 
 from skillneurons_jax import io, layout
 from skillneurons_jax.data import batches as batching
+from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.robust import anchor, perturb
 from skillneurons_jax.stages import transfer as transfer_stage
 from skillneurons_jax.stages import tune as tune_stage
@@ -37,7 +44,7 @@ from skillneurons_jax.stages.setup import TaskSetup, hold
 
 # Fields of the config block `robust` (configs/robust.py documents them).
 FIELDS = ("tasks", "arms", "perturbations", "perturbation_mode", "neighbour_k", "protected_words", "anchor",
-          "extra_targets")
+          "extra_targets", "transfer_within_type", "predictivity")
 
 
 def _as_tuple(value) -> tuple:
@@ -62,6 +69,10 @@ class RobustSettings:
                        strength 0, the plain arm is everything off (robust.anchor.arm_settings)
     extra_targets:     ("clean:target", ...): sets the arms of `clean` are scored on besides the clean task's own
                        adversarial sets (e.g. "mrpc:advqqp", a paraphrase transfer), each with its own verbalizer
+    transfer_within_type: also score each arm on every other clean task of the plan of the same task type (the
+                       proposal's "transfer this prompt to other tasks of that type")
+    predictivity:      robust_predictivity stages: each arm's predictivity (eqs. 2-5, its own prompts, the clean
+                       task's TRAIN baseline) on the clean dev and on every adversarial set it is scored on
     """
 
     tasks: tuple = ()
@@ -71,6 +82,8 @@ class RobustSettings:
     protected_words: tuple = ()
     anchor: anchor.AnchorSettings = anchor.AnchorSettings(strength=1.0)
     extra_targets: tuple = ()
+    transfer_within_type: bool = True
+    predictivity: bool = True
 
     def __post_init__(self):
         arms = _as_tuple(self.arms)
@@ -87,6 +100,9 @@ class RobustSettings:
                 raise ValueError(f"robust.extra_targets entry {item!r} must be 'clean:target'")
             pairs.append((source.strip(), target.strip()))
         object.__setattr__(self, "extra_targets", tuple(pairs))
+        for name in ("transfer_within_type", "predictivity"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"robust.{name} must be True or False, got {getattr(self, name)!r}")
         if int(self.neighbour_k) != self.neighbour_k or self.neighbour_k < 1:
             raise ValueError(f"robust.neighbour_k must be an integer >= 1, got {self.neighbour_k!r}")
         if "anchored" in self.arms and not self.anchor.uses_neurons:
@@ -125,7 +141,8 @@ class RobustSettings:
     def to_dict(self) -> dict:
         return {"tasks": list(self.tasks), "arms": list(self.arms), **self.perturbations.to_dict(),
                 "neighbour_k": int(self.neighbour_k), "protected_words": list(self.protected_words),
-                "anchor": self.anchor.to_dict(), "extra_targets": [f"{a}:{b}" for a, b in self.extra_targets]}
+                "anchor": self.anchor.to_dict(), "extra_targets": [f"{a}:{b}" for a, b in self.extra_targets],
+                "transfer_within_type": self.transfer_within_type, "predictivity": self.predictivity}
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -197,10 +214,13 @@ def perturbed_batches(setup: TaskSetup, settings: RobustSettings, seeds: Sequenc
 
 # ----------------------------------------------------------------------------------------------- the stage
 def tune_arm(setup: TaskSetup, arm: str, settings: RobustSettings, seeds: Sequence[int], workdir, data_dir,
-             tune_config, *, model_path, max_examples: Optional[int] = None, require_complete: bool = True) -> dict:
+             tune_config, *, model_path, max_examples: Optional[int] = None, require_complete: bool = True,
+             reuse_tune_stage: bool = True) -> dict:
     """Tunes `arm`'s prompts of `setup.task` for `seeds` under layout.robust_arm_dir(workdir, arm) with the plain
     tune stage's body, config and seeds; returns its summary (stages.tune.tune). The anchored arm reads the clean
-    task's predictivity npz under `workdir`."""
+    task's predictivity npz under `workdir`. The plain arm is the tune stage's computation: with
+    `reuse_tune_stage` it copies the tune stage's finished prompts under `workdir` when they match
+    (stages.tune.copy_finished_run checks config, data, seeds and devices) instead of training them again."""
     arm_settings = settings.arm(arm)
     loaded, task = setup.loaded, setup.task.name
     step_factory, extend, extra = None, None, {"robust_arm": arm}
@@ -215,7 +235,8 @@ def tune_arm(setup: TaskSetup, arm: str, settings: RobustSettings, seeds: Sequen
     return tune_stage.tune(setup, seeds, layout.robust_arm_dir(workdir, arm), data_dir, tune_config,
                            model_path=model_path, max_examples=max_examples, require_complete=require_complete,
                            sidecar_extra={"stage": "robust_tune"}, step_factory=step_factory,
-                           extend_batches=extend, run_info_extra=extra)
+                           extend_batches=extend, run_info_extra=extra,
+                           reuse_from=workdir if reuse_tune_stage and not arm_settings.active else None)
 
 
 def evaluate_arm(targets: Sequence[transfer_stage.TransferTarget], task: str, arm: str, settings: RobustSettings,
@@ -235,10 +256,17 @@ def evaluate_arm(targets: Sequence[transfer_stage.TransferTarget], task: str, ar
             row = transfer_stage.transfer_pair(target, task, seeds, root)
             digests = row.pop("prompt_sha256")
             rows[target.setup.task.name] = {"target": row["target"], "accuracy": row["accuracy"], "f1": row["f1"],
-                                            "n_dev": row["n_dev"]}
+                                            "n_dev": row["n_dev"],
+                                            "kind": task_table.scored_kind(task, row["target"])}
+        adversarial_kinds = (task_table.ADVERSARIAL, task_table.ADVERSARIAL_TRANSFER)
         doc = {"model": model, "task": task, "arm": arm, "seeds": [int(s) for s in seeds], "clean": rows[task],
-               "adversarial": {name: row for name, row in rows.items() if name != task},
-               "anchor": settings.arm(arm).to_dict(), "perturbations": settings.perturbations.to_dict()}
+               "adversarial": {name: row for name, row in rows.items() if row["kind"] in adversarial_kinds},
+               "transfer": {name: row for name, row in rows.items()
+                            if row["kind"] in (task_table.TRANSFER_SAME_TYPE, task_table.TRANSFER_OTHER_TYPE)},
+               "anchor": settings.arm(arm).to_dict(), "perturbations": settings.perturbations.to_dict(),
+               # the study's skill neurons (the anchor's; one set for every arm): robust.summary's predictivity table
+               "skill_neurons": {"top_percent": float(settings.anchor.top_percent),
+                                 "scope": str(settings.anchor.scope)}}
         if jax.process_index() == 0:
             io.atomic_write_json(path, doc)
             io.write_sidecar(path, stage="robust_tune", model_path=str(model_path), data_dir=str(data_dir),

@@ -20,6 +20,7 @@ same data.
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 import time
@@ -131,11 +132,107 @@ def train_config(cfg: Mapping) -> train.TrainConfig:
         patience=None if patience is None else int(patience))
 
 
+def planned_steps(config: train.TrainConfig, train_examples: int) -> int:
+    """The updates a run of `config` makes on `train_examples` rows: its epochs, capped by max_steps."""
+    planned = int(config.epochs) * (int(train_examples) // int(config.batch_size))
+    return planned if config.max_steps is None else min(planned, int(config.max_steps))
+
+
+# Sidecar fields of a finished run that another run must share for its prompts to be the same computation (with
+# the fingerprint of run_config.json): the resolved config (less what only changes the display), the data and
+# its reading, the seeds trained together and the devices they were sharded over.
+REUSE_SIDECAR_KEYS = ("config", "data_dir", "seeds", "devices", "processes", "truncation",
+                      "excluded_adversarial_originals")
+DISPLAY_ONLY_CONFIG = ("progress",)
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _reuse_view(sidecar: Mapping) -> dict:
+    view = {key: sidecar.get(key) for key in REUSE_SIDECAR_KEYS}
+    view["config"] = {k: v for k, v in dict(view["config"] or {}).items() if k not in DISPLAY_ONLY_CONFIG}
+    return _as_json(view)
+
+
+def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: Mapping, own_keys: Sequence[str],
+                           planned: int) -> Optional[str]:
+    """Why the run in `source` (one seed's folder) is not this one, finished; None when it is."""
+    for name in (layout.RUN_CONFIG_FILE, layout.METRICS_FILE, layout.PROMPT_FILE):
+        if not (source / name).exists():
+            return f"{source / name} is missing"
+    for path in (io.sidecar_path(source / layout.METRICS_FILE), io.sidecar_path(source / layout.PROMPT_FILE)):
+        if not path.exists():
+            return f"{path} is missing"
+    expected = _as_json({k: v for k, v in fingerprint.items() if k not in own_keys})
+    found = json.loads((source / layout.RUN_CONFIG_FILE).read_text())
+    if found != expected:
+        keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        return f"{source / layout.RUN_CONFIG_FILE} differs in {keys}"
+    found = _reuse_view(json.loads(io.sidecar_path(source / layout.METRICS_FILE).read_text()))
+    expected = _reuse_view(sidecar)
+    if found != expected:
+        keys = sorted(k for k in expected if found.get(k) != expected.get(k))
+        return f"{io.sidecar_path(source / layout.METRICS_FILE)} differs in {keys}"
+    rows = [json.loads(line) for line in (source / layout.METRICS_FILE).read_text().splitlines() if line.strip()]
+    last = max((int(r["step"]) for r in rows), default=0)
+    if last < planned and not any("stopped_early" in r for r in rows):
+        return f"{source / layout.METRICS_FILE} ends at step {last} of {planned}"
+    return None
+
+
+def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequence[int], fingerprint: Mapping,
+                      run_info: Mapping, sidecar: Mapping, *, own_keys: Sequence[str], planned: int
+                      ) -> Optional[dict]:
+    """Copies the finished run of (model, task, seeds) under `source_root` to `workdir` when every seed's run
+    there is this computation (_finished_run_mismatch: its run_config.json is `fingerprint` less `own_keys`, its
+    sidecar shares REUSE_SIDECAR_KEYS, it reached `planned` steps or stopped early); returns tune's summary, or
+    None (logged, nothing written) when any seed's run does not match. The copy has no checkpoint (the run is
+    finished); its sidecars are this run's with `copied_from` naming the source folder."""
+    sources = [layout.run_dir(source_root, model, task, s) for s in seeds]
+    for source in sources:
+        reason = _finished_run_mismatch(source, fingerprint, sidecar, own_keys, planned)
+        if reason is not None:
+            print(f"tuning {model}/{task} under {workdir}: not copied from {source_root} ({reason}); training",
+                  file=sys.stderr, flush=True)
+            return None
+    own = {k: fingerprint[k] for k in own_keys}
+    summary = {"model": model, "task": task, "seeds": [int(s) for s in seeds], "steps": 0, "resumed_from": None,
+               "stopped_early": None, "best_dev_accuracy": [], "best_dev_f1": [], "best_step": [], "prompts": [],
+               "copied_from": str(source_root)}
+    for seed, source in zip(seeds, sources):
+        target = layout.run_dir(workdir, model, task, seed)
+        rows = (source / layout.METRICS_FILE).read_text()
+        prompt_meta = json.loads(io.sidecar_path(source / layout.PROMPT_FILE).read_text())
+        for key in ("created", "versions", "git_commit"):
+            prompt_meta.pop(key, None)
+        if jax.process_index() == 0:
+            target.mkdir(parents=True, exist_ok=True)
+            io.atomic_write_json(target / layout.RUN_CONFIG_FILE, dict(fingerprint))
+            io.atomic_write_text(target / layout.METRICS_FILE, rows)
+            io.write_sidecar(target / layout.METRICS_FILE, **dict(run_info), **dict(sidecar),
+                             copied_from=str(source))
+            io.atomic_write_bytes(target / layout.PROMPT_FILE, (source / layout.PROMPT_FILE).read_bytes())
+            io.write_sidecar(target / layout.PROMPT_FILE, **{**prompt_meta, **own, "copied_from": str(source)})
+        parsed = [json.loads(line) for line in rows.splitlines() if line.strip()]
+        summary["steps"] = max(summary["steps"], max(int(r["step"]) for r in parsed))
+        stopped = [int(r["stopped_early"]) for r in parsed if "stopped_early" in r]
+        summary["stopped_early"] = stopped[-1] if stopped else summary["stopped_early"]
+        summary["best_dev_accuracy"].append(float(prompt_meta["dev_accuracy"]))
+        summary["best_dev_f1"].append(float(prompt_meta["dev_f1"]))
+        summary["best_step"].append(int(prompt_meta["best_step"]))
+        summary["prompts"].append(str(target / layout.PROMPT_FILE))
+    print(f"tuning {model}/{task} under {workdir}: copied from {source_root} (the same computation, finished)",
+          file=sys.stderr, flush=True)
+    return summary
+
+
 def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path,
          max_examples: Optional[int] = None, max_steps: Optional[int] = None, eval_every: Optional[int] = None,
          sidecar_extra: Optional[Mapping[str, Any]] = None, require_complete: bool = False,
          step_factory: Optional[Callable] = None, extend_batches: Optional[Callable] = None,
-         run_info_extra: Optional[Mapping[str, Any]] = None) -> dict:
+         run_info_extra: Optional[Mapping[str, Any]] = None, reuse_from=None) -> dict:
     """Tunes one prompt per seed of `setup.task` (all seeds in one compiled step); see the module docstring.
 
     Another loss (robust.tuning, issue 17) comes in through three arguments, so the tuning body stays one:
@@ -144,6 +241,12 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
     and returns `extend(seed, batch) -> batch` applied to every training batch (it sees the rows' "index");
     `run_info_extra` joins the run's fingerprint and sidecars (a resumed run must share it). `workdir` may be any
     workdir-shaped root (layout.robust_arm_dir).
+
+    `reuse_from`: another workdir-shaped root whose finished run of this task is THIS computation (the plain arm
+    of robust.tuning and the tune stage: same body, resolved config, data, seeds, devices and loss; without
+    `step_factory` and `extend_batches` the prompts agree bit for bit, tests/test_robust_plan.py). When every
+    seed's run there matches (copy_finished_run says what must), its prompts and metrics are copied instead of
+    trained again, and the sidecars name the source; otherwise the run is trained and the reason is logged.
 
     `model_path` is recorded in the sidecars (the model is `setup.loaded`). Split sizes: `max_examples` caps every
     split; the config's `train_max_examples` / `dev_max_examples`, when set, replace it for that split.
@@ -159,12 +262,12 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
         return _tune(setup, seeds, workdir, data_dir, tune_config, model_path=model_path,
                      max_examples=max_examples, max_steps=max_steps, eval_every=eval_every,
                      sidecar_extra=sidecar_extra, require_complete=require_complete, step_factory=step_factory,
-                     extend_batches=extend_batches, run_info_extra=run_info_extra)
+                     extend_batches=extend_batches, run_info_extra=run_info_extra, reuse_from=reuse_from)
 
 
 def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path, max_examples,
           max_steps, eval_every, sidecar_extra, require_complete, step_factory=None, extend_batches=None,
-          run_info_extra=None) -> dict:
+          run_info_extra=None, reuse_from=None) -> dict:
     """The body of `tune`, run while the task folder is held."""
     t_start = time.time()
     seeds = [int(s) for s in seeds]
@@ -191,12 +294,6 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
         extend = extend_batches(train_examples, train_enc, cfg)
     train_batches = make_train_batches(train_enc, batch_size, buckets, bool(cfg["group_by_length"]), extend)
 
-    embed = jax.jit(lambda ids: loaded.module.apply({"params": loaded.params}, ids, method="embed_tokens"))
-    init = soft_prompt.init_prompts(
-        seeds, cfg["prompt_len"], loaded.config.hidden, cfg["init"], embed_fn=embed,
-        vocab_size=loaded.config.vocab_size, label_ids=setup.label_words.ids,
-        label_lengths=setup.label_words.lengths, std=cfg["init_std"],
-        vocab_range=init_vocab_range(cfg, loaded.config.vocab_size))
     config = train_config(cfg)
     # What a resumed run must share with the interrupted one (besides the optimiser settings), and what
     # the transfer, predictivity and suppression stages check before using the prompts (prompt.files).
@@ -215,6 +312,18 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
     fingerprint = train.run_fingerprint(config, run_info, (cfg["prompt_len"], loaded.config.hidden))
     for d in run_dirs:
         train.check_run_config(d, fingerprint)
+    if reuse_from is not None and step_factory is None and extend_batches is None:
+        copied = copy_finished_run(reuse_from, workdir, loaded.name, task, seeds, fingerprint, run_info, sidecar,
+                                   own_keys=tuple(run_info_extra or {}),
+                                   planned=planned_steps(config, len(train_enc)))
+        if copied is not None:
+            return {**copied, "wall_s": round(time.time() - t_start, 1)}
+    embed = jax.jit(lambda ids: loaded.module.apply({"params": loaded.params}, ids, method="embed_tokens"))
+    init = soft_prompt.init_prompts(
+        seeds, cfg["prompt_len"], loaded.config.hidden, cfg["init"], embed_fn=embed,
+        vocab_size=loaded.config.vocab_size, label_ids=setup.label_words.ids,
+        label_lengths=setup.label_words.lengths, std=cfg["init_std"],
+        vocab_range=init_vocab_range(cfg, loaded.config.vocab_size))
     if jax.process_index() == 0:
         for d in run_dirs:
             d.mkdir(parents=True, exist_ok=True)
@@ -225,8 +334,7 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
                          run_dirs=run_dirs, pad_id=train_enc.pad_id, mesh=mesh, run_info=run_info,
                          sidecar=sidecar, description=f"{loaded.name}/{task}", step_factory=step_factory)
     if require_complete and result.stopped_early is None:
-        planned = config.epochs * (len(train_enc) // batch_size)
-        planned = planned if config.max_steps is None else min(planned, int(config.max_steps))
+        planned = planned_steps(config, len(train_enc))
         if result.steps < planned:
             raise RuntimeError(f"tuning {loaded.name}/{task} stopped at step {result.steps} of {planned} "
                                f"(time_limit_s={config.time_limit_s}); rerun to continue from the checkpoint")

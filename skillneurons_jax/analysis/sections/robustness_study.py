@@ -1,5 +1,6 @@
-"""The robustness study (issue 17): robust prompt arms (plain / perturbed / anchored) scored on the clean dev and
-the adversarial sets, and activation patching of skill neurons on adversarial inputs. The numbers are
+"""The robustness study (issue 17): robust prompt arms (plain / perturbed / anchored) scored on the clean dev,
+the adversarial sets and other tasks of their type, the clean skill neurons' predictivity on adversarial data per
+arm, and activation patching of skill neurons on adversarial inputs. The numbers are
 robust.summary's tables (its module docstring defines every field); this section only renders them: a table per
 kind, the patching recovery curves, the null hypotheses of the intervals, and summary.json "robustness_study".
 Writes nothing when the study did not run (no robust/ or patching/ outputs)."""
@@ -17,6 +18,9 @@ HEADING = "Robust prompts and activation patching (issue 17)"
 FIGURE = "figures/robustness/patching_recovery.png"
 ARM_HEADER = ("model", "task", "arm", "scored set", "seeds", "n", "accuracy % [CI]", "vs plain (pp) [CI]",
               "clean cost (pp) [CI]")
+PREDICTIVITY_HEADER = ("model", "task", "arm", "adversarial set", "seeds", "skill neurons", "clean Pred % [CI]",
+                       "adversarial Pred % [CI]", "drop (pp) [CI]", "all neurons, adversarial %",
+                       "vs plain (pp) [CI]", "Spearman ρ")
 PATCHING_HEADER = ("model", "clean → adversarial", "patch source", "k %", "seeds", "n examples",
                    "unpatched adversarial %", "original %", "skill-patched % [CI]", "random-patched %",
                    "skill − random (pp) [CI]", "fraction recovered %")
@@ -25,8 +29,9 @@ PATCHING_HEADER = ("model", "clean → adversarial", "patch source", "k %", "see
 def build(context: ReportContext) -> None:
     confidence = float(context.options["confidence"])
     arms, arms_read = _load(context, robust_summary.arm_rows, confidence)
+    predictivity, predictivity_read = _load(context, robust_summary.predictivity_rows, confidence)
     patching, patching_read = _load(context, robust_summary.patching_rows, confidence)
-    if arms_read and patching_read and not arms and not patching:
+    if arms_read and patching_read and predictivity_read and not arms and not patching and not predictivity:
         return      # the default study has no robust stages: no heading for an empty section
     document = context.document
     document.h(2, HEADING)
@@ -38,6 +43,14 @@ def build(context: ReportContext) -> None:
         document.table(ARM_HEADER, [_arm_cells(row) for row in arms])
     else:
         document.p("No robust arm was evaluated.")
+    document.h(3, "The clean task's skill neurons on adversarial data, per arm")
+    if not predictivity_read:
+        document.p("The arms' predictivity files could not be read (listed under unreadable result files).")
+    elif predictivity:
+        document.p(_predictivity_text(predictivity[0]))
+        document.table(PREDICTIVITY_HEADER, [_predictivity_cells(row) for row in predictivity])
+    else:
+        document.p("No arm's predictivity was computed (robust.predictivity off, or its stages have not run).")
     document.h(3, "Activation patching on adversarial inputs")
     if not patching_read:
         document.p("The patching files could not be read (listed under unreadable result files).")
@@ -49,7 +62,7 @@ def build(context: ReportContext) -> None:
                        title="Activation patching: skill vs random neurons")
     else:
         document.p("No patching results.")
-    context.summary["robustness_study"] = no_nan({"arms": arms, "patching": patching})
+    context.summary["robustness_study"] = no_nan({"arms": arms, "predictivity": predictivity, "patching": patching})
 
 
 def _load(context: ReportContext, read: Callable, confidence: float) -> tuple[list[dict], bool]:
@@ -98,9 +111,32 @@ def _seeds(row: dict) -> str:
     return ",".join(str(seed) for seed in row["seeds"])
 
 
+def _predictivity_text(row: dict) -> str:
+    scope = "per layer" if row["scope"] == "layer" else "over all layers"
+    return (f"The neurons are the clean task's skill neurons the anchor chose: the top {row['top_percent']:g}% "
+            f"({scope}) by the main study's predictivity of the plain prompts on the clean dev. Each arm's own "
+            "prompts and the clean task's TRAIN baseline give their Pred (eq. 5, in %: 50 is chance) on the clean "
+            "dev and on the adversarial set; 'drop' is clean − adversarial (> 0: the neurons predict worse on "
+            "adversarial data), 'vs plain' the arm's adversarial Pred minus the plain arm's, both paired by seed; "
+            "null hypothesis of both: no difference on average over seeds. 'all neurons' is the mean adversarial "
+            "Pred of every neuron (what a neuron picked at random scores); Spearman ρ is over every neuron, between "
+            "the arm's seed-mean clean and adversarial Pred (the paper's AdvX–X correlation), with no test.")
+
+
+def _predictivity_cells(row: dict) -> tuple:
+    """One "predictivity" row of robust.summary -> PREDICTIVITY_HEADER's cells."""
+    target = row["adversarial"] if row["kind"] == "adversarial" else f"{row['adversarial']} ({row['kind']})"
+    return (row["model"], row["task"], row["arm"], target, _seeds(row), row["n_neurons"],
+            _with_interval(row, "clean_pred"), _with_interval(row, "adversarial_pred"),
+            _with_interval(row, "drop", signed=True), _percent(row["adversarial_all_mean"]),
+            _with_interval(row, "vs_plain", signed=True),
+            "–" if row["spearman"] is None or not np.isfinite(row["spearman"]) else f"{row['spearman']:.3f}")
+
+
 def _arm_cells(row: dict) -> tuple:
     """One "arms" row of robust.summary -> ARM_HEADER's cells (clean cost only on clean rows)."""
-    scored = "clean dev" if row["split"] == "clean" else row["target"]
+    scored = "clean dev" if row["split"] == "clean" else (
+        row["target"] if row["split"] == "adversarial" else f"{row['target']} ({row['split']})")
     cost = _with_interval(row, "clean_cost", signed=True) if row["split"] == "clean" else "–"
     return (row["model"], row["task"], row["arm"], scored, _seeds(row), row["n_dev"],
             _with_interval(row, "accuracy"), _with_interval(row, "vs_plain", signed=True), cost)
