@@ -287,3 +287,7 @@ def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp
     assert results.transfer_path(tmp_path / "work", m, "mrpc", "advqqp").exists()
     text = (tmp_path / "docs" / "VALIDATION.md").read_text()
     assert f"| {m} | advqqp | mrpc |" in text and "| F2 | advqqp (mrpc prompts) |" in text
+    # the commit the stages computed at comes from their sidecars (the document may be regenerated later)
+    commit = project_io.git_commit()
+    stated = "unknown (no sidecar records a commit)" if commit is None else f"{commit} ("
+    assert f"Commit of the stages' results: {stated}" in text and "Run time: " in text
