@@ -59,6 +59,12 @@ def atomic_write_json(path, obj: Any) -> pathlib.Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def as_written(obj: Any) -> Any:
+    """`obj` as atomic_write_json stores it and json reads it back (numpy scalars as numbers, tuples as lists):
+    what to compare with a JSON file's content."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_json_default))
+
+
 def atomic_save_npz(path, **arrays) -> pathlib.Path:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})

@@ -83,17 +83,17 @@ def test_predictivity_table_per_arm(tmp_path):
     for arm, clean, adversarial in (("plain", [0.9, 0.8, 0.85], [0.6, 0.6, 0.65]),
                                     ("anchored", [0.88, 0.8, 0.84], [0.8, 0.7, 0.75])):
         root = layout.robust_arm_dir(workdir, arm)
-        write_predictivity(root, "sst2", [np.where(skill, v, 0.5) for v in clean])
+        write_predictivity(root, "sst2", [np.where(skill, v, 0.97) for v in clean])    # others first on clean
         write_predictivity(root, "advsst2", [np.where(skill, v, 0.5) for v in adversarial])
     markdown = _build(tmp_path, workdir).index_md.read_text()
     assert "The clean task's skill neurons on adversarial data, per arm" in markdown
     # plain: clean [.9, .8, .85] -> 85.0 ± t(2) * .05 / sqrt(3) = ± 12.4; adversarial [.6, .6, .65] -> 61.7
     # ± t(2) * .0289 / sqrt(3) = ± 7.2; drop [.3, .2, .2] -> +23.3 ± 14.3; every neuron (4 x 61.7 + 4 x 50) / 8
-    # = 55.8; Spearman 1 (skill neurons high in both, the rest tied at 0.5)
+    # = 55.8; Spearman -1 per layer (clean ranks the other neurons first, adversarial the skill neurons)
     assert "| m | sst2 | plain | advsst2 | 0,1,2 | 4 | 85.0 [72.6, 97.4] | 61.7 [54.5, 68.8] | " \
-           "+23.3 [+9.0, +37.7] | 55.8 | – | 1.000 |" in markdown
+           "+23.3 [+9.0, +37.7] | 55.8 | – | -1.000 |" in markdown
     # anchored vs plain on AdvSST-2: [.2, .1, .1] -> +13.3 ± 14.3
-    assert "| +13.3 [-1.0, +27.7] | 1.000 |" in markdown
+    assert "| +13.3 [-1.0, +27.7] | -1.000 |" in markdown
     assert "top 50% (per layer)" in markdown
 
 

@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 import prompt_fixtures  # noqa: E402
 import reproduce_fixtures as rf  # noqa: E402
 from skillneurons_jax import io, layout  # noqa: E402
+from skillneurons_jax.data import tasks  # noqa: E402
 from skillneurons_jax.pipeline import plan, runner  # noqa: E402
 from skillneurons_jax.pipeline import session as session_module  # noqa: E402
 from skillneurons_jax.pipeline import stages as st  # noqa: E402
@@ -148,6 +149,8 @@ def test_plain_arm_copies_only_the_same_finished_computation(world, done, tmp_pa
     assert same["copied_from"] and same["steps"] == 2
     longer = _plain_arm(world, done, workdir_with_the_tune_stage("longer"), reuse=True, max_steps=3)
     assert "copied_from" not in longer and longer["steps"] == 3       # the tune stage stopped at 2: trained
+    shorter = _plain_arm(world, done, workdir_with_the_tune_stage("shorter"), reuse=True, max_steps=1)
+    assert "copied_from" not in shorter and shorter["steps"] == 1     # its best prompt may come from step 2
     faster = _plain_arm(world, done, workdir_with_the_tune_stage("faster"), reuse=True, learning_rate=0.5)
     assert "copied_from" not in faster
     w = workdir_with_the_tune_stage("unfinished")
@@ -198,12 +201,26 @@ def test_other_clean_task_is_scored_as_a_transfer(done):
         (arm, "transfer, other type") for arm in ("plain", "perturbed", "anchored")}
 
 
-def test_arm_predictivity_stages(done):
-    """Each arm's predictivity on the clean task and its adversarial set (not on the transfer target); the plain
-    arm's equals the main study's exactly (the same prompts, data and baseline), the other arms' prompts differ."""
+def test_arm_predictivity_stages(world, done, tmp_path):
+    """Each arm's predictivity on the clean task and its adversarial set (not on the transfer target). The plain
+    arm's is copied from the main study's, which is legitimate because computed again under the plain arm's own
+    prompts it is the same, exactly; the other arms' prompts differ."""
     w = done["workdir"]
     assert {f"robust_predictivity/{M}/sst2/{arm}" for arm in ("plain", "perturbed", "anchored")} <= set(
         done["first"]["executed"])
+    settings = st.Settings.from_config(_config(world), w)
+    fresh_root = tmp_path / "plain_again"
+    shutil.copytree(layout.robust_arm_dir(w, "plain") / "prompts", fresh_root / "prompts")
+    session = session_module.Session()
+    for task in ("sst2", "advsst2"):
+        copied = layout.predictivity_path(layout.robust_arm_dir(w, "plain"), M, task)
+        assert json.loads(io.sidecar_path(copied).read_text())["copied_from"] == str(
+            layout.predictivity_path(w, M, task))
+        session.predictivity(str(world["model"]), task, SEEDS, str(fresh_root), settings.data_dir, settings.tune,
+                             options=settings.stats, max_examples=settings.max_examples, prompt_task="sst2")
+        with np.load(layout.predictivity_path(w, M, task)) as main, \
+                np.load(layout.predictivity_path(fresh_root, M, task)) as fresh:
+            np.testing.assert_array_equal(fresh["pred_per_seed"], main["pred_per_seed"])
     for task in ("sst2", "advsst2"):
         with np.load(layout.predictivity_path(w, M, task)) as main, \
                 np.load(layout.predictivity_path(layout.robust_arm_dir(w, "plain"), M, task)) as plain, \
@@ -218,7 +235,6 @@ def test_arm_predictivity_stages(done):
 
 
 def test_scored_set_kinds_and_within_type_targets(world, tmp_path):
-    from skillneurons_jax.data import tasks
     assert tasks.scored_kind("sst2", "sst2") == "clean"
     assert tasks.scored_kind("sst2", "advsst2") == "adversarial"
     assert tasks.scored_kind("mrpc", "advqqp") == "adversarial transfer"
@@ -230,6 +246,19 @@ def test_scored_set_kinds_and_within_type_targets(world, tmp_path):
     assert st.robust_scored_sets(settings, plan_of, "sst2") == ["advsst2", "mrpc", "movierationales"]
     settings = dataclasses.replace(settings, robust=dataclasses.replace(settings.robust, transfer_within_type=False))
     assert st.robust_scored_sets(settings, plan_of, "sst2") == ["advsst2", "mrpc"]
+
+
+def test_two_tasks_measuring_one_adversarial_set_are_refused(world, tmp_path):
+    """robust_predictivity keeps one file per set: SST-2's arms and MRPC's both scored on AdvSST-2 would overwrite
+    each other's."""
+    c = _config(world)
+    c.tasks = "sst2,mrpc,advsst2"
+    c.robust.tasks = "sst2,mrpc"
+    c.robust.extra_targets = "mrpc:advsst2"
+    with pytest.raises(ValueError, match="advsst2"):
+        st.build_plan(st.Settings.from_config(c, tmp_path / "w"))
+    c.robust.predictivity = False                                      # no predictivity file: allowed
+    assert any(s.key.startswith("robust_tune/") for s in st.build_plan(st.Settings.from_config(c, tmp_path / "w")))
 
 
 def test_patching_output(done):

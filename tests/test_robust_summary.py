@@ -75,12 +75,16 @@ def test_predictivity_rows_of_the_clean_skill_neurons_per_arm(tmp_path):
     def arm_values(skill_values, other):                      # [S] -> [S, 2, 4]: skill neurons vs the rest
         return [np.where(skill, v, other) for v in skill_values]
 
+    # Under the arms' prompts the OTHER neurons are the most predictive on the clean dev (0.97): the table must
+    # still follow the main study's choice, not each arm's own ranking.
+
     for arm, clean, adversarial in (("plain", [0.9, 0.8, 0.85], [0.6, 0.6, 0.65]),
                                     ("anchored", [0.88, 0.8, 0.84], [0.8, 0.7, 0.75])):
         write_arm_eval(tmp_path, arm, [0.9] * 3, [0.5] * 3)
         root = layout.robust_arm_dir(tmp_path, arm)
-        write_predictivity(root, "sst2", arm_values(clean, 0.5))
+        write_predictivity(root, "sst2", arm_values(clean, 0.97))
         write_predictivity(root, "advsst2", arm_values(adversarial, 0.5))
+        # a file of another prompt task in the folder (a stale result): not one of this arm's scored sets
         write_predictivity(root, "movierationales", arm_values(clean, 0.5), prompt_task="movierationales")
     rows = summary.robust_tables(tmp_path)["predictivity"]
     assert [(r["arm"], r["adversarial"], r["kind"]) for r in rows] == [("plain", "advsst2", "adversarial"),
@@ -95,9 +99,12 @@ def test_predictivity_rows_of_the_clean_skill_neurons_per_arm(tmp_path):
     assert plain["vs_plain_mean"] is None
     assert anchored["vs_plain_mean"] == approx(np.mean([0.2, 0.1, 0.1]))
     assert plain["adversarial_all_mean"] == approx((4 * np.mean([0.6, 0.6, 0.65]) + 4 * 0.5) / 8)
-    # clean and adversarial Pred rank the neurons alike (skill neurons high, the rest 0.5, ties included)
-    assert plain["spearman"] == approx(1.0)
+    # per layer, clean Pred ranks the other neurons first and adversarial Pred the skill neurons: rho = -1
+    assert plain["spearman"] == approx(-1.0)
     # an adversarial file of other seeds is refused, naming it
     write_predictivity(layout.robust_arm_dir(tmp_path, "plain"), "advsst2", arm_values([0.6, 0.6], 0.5), seeds=(0, 1))
     with pytest.raises(ValueError, match="advsst2.npz"):
+        summary.robust_tables(tmp_path)
+    layout.predictivity_path(layout.robust_arm_dir(tmp_path, "plain"), "m", "advsst2").unlink()
+    with pytest.raises(ValueError, match="advsst2.npz is missing"):
         summary.robust_tables(tmp_path)

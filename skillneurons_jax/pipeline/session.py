@@ -99,14 +99,14 @@ class Session:
 
     def predictivity(self, model_path: str, task: str, seeds: Sequence[int], workdir, data_dir, tune_config, *,
                      options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None,
-                     prompt_task: Optional[str] = None) -> dict:
+                     prompt_task: Optional[str] = None, reuse_from=None) -> dict:
         """prompt_task: the clean task whose prompts and TRAIN baseline an adversarial set uses (None: the task
-        table's clean task)."""
+        table's clean task); reuse_from: a root whose result of the same computation is copied."""
         return predictivity_stage.predictivity(
             self.setup(model_path, task, tune_config), workdir, data_dir, seeds, model_path=model_path,
             max_text_tokens=int(tune_config["max_text_tokens"]),
             eval_batch_size=int(tune_config["eval_batch_size"]), options=options, max_examples=max_examples,
-            prompt_task=prompt_task, baseline_task=prompt_task)
+            prompt_task=prompt_task, baseline_task=prompt_task, reuse_from=reuse_from)
 
     def suppress(self, model_path: str, source: str, target: str, seeds: Sequence[int], workdir, data_dir,
                  tune_config, *, max_examples: Optional[int] = None, **options) -> dict:
@@ -118,8 +118,9 @@ class Session:
     def robust_tune(self, model_path: str, task: str, arm: str, settings: robust_tuning.RobustSettings,
                     adversarial: Sequence[str], seeds: Sequence[int], workdir, data_dir, tune_config, *,
                     max_examples: Optional[int] = None) -> dict:
-        """One arm of the robustness study (robust.tuning): tuned like the tune stage, then scored on the clean
-        task's dev split and on `adversarial` (its AdvGLUE sets) with the prepared transfer targets."""
+        """One arm of the robustness study (robust.tuning): tuned like the tune stage (the plain arm copies its
+        finished prompts), then scored on the clean task's dev split and on `adversarial` (every other scored set:
+        pipeline.stages.robust_scored_sets) with the prepared transfer targets."""
         summary = robust_tuning.tune_arm(self.setup(model_path, task, tune_config), arm, settings, seeds, workdir,
                                          data_dir, tune_config, model_path=model_path, max_examples=max_examples)
         targets = [self.transfer_target(model_path, t, data_dir, tune_config, max_examples)

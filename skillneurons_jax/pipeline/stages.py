@@ -642,8 +642,17 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
     """Adds, through _model_stages's `add` (same groups, same model skip), the robust_tune and patching stages
     (issue 17), each only when its config block is present."""
     m, path, w = info.name, info.path, s.workdir
+    measured_by: dict[str, str] = {}     # adversarial set -> the robust task whose arms measure its predictivity
     for task in robust_tasks(s, tp):
         adversarial = robust_scored_sets(s, tp, task)
+        for target in adversarial:
+            if s.robust.predictivity and task_table.scored_kind(task, target) in (
+                    task_table.ADVERSARIAL, task_table.ADVERSARIAL_TRANSFER):
+                if measured_by.setdefault(target, task) != task:
+                    # robust/<arm>/predictivity/<m>/<set>.npz is one file per set: two prompt tasks would overwrite
+                    raise ValueError(f"config.robust: the arms of {measured_by[target]!r} and of {task!r} are both "
+                                     f"scored on {target!r}, and robust_predictivity keeps one result per set; "
+                                     "drop it from one task's robust.extra_targets or set robust.predictivity=False")
         for arm in s.robust.arms:
             def robust_tune(task=task, arm=arm, adversarial=adversarial, key=f"robust_tune/{m}/{task}/{arm}"):
                 _hook(hooks, "robust_tune", key)
@@ -663,12 +672,16 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
                                     key=f"robust_predictivity/{m}/{task}/{arm}"):
                 _hook(hooks, "robust_predictivity", key)
                 for target in measured:     # the clean task first: its TRAIN baseline serves the adversarial sets
+                    # the plain arm's prompts are the tune stage's: the main study's result is copied when it
+                    # is the same computation (stages.predictivity checks prompt hashes, caps and options)
                     session.predictivity(path, target, s.seeds, str(layout.robust_arm_dir(w, arm)), s.data_dir,
-                                         s.tune, options=s.stats, max_examples=s.max_examples, prompt_task=task)
+                                         s.tune, options=s.stats, max_examples=s.max_examples, prompt_task=task,
+                                         reuse_from=str(w) if arm == "plain" else None)
             outs = [layout.predictivity_path(layout.robust_arm_dir(w, arm), m, t) for t in measured]
             add(f"robust_predictivity/{m}/{task}/{arm}", "robust_predictivity",
                 outs + [o.with_name(o.name + ".json") for o in outs], robust_predictivity,
-                deps=[f"robust_tune/{m}/{task}/{arm}"], cost_s=sum(cost.predictivity(t) for t in measured),
+                deps=[f"robust_tune/{m}/{task}/{arm}"],
+                cost_s=sum(cost.predictivity(t) for t in measured if arm != "plain" or t not in tp.present),
                 group_task=task)
     if s.patching is not None:
         source = s.patching.source

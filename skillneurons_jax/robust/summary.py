@@ -15,6 +15,8 @@ Reads (nothing else, nothing written):
   and task, paired by seed (None for the plain arm itself, or when the plain arm is absent or has other seeds):
   vs_plain_mean / vs_plain_low / vs_plain_high = arm - plain accuracy; on clean rows also clean_cost_mean / _low
   / _high = plain - arm (what robustness cost on clean data; > 0 is a loss).
+"predictivity": one row per (model, task, arm, adversarial set): the clean skill neurons' Pred per arm
+  (predictivity_rows' docstring defines its fields, and the selection caveat of its clean column).
 "patching": one row per (model, clean, adversarial, patch source, k > 0):
   seeds, n_seeds, n_examples, adversarial_mean (unpatched), original_mean (None for source "mean"),
   skill_mean / _low / _high (accuracy with the top-k % skill neurons patched), random_mean (over draws and seeds),
@@ -38,6 +40,7 @@ import numpy as np
 from scipy import stats
 
 from skillneurons_jax import io, layout
+from skillneurons_jax.analysis import specificity
 from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.neurons import suppression
 
@@ -188,6 +191,13 @@ def _clean_skill_mask(workdir: pathlib.Path, model: str, task: str, skill_neuron
     return mask
 
 
+def _layer_mean_spearman(pred_a: np.ndarray, pred_b: np.ndarray) -> Optional[float]:
+    """analysis.specificity's correlation of two predictivities [L, N]: Spearman per layer, averaged over the
+    layers where it is defined; None when none is."""
+    rho = specificity.layer_spearman(pred_a, pred_b)
+    return None if np.all(np.isnan(rho)) else float(np.nanmean(rho))
+
+
 def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
     """The "predictivity" table: the clean task's skill neurons on adversarial data, per arm (issue 17, item 3).
 
@@ -195,13 +205,17 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
     (robust/<arm>/predictivity/<model>/<set>.npz and the clean task's beside it: each computed with the arm's
     own prompts and the clean task's TRAIN baseline). The neurons are the clean task's skill neurons as the anchor
     chose them (top robust.anchor.top_percent % of the main study's clean predictivity, its scope; the eval file's
-    "skill_neurons" records both, the same for every arm). Per seed, the mean Pred (eq. 5) of those neurons on the clean dev and on the adversarial
-    set; fields: model, task, arm, adversarial, kind, seeds, n_seeds, n_neurons, top_percent, scope,
-    clean_pred_mean / _low / _high, adversarial_pred_mean / _low / _high, drop_mean / _low / _high (clean -
-    adversarial, paired by seed), adversarial_all_mean (every neuron: what any neuron scores there),
+    "skill_neurons" records both, the same for every arm). Per seed, the mean Pred (eq. 5) of those neurons on the
+    clean dev and on the adversarial set; fields: model, task, arm, adversarial, kind, seeds, n_seeds, n_neurons,
+    top_percent, scope, clean_pred_mean / _low / _high, adversarial_pred_mean / _low / _high, drop_mean / _low /
+    _high (clean - adversarial, paired by seed), adversarial_all_mean (every neuron: what any neuron scores there),
     vs_plain_mean / _low / _high (the arm's adversarial Pred of those neurons - the plain arm's, paired by seed;
-    None for the plain arm or without a plain arm of the same seeds) and spearman (Spearman's rho over every neuron
-    between the seed-mean clean and adversarial Pred of the arm: the paper's AdvX-X correlation, per arm)."""
+    None for the plain arm or without a plain arm of the same seeds) and spearman (between the arm's seed-mean
+    clean and adversarial Pred: Spearman per layer over its neurons, averaged over the layers, as
+    analysis.specificity correlates datasets; the paper's AdvX-X correlation, per arm; None if no layer varies).
+    Selection: the plain arm's clean Pred IS the statistic the neurons were chosen by (the same prompts and dev
+    rows), so it is optimistic (regression to the mean) and its drop overstates what adversarial data cost; the
+    other arms' clean Pred is less so. No arm's adversarial Pred was selected on: compare arms there (vs_plain)."""
     workdir = pathlib.Path(workdir)
     per_arm = {}
     for eval_path in _arm_files(workdir):
@@ -216,16 +230,19 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
         if mask.shape != clean.shape[1:]:
             raise ValueError(f"{clean_path}: [L, N] = {clean.shape[1:]}, the clean predictivity's {mask.shape}")
         sets = {}
-        for path in sorted(clean_path.parent.glob("*.npz")):
-            if path == clean_path:
-                continue
+        for target in sorted(doc.get("adversarial", {})):      # the sets this arm was scored on, no stale file
+            path = layout.predictivity_path(layout.robust_arm_dir(workdir, doc["arm"]), doc["model"], target)
+            if not path.exists():
+                raise ValueError(f"{path} is missing: {clean_path} exists, so the arm's robust_predictivity stage "
+                                 f"ran for {doc['task']} but not for the adversarial set {target} ({eval_path})")
             values, set_seeds, side = _predictivity_per_seed(path)
             if side.get("prompt_task") != doc["task"]:
-                continue                                   # another clean task's sets
+                raise ValueError(f"{path}: computed with the prompts of {side.get('prompt_task')!r}, not of "
+                                 f"{doc['task']!r}")
             if set_seeds != seeds or values.shape != clean.shape:
                 raise ValueError(f"{path}: seeds {set_seeds} and shape {values.shape} differ from the clean "
                                  f"task's {clean_path} ({seeds}, {clean.shape})")
-            sets[side.get("task", path.stem)] = values
+            sets[target] = values
         per_arm[(doc["model"], doc["task"], doc["arm"])] = (clean, seeds, mask, sets, doc["skill_neurons"])
     order = {"plain": 0, "perturbed": 1, "anchored": 2}
     rows = []
@@ -242,7 +259,8 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
                    **_stats("adversarial_pred", adversarial_skill, confidence),
                    **_stats("drop", clean_skill - adversarial_skill, confidence),
                    "adversarial_all_mean": float(values.mean()),
-                   "spearman": float(stats.spearmanr(clean.mean(axis=0).ravel(), values.mean(axis=0).ravel())[0])}
+                   # per layer, then the mean over the layers where it is defined: the report's correlation
+                   "spearman": _layer_mean_spearman(clean.mean(axis=0), values.mean(axis=0))}
             base = None
             if plain is not None and arm != "plain" and plain[1] == seeds and target in plain[3]:
                 base = plain[3][target][:, mask].mean(axis=1)

@@ -129,28 +129,57 @@ def _reusable_train(workdir, model: str, fingerprint: dict) -> Optional[dict[str
         return None
 
 
+def _copy_same_result(source_root, workdir, model: str, task: str, fingerprint: dict, n_dev: int,
+                      model_path: str) -> Optional[dict]:
+    """Copies source_root's result for (model, task) to `workdir` when it is this computation: the same
+    train_fingerprint (prompts by hash, seeds, baseline and prompt task, caps, readout, options), dev size and
+    model path (the data directory is the plan's). Returns the stage's summary, or None (nothing written)."""
+    source = layout.predictivity_path(source_root, model, task)
+    side = io.sidecar_path(source)
+    if not (source.exists() and side.exists()):
+        return None
+    meta = json.loads(side.read_text())
+    same = (meta.get("train_fingerprint") == io.as_written(fingerprint) and meta.get("n_dev") == int(n_dev)
+            and meta.get("model_path") == model_path)
+    if not same:
+        log.info("predictivity %s/%s under %s: not copied from %s (another computation)", model, task, workdir,
+                 source)
+        return None
+    out = layout.predictivity_path(workdir, model, task)
+    if jax.process_index() == 0:
+        io.atomic_write_bytes(out, source.read_bytes())
+        io.write_sidecar(out, **{k: v for k, v in meta.items() if k not in ("created", "versions", "git_commit")},
+                         copied_from=str(source), source_git_commit=meta.get("git_commit"),
+                         source_created=meta.get("created"))
+    return {"output": str(out), "task": task, "baseline_task": meta.get("baseline_task"),
+            "model_accuracy": meta.get("model_accuracy"), "top_pred": None, "copied_from": str(source)}
+
+
 def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, model_path, max_text_tokens: int,
                  eval_batch_size: int, options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None,
                  batch_size: Optional[int] = None, baseline_task: Optional[str] = None,
-                 prompt_task: Optional[str] = None, decoder: bool = True, reuse_baseline: bool = True) -> dict:
+                 prompt_task: Optional[str] = None, decoder: bool = True, reuse_baseline: bool = True,
+                 reuse_from=None) -> dict:
     """Computes and writes the predictivity of `setup.task` (see the module docstring); returns a summary dict
     ({"output", "task", "baseline_task", "model_accuracy", "top_pred", "seconds"}).
 
     `max_text_tokens` and the readout of `setup` must be the prompts' tuning settings (checked against their
     sidecars). baseline_task / prompt_task default to the clean task; batch_size to eval_batch_size; decoder:
-    T5 also captures the first decoder step. `model_path` is recorded in the sidecar."""
+    T5 also captures the first decoder step. `model_path` is recorded in the sidecar. `reuse_from`: another
+    workdir-shaped root whose result of this task is the same computation (the robustness study's plain arm and
+    the main study): copied instead of computed (_copy_same_result says when)."""
     output = layout.predictivity_path(workdir, setup.loaded.name, setup.task.name)
     with hold(output, f"predictivity {setup.loaded.name}/{setup.task.name}"):
         return _predictivity(setup, workdir, data_dir, seeds, model_path=model_path, max_text_tokens=max_text_tokens,
                              eval_batch_size=eval_batch_size, options=options, max_examples=max_examples,
                              batch_size=batch_size, baseline_task=baseline_task, prompt_task=prompt_task,
-                             decoder=decoder, reuse_baseline=reuse_baseline)
+                             decoder=decoder, reuse_baseline=reuse_baseline, reuse_from=reuse_from)
 
 
 def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, model_path, max_text_tokens: int,
                   eval_batch_size: int, options: StatsOptions, max_examples: Optional[int], batch_size: Optional[int],
-                  baseline_task: Optional[str], prompt_task: Optional[str], decoder: bool, reuse_baseline: bool
-                  ) -> dict:
+                  baseline_task: Optional[str], prompt_task: Optional[str], decoder: bool, reuse_baseline: bool,
+                  reuse_from=None) -> dict:
     """The body of `predictivity`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
@@ -177,6 +206,11 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
     fingerprint = train_fingerprint(setup, seeds=seeds, max_examples=max_examples, max_text_tokens=max_text_tokens,
                                     options=options, baseline_task=baseline_task, prompt_task=prompt_task,
                                     digests=digests, streams=streams)
+    if reuse_from is not None:
+        copied = _copy_same_result(reuse_from, workdir, loaded.name, spec.name, fingerprint, len(dev_enc),
+                                   str(model_path))
+        if copied is not None:
+            return {**copied, "seconds": round(time.time() - t0, 3)}
     reused = _reusable_train(workdir, loaded.name, fingerprint) if (
         reuse_baseline and baseline_task != spec.name) else None
     train_enc = None

@@ -146,14 +146,10 @@ REUSE_SIDECAR_KEYS = ("config", "data_dir", "seeds", "devices", "processes", "tr
 DISPLAY_ONLY_CONFIG = ("progress",)
 
 
-def _as_json(value):
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
 def _reuse_view(sidecar: Mapping) -> dict:
     view = {key: sidecar.get(key) for key in REUSE_SIDECAR_KEYS}
     view["config"] = {k: v for k, v in dict(view["config"] or {}).items() if k not in DISPLAY_ONLY_CONFIG}
-    return _as_json(view)
+    return io.as_written(view)
 
 
 def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: Mapping, own_keys: Sequence[str],
@@ -165,7 +161,7 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
     for path in (io.sidecar_path(source / layout.METRICS_FILE), io.sidecar_path(source / layout.PROMPT_FILE)):
         if not path.exists():
             return f"{path} is missing"
-    expected = _as_json({k: v for k, v in fingerprint.items() if k not in own_keys})
+    expected = io.as_written({k: v for k, v in fingerprint.items() if k not in own_keys})
     found = json.loads((source / layout.RUN_CONFIG_FILE).read_text())
     if found != expected:
         keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
@@ -177,8 +173,9 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
         return f"{io.sidecar_path(source / layout.METRICS_FILE)} differs in {keys}"
     rows = [json.loads(line) for line in (source / layout.METRICS_FILE).read_text().splitlines() if line.strip()]
     last = max((int(r["step"]) for r in rows), default=0)
-    if last < planned and not any("stopped_early" in r for r in rows):
-        return f"{source / layout.METRICS_FILE} ends at step {last} of {planned}"
+    if last != planned and not any("stopped_early" in r for r in rows):
+        # fewer steps: unfinished; more: resumed with a smaller budget (its best prompt may come from later steps)
+        return f"{source / layout.METRICS_FILE} ends at step {last}, this run plans {planned}"
     return None
 
 
@@ -197,16 +194,18 @@ def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequen
             print(f"tuning {model}/{task} under {workdir}: not copied from {source_root} ({reason}); training",
                   file=sys.stderr, flush=True)
             return None
-    own = {k: fingerprint[k] for k in own_keys}
     summary = {"model": model, "task": task, "seeds": [int(s) for s in seeds], "steps": 0, "resumed_from": None,
                "stopped_early": None, "best_dev_accuracy": [], "best_dev_f1": [], "best_step": [], "prompts": [],
                "copied_from": str(source_root)}
     for seed, source in zip(seeds, sources):
         target = layout.run_dir(workdir, model, task, seed)
         rows = (source / layout.METRICS_FILE).read_text()
-        prompt_meta = json.loads(io.sidecar_path(source / layout.PROMPT_FILE).read_text())
-        for key in ("created", "versions", "git_commit"):
-            prompt_meta.pop(key, None)
+        source_meta = json.loads(io.sidecar_path(source / layout.PROMPT_FILE).read_text())
+        # this run's fields, the source's selection (best step and its dev scores) and where and when it came from
+        prompt_meta = {**dict(run_info), **dict(sidecar), "seed": int(seed),
+                       **{k: source_meta[k] for k in ("best_step", "dev_accuracy", "dev_f1")},
+                       "source_git_commit": source_meta.get("git_commit"),
+                       "source_created": source_meta.get("created")}
         if jax.process_index() == 0:
             target.mkdir(parents=True, exist_ok=True)
             io.atomic_write_json(target / layout.RUN_CONFIG_FILE, dict(fingerprint))
@@ -214,7 +213,7 @@ def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequen
             io.write_sidecar(target / layout.METRICS_FILE, **dict(run_info), **dict(sidecar),
                              copied_from=str(source))
             io.atomic_write_bytes(target / layout.PROMPT_FILE, (source / layout.PROMPT_FILE).read_bytes())
-            io.write_sidecar(target / layout.PROMPT_FILE, **{**prompt_meta, **own, "copied_from": str(source)})
+            io.write_sidecar(target / layout.PROMPT_FILE, **prompt_meta, copied_from=str(source))
         parsed = [json.loads(line) for line in rows.splitlines() if line.strip()]
         summary["steps"] = max(summary["steps"], max(int(r["step"]) for r in parsed))
         stopped = [int(r["stopped_early"]) for r in parsed if "stopped_early" in r]
@@ -246,7 +245,8 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
     of robust.tuning and the tune stage: same body, resolved config, data, seeds, devices and loss; without
     `step_factory` and `extend_batches` the prompts agree bit for bit, tests/test_robust_plan.py). When every
     seed's run there matches (copy_finished_run says what must), its prompts and metrics are copied instead of
-    trained again, and the sidecars name the source; otherwise the run is trained and the reason is logged.
+    trained again, and the sidecars name the source; otherwise the run is trained and the reason is logged. Only
+    in a single-process run: on a pod every process trains (no process decides for the others).
 
     `model_path` is recorded in the sidecars (the model is `setup.loaded`). Split sizes: `max_examples` caps every
     split; the config's `train_max_examples` / `dev_max_examples`, when set, replace it for that split.
@@ -312,7 +312,9 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
     fingerprint = train.run_fingerprint(config, run_info, (cfg["prompt_len"], loaded.config.hidden))
     for d in run_dirs:
         train.check_run_config(d, fingerprint)
-    if reuse_from is not None and step_factory is None and extend_batches is None:
+    # One process decides alone only on one host: on a pod every process would have to agree (and wait for
+    # process 0's writes), so a multi-process run trains (the same computation) instead of copying.
+    if reuse_from is not None and step_factory is None and extend_batches is None and jax.process_count() == 1:
         copied = copy_finished_run(reuse_from, workdir, loaded.name, task, seeds, fingerprint, run_info, sidecar,
                                    own_keys=tuple(run_info_extra or {}),
                                    planned=planned_steps(config, len(train_enc)))

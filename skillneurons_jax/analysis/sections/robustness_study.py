@@ -118,9 +118,13 @@ def _predictivity_text(row: dict) -> str:
             "prompts and the clean task's TRAIN baseline give their Pred (eq. 5, in %: 50 is chance) on the clean "
             "dev and on the adversarial set; 'drop' is clean − adversarial (> 0: the neurons predict worse on "
             "adversarial data), 'vs plain' the arm's adversarial Pred minus the plain arm's, both paired by seed; "
-            "null hypothesis of both: no difference on average over seeds. 'all neurons' is the mean adversarial "
-            "Pred of every neuron (what a neuron picked at random scores); Spearman ρ is over every neuron, between "
-            "the arm's seed-mean clean and adversarial Pred (the paper's AdvX–X correlation), with no test.")
+            "null hypothesis of both: no difference on average over seeds. Selection: the plain arm's clean Pred "
+            "is the very statistic the neurons were chosen by (same prompts, same dev rows), so it is optimistic "
+            "and its drop overstates what adversarial data cost (regression to the mean); a drop > 0 alone is no "
+            "evidence. No arm's adversarial Pred was selected on, so compare the arms there ('vs plain'). 'all "
+            "neurons' is the mean adversarial Pred of every neuron (what a neuron picked at random scores); "
+            "Spearman ρ correlates the arm's seed-mean clean and adversarial Pred per layer, averaged over the "
+            "layers (the paper's AdvX–X correlation), with no test.")
 
 
 def _predictivity_cells(row: dict) -> tuple:
