@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import importlib.metadata
 import io
 import json
@@ -98,7 +99,10 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The checkout's HEAD the first time this process asks (once per process: the code a process runs is what
+    it imported at its start, so a commit made while a long run goes on must not relabel its later outputs)."""
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=pathlib.Path(__file__).resolve().parent)

@@ -14,7 +14,9 @@ import prompt_fixtures
 import reproduce_fixtures
 from configs import validation as validation_config
 from skillneurons_jax import io as project_io
+from skillneurons_jax import layout
 from skillneurons_jax.analysis import report, results, verdicts
+from skillneurons_jax.analysis.sections import validation as validation_section
 from skillneurons_jax.pipeline import stages as plan_stages
 
 SHARED_DATA = pathlib.Path("/work/shared/data")
@@ -234,8 +236,9 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
                                  seeds=[0, 1, 2])
         skill, random = _suppression(0.4, 0.02, 0.005, seed=len(task))
         synth.write_suppression(workdir, MODEL, task, task, KS, skill, random)
-    own = results.transfer_path(workdir, MODEL, "sst2", "sst2")          # a held-out test result, where recorded
-    own.write_text(json.dumps({**json.loads(own.read_text()), "test_accuracy": [0.7, 0.72, 0.74]}))
+    # a held-out test result of SST-2 (where the test transfer stage writes it)
+    synth.write_transfer(layout.split_root(workdir, "test"), MODEL, "sst2", "sst2", [0.7, 0.72, 0.74],
+                         seeds=[0, 1, 2])
     # AdvQQP through the MRPC prompts (config adversarial_prompts): below chance on every seed
     _write_pred(workdir, "advqqp", preds["mrpc"] + 0.001, [0.40, 0.41, 0.42])
     synth.write_transfer(workdir, MODEL, "mrpc", "advqqp", [0.40, 0.41, 0.42], seeds=[0, 1, 2])
@@ -257,7 +260,8 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert all(by_key[("F5", t)] == verdicts.SUPPORTED for t in clean)
     assert by_key[("F4", "clean tasks")] == verdicts.SUPPORTED
     assert "F6a" in {v["finding"] for v in found}
-    assert "Held-out test accuracy: sst2 72.0%." in text
+    assert "accuracy on the held-out test split" in text
+    assert f"| {MODEL} | sst2 | sst2 | 3 | – | – | 72.0 ± 1.6 |" in text
     # Table 1 labels AdvQQP with the prompt it really used
     assert "| advqqp | mrpc |" in text
     figures = list((doc.parent / "validation").glob("*.png"))
@@ -267,6 +271,29 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 # End to end on the tiny world: AdvQQP really runs on the MRPC prompts and baseline, and the document is written
 # ------------------------------------------------------------------------------------------------------------------
+def test_a_verdict_on_prompts_that_did_not_learn_is_inconclusive():
+    """The premise of every finding is a learned prompt: a verdict naming a task below the learning target (or a
+    comparison over all clean tasks while one is) becomes inconclusive, and its note keeps the rule's verdict."""
+    def verdict(subject, outcome):
+        return verdicts.Verdict("F3a", subject, "claim", "statistic", 0.2, 0.0, (0.1, 0.3), "seeds", 0.95, "none",
+                                None, outcome, "a note")
+
+    below = ["mrpc", "sst2"]
+    assert validation_section.premise_checked(verdict("qnli", verdicts.SUPPORTED), below).verdict == verdicts.SUPPORTED
+    checked = validation_section.premise_checked(verdict("mrpc", verdicts.SUPPORTED), below)
+    assert checked.verdict == verdicts.INCONCLUSIVE and "rule alone: supported" in checked.note
+    assert checked.note.startswith("a note; premise not met: the prompts of mrpc")
+    # whole task names only: advsst2 is not sst2, but "sst2 → advsst2" names sst2
+    assert validation_section.premise_checked(verdict("advsst2 (qnli prompts)", verdicts.NOT_SUPPORTED),
+                                              below).verdict == verdicts.NOT_SUPPORTED
+    assert validation_section.premise_checked(verdict("sst2 → advsst2", verdicts.NOT_SUPPORTED),
+                                              below).verdict == verdicts.INCONCLUSIVE
+    assert validation_section.premise_checked(verdict("clean tasks", verdicts.SUPPORTED),
+                                              below).verdict == verdicts.INCONCLUSIVE
+    assert validation_section.premise_checked(verdict("clean tasks", verdicts.SUPPORTED), []).verdict == \
+        verdicts.SUPPORTED
+
+
 def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp_path):
     pytest.importorskip("torch")
     from skillneurons_jax.pipeline import runner
@@ -290,4 +317,4 @@ def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp
     # the commit the stages computed at comes from their sidecars (the document may be regenerated later)
     commit = project_io.git_commit()
     stated = "unknown (no sidecar records a commit)" if commit is None else f"{commit} ("
-    assert f"Commit of the stages' results: {stated}" in text and "Run time: " in text
+    assert f"Commits recorded by the stages' sidecars: {stated}" in text and "Run time: " in text

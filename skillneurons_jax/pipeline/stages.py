@@ -680,7 +680,9 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
             outs = [layout.predictivity_path(layout.robust_arm_dir(w, arm), m, t) for t in measured]
             add(f"robust_predictivity/{m}/{task}/{arm}", "robust_predictivity",
                 outs + [o.with_name(o.name + ".json") for o in outs], robust_predictivity,
-                deps=[f"robust_tune/{m}/{task}/{arm}"],
+                # the plain arm copies the main study's results: after them, so that they exist to be copied
+                deps=[f"robust_tune/{m}/{task}/{arm}"] + ([f"predictivity/{m}/{t}" for t in measured
+                                                           if t in tp.present] if arm == "plain" else []),
                 cost_s=sum(cost.predictivity(t) for t in measured if arm != "plain" or t not in tp.present),
                 group_task=task)
     if s.patching is not None:

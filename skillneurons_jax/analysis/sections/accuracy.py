@@ -44,6 +44,20 @@ def build(context: ReportContext) -> None:
 def held_out(context: ReportContext) -> None:
     """Table 1 again on each clean task's HELD-OUT test split (WORKDIR/test/transfer/): prompts were selected by
     dev accuracy, so dev is optimistic; test is scored once, by the own prompt, and selected nothing."""
+    entries = held_out_entries(context)
+    if not entries:
+        return
+    context.document.h(3, "Held-out test split")
+    context.document.p("The own prompt of each clean task on its test split (no prompt, checkpoint or neuron was "
+                       "chosen on it); n and the majority class are the test split's (the 'n (dev)' column holds the "
+                       "test split's count here).")
+    context.document.table(robustness.ACCURACY_HEADER, robustness.accuracy_rows(entries))
+    context.summary["accuracy_test"] = robustness.accuracy_records(entries)
+
+
+def held_out_entries(context: ReportContext, report_problems: bool = True) -> list[robustness.AccuracyEntry]:
+    """The own prompt's accuracy entry of every task with a held-out test result (corrupt files skipped and, with
+    `report_problems`, listed as problems: a second reader passes False)."""
     test_root = layout.split_root(context.workdir, "test")
     entries = []
     for model in context.inventory.models:
@@ -54,20 +68,14 @@ def held_out(context: ReportContext) -> None:
             try:
                 result = results.load_transfer(test_root, model, task, task)
             except results.CorruptResultError as error:
-                context.problem(error)
+                if report_problems:
+                    context.problem(error)
                 continue
             entries.append(robustness.AccuracyEntry(
                 model, task, task, result.accuracy, result.f1, source=relative_path(result.path, context.workdir),
                 balanced_accuracy=None if result.confusion is None else metrics.balanced_accuracy(result.confusion),
                 n_examples=result.n_dev, label_counts=result.label_counts))
-    if not entries:
-        return
-    context.document.h(3, "Held-out test split")
-    context.document.p("The own prompt of each clean task on its test split (no prompt, checkpoint or neuron was "
-                       "chosen on it); n and the majority class are the test split's (the 'n (dev)' column holds the "
-                       "test split's count here).")
-    context.document.table(robustness.ACCURACY_HEADER, robustness.accuracy_rows(entries))
-    context.summary["accuracy_test"] = robustness.accuracy_records(entries)
+    return entries
 
 
 def accuracy_entry(context: ReportContext, model: str, task: str) -> robustness.AccuracyEntry | None:

@@ -12,17 +12,20 @@ differs from the paper's setting and what that means for the verdict.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 
 import numpy as np
 
 from skillneurons_jax import io
 from skillneurons_jax.analysis import results, robustness, verdicts
+from skillneurons_jax.analysis.sections import accuracy
 from skillneurons_jax.analysis.document import Document
 from skillneurons_jax.analysis.report_context import ReportContext, no_nan, relative_path
 from skillneurons_jax.prompt import metrics
@@ -72,7 +75,7 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
                f"{context.workdir}; do not edit by hand: rerun the command to regenerate it.")
     sidecars = _stage_sidecars(context.workdir)
     document.ul([f"Command: `{report_cfg.get('validation_command') or '(not recorded in config.report)'}`",
-                 f"Commit of the stages' results: {_stage_commits(sidecars)}; of this document: "
+                 f"Commits recorded by the stages' sidecars: {_stage_commits(sidecars)}; of this document: "
                  f"{io.git_commit() or 'unknown (not a git checkout)'}",
                  f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores "
                  f"(as seen by the report process)",
@@ -82,7 +85,7 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
     summary = {"verdicts": {}, "table1": {}, "problems": {}}
     for model in context.inventory.models:
         entries = _entries(context, model, adversarial_prompts)
-        _table1(context, document, model, entries, summary)
+        below_target = _table1(context, document, model, entries, summary)
         clean = [t for t in context.tasks(model) if results.clean_task(t) is None and t in _present(context, model)]
         adversarial = {t: adversarial_prompts.get(t) or results.clean_task(t) for t in context.tasks(model)
                        if results.clean_task(t) is not None}
@@ -90,8 +93,13 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
                                         majority_rates={e.task: e.majority_rate for e in entries
                                                         if e.majority_rate is not None},
                                         options=context.options)
+        found.verdicts[:] = [premise_checked(v, below_target) for v in found.verdicts]
         document.h(2, f"Verdicts ({model})")
-        document.p(f"Rule (analysis/verdicts.py `decide`): {verdicts.RULE} alpha = {context.options['alpha']:g}.")
+        document.p(f"Rule (analysis/verdicts.py `decide`): {verdicts.RULE} alpha = {context.options['alpha']:g}. "
+                   f"Premise: every finding is a claim about prompts that learned their task; a verdict on a task "
+                   f"whose prompts stayed below the learning target ({100 * TARGET_POINTS:g} points over the dev "
+                   f"majority rate), or on a comparison that includes one, is inconclusive, and its note gives the "
+                   f"rule's verdict and why (a skill-neuron effect of an unlearned prompt is no evidence either way).")
         if found.verdicts:
             document.table(verdicts.VERDICT_HEADER, verdicts.verdict_rows(found.verdicts))
         else:
@@ -112,6 +120,23 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
     io.atomic_write_json(figure_dir / "verdicts.json", no_nan(summary))
     context.summary["validation"] = {"document": str(written), **no_nan(summary)}
     return written
+
+
+def premise_checked(verdict: verdicts.Verdict, below_target) -> verdicts.Verdict:
+    """`verdict` with its premise checked: when its subject names a clean task whose prompts stayed below the
+    learning target (or is a comparison over all clean tasks while any did), the verdict is inconclusive and the
+    note records the rule's verdict and why."""
+    below = sorted(set(below_target))
+    if not below:
+        return verdict
+    named = set(re.findall(r"[a-z0-9]+", verdict.subject.lower()))
+    failed = below if verdict.subject == "clean tasks" else [t for t in below if t in named]
+    if not failed:
+        return verdict
+    reason = (f"premise not met: the prompts of {', '.join(failed)} stayed below the learning target "
+              f"(rule alone: {verdict.verdict})")
+    note = f"{verdict.note}; {reason}" if verdict.note else reason
+    return dataclasses.replace(verdict, verdict=verdicts.INCONCLUSIVE, note=note)
 
 
 def _adversarial_prompts(config: dict) -> dict[str, str]:
@@ -151,11 +176,12 @@ def _entries(context: ReportContext, model: str, adversarial_prompts: dict) -> l
     return entries
 
 
-def _table1(context: ReportContext, document: Document, model: str, entries, summary: dict) -> None:
+def _table1(context: ReportContext, document: Document, model: str, entries, summary: dict) -> list[str]:
+    """Table 1 on dev and on the held-out test split, and the learning target; returns the clean tasks below it."""
     document.h(2, f"Table 1 ({model}): accuracy on dev")
     if not entries:
         document.p("No accuracy results found.")
-        return
+        return []
     document.table(robustness.ACCURACY_HEADER, robustness.accuracy_rows(entries))
     rows, missed = [], []
     for e in entries:
@@ -174,22 +200,17 @@ def _table1(context: ReportContext, document: Document, model: str, entries, sum
     document.table(("task", "prompt", "accuracy (%)", "majority (%)", "points over majority",
                     f">= {100 * TARGET_POINTS:g} points"), rows)
     document.p("Clean tasks below the target: " + (", ".join(missed) if missed else "none") + ".")
-    document.p("Held-out test accuracy: " + _test_results(context.workdir, entries) + ".")
-    summary["table1"][model] = {"records": robustness.accuracy_records(entries), "below_target": missed}
-
-
-def _test_results(workdir: pathlib.Path, entries) -> str:
-    """Held-out test accuracies a result recorded (a `test_accuracy` list per seed in the entry's transfer JSON:
-    no stage of this commit writes one yet, so the document says so); otherwise says so."""
-    found = []
-    for e in entries:
-        try:
-            obj = results.load_json(workdir / e.source) if str(e.source).endswith(".json") else None
-        except (FileNotFoundError, results.CorruptResultError):
-            obj = None
-        if isinstance(obj, dict) and obj.get("test_accuracy") is not None:
-            found.append(f"{e.task} {100 * float(np.mean(obj['test_accuracy'])):.1f}%")
-    return ", ".join(found) if found else "none recorded by these results (the stages evaluated dev only)"
+    test_entries = [e for e in accuracy.held_out_entries(context, report_problems=False) if e.model == model]
+    document.h(3, f"Table 1 ({model}): accuracy on the held-out test split")
+    if test_entries:
+        document.p("The own prompt of each clean task on its test split, scored once (nothing was selected on "
+                   "it); n and the majority class are the test split's.")
+        document.table(robustness.ACCURACY_HEADER, robustness.accuracy_rows(test_entries))
+    else:
+        document.p("No held-out test result was found (WORKDIR/test/transfer/).")
+    summary["table1"][model] = {"records": robustness.accuracy_records(entries), "below_target": missed,
+                                "test_records": robustness.accuracy_records(test_entries)}
+    return missed
 
 
 def _figures(context: ReportContext, document: Document, model: str, figure_dir: pathlib.Path,
