@@ -125,6 +125,17 @@ def write_sidecar(path, **fields) -> pathlib.Path:
     return atomic_write_json(sidecar_path(path), meta)
 
 
+# What write_sidecar stamps on every sidecar: a copied result gets its own, and keeps the source's as provenance.
+SIDECAR_STAMPS = ("created", "versions", "git_commit")
+
+
+def copied_from(source_path, source_meta: dict) -> dict:
+    """The provenance fields of a result copied from `source_path` (its sidecar `source_meta`): where it came
+    from, and the commit and time the source was written at."""
+    return {"copied_from": str(source_path), "source_git_commit": source_meta.get("git_commit"),
+            "source_created": source_meta.get("created")}
+
+
 def _json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)

@@ -204,16 +204,15 @@ def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequen
         # this run's fields, the source's selection (best step and its dev scores) and where and when it came from
         prompt_meta = {**dict(run_info), **dict(sidecar), "seed": int(seed),
                        **{k: source_meta[k] for k in ("best_step", "dev_accuracy", "dev_f1")},
-                       "source_git_commit": source_meta.get("git_commit"),
-                       "source_created": source_meta.get("created")}
+                       **io.copied_from(source, source_meta)}
         if jax.process_index() == 0:
             target.mkdir(parents=True, exist_ok=True)
             io.atomic_write_json(target / layout.RUN_CONFIG_FILE, dict(fingerprint))
             io.atomic_write_text(target / layout.METRICS_FILE, rows)
             io.write_sidecar(target / layout.METRICS_FILE, **dict(run_info), **dict(sidecar),
-                             copied_from=str(source))
+                             **io.copied_from(source, source_meta))
             io.atomic_write_bytes(target / layout.PROMPT_FILE, (source / layout.PROMPT_FILE).read_bytes())
-            io.write_sidecar(target / layout.PROMPT_FILE, **prompt_meta, copied_from=str(source))
+            io.write_sidecar(target / layout.PROMPT_FILE, **prompt_meta)
         parsed = [json.loads(line) for line in rows.splitlines() if line.strip()]
         summary["steps"] = max(summary["steps"], max(int(r["step"]) for r in parsed))
         stopped = [int(r["stopped_early"]) for r in parsed if "stopped_early" in r]
