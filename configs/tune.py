@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = ml_collections.FieldReference(None, field_type=int)       # global batch per seed
     c.epochs = 10
     c.max_steps = ml_collections.FieldReference(None, field_type=int)
+    c.max_steps_by_task = ""           # "task:steps,...": per-task max_steps (wins over max_steps and the table)
     c.eval_every = 0                   # 0: once per epoch
     c.eval_at_start = False
     c.warmup_steps = 0

@@ -78,6 +78,21 @@ def test_resolve_tune_config_fills_none_fields_from_the_table():
     assert tune_task.init_vocab_range({"init_vocab_range": (3, 9)}, 50) == (3, 9)
 
 
+def test_max_steps_by_task_gives_one_task_its_own_budget():
+    from configs import tune
+    cfg = tune.get_config()
+    cfg.max_steps, cfg.max_steps_by_task = 150, "sst2:450, qnli:30"
+    resolve = lambda task, **kw: tune_task.resolve_tune_config(cfg, "all-minilm-l6-v2", "bert", task, **kw)
+    assert (resolve("sst2")["max_steps"], resolve("qnli")["max_steps"], resolve("mrpc")["max_steps"]) == (450, 30, 150)
+    assert resolve("sst2", max_steps=7)["max_steps"] == 7          # launch.tune's explicit flag still wins
+    tune_task.check_tune_config(cfg)
+    for bad in ("sst2", "sst2:0", "sst2:x", ":4", "sst2:4,sst2:5"):
+        cfg.max_steps_by_task = bad
+        with pytest.raises(ValueError, match="max_steps_by_task"):
+            tune_task.check_tune_config(cfg)
+    assert tune_task.parse_steps_by_task("") == {} and tune_task.parse_steps_by_task(None) == {}
+
+
 @pytest.mark.slow
 def test_tune_task_in_process_writes_the_run_with_its_split_caps(tmp_path):
     from configs import tune

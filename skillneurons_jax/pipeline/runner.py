@@ -45,8 +45,10 @@ def apply_overrides(settings: plan_stages.Settings, *, seeds: Optional[Sequence[
         settings.seeds = list(seeds)
     if "max_examples" in given:
         settings.max_examples = max_examples
-    if "max_steps" in given:
+    if "max_steps" in given:  # one budget for every task: the config's per-task steps give way too
         settings.tune.max_steps = max_steps
+        if "max_steps_by_task" in settings.tune:
+            settings.tune.max_steps_by_task = ""
     if "eval_every" in given:
         settings.tune.eval_every = eval_every
     if "model_path" in given:

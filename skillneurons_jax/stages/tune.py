@@ -41,14 +41,18 @@ REQUIRED = ("learning_rate", "batch_size")
 
 def resolve_tune_config(tune_config, model_name: str, family: str, task: str, *, max_steps=None,
                         eval_every=None) -> dict:
-    """configs/tune.py values + the per-model/per-task table (prompt/hparams.py) for the fields left None;
-    explicit `max_steps` / `eval_every` (launch.tune's flags) win. Returns one plain dict of every setting."""
+    """configs/tune.py values + the per-model/per-task table (prompt/hparams.py) for the fields left None; then
+    `max_steps_by_task` for this task; explicit `max_steps` / `eval_every` (launch.tune's flags) win. Returns one
+    plain dict of every setting."""
     cfg = tune_config.to_dict() if hasattr(tune_config, "to_dict") else dict(tune_config)
     for key, value in hparams.lookup(model_name, family, task).items():
         if cfg.get(key) is None:
             cfg[key] = value
     if cfg.get("init") is None:
         cfg["init"] = "normal"
+    by_task = parse_steps_by_task(cfg.get("max_steps_by_task"))
+    if task in by_task:
+        cfg["max_steps"] = by_task[task]
     if max_steps is not None:
         cfg["max_steps"] = int(max_steps)
     if eval_every is not None:
@@ -57,6 +61,26 @@ def resolve_tune_config(tune_config, model_name: str, family: str, task: str, *,
         if cfg.get(key) is None:
             raise ValueError(f"{key} is set neither in the config nor in prompt/hparams.py for {model_name!r}")
     return cfg
+
+
+def parse_steps_by_task(text) -> dict[str, int]:
+    """`--config.tune.max_steps_by_task` ("sst2:450,mrpc:150"; "" or None: none) -> {task: steps}. A study can give
+    one task more steps than the rest (configs/validation.py: the task whose learning the probes showed still
+    rising) without a second config; ValueError naming the field for a malformed entry."""
+    out: dict[str, int] = {}
+    for entry in (text or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        task, sep, steps = entry.partition(":")
+        task, steps = task.strip(), steps.strip()
+        if not sep or not task or not steps.isdigit() or int(steps) < 1:
+            raise ValueError(f"--config.max_steps_by_task: {entry!r} is not TASK:STEPS with STEPS a positive "
+                             f"integer (in {text!r})")
+        if task in out:
+            raise ValueError(f"--config.max_steps_by_task names {task!r} twice (in {text!r})")
+        out[task] = int(steps)
+    return out
 
 
 # Tuning config fields that must be positive integers when set (None: the hyperparameter table gives them).
@@ -77,6 +101,7 @@ def check_tune_config(tune_config) -> None:
         value = get(field)
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"--config.{field} must be an integer >= 0, got {value!r}")
+    parse_steps_by_task(get("max_steps_by_task"))
     learning_rate = get("learning_rate")
     if learning_rate is not None and not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < float("inf")):
         raise ValueError(f"--config.learning_rate must be a positive finite number (or unset), got {learning_rate!r}")
