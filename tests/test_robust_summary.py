@@ -59,6 +59,9 @@ def test_empty_and_malformed(tmp_path):
     path.write_text("{\n  \"model\": \n")
     with pytest.raises(ValueError, match=r"sst2.json: line 3"):
         summary.robust_tables(tmp_path)
+    path.write_bytes(b'{"model": "\xff"}')
+    with pytest.raises(ValueError, match=r"sst2.json: byte 11: not UTF-8"):
+        summary.robust_tables(tmp_path)
     path.write_text(json.dumps({"model": "m", "task": "sst2", "arm": "plain", "seeds": [0]}))
     with pytest.raises(ValueError, match="missing fields"):
         summary.robust_tables(tmp_path)

@@ -59,9 +59,11 @@ def interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, 
 
 def _read(path: pathlib.Path) -> dict:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: byte {err.start}: not UTF-8 text ({err.reason})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: line 1: expected a JSON object")
     return doc
@@ -161,7 +163,7 @@ def patching_rows(workdir, confidence: float = 0.95) -> list[dict]:
 
 def _predictivity_per_seed(path: pathlib.Path) -> tuple[np.ndarray, list[int], dict]:
     """(pred_per_seed [S, L, N], seeds, sidecar) of a predictivity npz; ValueError naming the file."""
-    side = json.loads(io.sidecar_path(path).read_text()) if io.sidecar_path(path).exists() else {}
+    side = _read(io.sidecar_path(path)) if io.sidecar_path(path).exists() else {}
     try:
         with np.load(path, allow_pickle=False) as z:
             if "pred_per_seed" not in z.files:
