@@ -1,9 +1,10 @@
 """The stage plan: skips finished stages, recomputes corrupted ones, keeps dependency order, shards by group."""
+import json
 import pathlib
 
 import pytest
 
-from skillneurons_jax import io
+from skillneurons_jax import io, layout
 from skillneurons_jax.pipeline import plan
 
 
@@ -82,3 +83,42 @@ def test_cycle_and_unknown_dependency(tmp_path):
         plan.order(s)
     with pytest.raises(ValueError, match="unknown stage"):
         plan.order([plan.Stage("a", "x", [], lambda: None, deps=["zz"])])
+
+
+def test_changed_settings_rerun_the_stage_and_what_depends_on_it(tmp_path, caplog):
+    """A config edited between two runs in one workdir: the stages whose settings changed run again (a finished
+    stage is not 'done' with outputs computed under other settings); unchanged ones are kept."""
+    def stages(calls, a_steps, c_levels):
+        made = _stages(tmp_path, calls)
+        made[1].settings = {"tune": {"max_steps": a_steps}, "seeds": [0, 1]}
+        made[2].settings = {"suppression": {"levels": c_levels}}
+        return made
+
+    calls = []
+    plan.run(stages(calls, 150, [0, 5]), tmp_path, printer=lambda *_: None)
+    assert calls == ["a", "b", "c"]
+    record = json.loads(layout.stage_record_path(tmp_path, "a").read_text())
+    assert record["settings"] == {"seeds": [0, 1], "tune": {"max_steps": 150}}        # readable in the record
+    assert record["settings_sha256"] == plan.settings_sha256({"tune": {"max_steps": 150}, "seeds": (0, 1)})
+    calls.clear()
+    plan.run(stages(calls, 150, [0, 5]), tmp_path, printer=lambda *_: None)
+    assert calls == []
+    assert [r["state"] for r in plan.describe(stages([], 450, [0, 5]), tmp_path)] == ["todo", "todo", "done"]
+    with caplog.at_level("WARNING"):
+        plan.run(stages(calls, 450, [0, 5]), tmp_path, printer=lambda *_: None)
+    assert calls == ["a"]                  # b waited for a; a.txt came back byte-identical, so b is up to date
+    assert "settings changed since it ran (tune)" in caplog.text
+    calls.clear()
+    plan.run(stages(calls, 450, [0, 5, 15]), tmp_path, printer=lambda *_: None)
+    assert calls == ["c"]
+
+
+def test_a_record_without_settings_is_not_trusted(tmp_path, caplog):
+    calls = []
+    plan.run(_stages(tmp_path, calls), tmp_path, printer=lambda *_: None)     # stages without settings
+    calls.clear()
+    made = _stages(tmp_path, calls)
+    made[2].settings = {"levels": [0, 5]}
+    with caplog.at_level("WARNING"):
+        plan.run(made, tmp_path, printer=lambda *_: None)
+    assert calls == ["c"] and "predates settings fingerprints" in caplog.text

@@ -145,6 +145,26 @@ def test_dry_run_of_a_finished_workdir_shows_it_done(world, done):
     assert res["todo"] == 0 and res["done"] > 0 and res["todo_s"] == 0
 
 
+def test_an_edited_config_reruns_what_it_changes_and_keeps_the_rest(world, done):
+    """The same workdir, the config edited: more steps for one task retrain that task (and what reads its
+    prompts), other suppression levels recompute only the curves; the finished stages of the old settings are
+    not reported as done."""
+    def states(edit):
+        config = rf.config(world["model"], world["data"])
+        edit(config)
+        res = runner.run_plan(st.Settings.from_config(config, done["workdir"]), dry_run=True, printer=lambda *_: None)
+        rows = plan.describe(res["stages"], done["workdir"])
+        return {r["key"] for r in rows if r["state"] == "todo"}
+
+    assert states(lambda c: None) == set()
+    todo = states(lambda c: setattr(c.tune, "max_steps_by_task", "mrpc:3"))
+    assert {f"tune/{M}/mrpc", f"transfer/{M}/mrpc", f"predictivity/{M}/mrpc", "report"} <= todo
+    assert not {k for k in todo if k.startswith("tune/") and k != f"tune/{M}/mrpc"}
+    todo = states(lambda c: setattr(c.suppression, "levels", "0,20"))
+    assert todo and all(k.startswith("suppress/") for k in todo - {"report"}) and "report" in todo
+    assert states(lambda c: setattr(c.tune, "progress", True)) == {"report"}     # nothing the stages write
+
+
 def test_unwritable_workdir_fails_before_any_work(world, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -318,3 +318,8 @@ def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp
     commit = project_io.git_commit()
     stated = "unknown (no sidecar records a commit)" if commit is None else f"{commit} ("
     assert f"Commits recorded by the stages' sidecars: {stated}" in text and "Run time: " in text
+    # the stages' own times, from their completion records (a resumed run's pause is not in them)
+    records = [json.loads(r.read_text()) for r in (tmp_path / "work" / ".stages").glob("*.json")]
+    own = sum(r["seconds"] for r in records if r["kind"] != "report")
+    stages = sum(r["kind"] != "report" for r in records)
+    assert f"the stages' own times sum to {own / 60:.1f} min ({stages} stages" in text

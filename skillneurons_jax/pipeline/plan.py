@@ -2,9 +2,11 @@
 
 A stage is done when every output it names exists AND matches the sha256 recorded when the stage finished,
 AND its inputs (the outputs of the stages it depends on, plus any files in `Stage.inputs`) still hash to what
-they were when it ran. A missing, truncated or edited output therefore counts as not done and is recomputed, and
-so, as needed, is everything downstream whose inputs then change; finished stages whose inputs are unchanged are
-never rerun. Records live in `WORKDIR/.stages/<key>.json` and are written atomically after the outputs, so an
+they were when it ran, AND its settings (`Stage.settings`: what it computes with besides its inputs, e.g. the
+resolved tuning config, the seeds, the suppression levels) are the ones it ran with. A missing, truncated or edited
+output, or a changed setting (a config edited between two runs in one workdir), therefore counts as not done and is
+recomputed, and so, as needed, is everything downstream whose inputs then change; finished stages whose inputs and
+settings are unchanged are never rerun. Records live in `WORKDIR/.stages/<key>.json` and are written atomically after the outputs, so an
 interrupted stage leaves no record and simply runs again.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Stage:
     skip_reason: Optional[str] = None     # set when the stage cannot run here (e.g. data absent)
     inputs: Sequence[pathlib.Path] = ()   # files read besides the outputs of `deps` (hashed like those)
     soft_deps: bool = False               # run even when a dependency failed or was skipped (e.g. the report)
+    settings: Optional[dict] = None       # what the outputs depend on besides the inputs (JSON-able); None: none
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -42,6 +45,32 @@ def _sha256(path: pathlib.Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def settings_sha256(settings) -> Optional[str]:
+    """sha256 of a stage's settings in canonical JSON (sorted keys; dataclasses as dicts); None for None."""
+    if settings is None:
+        return None
+    text = json.dumps(io.as_written(_plain_settings(settings)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain_settings(value):
+    """Dataclasses (options objects) as dicts, recursively, so that a fingerprint reads their fields."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain_settings(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain_settings(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_settings(v) for v in value]
+    return value
+
+
+def _changed_settings(recorded, now) -> list[str]:
+    """Top-level keys whose values differ between a record's settings and the stage's (for the warning)."""
+    if not isinstance(recorded, dict) or not isinstance(now, dict):
+        return ["(all)"]
+    return sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
 
 
 def _record_path(workdir: pathlib.Path, key: str) -> pathlib.Path:
@@ -83,6 +112,14 @@ def is_done(stage: Stage, workdir: pathlib.Path, inputs: Optional[Sequence[pathl
     except (json.JSONDecodeError, KeyError, OSError):
         log.warning("stage %s: completion record %s is unreadable; recomputing", stage.key, rec_path)
         return False
+    if stage.settings is not None and rec.get("settings_sha256") != settings_sha256(stage.settings):
+        if "settings_sha256" not in rec:
+            log.warning("stage %s: its record predates settings fingerprints, so what it ran with is unknown; "
+                        "recomputing", stage.key)
+        else:
+            changed = _changed_settings(rec.get("settings"), io.as_written(_plain_settings(stage.settings)))
+            log.warning("stage %s: settings changed since it ran (%s); recomputing", stage.key, ", ".join(changed))
+        return False
     if inputs:
         recorded = rec.get("inputs_sha256") or {}
         now = _input_hashes(inputs, workdir)
@@ -110,7 +147,9 @@ def mark_done(stage: Stage, workdir: pathlib.Path, seconds: float,
     io.atomic_write_json(_record_path(workdir, stage.key), {
         "key": stage.key, "kind": stage.kind, "seconds": round(seconds, 3),
         "sha256": {_name(o, workdir): _sha256(pathlib.Path(o)) for o in stage.outputs},
-        "inputs_sha256": _input_hashes(inputs or (), workdir)})
+        "inputs_sha256": _input_hashes(inputs or (), workdir),
+        **({} if stage.settings is None else {"settings_sha256": settings_sha256(stage.settings),
+                                              "settings": io.as_written(_plain_settings(stage.settings))})})
 
 
 def order(stages: Sequence[Stage]) -> list[Stage]:

@@ -516,6 +516,7 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
         perms = int(s.analysis.get("n_permutations", 1000))
         stages.append(plan.Stage("report", "report", layout.report_outputs(s.workdir), make_report,
                                  deps=[st.key for st in runnable], group="report", soft_deps=True,
+                                 settings={"config": {k: v for k, v in cfg.items() if k != "data_dir"}},
                                  cost_s=round(10 + 2e-3 * perms * n_tasks * (n_tasks - 1) / 2 * len(infos), 1)))
     return plan.order(stages)
 
@@ -538,9 +539,21 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
     m, path, w = info.name, info.path, s.workdir
     stages = []
 
-    def add(key, kind, outputs, fn, deps=(), cost_s=0.0, group_task=None, skip_reason=None):
+    def add(key, kind, outputs, fn, deps=(), cost_s=0.0, group_task=None, skip_reason=None, settings=None):
         stages.append(plan.Stage(key, kind, outputs, fn, deps=list(deps), cost_s=cost_s,
-                                 group=f"{m}/{group_task}", skip_reason=info.skip_reason or skip_reason))
+                                 group=f"{m}/{group_task}", skip_reason=info.skip_reason or skip_reason,
+                                 settings=settings))
+
+    def settings(prompt_task, **fields):
+        """What a stage computes with besides its input files: the model, seeds and row cap, the resolved tuning
+        settings of the task whose prompts it uses, and its own fields (plan.Stage.settings)."""
+        return {"model": m, "seeds": list(s.seeds), "max_examples": s.max_examples,
+                "tune": stage_tune_settings(cost, prompt_task), **fields}
+
+    suppression = {"levels": list(s.levels), "scope": s.scope, "intervention": s.intervention,
+                   "noise_scale": s.noise_scale, "noise_relative_to": s.noise_relative_to,
+                   "random_draws": s.random_draws, "random_seed": s.random_seed,
+                   "max_examples": _smaller(s.suppression_max_examples, s.max_examples)}
 
     for task in tp.clean:
         def tune(task=task, key=f"tune/{m}/{task}"):
@@ -548,7 +561,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             session.tune(path, task, s.seeds, s.workdir, s.data_dir, s.tune, max_examples=s.max_examples)
         outs = ([layout.prompt_path(w, m, task, seed) for seed in s.seeds]
                 + [layout.metrics_path(w, m, task, seed) for seed in s.seeds])
-        add(f"tune/{m}/{task}", "tune", outs, tune, cost_s=cost.tune(task), group_task=task)
+        add(f"tune/{m}/{task}", "tune", outs, tune, cost_s=cost.tune(task), group_task=task,
+            settings=settings(task))
 
     for source in tp.clean:
         targets = transfer_targets(s, tp, source)
@@ -558,7 +572,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             session.transfer(path, source, targets, s.seeds, s.workdir, s.data_dir, s.tune,
                              max_examples=s.max_examples)
         add(f"transfer/{m}/{source}", "transfer", [layout.transfer_path(w, m, source, t) for t in targets], transfer,
-            deps=[f"tune/{m}/{source}"], cost_s=cost.transfer(targets), group_task=source)
+            deps=[f"tune/{m}/{source}"], cost_s=cost.transfer(targets), group_task=source,
+            settings=settings(source, targets=list(targets)))
 
     for task in tp.present:
         clean = s.prompt_task_of(task)
@@ -572,7 +587,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
         out = layout.predictivity_path(w, m, task)
         deps = [f"tune/{m}/{clean}"] + ([f"predictivity/{m}/{clean}"] if clean != task else [])
         add(f"predictivity/{m}/{task}", "predictivity", [out, out.with_name(out.name + ".json")], predictivity,
-            deps=deps, cost_s=cost.predictivity(task), group_task=clean)
+            deps=deps, cost_s=cost.predictivity(task), group_task=clean,
+            settings=settings(clean, stats=s.stats))
 
     for source, target in suppression_pairs(s, tp):
         def suppress(source=source, target=target, key=f"suppress/{m}/{source}__{target}",
@@ -586,7 +602,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
                              max_examples=_smaller(s.suppression_max_examples, s.max_examples))
         deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{s.prompt_task_of(target)}"]))
         add(f"suppress/{m}/{source}__{target}", "suppress", [layout.suppression_path(w, m, source, target)], suppress,
-            deps=deps, cost_s=cost.suppress(target), group_task=s.prompt_task_of(target))
+            deps=deps, cost_s=cost.suppress(target), group_task=s.prompt_task_of(target),
+            settings=settings(s.prompt_task_of(target), suppression=suppression))
 
     # The held-out TEST split: never used for prompt selection or eq. 3, only scored (own prompt, own neurons).
     for task in held_out_tasks(s, tp):
@@ -595,7 +612,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             session.transfer(path, task, [task], s.seeds, s.workdir, s.data_dir, s.tune, max_examples=s.max_examples,
                              split="test")
         add(f"transfer/{m}/{task}.test", "transfer", [layout.transfer_path(w, m, task, task, "test")], transfer_test,
-            deps=[f"tune/{m}/{task}"], cost_s=cost.transfer([task]), group_task=task)
+            deps=[f"tune/{m}/{task}"], cost_s=cost.transfer([task]), group_task=task,
+            settings=settings(task, targets=[task], split="test"))
 
         if not curves_for(s, task):
             continue
@@ -609,10 +627,16 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
                              max_examples=_smaller(s.suppression_max_examples, s.max_examples))
         add(f"suppress/{m}/{task}__{task}.test", "suppress", [layout.suppression_path(w, m, task, task, "test")],
             suppress_test, deps=[f"predictivity/{m}/{task}", f"tune/{m}/{task}"], cost_s=cost.suppress(task),
-            group_task=task)
+            group_task=task, settings=settings(task, suppression=suppression, split="test"))
 
-    _robust_stages(s, session, info, tp, cost, hooks, add)
+    _robust_stages(s, session, info, tp, cost, hooks, add, settings)
     return stages
+
+
+def stage_tune_settings(cost: CostModel, task: str) -> dict:
+    """The resolved tuning settings of `task` (CostModel.tune_settings) without the fields that change nothing a
+    stage writes (the progress bar)."""
+    return {k: v for k, v in cost.tune_settings(task).items() if k != "progress"}
 
 
 def robust_tasks(settings: Settings, tp: TaskPlan) -> list[str]:
@@ -638,9 +662,10 @@ def robust_scored_sets(settings: Settings, tp: TaskPlan, task: str) -> list[str]
     return scored
 
 
-def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: CostModel, hooks, add) -> None:
-    """Adds, through _model_stages's `add` (same groups, same model skip), the robust_tune and patching stages
-    (issue 17), each only when its config block is present."""
+def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: CostModel, hooks, add,
+                   settings) -> None:
+    """Adds, through _model_stages's `add` and `settings` (same groups, same model skip, same settings
+    fingerprint), the robust_tune and patching stages (issue 17), each only when its config block is present."""
     m, path, w = info.name, info.path, s.workdir
     measured_by: dict[str, str] = {}     # adversarial set -> the robust task whose arms measure its predictivity
     for task in robust_tasks(s, tp):
@@ -662,7 +687,8 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
                     + [layout.robust_metrics_path(w, m, task, arm, seed) for seed in s.seeds]
                     + [layout.robust_eval_path(w, m, task, arm)])
             add(f"robust_tune/{m}/{task}/{arm}", "robust_tune", outs, robust_tune, deps=[f"predictivity/{m}/{task}"],
-                cost_s=cost.robust_tune(task, arm, adversarial), group_task=task)
+                cost_s=cost.robust_tune(task, arm, adversarial), group_task=task,
+                settings=settings(task, robust=s.robust, arm=arm, scored=list(adversarial)))
             if not s.robust.predictivity:
                 continue
             measured = [task] + [t for t in adversarial if task_table.scored_kind(task, t) in (
@@ -684,7 +710,7 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
                 deps=[f"robust_tune/{m}/{task}/{arm}"] + ([f"predictivity/{m}/{t}" for t in measured
                                                            if t in tp.present] if arm == "plain" else []),
                 cost_s=sum(cost.predictivity(t) for t in measured if arm != "plain" or t not in tp.present),
-                group_task=task)
+                group_task=task, settings=settings(task, stats=s.stats, arm=arm, measured=list(measured)))
     if s.patching is not None:
         source = s.patching.source
         for adversarial in tp.adversarial:
@@ -698,6 +724,7 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
                 [layout.patching_path(w, m, clean, adversarial, source)], patch,
                 deps=[f"tune/{m}/{clean}", f"predictivity/{m}/{clean}"],
                 cost_s=cost.patching(adversarial, s.patching), group_task=clean,
+                settings=settings(clean, patching=s.patching),
                 skip_reason=advglue.skip_reason(adversarial, s.data_dir) if s.data_dir else
                 "no data_dir: the AdvGLUE dev set with original_* texts is read from <data_dir>/advglue/dev_ann.json")
 

@@ -50,7 +50,9 @@ def resolve_tune_config(tune_config, model_name: str, family: str, task: str, *,
             cfg[key] = value
     if cfg.get("init") is None:
         cfg["init"] = "normal"
-    by_task = parse_steps_by_task(cfg.get("max_steps_by_task"))
+    # Resolved per task: the table of every task's steps is no setting of this task's run (its own entry is
+    # max_steps), so that another task's entry changes nothing this run records or is fingerprinted by.
+    by_task = parse_steps_by_task(cfg.pop("max_steps_by_task", None))
     if task in by_task:
         cfg["max_steps"] = by_task[task]
     if max_steps is not None:

@@ -23,7 +23,7 @@ import shutil
 
 import numpy as np
 
-from skillneurons_jax import io
+from skillneurons_jax import io, layout
 from skillneurons_jax.analysis import results, robustness, verdicts
 from skillneurons_jax.analysis.sections import accuracy
 from skillneurons_jax.analysis.document import Document
@@ -79,7 +79,7 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
                  f"{io.git_commit() or 'unknown (not a git checkout)'}",
                  f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores "
                  f"(as seen by the report process)",
-                 f"Run time: {_run_time(sidecars)}",
+                 f"Run time: {_run_time(sidecars)}; {_stage_seconds(context.workdir)}",
                  f"Generated: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
                  f"Seeds: {context.config.get('seeds')}; models: {', '.join(context.inventory.models) or 'none'}"])
     summary = {"verdicts": {}, "table1": {}, "problems": {}}
@@ -264,6 +264,24 @@ def _run_time(sidecars: list[dict]) -> str:
     span = (max(stamps) - min(stamps)).total_seconds()
     return (f"{span / 60:.1f} min between the first and the last stage output ({len(stamps)} timestamped files; "
             f"a resumed run includes its pause)")
+
+
+def _stage_seconds(workdir: pathlib.Path) -> str:
+    """The sum of the stages' own run times (their completion records, WORKDIR/.stages/*.json: each stage's wall
+    seconds when it last ran): the study's cost without the pauses of a resumed run (this report excluded)."""
+    seconds, count = 0.0, 0
+    for record in sorted((pathlib.Path(workdir) / layout.STAGE_RECORDS_DIR).glob("*.json")):
+        try:
+            doc = json.loads(record.read_text(encoding="utf-8"))
+            if doc.get("kind") == "report":
+                continue
+            seconds += float(doc["seconds"])
+            count += 1
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not count:
+        return "the stages' own times: unknown (no stage record)"
+    return f"the stages' own times sum to {seconds / 60:.1f} min ({count} stages, this document's stage excluded)"
 
 
 def _stage_commits(sidecars: list[dict]) -> str:
