@@ -111,6 +111,15 @@ def git_commit() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+def folder_key(value):
+    """A recorded folder (a sidecar's data_dir or model_path) as a comparable key: an existing folder by its
+    resolved path (../shared/data and /work/shared/data are one folder), anything else (None, "offline:" names,
+    hub names) as it is."""
+    if isinstance(value, str) and value not in ("", "None") and pathlib.Path(value).is_dir():
+        return str(pathlib.Path(value).resolve())
+    return value
+
+
 def sidecar_path(path) -> pathlib.Path:
     path = pathlib.Path(path)
     return path.with_name(path.name + ".json") if path.suffix != ".json" else path.with_name(path.stem + ".meta.json")

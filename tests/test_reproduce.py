@@ -4,6 +4,7 @@ corrupted outputs recomputed with their dependents only, the dry run, an unwrita
 import collections
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 pytest.importorskip("torch")
 
 import reproduce_fixtures as rf  # noqa: E402  (tests/ is on sys.path under pytest)
+from skillneurons_jax import io as project_io, layout  # noqa: E402
 from skillneurons_jax.pipeline import runner  # noqa: E402
 from skillneurons_jax.pipeline import plan, stages as st  # noqa: E402
 from skillneurons_jax.pipeline.session import Session  # noqa: E402
@@ -163,6 +165,77 @@ def test_an_edited_config_reruns_what_it_changes_and_keeps_the_rest(world, done)
     todo = states(lambda c: setattr(c.suppression, "levels", "0,20"))
     assert todo and all(k.startswith("suppress/") for k in todo - {"report"}) and "report" in todo
     assert states(lambda c: setattr(c.tune, "progress", True)) == {"report"}     # nothing the stages write
+
+
+def test_an_edited_config_really_retrains_and_keeps_the_old_run(world, done, tmp_path):
+    """Rerun for real in a copy of the finished workdir: fewer steps for one task (its checkpoint is past the new
+    budget) and another learning rate for another are trained from scratch, not resumed nor refused; the old
+    runs are set aside beside them, not deleted."""
+    workdir = tmp_path / "w"
+    shutil.copytree(done["workdir"], workdir)
+    config = rf.config(world["model"], world["data"])
+    config.tune.max_steps_by_task = "mrpc:1"
+    config.tune.learning_rate = 0.5                          # every task's setting: sst2 changes this way
+    calls = []
+    hooks = {kind: calls.append for kind in st.STAGE_KINDS}
+    res = runner.run_plan(st.Settings.from_config(config, workdir), printer=lambda *_: None, hooks=hooks)
+    assert not res["failed"], res["failed"]
+    assert {f"tune/{M}/sst2", f"tune/{M}/mrpc"} <= set(calls)
+    for task, steps in (("mrpc", 1), ("sst2", 2)):
+        for seed in (0, 1):
+            rows = [json.loads(line) for line in layout.metrics_path(workdir, M, task, seed).read_text().splitlines()]
+            assert max(r["step"] for r in rows) == steps, (task, seed, rows)
+            meta = json.loads(project_io.sidecar_path(layout.metrics_path(workdir, M, task, seed)).read_text())
+            assert meta["config"]["learning_rate"] == 0.5
+            kept = list(layout.run_dir(workdir, M, task, seed).parent.glob(f"seed_{seed}.superseded-*"))
+            assert len(kept) == 1 and (kept[0] / "prompt.npy").read_bytes() == \
+                layout.prompt_path(done["workdir"], M, task, seed).read_bytes()
+    res = runner.run_plan(st.Settings.from_config(config, workdir), printer=lambda *_: None)
+    assert res["ran"] == 0                                    # and now it is done
+
+
+def test_a_study_reuses_another_studys_finished_computation(world, done, tmp_path):
+    """config.reuse_from: the tune runs and predictivity results of the same computation are copied from another
+    workdir (their sidecars say from where), with the same bytes; a task tuned differently is trained here."""
+    config = rf.config(world["model"], world["data"])
+    config.data_dir = str(world["data"]) + "/./"              # the same folder, spelled otherwise
+    config.reuse_from = str(done["workdir"])
+    # mrpc is another computation now, trained here. One step, not three: with three, the best dev checkpoint
+    # was step 2 again, the same prompt bytes, and its predictivity was then rightly copied.
+    config.tune.max_steps_by_task = "mrpc:1"
+    calls = []
+    hooks = {kind: calls.append for kind in st.STAGE_KINDS}
+    res = runner.run_plan(st.Settings.from_config(config, tmp_path / "w"), printer=lambda *_: None, hooks=hooks)
+    assert not res["failed"]
+    new, old = tmp_path / "w", done["workdir"]
+    for seed in (0, 1):
+        copy = layout.prompt_path(new, M, "sst2", seed)
+        assert copy.read_bytes() == layout.prompt_path(old, M, "sst2", seed).read_bytes()
+        assert json.loads(project_io.sidecar_path(copy).read_text())["copied_from"] == str(
+            layout.run_dir(old, M, "sst2", seed))
+        assert "copied_from" not in json.loads(project_io.sidecar_path(layout.prompt_path(new, M, "mrpc", seed))
+                                               .read_text())
+        assert layout.prompt_path(new, M, "mrpc", seed).read_bytes() != layout.prompt_path(old, M, "mrpc",
+                                                                                             seed).read_bytes()
+    sst2 = layout.predictivity_path(new, M, "sst2")
+    assert sst2.read_bytes() == layout.predictivity_path(old, M, "sst2").read_bytes()
+    assert json.loads(project_io.sidecar_path(sst2).read_text())["copied_from"]
+    assert "copied_from" not in json.loads(project_io.sidecar_path(layout.predictivity_path(new, M, "mrpc"))
+                                           .read_text())
+    with pytest.raises(ValueError, match="own workdir"):
+        config.reuse_from = str(tmp_path / "w")
+        st.Settings.from_config(config, tmp_path / "w")
+    with pytest.raises(ValueError, match="is not a folder"):
+        config.reuse_from = str(tmp_path / "nowhere")
+        st.Settings.from_config(config, tmp_path / "w")
+
+
+def test_a_malformed_per_task_budget_is_an_error_before_any_work(world, tmp_path):
+    config = rf.config(world["model"], world["data"])
+    config.tune.max_steps_by_task = "sst-2:450"
+    with pytest.raises(ValueError, match="max_steps_by_task.*unknown task 'sst-2'"):
+        st.Settings.from_config(config, tmp_path / "w")
+    assert not (tmp_path / "w").exists()
 
 
 def test_unwritable_workdir_fails_before_any_work(world, tmp_path):

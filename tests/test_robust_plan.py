@@ -158,6 +158,10 @@ def test_plain_arm_copies_only_the_same_finished_computation(world, done, tmp_pa
         metrics = layout.metrics_path(w, M, "sst2", seed)
         metrics.write_text("")
     assert "copied_from" not in _plain_arm(world, done, w, reuse=True)
+    w = workdir_with_the_tune_stage("corrupt")
+    layout.metrics_path(w, M, "sst2", SEEDS[1]).write_text('{"step": 2, "dev_accuracy"\n')   # cut mid-write
+    corrupt = _plain_arm(world, done, w, reuse=True)                  # trains (and says why), does not stop
+    assert "copied_from" not in corrupt and corrupt["steps"] == 2
 
 
 def test_plain_arm_of_the_plan_is_copied_and_says_from_where(done):

@@ -86,7 +86,8 @@ def test_max_steps_by_task_gives_one_task_its_own_budget():
     assert (resolve("sst2")["max_steps"], resolve("qnli")["max_steps"], resolve("mrpc")["max_steps"]) == (450, 30, 150)
     assert resolve("sst2", max_steps=7)["max_steps"] == 7          # launch.tune's explicit flag still wins
     tune_task.check_tune_config(cfg)
-    for bad in ("sst2", "sst2:0", "sst2:x", ":4", "sst2:4,sst2:5"):
+    assert tune_task.parse_steps_by_task("SST2:5") == {"sst2": 5}      # the task table's name
+    for bad in ("sst2", "sst2:0", "sst2:x", ":4", "sst2:4,sst2:5", "sst-2:4", "sst2:4,SST2:5"):
         cfg.max_steps_by_task = bad
         with pytest.raises(ValueError, match="max_steps_by_task"):
             tune_task.check_tune_config(cfg)
@@ -118,3 +119,37 @@ def test_tune_task_in_process_writes_the_run_with_its_split_caps(tmp_path):
     with pytest.raises(RuntimeError, match="stopped at step 4 of 5"):
         tune_task.tune(setup, [0, 1], tmp_path / "work", data, cfg, model_path=model, max_examples=32,
                        max_steps=5, eval_every=3, require_complete=True)
+
+
+def test_changed_run_reason_tells_a_resumable_run_from_one_of_other_settings(tmp_path):
+    from skillneurons_jax import io as project_io
+    fingerprint = {"learning_rate": 0.03, "batch_size": 16}
+    sidecar = {"config": {"learning_rate": 0.03, "max_steps": 450, "progress": True}, "data_dir": "d",
+               "seeds": [0, 1]}
+
+    def run(rows, *, config=None, fp=None):
+        folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        project_io.atomic_write_json(folder / "run_config.json", fp or fingerprint)
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        project_io.write_sidecar(folder / "metrics.jsonl", **{**sidecar, "config": config or sidecar["config"]})
+        return folder
+
+    reason = lambda folder, planned=450, every=150: tune_task.changed_run_reason(  # noqa: E731
+        folder, fingerprint, sidecar, planned=planned, every=every)
+    assert reason(tmp_path / "absent") is None
+    steps = lambda *s: [{"step": x} for x in s]  # noqa: E731
+    assert reason(run(steps(150, 300))) is None                                  # interrupted: resumes
+    shorter = {"learning_rate": 0.03, "max_steps": 150, "progress": False}
+    assert reason(run(steps(150), config=shorter)) is None                        # a larger budget: trains on
+    assert "past this run's 100" in reason(run(steps(150), config=shorter), planned=100)
+    assert "not on this run's schedule" in reason(run(steps(150), config=shorter), every=100)
+    assert "stopped early" in reason(run(steps(150) + [{"step": 150, "stopped_early": 150}], config=shorter))
+    assert "config.learning_rate" in reason(run(steps(150), config={**sidecar["config"], "learning_rate": 0.5}))
+    assert "run_config.json differs in ['learning_rate']" in reason(run(steps(150), fp={**fingerprint,
+                                                                                        "learning_rate": 0.5}))
+    shorter_run = run(steps(150), config=shorter)
+    (shorter_run / "metrics.jsonl").write_text('{"step": 150}\n{"step"\n{"step": 300}\n')
+    assert "unreadable" in reason(shorter_run)
+    (shorter_run / "metrics.jsonl").write_text('{"step": 150}\n{"step": 30')      # a cut last line is skipped
+    assert reason(shorter_run) is None

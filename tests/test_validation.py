@@ -3,6 +3,8 @@ MRPC by config, the levels), and the verdicts (analysis/verdicts.py) come out of
 supported, not supported and inconclusive, through the rule in code, and into the generated document."""
 from __future__ import annotations
 
+import collections
+
 import json
 import pathlib
 
@@ -53,7 +55,7 @@ def test_validation_config_builds_the_plan(tiny_world, tmp_path):
     model, data_dir = tiny_world
     settings = _settings(model, data_dir, tmp_path)
     assert settings.seeds == [0, 1, 2]
-    assert settings.levels == [0, 1, 3, 5, 7, 9, 11, 13, 15]
+    assert settings.levels == [0, 1, 5, 10, 15]
     assert settings.adversarial_prompts == {"advqqp": "mrpc"}
     tp = plan_stages.plan_tasks(settings)
     assert set(tp.present) == {"sst2", "mrpc", "advsst2", "advqqp"}
@@ -65,9 +67,23 @@ def test_validation_config_builds_the_plan(tiny_world, tmp_path):
     assert set(stages[f"predictivity/{m}/advqqp"].deps) == {f"tune/{m}/mrpc", f"predictivity/{m}/mrpc"}
     assert stages[f"suppress/{m}/mrpc__advqqp"].deps == [f"predictivity/{m}/mrpc", f"tune/{m}/mrpc"]
     assert f"suppress/{m}/sst2__advsst2" in stages
+    # the adversarial sets' own skill neurons on themselves answer no finding: not run
+    assert not [k for k in stages if k.startswith(f"suppress/{m}/adv")]
+    assert settings.tune.max_steps_by_task == "sst2:450"
     transfer_outputs = {p.name for p in stages[f"transfer/{m}/mrpc"].outputs}
     assert {"mrpc__advqqp.json", "mrpc__sst2.json", "mrpc__advsst2.json"} <= transfer_outputs
     assert "report" in stages
+
+
+def test_patching_skips_a_set_scored_with_another_tasks_prompts(tiny_world, tmp_path):
+    """AdvQQP is scored with MRPC's prompts: patching, which needs the set's own clean task (QQP, absent), gets no
+    stage for it (before, its stage depended on a tune/<m>/qqp stage that does not exist and the plan failed)."""
+    model, data_dir = tiny_world
+    settings = _settings(model, data_dir, tmp_path,
+                         patching=dict(percents="10", source="original", random_draws=1, random_seed=0))
+    keys = [s.key for s in plan_stages.build_plan(settings)]
+    assert [k for k in keys if k.startswith("patching/")] == [f"patching/{reproduce_fixtures.MODEL}/sst2__advsst2"
+                                                               ".original"]
 
 
 def test_advqqp_needs_the_option_to_pair_with_mrpc(tiny_world, tmp_path):
@@ -99,7 +115,10 @@ def test_validation_plan_fits_its_120_minutes_by_the_calibrated_cost_model(tmp_p
     config = validation_config.get_config()
     config.cost.flops_per_second = 2 * plan_stages.DEFAULT_FLOPS["cpu_per_core"]
     stages = plan_stages.build_plan(plan_stages.Settings.from_config(config, tmp_path, str(SHARED_DATA)))
-    assert len(stages) == 46 and sum(stage.cost_s for stage in stages) <= 120 * 60
+    kinds = collections.Counter(stage.kind for stage in stages)
+    # the measured run of this plan (docs/VALIDATION.md) had these 42 stages besides the report
+    assert kinds == {"tune": 6, "predictivity": 9, "suppress": 15, "transfer": 12, "report": 1}, kinds
+    assert sum(stage.cost_s for stage in stages) <= 120 * 60
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -141,6 +160,27 @@ def test_suppression_verdicts(tmp_path, skill_drop, random_drop, noise, expected
     verdict = verdicts.suppression_verdict("F5", res, n_flips=200)
     assert verdict.verdict == expected, verdict
     assert np.isclose(verdict.estimate, random[1:].mean() - skill[1:].mean())
+
+
+def test_suppression_on_a_set_scored_below_chance_is_inconclusive(tmp_path):
+    """Prompts at 0.30 on an adversarial set (their answers flipped): suppressing their skill neurons moves the
+    answers toward chance, accuracy rises, and "random - skill" is negative. That is no evidence that skill neurons
+    matter less; the verdict says inconclusive and why, with the rule's verdict in the note."""
+    rng = np.random.default_rng(0)
+    frac = np.asarray(KS, float)[:, None] / 15
+    skill = 0.30 + 0.15 * frac + rng.normal(0, 0.005, (len(KS), 3))                  # [K, S] toward 0.5
+    random = np.full((len(KS), 1, 3), 0.30) + rng.normal(0, 0.005, (len(KS), 1, 3))
+    synth.write_suppression(tmp_path, MODEL, "sst2", "advsst2", KS, skill, random)
+    res = results.load_suppression(tmp_path, MODEL, "sst2", "advsst2")
+    verdict = verdicts.suppression_verdict("F6b", res, n_flips=200)
+    assert verdict.estimate < 0 and verdict.verdict == verdicts.INCONCLUSIVE
+    assert "below chance (0.50)" in verdict.note and "rule alone: not supported" in verdict.note
+    assert np.isclose(verdicts.unsuppressed_accuracy(res), skill[0].mean())
+    # the same curves from 0.80 down: above chance, the rule's verdict stands
+    synth.write_suppression(tmp_path, MODEL, "sst2", "sst2", KS, 1.1 - skill, 1.1 - random)
+    above = verdicts.suppression_verdict("F6b", results.load_suppression(tmp_path, MODEL, "sst2", "sst2"),
+                                         n_flips=200)
+    assert above.verdict == verdicts.SUPPORTED and "chance" not in above.note
 
 
 @pytest.mark.parametrize("accuracy, majority, expected", [
@@ -323,3 +363,19 @@ def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp
     own = sum(r["seconds"] for r in records if r["kind"] != "report")
     stages = sum(r["kind"] != "report" for r in records)
     assert f"the stages' own times sum to {own / 60:.1f} min ({stages} stages" in text
+
+
+def test_stage_seconds_sum_the_plans_stages_only(tmp_path):
+    """The document's cost of the study: the plan's stage records, not the report's own, nor a stage that an
+    earlier plan in this workdir ran and this one no longer has; unreadable records are skipped."""
+    records = {"tune/m/sst2": ("tune", 600.0), "suppress/m/advsst2__advsst2": ("suppress", 90.0),
+               "transfer/m/sst2": ("transfer", 60.0), "report": ("report", 20.0)}
+    for key, (kind, seconds) in records.items():
+        project_io.atomic_write_json(layout.stage_record_path(tmp_path, key),
+                                     {"key": key, "kind": kind, "seconds": seconds})
+    layout.stage_record_path(tmp_path, "predictivity/m/sst2").write_text("{")
+    plan_keys = ["tune/m/sst2", "transfer/m/sst2", "predictivity/m/sst2"]
+    assert validation_section._stage_seconds(tmp_path, plan_keys) == \
+        "the stages' own times sum to 11.0 min (2 stages, this document's stage excluded)"
+    assert "12.5 min (3 stages" in validation_section._stage_seconds(tmp_path)
+    assert "unknown" in validation_section._stage_seconds(tmp_path / "nowhere")

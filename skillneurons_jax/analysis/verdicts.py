@@ -27,6 +27,11 @@ The findings, as tested here (Ackermann & Ohmer 2023, building on Wang et al. 20
       neuron-permutation test (specificity.permutation_test; null: neurons interchangeable, correlation 0).
   F6b suppressing the clean task's skill neurons on the adversarial set hurts more than random neurons (Figure 6's
       cross suppression): as F5, on the clean -> adversarial suppression result.
+  F5 and F6b measure harm as lost accuracy, which assumes the unsuppressed prompts score above chance on the
+      set. Where their accuracy at k = 0 (mean over seeds) is below chance (1 / number of classes), removing what
+      the prompts rely on moves their answers toward chance, i.e. UP (an adversarial set whose perturbations flip
+      the prompts' answers does this): the verdict is then inconclusive and the note gives the k = 0 accuracy and
+      the rule's verdict.
 
 Every interval is a two-sided t interval of the mean over prompt seeds (robustness.difference_interval) at
 `confidence`; with one seed there is none and the verdict is inconclusive.
@@ -283,6 +288,14 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
     verdict = decide(estimate, interval, 0.0)
     if verdict == SUPPORTED and 2 * yes < len(comparisons):
         verdict = INCONCLUSIVE
+    note = "supported also needs yes at half of the levels or more"
+    unsuppressed = unsuppressed_accuracy(res)
+    chance = 1.0 / len(res.label_counts) if res.label_counts else 0.5
+    if unsuppressed is not None and unsuppressed < chance:
+        note += (f"; without suppression the prompts score {unsuppressed:.3f} here, below chance ({chance:.2f}): "
+                 f"suppression moves their answers toward chance, which raises accuracy, so lost accuracy cannot "
+                 f"measure harm on this set (rule alone: {verdict})")
+        verdict = INCONCLUSIVE
     subject = res.target if res.source == res.target else f"{res.source} → {res.target}"
     claim = ("suppressing the top-k% skill neurons hurts more than as many random neurons" if finding == "F5" else
              "the clean task's skill neurons, suppressed on the adversarial set, hurt more than random neurons")
@@ -290,7 +303,15 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
     return Verdict(finding, subject, claim, f"random − skill accuracy, mean over k = {levels_text} %", estimate, 0.0,
                    interval, units, confidence, f"per level: t interval and paired sign-flip test "
                    f"(robustness.compare_levels); {yes} of {len(comparisons)} levels say yes", None, verdict,
-                   note="supported also needs yes at half of the levels or more")
+                   note=note)
+
+
+def unsuppressed_accuracy(res: results.Suppression) -> float | None:
+    """The accuracy at k = 0 (nothing suppressed), mean over seeds; None when the result has no k = 0 level."""
+    ks = np.asarray(res.ks, np.float64)
+    if not (ks == 0).any():
+        return None
+    return float(np.asarray(res.skill, np.float64)[ks == 0].mean())
 
 
 # ------------------------------------------------------------------------------------------------------------------

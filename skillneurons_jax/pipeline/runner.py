@@ -126,7 +126,10 @@ def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_i
     if process_count == 1:
         result = plan.run(stages, workdir, printer=printer, continue_on_error=settings.continue_on_error)
     else:
-        fingerprint = hosts.plan_fingerprint({**settings.config, "data_dir": None}, [s.key for s in stages])
+        # the stages with their settings: hosts started with other command-line overrides (not in the config)
+        # disagree here, before any work
+        fingerprint = hosts.plan_fingerprint({**settings.config, "data_dir": None},
+                                             [f"{s.key}#{plan.settings_sha256(s.settings)}" for s in stages])
         watch = hosts.Watch(workdir, process_index, process_count, fingerprint, heartbeat_timeout_s)
         heartbeat = hosts.Heartbeat(workdir, process_index, process_count, fingerprint,
                                     interval_s=max(0.2, min(poll_s, heartbeat_timeout_s / 4))).start()

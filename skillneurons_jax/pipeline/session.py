@@ -68,12 +68,14 @@ class Session:
     # ---- stages -----------------------------------------------------------------------------------------------
     def tune(self, model_path: str, task: str, seeds: Sequence[int], workdir, data_dir, tune_config, *,
              max_examples: Optional[int] = None, max_steps: Optional[int] = None,
-             eval_every: Optional[int] = None) -> dict:
+             eval_every: Optional[int] = None, reuse_from=None) -> dict:
         """stages.tune.tune with the cached setup; a run that the config's time_limit_s stopped before its
-        planned steps raises RuntimeError (the stage is not done; a rerun resumes from the checkpoint)."""
+        planned steps raises RuntimeError (the stage is not done; a rerun resumes from the checkpoint).
+        reuse_from: a root whose finished run of the same computation is copied (stages.tune.copy_finished_run)."""
         return tune_stage.tune(self.setup(model_path, task, tune_config), seeds, workdir, data_dir, tune_config,
                                model_path=model_path, max_examples=max_examples, max_steps=max_steps,
-                               eval_every=eval_every, sidecar_extra={"stage": "tune"}, require_complete=True)
+                               eval_every=eval_every, sidecar_extra={"stage": "tune"}, require_complete=True,
+                               reuse_from=reuse_from, replace_changed=True)
 
     def transfer_target(self, model_path: str, target: str, data_dir, tune_config,
                         max_examples: Optional[int] = None, split: str = "dev") -> transfer_stage.TransferTarget:
@@ -122,7 +124,8 @@ class Session:
         finished prompts), then scored on the clean task's dev split and on `adversarial` (every other scored set:
         pipeline.stages.robust_scored_sets) with the prepared transfer targets."""
         summary = robust_tuning.tune_arm(self.setup(model_path, task, tune_config), arm, settings, seeds, workdir,
-                                         data_dir, tune_config, model_path=model_path, max_examples=max_examples)
+                                         data_dir, tune_config, model_path=model_path, max_examples=max_examples,
+                                         replace_changed=True)
         targets = [self.transfer_target(model_path, t, data_dir, tune_config, max_examples)
                    for t in [task, *adversarial]]
         robust_tuning.evaluate_arm(targets, task, arm, settings, seeds, workdir, model_path=model_path,

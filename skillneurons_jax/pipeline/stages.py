@@ -146,6 +146,9 @@ class Settings:
     # adversarial task -> the clean task whose prompts and TRAIN baseline it uses instead of the task table's
     # (config `adversarial_prompts`, "advqqp:mrpc"); empty: the table's clean task.
     adversarial_prompts: dict = dataclasses.field(default_factory=dict)
+    # config `reuse_from`: another study's workdir whose tune / predictivity results of the same computation are
+    # copied (stages.tune.copy_finished_run, stages.predictivity's reuse); None: everything is computed here
+    reuse_from: Optional[str] = None
 
     def prompt_task_of(self, task: str) -> str:
         """The clean task whose prompts (and TRAIN baseline) `task` uses: itself for a clean task."""
@@ -192,6 +195,7 @@ class Settings:
             tune = default_tune
         if tune is None:
             raise ValueError("config.tune is missing: give the tuning block (configs/tune.py's fields)")
+        tune_stage.check_tune_config(tune)       # before anything runs (e.g. a malformed max_steps_by_task)
         stats = StatsOptions.from_mapping(_plain(get("stats")) or None)
         max_examples = get("max_examples")
         cost = get("cost") or {}
@@ -211,6 +215,12 @@ class Settings:
                                  "clean task and scored on its adversarial sets)")
         patching = (patching_settings.PatchingSettings.from_mapping(_plain(get("patching")))
                     if get("patching") else None)
+        reuse_from = str(get("reuse_from") or "") or None
+        if reuse_from is not None:
+            if not pathlib.Path(reuse_from).is_dir():
+                raise ValueError(f"config.reuse_from {reuse_from!r} is not a folder (a finished study's workdir)")
+            if pathlib.Path(reuse_from).resolve() == pathlib.Path(workdir).resolve():
+                raise ValueError(f"config.reuse_from {reuse_from!r} is this plan's own workdir")
         return cls(
             workdir=pathlib.Path(workdir), data_dir=None if data_dir in (None, "") else str(data_dir),
             models=models, tasks=names["tasks"], optional_tasks=names["optional_tasks"], seeds=seeds,
@@ -226,7 +236,8 @@ class Settings:
             report=bool((get("report") or {}).get("enabled", True)), analysis=dict(_plain(get("analysis")) or {}),
             allow_hub=bool(get("allow_hub") or False), continue_on_error=bool(get("continue_on_error", True)),
             flops_per_second=cost.get("flops_per_second"), stage_overhead_s=float(cost.get("stage_overhead_s", 20.0)),
-            config=dict(_plain(config)), robust=robust, patching=patching, adversarial_prompts=adversarial_prompts)
+            config=dict(_plain(config)), robust=robust, patching=patching, adversarial_prompts=adversarial_prompts,
+            reuse_from=reuse_from)
 
 
 def parse_adversarial_prompts(value) -> dict[str, str]:
@@ -507,6 +518,7 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
     runnable = [st for st in stages if not st.skip_reason]
     if s.report:
         cfg = report_config(s, tp, infos)
+        cfg["plan"]["stages"] = [st.key for st in runnable]    # what this plan ran (the validation document's time)
 
         def make_report(key="report"):
             _hook(hooks, "report", key)
@@ -516,7 +528,10 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
         perms = int(s.analysis.get("n_permutations", 1000))
         stages.append(plan.Stage("report", "report", layout.report_outputs(s.workdir), make_report,
                                  deps=[st.key for st in runnable], group="report", soft_deps=True,
-                                 settings={"config": {k: v for k, v in cfg.items() if k != "data_dir"}},
+                                 # the config and the plan's stages; no folder path (hosts may mount the data
+                                 # elsewhere; skip reasons quote paths)
+                                 settings={"config": {k: v for k, v in s.config.items() if k != "data_dir"},
+                                           "stages": cfg["plan"]["stages"]},
                                  cost_s=round(10 + 2e-3 * perms * n_tasks * (n_tasks - 1) / 2 * len(infos), 1)))
     return plan.order(stages)
 
@@ -545,10 +560,11 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
                                  settings=settings))
 
     def settings(prompt_task, **fields):
-        """What a stage computes with besides its input files: the model, seeds and row cap, the resolved tuning
-        settings of the task whose prompts it uses, and its own fields (plan.Stage.settings)."""
+        """What a stage computes with besides its input files: the model, seeds and row cap, the tuning settings
+        of the task whose prompts it uses that evaluation reads (the rest reaches it through the prompt files, its
+        inputs), and its own fields (plan.Stage.settings); the tune stage gives its whole tuning settings."""
         return {"model": m, "seeds": list(s.seeds), "max_examples": s.max_examples,
-                "tune": stage_tune_settings(cost, prompt_task), **fields}
+                "tune": stage_tune_settings(cost, prompt_task, fields=EVALUATION_TUNE_FIELDS), **fields}
 
     suppression = {"levels": list(s.levels), "scope": s.scope, "intervention": s.intervention,
                    "noise_scale": s.noise_scale, "noise_relative_to": s.noise_relative_to,
@@ -558,11 +574,12 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
     for task in tp.clean:
         def tune(task=task, key=f"tune/{m}/{task}"):
             _hook(hooks, "tune", key)
-            session.tune(path, task, s.seeds, s.workdir, s.data_dir, s.tune, max_examples=s.max_examples)
+            session.tune(path, task, s.seeds, s.workdir, s.data_dir, s.tune, max_examples=s.max_examples,
+                         reuse_from=s.reuse_from)
         outs = ([layout.prompt_path(w, m, task, seed) for seed in s.seeds]
                 + [layout.metrics_path(w, m, task, seed) for seed in s.seeds])
         add(f"tune/{m}/{task}", "tune", outs, tune, cost_s=cost.tune(task), group_task=task,
-            settings=settings(task))
+            settings=settings(task, tune=stage_tune_settings(cost, task)))
 
     for source in tp.clean:
         targets = transfer_targets(s, tp, source)
@@ -583,7 +600,7 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
         def predictivity(task=task, key=f"predictivity/{m}/{task}", prompt_task=prompt_task):
             _hook(hooks, "predictivity", key)
             session.predictivity(path, task, s.seeds, str(s.workdir), s.data_dir, s.tune, options=s.stats,
-                                 max_examples=s.max_examples, prompt_task=prompt_task)
+                                 max_examples=s.max_examples, prompt_task=prompt_task, reuse_from=s.reuse_from)
         out = layout.predictivity_path(w, m, task)
         deps = [f"tune/{m}/{clean}"] + ([f"predictivity/{m}/{clean}"] if clean != task else [])
         add(f"predictivity/{m}/{task}", "predictivity", [out, out.with_name(out.name + ".json")], predictivity,
@@ -633,10 +650,21 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
     return stages
 
 
-def stage_tune_settings(cost: CostModel, task: str) -> dict:
-    """The resolved tuning settings of `task` (CostModel.tune_settings) without the fields that change nothing a
-    stage writes (the progress bar)."""
-    return {k: v for k, v in cost.tune_settings(task).items() if k != "progress"}
+# Tuning fields that change nothing a finished tune stage wrote: display, checkpoint count, a time limit (a plan
+# stage that stops early is not done and resumes) and where the table's values came from.
+TUNE_FIELDS_NOT_IN_OUTPUTS = ("progress", "keep_checkpoints", "time_limit_s", "hparams_row", "hparams_source")
+# The tuning fields that the stages after tuning read (encoding and scoring); their prompts are their inputs.
+EVALUATION_TUNE_FIELDS = ("max_text_tokens", "eval_batch_size", "readout", "mask_slot", "prefix_positions",
+                          "tied_scale")
+
+
+def stage_tune_settings(cost: CostModel, task: str, fields: Optional[Sequence[str]] = None) -> dict:
+    """The resolved tuning settings of `task` (CostModel.tune_settings) that a stage's outputs depend on: every
+    field but TUNE_FIELDS_NOT_IN_OUTPUTS, or only `fields`."""
+    resolved = cost.tune_settings(task)
+    if fields is not None:
+        return {k: resolved.get(k) for k in fields}
+    return {k: v for k, v in resolved.items() if k not in TUNE_FIELDS_NOT_IN_OUTPUTS}
 
 
 def robust_tasks(settings: Settings, tp: TaskPlan) -> list[str]:
@@ -688,7 +716,10 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
                     + [layout.robust_eval_path(w, m, task, arm)])
             add(f"robust_tune/{m}/{task}/{arm}", "robust_tune", outs, robust_tune, deps=[f"predictivity/{m}/{task}"],
                 cost_s=cost.robust_tune(task, arm, adversarial), group_task=task,
-                settings=settings(task, robust=s.robust, arm=arm, scored=list(adversarial)))
+                settings=settings(task, tune=stage_tune_settings(cost, task), arm=arm, scored=list(adversarial),
+                                  robust={"perturbations": s.robust.perturbations, "neighbour_k": s.robust.neighbour_k,
+                                          "protected_words": list(s.robust.protected_words),
+                                          "anchor": s.robust.anchor}))
             if not s.robust.predictivity:
                 continue
             measured = [task] + [t for t in adversarial if task_table.scored_kind(task, t) in (
@@ -713,7 +744,9 @@ def _robust_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Co
                 group_task=task, settings=settings(task, stats=s.stats, arm=arm, measured=list(measured)))
     if s.patching is not None:
         source = s.patching.source
-        for adversarial in tp.adversarial:
+        # patching reads the clean task's own prompts and skill neurons: an adversarial set evaluated with another
+        # task's prompts (config adversarial_prompts, e.g. AdvQQP with MRPC's) has none to patch with
+        for adversarial in [a for a in tp.adversarial if s.prompt_task_of(a) == clean_of(a)]:
             clean = clean_of(adversarial)
 
             def patch(clean=clean, adversarial=adversarial, key=f"patching/{m}/{clean}__{adversarial}.{source}"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import re
 from typing import Sequence
 
 import numpy as np
@@ -34,7 +35,10 @@ def find_prompts(path) -> list:
     for name in (PROMPT_FILE, "task_prompt"):
         if (path / name).is_file():
             return [path / name]
-    seeds = sorted((p for p in path.glob(layout.SEED_DIR_PREFIX + "*") if (p / PROMPT_FILE).is_file()),
+    # seed_<s> only: a run set aside beside it (seed_<s>.superseded-<time>, stages.tune.set_aside) is not one
+    seed_dir = re.compile(re.escape(layout.SEED_DIR_PREFIX) + r"\d+")
+    seeds = sorted((p for p in path.glob(layout.SEED_DIR_PREFIX + "*")
+                    if seed_dir.fullmatch(p.name) and (p / PROMPT_FILE).is_file()),
                    key=lambda p: (len(p.name), p.name))
     if seeds:
         return [p / PROMPT_FILE for p in seeds]

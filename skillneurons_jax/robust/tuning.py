@@ -215,12 +215,13 @@ def perturbed_batches(setup: TaskSetup, settings: RobustSettings, seeds: Sequenc
 # ----------------------------------------------------------------------------------------------- the stage
 def tune_arm(setup: TaskSetup, arm: str, settings: RobustSettings, seeds: Sequence[int], workdir, data_dir,
              tune_config, *, model_path, max_examples: Optional[int] = None, require_complete: bool = True,
-             reuse_tune_stage: bool = True) -> dict:
+             reuse_tune_stage: bool = True, replace_changed: bool = False) -> dict:
     """Tunes `arm`'s prompts of `setup.task` for `seeds` under layout.robust_arm_dir(workdir, arm) with the plain
     tune stage's body, config and seeds; returns its summary (stages.tune.tune). The anchored arm reads the clean
     task's predictivity npz under `workdir`. The plain arm is the tune stage's computation: with
     `reuse_tune_stage` it copies the tune stage's finished prompts under `workdir` when they match
-    (stages.tune.copy_finished_run checks config, data, seeds and devices) instead of training them again."""
+    (stages.tune.copy_finished_run checks config, data, seeds and devices) instead of training them again.
+    `replace_changed`: stages.tune.tune's (an arm folder of other settings is set aside, not refused)."""
     arm_settings = settings.arm(arm)
     loaded, task = setup.loaded, setup.task.name
     step_factory, extend, extra = None, None, {"robust_arm": arm}
@@ -236,7 +237,8 @@ def tune_arm(setup: TaskSetup, arm: str, settings: RobustSettings, seeds: Sequen
                            model_path=model_path, max_examples=max_examples, require_complete=require_complete,
                            sidecar_extra={"stage": "robust_tune"}, step_factory=step_factory,
                            extend_batches=extend, run_info_extra=extra,
-                           reuse_from=workdir if reuse_tune_stage and not arm_settings.active else None)
+                           reuse_from=workdir if reuse_tune_stage and not arm_settings.active else None,
+                           replace_changed=replace_changed)
 
 
 def evaluate_arm(targets: Sequence[transfer_stage.TransferTarget], task: str, arm: str, settings: RobustSettings,

@@ -138,9 +138,16 @@ def _copy_same_result(source_root, workdir, model: str, task: str, fingerprint: 
     side = io.sidecar_path(source)
     if not (source.exists() and side.exists()):
         return None
-    meta = json.loads(side.read_text())
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:         # a corrupt source is no reason to stop: computed here instead
+        log.warning("predictivity %s/%s under %s: not copied from %s (unreadable sidecar: %s)", model, task,
+                    workdir, source, err)
+        return None
+    if not isinstance(meta, dict):
+        return None
     same = (meta.get("train_fingerprint") == io.as_written(fingerprint) and meta.get("n_dev") == int(n_dev)
-            and meta.get("model_path") == model_path)
+            and io.folder_key(meta.get("model_path")) == io.folder_key(model_path))
     if not same:
         log.info("predictivity %s/%s under %s: not copied from %s (another computation)", model, task, workdir,
                  source)

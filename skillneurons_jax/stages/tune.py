@@ -32,6 +32,7 @@ import numpy as np
 from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers
+from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.prompt import hparams, soft_prompt, train
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, model_batches, round_up
 
@@ -79,6 +80,10 @@ def parse_steps_by_task(text) -> dict[str, int]:
         if not sep or not task or not steps.isdigit() or int(steps) < 1:
             raise ValueError(f"--config.max_steps_by_task: {entry!r} is not TASK:STEPS with STEPS a positive "
                              f"integer (in {text!r})")
+        try:
+            task = task_table.get_task(task).name        # the table's name ("SST2" is sst2): a typo is an error
+        except ValueError as err:
+            raise ValueError(f"--config.max_steps_by_task: {err}") from None
         if task in out:
             raise ValueError(f"--config.max_steps_by_task names {task!r} twice (in {text!r})")
         out[task] = int(steps)
@@ -170,12 +175,14 @@ def planned_steps(config: train.TrainConfig, train_examples: int) -> int:
 # its reading, the seeds trained together and the devices they were sharded over.
 REUSE_SIDECAR_KEYS = ("config", "data_dir", "seeds", "devices", "processes", "truncation",
                       "excluded_adversarial_originals")
-DISPLAY_ONLY_CONFIG = ("progress",)
+# (max_steps_by_task: runs of commit f47a64f recorded the whole per-task table; the task's entry is max_steps)
+DISPLAY_ONLY_CONFIG = ("progress", "max_steps_by_task")
 
 
 def _reuse_view(sidecar: Mapping) -> dict:
     view = {key: sidecar.get(key) for key in REUSE_SIDECAR_KEYS}
     view["config"] = {k: v for k, v in dict(view["config"] or {}).items() if k not in DISPLAY_ONLY_CONFIG}
+    view["data_dir"] = io.folder_key(view["data_dir"])
     return io.as_written(view)
 
 
@@ -206,6 +213,107 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
     return None
 
 
+# Config fields a run may change between an interruption and its resumption: they change nothing it computes.
+RESUMABLE_CONFIG = DISPLAY_ONLY_CONFIG + ("time_limit_s", "keep_checkpoints")
+
+
+def _resume_view(sidecar: Mapping) -> dict:
+    """What a resumed run must share with the run it continues (besides run_config.json): the resolved config
+    less RESUMABLE_CONFIG, the data and its reading, the seeds trained together."""
+    view = {key: sidecar.get(key) for key in ("config", "data_dir", "seeds", "truncation",
+                                               "excluded_adversarial_originals")}
+    view["config"] = {k: v for k, v in dict(view["config"] or {}).items() if k not in RESUMABLE_CONFIG}
+    view["data_dir"] = io.folder_key(view["data_dir"])
+    return io.as_written(view)
+
+
+# Config fields whose change a finished or interrupted run can absorb by training on (budget_extension says when).
+BUDGET_FIELDS = ("max_steps", "epochs")
+
+
+def _logged_steps(run_dir: pathlib.Path) -> tuple[int, bool]:
+    """(last logged step, whether the run stopped early) of a run folder's metrics.jsonl (a truncated last line,
+    an interrupted append, is skipped); (0, False) without one."""
+    path = run_dir / layout.METRICS_FILE
+    if not path.exists():
+        return 0, False
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise
+    return max((int(r["step"]) for r in rows), default=0), any("stopped_early" in r for r in rows)
+
+
+def budget_extension(run_dir: pathlib.Path, planned: int, every: int) -> Optional[str]:
+    """Whether a run that differs from this one only in its step budget (BUDGET_FIELDS) continues into it: None
+    when training on from its last logged step computes what this run computes from scratch (it has not passed
+    `planned` steps, did not stop early, and its evaluations so far are this run's: its last one is on this run's
+    schedule of every `every` steps; the learning-rate schedule does not depend on the budget); else why not."""
+    last, stopped = _logged_steps(run_dir)
+    if stopped:
+        return f"it stopped early at step {last}"
+    if last > planned:
+        return f"it ran {last} steps, past this run's {planned}"
+    if last % max(int(every), 1) and last != planned:
+        return f"its last evaluation (step {last}) is not on this run's schedule (every {every} steps)"
+    return None
+
+
+def changed_run_reason(run_dir: pathlib.Path, fingerprint: Mapping, sidecar: Mapping, *, planned: int,
+                       every: int) -> Optional[str]:
+    """Why the run in `run_dir` (one seed's folder) is not this run (interrupted, finished, or to be trained on
+    to a larger budget: budget_extension), i.e. was made with other settings: its run_config.json, or its metrics
+    sidecar's resolved config, data or seeds differ (another learning rate, fewer steps, ...). None when the
+    folder holds no run or this run. `planned`: this run's steps; `every`: its evaluation interval in steps."""
+    run_dir = pathlib.Path(run_dir)
+    config_path, sidecar_path = run_dir / layout.RUN_CONFIG_FILE, io.sidecar_path(run_dir / layout.METRICS_FILE)
+    try:
+        if config_path.exists():
+            found, expected = json.loads(config_path.read_text()), io.as_written(dict(fingerprint))
+            if found != expected:
+                keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+                return f"{config_path} differs in {keys}"
+        if sidecar_path.exists():
+            found, expected = _resume_view(json.loads(sidecar_path.read_text())), _resume_view(sidecar)
+            if found != expected:
+                keys = sorted(k for k in expected if found.get(k) != expected.get(k))
+                if "config" in keys:
+                    old, new = found["config"] or {}, expected["config"]
+                    keys = [k for k in keys if k != "config"] + [f"config.{k}" for k in sorted(set(old) | set(new))
+                                                                 if old.get(k) != new.get(k)]
+                if not set(keys) <= {f"config.{k}" for k in BUDGET_FIELDS}:
+                    return f"{sidecar_path} differs in {keys}"
+                refused = budget_extension(run_dir, planned, every)
+                if refused is not None:
+                    return f"{sidecar_path} differs in {keys} and {refused}"
+        elif config_path.exists():
+            # an interrupted or finished run always has its sidecar: without it the budget it ran is unknown
+            refused = budget_extension(run_dir, planned, every)
+            if refused is not None:
+                return f"{sidecar_path} is missing and {refused}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"{run_dir} is unreadable ({type(err).__name__}: {err})"
+    return None
+
+
+def set_aside(run_dir: pathlib.Path) -> pathlib.Path:
+    """Renames a run folder made with other settings to `<name>.superseded-<UTC time>` beside it (kept, never
+    deleted: a user's prompts are not lost); returns the new path."""
+    run_dir = pathlib.Path(run_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = run_dir.with_name(f"{run_dir.name}.superseded-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir.with_name(f"{run_dir.name}.superseded-{stamp}-{n}")
+    run_dir.rename(target)
+    return target
+
+
 def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequence[int], fingerprint: Mapping,
                       run_info: Mapping, sidecar: Mapping, *, own_keys: Sequence[str], planned: int
                       ) -> Optional[dict]:
@@ -216,7 +324,10 @@ def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequen
     finished); its sidecars are this run's with `copied_from` naming the source folder."""
     sources = [layout.run_dir(source_root, model, task, s) for s in seeds]
     for source in sources:
-        reason = _finished_run_mismatch(source, fingerprint, sidecar, own_keys, planned)
+        try:
+            reason = _finished_run_mismatch(source, fingerprint, sidecar, own_keys, planned)
+        except (OSError, ValueError, KeyError, TypeError) as err:   # a corrupt source is no reason to stop: train
+            reason = f"{source} is unreadable ({type(err).__name__}: {err})"
         if reason is not None:
             print(f"tuning {model}/{task} under {workdir}: not copied from {source_root} ({reason}); training",
                   file=sys.stderr, flush=True)
@@ -257,7 +368,7 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
          max_examples: Optional[int] = None, max_steps: Optional[int] = None, eval_every: Optional[int] = None,
          sidecar_extra: Optional[Mapping[str, Any]] = None, require_complete: bool = False,
          step_factory: Optional[Callable] = None, extend_batches: Optional[Callable] = None,
-         run_info_extra: Optional[Mapping[str, Any]] = None, reuse_from=None) -> dict:
+         run_info_extra: Optional[Mapping[str, Any]] = None, reuse_from=None, replace_changed: bool = False) -> dict:
     """Tunes one prompt per seed of `setup.task` (all seeds in one compiled step); see the module docstring.
 
     Another loss (robust.tuning, issue 17) comes in through three arguments, so the tuning body stays one:
@@ -280,6 +391,10 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
     steps (a plan stage must not count as done; a rerun resumes from the checkpoint); early stopping by
     `patience` is a complete run. While it runs it holds prompts/<model>/<task>/ (io.stage_lock: a second run
     on the same folder is refused with io.LockHeld). Raises prompt.train.TrainingDiverged on a NaN loss.
+    A seed folder that holds a run made with other settings (changed_run_reason) is refused (ValueError: use
+    another workdir or delete it), or with `replace_changed` (the plan's stages: the plan reruns a stage whose
+    settings changed) set aside (set_aside: renamed, kept) and trained from scratch; only in a single-process run
+    (on a pod it is refused). An interrupted run of the same settings resumes either way.
     Returns the summary that launch.tune prints.
     """
     folder = layout.task_prompts_dir(workdir, setup.loaded.name, setup.task.name)
@@ -288,12 +403,13 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
         return _tune(setup, seeds, workdir, data_dir, tune_config, model_path=model_path,
                      max_examples=max_examples, max_steps=max_steps, eval_every=eval_every,
                      sidecar_extra=sidecar_extra, require_complete=require_complete, step_factory=step_factory,
-                     extend_batches=extend_batches, run_info_extra=run_info_extra, reuse_from=reuse_from)
+                     extend_batches=extend_batches, run_info_extra=run_info_extra, reuse_from=reuse_from,
+                     replace_changed=replace_changed)
 
 
 def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config, *, model_path, max_examples,
           max_steps, eval_every, sidecar_extra, require_complete, step_factory=None, extend_batches=None,
-          run_info_extra=None, reuse_from=None) -> dict:
+          run_info_extra=None, reuse_from=None, replace_changed=False) -> dict:
     """The body of `tune`, run while the task folder is held."""
     t_start = time.time()
     seeds = [int(s) for s in seeds]
@@ -336,6 +452,18 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
     run_dirs = [layout.run_dir(workdir, loaded.name, task, s) for s in seeds]
     # A rerun refused for another configuration must leave every file as it was: check before any write.
     fingerprint = train.run_fingerprint(config, run_info, (cfg["prompt_len"], loaded.config.hidden))
+    planned = planned_steps(config, len(train_enc))
+    every = config.eval_every or max(len(train_enc) // batch_size, 1)      # 0: once per epoch (prompt.train)
+    for d in run_dirs:
+        reason = changed_run_reason(d, fingerprint, sidecar, planned=planned, every=every)
+        if reason is None:
+            continue
+        if not (replace_changed and jax.process_count() == 1):
+            raise ValueError(f"{d} holds a run with a different configuration ({reason}); use another --workdir "
+                             "or delete that folder to start over")
+        moved = set_aside(d)
+        print(f"tuning {loaded.name}/{task}: {d} held a run made with other settings ({reason}); set aside as "
+              f"{moved}, training from scratch", file=sys.stderr, flush=True)
     for d in run_dirs:
         train.check_run_config(d, fingerprint)
     # One process decides alone only on one host: on a pod every process would have to agree (and wait for

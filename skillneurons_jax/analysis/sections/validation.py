@@ -79,7 +79,8 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
                  f"{io.git_commit() or 'unknown (not a git checkout)'}",
                  f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores "
                  f"(as seen by the report process)",
-                 f"Run time: {_run_time(sidecars)}; {_stage_seconds(context.workdir)}",
+                 f"Run time: {_run_time(sidecars)}; "
+                 f"{_stage_seconds(context.workdir, (context.config.get('plan') or {}).get('stages'))}",
                  f"Generated: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
                  f"Seeds: {context.config.get('seeds')}; models: {', '.join(context.inventory.models) or 'none'}"])
     summary = {"verdicts": {}, "table1": {}, "problems": {}}
@@ -266,14 +267,15 @@ def _run_time(sidecars: list[dict]) -> str:
             f"a resumed run includes its pause)")
 
 
-def _stage_seconds(workdir: pathlib.Path) -> str:
+def _stage_seconds(workdir: pathlib.Path, keys=None) -> str:
     """The sum of the stages' own run times (their completion records, WORKDIR/.stages/*.json: each stage's wall
-    seconds when it last ran): the study's cost without the pauses of a resumed run (this report excluded)."""
+    seconds when it last ran): the study's cost without the pauses of a resumed run (this report excluded).
+    `keys`: the plan's stages (the report config's plan.stages); records of stages no longer in it are left out."""
     seconds, count = 0.0, 0
     for record in sorted((pathlib.Path(workdir) / layout.STAGE_RECORDS_DIR).glob("*.json")):
         try:
             doc = json.loads(record.read_text(encoding="utf-8"))
-            if doc.get("kind") == "report":
+            if doc.get("kind") == "report" or (keys is not None and doc.get("key") not in keys):
                 continue
             seconds += float(doc["seconds"])
             count += 1
