@@ -58,9 +58,11 @@ What is left:
                          one recipe for every task (no per-task tuning toward any answer); MRPC pairs (mean 53
                          tokens) and Movie Rationales (mean about 800: only its opening is seen) are cut, and
                          Table 1 records how many examples were
-  max_steps 150          2400 training examples per seed (of up to 4000 tuning rows), best of 2 dev evaluations
+  max_steps 150          2400 training examples per seed (of up to 4000 tuning rows), one dev evaluation at 150;
+                         SST-2 450 steps (7200 examples), best of 3 dev evaluations (150 / 300 / 450)
   max_examples 112       per split for transfer and predictivity (TRAIN baseline on 112 rows, DEV accuracy on 112)
-  suppression            k = 0,1,3,5,7,9,11,13,15 % per layer (the paper's levels), 1 random draw, 48 dev rows
+  suppression            k = 0,1,5,10,15 % per layer (4 of the paper's 8 levels in its 1-15 % range), 1 random
+                         draw, 48 dev rows; each clean task on itself (F5) and on its adversarial set (F6b)
   transfer               every prompt on every task (F1's relative transfer matrix)
   analysis               1000 neuron permutations; the task-type test is exact (180 assignments of 6 clean tasks
                          in 4 types; renaming the two 2-task and the two 1-task types ties 4 of them: p >= 0.022)

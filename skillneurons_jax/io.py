@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pathlib
+import platform
 import socket
 import subprocess
 import tempfile
@@ -111,6 +112,26 @@ def git_commit() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=1)
+def machine() -> dict:
+    """The CPU a process computes on, as its outputs record it: the model name, the widest vector instruction set
+    XLA's CPU code can use (avx512 / avx2 / other: the rounding of a float sum depends on it, so a prompt trained on
+    one CPU can differ from one trained on another) and the cores this process sees."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else ("other" if flags else "unknown")
+    return {"cpu": model, "vector_isa": isa, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
 def folder_key(value):
     """A recorded folder (a sidecar's data_dir or model_path) as a comparable key: an existing folder by its
     resolved path (../shared/data and /work/shared/data are one folder), anything else (None, "offline:" names,
@@ -126,23 +147,24 @@ def sidecar_path(path) -> pathlib.Path:
 
 
 def write_sidecar(path, **fields) -> pathlib.Path:
-    """Writes `<path>.json` next to an output: the given fields plus versions, commit and time."""
+    """Writes `<path>.json` next to an output: the given fields plus versions, commit, machine and time."""
     meta = dict(fields)
     meta.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     meta["versions"] = package_versions()
     meta["git_commit"] = git_commit()
+    meta["machine"] = machine()
     return atomic_write_json(sidecar_path(path), meta)
 
 
 # What write_sidecar stamps on every sidecar: a copied result gets its own, and keeps the source's as provenance.
-SIDECAR_STAMPS = ("created", "versions", "git_commit")
+SIDECAR_STAMPS = ("created", "versions", "git_commit", "machine")
 
 
 def copied_from(source_path, source_meta: dict) -> dict:
     """The provenance fields of a result copied from `source_path` (its sidecar `source_meta`): where it came
     from, and the commit and time the source was written at."""
     return {"copied_from": str(source_path), "source_git_commit": source_meta.get("git_commit"),
-            "source_created": source_meta.get("created")}
+            "source_created": source_meta.get("created"), "source_machine": source_meta.get("machine")}
 
 
 def _json_default(o):

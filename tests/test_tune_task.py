@@ -89,7 +89,7 @@ def test_max_steps_by_task_gives_one_task_its_own_budget():
     assert tune_task.parse_steps_by_task("SST2:5") == {"sst2": 5}      # the task table's name
     for bad in ("sst2", "sst2:0", "sst2:x", ":4", "sst2:4,sst2:5", "sst-2:4", "sst2:4,SST2:5"):
         cfg.max_steps_by_task = bad
-        with pytest.raises(ValueError, match="max_steps_by_task"):
+        with pytest.raises(ValueError, match="^--config.max_steps_by_task"):   # launch.tune's spelling
             tune_task.check_tune_config(cfg)
     assert tune_task.parse_steps_by_task("") == {} and tune_task.parse_steps_by_task(None) == {}
 
@@ -127,9 +127,11 @@ def test_changed_run_reason_tells_a_resumable_run_from_one_of_other_settings(tmp
     sidecar = {"config": {"learning_rate": 0.03, "max_steps": 450, "progress": True}, "data_dir": "d",
                "seeds": [0, 1]}
 
-    def run(rows, *, config=None, fp=None):
+    def run(rows, *, config=None, fp=None, checkpointed=True):
         folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
         folder.mkdir()
+        if checkpointed and rows:
+            (folder / "state" / str(rows[-1]["step"])).mkdir(parents=True)      # what checkpoint.has_checkpoint sees
         project_io.atomic_write_json(folder / "run_config.json", fp or fingerprint)
         (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         project_io.write_sidecar(folder / "metrics.jsonl", **{**sidecar, "config": config or sidecar["config"]})
@@ -142,10 +144,15 @@ def test_changed_run_reason_tells_a_resumable_run_from_one_of_other_settings(tmp
     assert reason(run(steps(150, 300))) is None                                  # interrupted: resumes
     shorter = {"learning_rate": 0.03, "max_steps": 150, "progress": False}
     assert reason(run(steps(150), config=shorter)) is None                        # a larger budget: trains on
+    # ... but not a run without a checkpoint (a copy): training "on" would start at 0 and overwrite it
+    assert "no checkpoint" in reason(run(steps(150), config=shorter, checkpointed=False))
     assert "past this run's 100" in reason(run(steps(150), config=shorter), planned=100)
     assert "not on this run's schedule" in reason(run(steps(150), config=shorter), every=100)
     assert "stopped early" in reason(run(steps(150) + [{"step": 150, "stopped_early": 150}], config=shorter))
     assert "config.learning_rate" in reason(run(steps(150), config={**sidecar["config"], "learning_rate": 0.5}))
+    # what changes nothing computed is no reason: a time limit, the checkpoint count, the table's provenance
+    assert reason(run(steps(150), config={**sidecar["config"], "time_limit_s": 60.0, "keep_checkpoints": 5,
+                                          "hparams_row": "ours", "hparams_source": "x"})) is None
     assert "run_config.json differs in ['learning_rate']" in reason(run(steps(150), fp={**fingerprint,
                                                                                         "learning_rate": 0.5}))
     shorter_run = run(steps(150), config=shorter)

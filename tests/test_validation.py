@@ -4,6 +4,7 @@ supported, not supported and inconclusive, through the rule in code, and into th
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import json
 import pathlib
@@ -171,16 +172,43 @@ def test_suppression_on_a_set_scored_below_chance_is_inconclusive(tmp_path):
     skill = 0.30 + 0.15 * frac + rng.normal(0, 0.005, (len(KS), 3))                  # [K, S] toward 0.5
     random = np.full((len(KS), 1, 3), 0.30) + rng.normal(0, 0.005, (len(KS), 1, 3))
     synth.write_suppression(tmp_path, MODEL, "sst2", "advsst2", KS, skill, random)
-    res = results.load_suppression(tmp_path, MODEL, "sst2", "advsst2")
+    unlabelled = results.load_suppression(tmp_path, MODEL, "sst2", "advsst2")
+    # without per-example labels the chance rate is unknown: the rule's verdict stands
+    assert verdicts.suppression_verdict("F6b", unlabelled, n_flips=200).verdict == verdicts.NOT_SUPPORTED
+    res = dataclasses.replace(unlabelled, labels=np.array([0] * 24 + [1] * 24))
     verdict = verdicts.suppression_verdict("F6b", res, n_flips=200)
     assert verdict.estimate < 0 and verdict.verdict == verdicts.INCONCLUSIVE
-    assert "below chance (0.50)" in verdict.note and "rule alone: not supported" in verdict.note
-    assert np.isclose(verdicts.unsuppressed_accuracy(res), skill[0].mean())
+    assert "every seed below chance, 0.500" in verdict.note and "rule alone: not supported" in verdict.note
+    assert np.allclose(verdicts.unsuppressed_accuracy(res), skill[0])
     # the same curves from 0.80 down: above chance, the rule's verdict stands
     synth.write_suppression(tmp_path, MODEL, "sst2", "sst2", KS, 1.1 - skill, 1.1 - random)
-    above = verdicts.suppression_verdict("F6b", results.load_suppression(tmp_path, MODEL, "sst2", "sst2"),
-                                         n_flips=200)
+    above = dataclasses.replace(results.load_suppression(tmp_path, MODEL, "sst2", "sst2"), labels=res.labels)
+    above = verdicts.suppression_verdict("F6b", above, n_flips=200)
     assert above.verdict == verdicts.SUPPORTED and "chance" not in above.note
+    # on a set of 70 % one label, prompts at 0.55 are below what a trivial answer scores: the rule applies
+    skewed = dataclasses.replace(results.load_suppression(tmp_path, MODEL, "sst2", "sst2"), skill=skill + 0.25,
+                                 random=random + 0.25, labels=np.array([0] * 34 + [1] * 14))
+    assert "chance, 0.708" in verdicts.suppression_verdict("F6b", skewed, n_flips=200).note
+    # one seed above chance: the rule does not apply
+    mixed = skill.copy()
+    mixed[0, 0] = 0.6
+    mixed = dataclasses.replace(res, skill=mixed)
+    assert "chance" not in verdicts.suppression_verdict("F6b", mixed, n_flips=200).note
+
+
+def test_f6_correlation_estimate_is_the_centre_of_its_interval():
+    """The estimate is the mean of the per-seed correlations (the interval's centre); the correlation of the
+    seed-averaged Pred, larger because averaging removes seed noise, is the permutation test's and is in the note
+    (before, it was the estimate and could lie outside the interval: 0.082 against [0.053, 0.074])."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(2, 50))                                 # [L, N] what the two sets share
+    clean = np.stack([shared + rng.normal(0, 2.0, (2, 50)) for _ in range(3)])       # [S, L, N]
+    adversarial = np.stack([shared + rng.normal(0, 2.0, (2, 50)) for _ in range(3)])
+    verdict = verdicts.f6_correlation("advsst2", "sst2", adversarial, clean, n_perm=200)
+    low, high = verdict.interval
+    assert low <= verdict.estimate <= high
+    averaged = float(verdict.note.split("seed-averaged Pred ")[1].split(";")[0])
+    assert averaged > verdict.estimate and verdict.p_value is not None
 
 
 @pytest.mark.parametrize("accuracy, majority, expected", [
@@ -358,6 +386,10 @@ def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp
     commit = project_io.git_commit()
     stated = "unknown (no sidecar records a commit)" if commit is None else f"{commit} ("
     assert f"Commits recorded by the stages' sidecars: {stated}" in text and "Run time: " in text
+    # and the CPU they computed on (its vector instruction set changes float rounding, hence prompts)
+    machine = project_io.machine()
+    assert sidecar["machine"] == machine and machine["vector_isa"] in ("avx512", "avx2", "other", "unknown")
+    assert f"Machines recorded by the stages' sidecars: {machine['cpu']} ({machine['vector_isa']}, " in text
     # the stages' own times, from their completion records (a resumed run's pause is not in them)
     records = [json.loads(r.read_text()) for r in (tmp_path / "work" / ".stages").glob("*.json")]
     own = sum(r["seconds"] for r in records if r["kind"] != "report")

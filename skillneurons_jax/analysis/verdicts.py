@@ -28,10 +28,11 @@ The findings, as tested here (Ackermann & Ohmer 2023, building on Wang et al. 20
   F6b suppressing the clean task's skill neurons on the adversarial set hurts more than random neurons (Figure 6's
       cross suppression): as F5, on the clean -> adversarial suppression result.
   F5 and F6b measure harm as lost accuracy, which assumes the unsuppressed prompts score above chance on the
-      set. Where their accuracy at k = 0 (mean over seeds) is below chance (1 / number of classes), removing what
-      the prompts rely on moves their answers toward chance, i.e. UP (an adversarial set whose perturbations flip
-      the prompts' answers does this): the verdict is then inconclusive and the note gives the k = 0 accuracy and
-      the rule's verdict.
+      set. Where their accuracy at k = 0 is below chance in every seed (chance_rate: the larger of 1 / classes and
+      the set's majority rate, what a trivial answer scores), removing what the prompts rely on moves their answers
+      toward a trivial one, i.e. accuracy goes UP (an adversarial set whose perturbations flip the prompts' answers
+      does this): the verdict is then inconclusive and the note gives the k = 0 accuracy and the rule's verdict.
+      A result without per-example labels (no majority rate) is not checked.
 
 Every interval is a two-sided t interval of the mean over prompt seeds (robustness.difference_interval) at
 `confidence`; with one seed there is none and the verdict is inconclusive.
@@ -183,10 +184,17 @@ def _accuracy(value) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------------
 # F2 adversarial accuracy
 # ------------------------------------------------------------------------------------------------------------------
+def chance_rate(majority_rate: float | None, n_classes: int = 2) -> float:
+    """What a trivial answer scores: the larger of 1 / n_classes (guessing) and the majority rate (always the most
+    frequent label); 1 / n_classes when the majority rate is unknown."""
+    guess = 1.0 / max(int(n_classes), 1)
+    return guess if majority_rate is None else max(guess, float(majority_rate))
+
+
 def f2_adversarial(task: str, prompt_task: str, accuracy: Sequence[float], majority_rate: float | None, *,
                    confidence: float = 0.95) -> Verdict:
     """accuracy [S]: the adversarial set's accuracy with `prompt_task`'s prompts, per seed."""
-    chance = max(0.5, majority_rate) if majority_rate is not None else 0.5
+    chance = chance_rate(majority_rate)
     values = np.asarray(accuracy, np.float64)
     interval, units = seed_interval(values, 0.0, confidence)
     note = (f"majority rate {majority_rate:.3f}" if majority_rate is not None else "majority rate unknown: 0.5 used")
@@ -290,11 +298,13 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
         verdict = INCONCLUSIVE
     note = "supported also needs yes at half of the levels or more"
     unsuppressed = unsuppressed_accuracy(res)
-    chance = 1.0 / len(res.label_counts) if res.label_counts else 0.5
-    if unsuppressed is not None and unsuppressed < chance:
-        note += (f"; without suppression the prompts score {unsuppressed:.3f} here, below chance ({chance:.2f}): "
-                 f"suppression moves their answers toward chance, which raises accuracy, so lost accuracy cannot "
-                 f"measure harm on this set (rule alone: {verdict})")
+    counts = res.label_counts
+    chance = None if not counts else chance_rate(robustness.majority_rate(counts), len(counts))
+    if unsuppressed is not None and chance is not None and bool((unsuppressed < chance).all()):
+        note += (f"; without suppression the prompts score {float(unsuppressed.mean()):.3f} here (every seed below "
+                 f"chance, {chance:.3f}, what a trivial answer scores): suppression moves their answers toward a "
+                 f"trivial one, which raises accuracy, so lost accuracy cannot measure harm on this set (rule "
+                 f"alone: {verdict})")
         verdict = INCONCLUSIVE
     subject = res.target if res.source == res.target else f"{res.source} → {res.target}"
     claim = ("suppressing the top-k% skill neurons hurts more than as many random neurons" if finding == "F5" else
@@ -306,12 +316,12 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
                    note=note)
 
 
-def unsuppressed_accuracy(res: results.Suppression) -> float | None:
-    """The accuracy at k = 0 (nothing suppressed), mean over seeds; None when the result has no k = 0 level."""
+def unsuppressed_accuracy(res: results.Suppression) -> np.ndarray | None:
+    """The accuracy at k = 0 (nothing suppressed) per seed [S]; None when the result has no k = 0 level."""
     ks = np.asarray(res.ks, np.float64)
     if not (ks == 0).any():
         return None
-    return float(np.asarray(res.skill, np.float64)[ks == 0].mean())
+    return np.asarray(res.skill, np.float64)[ks == 0].mean(0)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -325,12 +335,17 @@ def f6_correlation(adversarial: str, clean: str, pred_adv: np.ndarray, pred_clea
     per_seed = [float(np.nanmean(specificity.layer_spearman(pred_adv[s], pred_clean[s]))) for s in range(seeds)]
     tested = specificity.permutation_test(pred_adv.mean(0), pred_clean.mean(0), n_perm=n_perm, seed=seed)
     interval, units = seed_interval(per_seed, 0.0, confidence)
+    # The estimate is the mean of the per-seed correlations, the centre of their interval. The test runs on the
+    # seed-averaged Pred, whose correlation is larger (averaging removes seed noise) and can lie outside that
+    # interval: the note gives it.
+    estimate = float(np.mean(per_seed))
     return Verdict("F6a", f"{adversarial} vs {clean}", "the adversarial set's predictivities correlate with the "
-                   "clean task's", "layer-averaged Spearman correlation of Pred", float(tested.statistic), 0.0,
-                   interval, units, confidence, f"neuron-permutation test ({n_perm} within-layer permutations; "
-                   "null: neurons interchangeable, correlation 0)", tested.p_value,
-                   decide(float(tested.statistic), interval, 0.0, p_value=tested.p_value, alpha=alpha),
-                   note="both use the same prompts and the clean TRAIN baseline, which alone makes them alike")
+                   "clean task's", "layer-averaged Spearman correlation of Pred, mean over seeds", estimate, 0.0,
+                   interval, units, confidence, f"neuron-permutation test on the seed-averaged Pred ({n_perm} "
+                   "within-layer permutations; null: neurons interchangeable, correlation 0)", tested.p_value,
+                   decide(estimate, interval, 0.0, p_value=tested.p_value, alpha=alpha),
+                   note=f"correlation of the seed-averaged Pred {float(tested.statistic):.3f}; both use the same "
+                        "prompts and the clean TRAIN baseline, which alone makes them alike")
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -195,7 +195,8 @@ class Settings:
             tune = default_tune
         if tune is None:
             raise ValueError("config.tune is missing: give the tuning block (configs/tune.py's fields)")
-        tune_stage.check_tune_config(tune)       # before anything runs (e.g. a malformed max_steps_by_task)
+        # before anything runs (e.g. a malformed max_steps_by_task), named as this command spells the flags
+        tune_stage.check_tune_config(tune, "--config.tune.")
         stats = StatsOptions.from_mapping(_plain(get("stats")) or None)
         max_examples = get("max_examples")
         cost = get("cost") or {}
@@ -650,9 +651,10 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
     return stages
 
 
-# Tuning fields that change nothing a finished tune stage wrote: display, checkpoint count, a time limit (a plan
-# stage that stops early is not done and resumes) and where the table's values came from.
-TUNE_FIELDS_NOT_IN_OUTPUTS = ("progress", "keep_checkpoints", "time_limit_s", "hparams_row", "hparams_source")
+# Tuning fields that change nothing a finished tune stage wrote (display, checkpoint count, a time limit: a plan
+# stage that stops early is not done and resumes, where the table's values came from): one list with resuming
+# and copying a run.
+TUNE_FIELDS_NOT_IN_OUTPUTS = tune_stage.CONFIG_NOT_COMPUTED
 # The tuning fields that the stages after tuning read (encoding and scoring); their prompts are their inputs.
 EVALUATION_TUNE_FIELDS = ("max_text_tokens", "eval_batch_size", "readout", "mask_slot", "prefix_positions",
                           "tied_scale")

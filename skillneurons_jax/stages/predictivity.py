@@ -145,6 +145,8 @@ def _copy_same_result(source_root, workdir, model: str, task: str, fingerprint: 
                     workdir, source, err)
         return None
     if not isinstance(meta, dict):
+        log.warning("predictivity %s/%s under %s: not copied from %s (its sidecar is not a JSON object)", model,
+                    task, workdir, source)
         return None
     same = (meta.get("train_fingerprint") == io.as_written(fingerprint) and meta.get("n_dev") == int(n_dev)
             and io.folder_key(meta.get("model_path")) == io.folder_key(model_path))

@@ -33,7 +33,7 @@ from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers
 from skillneurons_jax.data import tasks as task_table
-from skillneurons_jax.prompt import hparams, soft_prompt, train
+from skillneurons_jax.prompt import checkpoint, hparams, soft_prompt, train
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, model_batches, round_up
 
 # The tuning config fields that must be set after the hyperparameter table has filled the None ones.
@@ -66,10 +66,11 @@ def resolve_tune_config(tune_config, model_name: str, family: str, task: str, *,
     return cfg
 
 
-def parse_steps_by_task(text) -> dict[str, int]:
+def parse_steps_by_task(text, field: str = "--config.tune.max_steps_by_task") -> dict[str, int]:
     """`--config.tune.max_steps_by_task` ("sst2:450,mrpc:150"; "" or None: none) -> {task: steps}. A study can give
     one task more steps than the rest (configs/validation.py: the task whose learning the probes showed still
-    rising) without a second config; ValueError naming the field for a malformed entry."""
+    rising) without a second config; ValueError naming `field` (as the user spelled the flag) for a malformed
+    entry."""
     out: dict[str, int] = {}
     for entry in (text or "").split(","):
         entry = entry.strip()
@@ -78,14 +79,14 @@ def parse_steps_by_task(text) -> dict[str, int]:
         task, sep, steps = entry.partition(":")
         task, steps = task.strip(), steps.strip()
         if not sep or not task or not steps.isdigit() or int(steps) < 1:
-            raise ValueError(f"--config.max_steps_by_task: {entry!r} is not TASK:STEPS with STEPS a positive "
+            raise ValueError(f"{field}: {entry!r} is not TASK:STEPS with STEPS a positive "
                              f"integer (in {text!r})")
         try:
             task = task_table.get_task(task).name        # the table's name ("SST2" is sst2): a typo is an error
         except ValueError as err:
-            raise ValueError(f"--config.max_steps_by_task: {err}") from None
+            raise ValueError(f"{field}: {err}") from None
         if task in out:
-            raise ValueError(f"--config.max_steps_by_task names {task!r} twice (in {text!r})")
+            raise ValueError(f"{field} names {task!r} twice (in {text!r})")
         out[task] = int(steps)
     return out
 
@@ -95,27 +96,28 @@ POSITIVE_INT_FIELDS = ("max_text_tokens", "eval_batch_size", "epochs", "keep_che
                        "train_max_examples", "dev_max_examples", "max_steps")
 
 
-def check_tune_config(tune_config) -> None:
+def check_tune_config(tune_config, prefix: str = "--config.") -> None:
     """The config's values that are given, checked before anything is loaded or read (ValueError naming
-    `--config.FIELD`); the hyperparameter table fills the None ones later and TrainConfig.validate checks again."""
+    `prefix` + FIELD: launch.tune's config is the tuning config itself, launch.reproduce's holds it under "tune.");
+    the hyperparameter table fills the None ones later and TrainConfig.validate checks again."""
     get = tune_config.get
     soft_prompt.check_prompt_len(get("prompt_len", soft_prompt.DEFAULT_PROMPT_LEN))
     for field in POSITIVE_INT_FIELDS:
         value = get(field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"--config.{field} must be a positive integer (or unset), got {value!r}")
+            raise ValueError(f"{prefix}{field} must be a positive integer (or unset), got {value!r}")
     for field in ("eval_every", "warmup_steps", "patience"):
         value = get(field)
         if value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"--config.{field} must be an integer >= 0, got {value!r}")
-    parse_steps_by_task(get("max_steps_by_task"))
+            raise ValueError(f"{prefix}{field} must be an integer >= 0, got {value!r}")
+    parse_steps_by_task(get("max_steps_by_task"), f"{prefix}max_steps_by_task")
     learning_rate = get("learning_rate")
     if learning_rate is not None and not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < float("inf")):
-        raise ValueError(f"--config.learning_rate must be a positive finite number (or unset), got {learning_rate!r}")
+        raise ValueError(f"{prefix}learning_rate must be a positive finite number (or unset), got {learning_rate!r}")
     for field in ("clip_norm", "weight_decay", "time_limit_s"):
         value = get(field)
         if value is not None and value < 0:
-            raise ValueError(f"--config.{field} must be >= 0, got {value!r}")
+            raise ValueError(f"{prefix}{field} must be >= 0, got {value!r}")
 
 
 def init_vocab_range(cfg: Mapping, vocab_size: int) -> tuple[int, int]:
@@ -170,20 +172,38 @@ def planned_steps(config: train.TrainConfig, train_examples: int) -> int:
     return planned if config.max_steps is None else min(planned, int(config.max_steps))
 
 
+# Resolved tuning config fields that change nothing a run computes: the progress bar; the per-task budget table
+# (runs of commit f47a64f recorded it whole; the task's entry is max_steps); a time limit (a run it stopped is
+# unfinished and resumes); how many checkpoints are kept; where the hyperparameter table's values came from
+# (the values themselves are in the config). Resuming, copying and the plan's stage settings all leave them out.
+CONFIG_NOT_COMPUTED = ("progress", "max_steps_by_task", "time_limit_s", "keep_checkpoints", "hparams_row",
+                       "hparams_source")
 # Sidecar fields of a finished run that another run must share for its prompts to be the same computation (with
-# the fingerprint of run_config.json): the resolved config (less what only changes the display), the data and
-# its reading, the seeds trained together and the devices they were sharded over.
+# the fingerprint of run_config.json): the resolved config (less CONFIG_NOT_COMPUTED), the data and its reading,
+# the seeds trained together and the devices they were sharded over.
 REUSE_SIDECAR_KEYS = ("config", "data_dir", "seeds", "devices", "processes", "truncation",
                       "excluded_adversarial_originals")
-# (max_steps_by_task: runs of commit f47a64f recorded the whole per-task table; the task's entry is max_steps)
-DISPLAY_ONLY_CONFIG = ("progress", "max_steps_by_task")
+
+
+def _computed_config(config) -> dict:
+    return {k: v for k, v in dict(config or {}).items() if k not in CONFIG_NOT_COMPUTED}
 
 
 def _reuse_view(sidecar: Mapping) -> dict:
     view = {key: sidecar.get(key) for key in REUSE_SIDECAR_KEYS}
-    view["config"] = {k: v for k, v in dict(view["config"] or {}).items() if k not in DISPLAY_ONLY_CONFIG}
+    view["config"] = _computed_config(view["config"])
     view["data_dir"] = io.folder_key(view["data_dir"])
     return io.as_written(view)
+
+
+def _differing_fields(found: Mapping, expected: Mapping) -> list[str]:
+    """The fields of two sidecar views that differ, the config's own fields named one by one ("config.lr")."""
+    keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+    if "config" not in keys:
+        return keys
+    old, new = found.get("config") or {}, expected.get("config") or {}
+    return [k for k in keys if k != "config"] + [f"config.{k}" for k in sorted(set(old) | set(new))
+                                                 if old.get(k) != new.get(k)]
 
 
 def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: Mapping, own_keys: Sequence[str],
@@ -203,8 +223,7 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
     found = _reuse_view(json.loads(io.sidecar_path(source / layout.METRICS_FILE).read_text()))
     expected = _reuse_view(sidecar)
     if found != expected:
-        keys = sorted(k for k in expected if found.get(k) != expected.get(k))
-        return f"{io.sidecar_path(source / layout.METRICS_FILE)} differs in {keys}"
+        return f"{io.sidecar_path(source / layout.METRICS_FILE)} differs in {_differing_fields(found, expected)}"
     rows = [json.loads(line) for line in (source / layout.METRICS_FILE).read_text().splitlines() if line.strip()]
     last = max((int(r["step"]) for r in rows), default=0)
     if last != planned and not any("stopped_early" in r for r in rows):
@@ -213,16 +232,12 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
     return None
 
 
-# Config fields a run may change between an interruption and its resumption: they change nothing it computes.
-RESUMABLE_CONFIG = DISPLAY_ONLY_CONFIG + ("time_limit_s", "keep_checkpoints")
-
-
 def _resume_view(sidecar: Mapping) -> dict:
     """What a resumed run must share with the run it continues (besides run_config.json): the resolved config
-    less RESUMABLE_CONFIG, the data and its reading, the seeds trained together."""
+    less CONFIG_NOT_COMPUTED, the data and its reading, the seeds trained together."""
     view = {key: sidecar.get(key) for key in ("config", "data_dir", "seeds", "truncation",
                                                "excluded_adversarial_originals")}
-    view["config"] = {k: v for k, v in dict(view["config"] or {}).items() if k not in RESUMABLE_CONFIG}
+    view["config"] = _computed_config(view["config"])
     view["data_dir"] = io.folder_key(view["data_dir"])
     return io.as_written(view)
 
@@ -256,6 +271,10 @@ def budget_extension(run_dir: pathlib.Path, planned: int, every: int) -> Optiona
     last, stopped = _logged_steps(run_dir)
     if stopped:
         return f"it stopped early at step {last}"
+    if last > 0 and not checkpoint.has_checkpoint(run_dir):
+        # a copied run (copy_finished_run writes none) or one whose state/ was removed: training "on" would start
+        # from step 0 and overwrite its metrics and prompt
+        return f"it has no checkpoint to train on from (no {run_dir / checkpoint.STATE_DIR})"
     if last > planned:
         return f"it ran {last} steps, past this run's {planned}"
     if last % max(int(every), 1) and last != planned:
@@ -280,11 +299,7 @@ def changed_run_reason(run_dir: pathlib.Path, fingerprint: Mapping, sidecar: Map
         if sidecar_path.exists():
             found, expected = _resume_view(json.loads(sidecar_path.read_text())), _resume_view(sidecar)
             if found != expected:
-                keys = sorted(k for k in expected if found.get(k) != expected.get(k))
-                if "config" in keys:
-                    old, new = found["config"] or {}, expected["config"]
-                    keys = [k for k in keys if k != "config"] + [f"config.{k}" for k in sorted(set(old) | set(new))
-                                                                 if old.get(k) != new.get(k)]
+                keys = _differing_fields(found, expected)
                 if not set(keys) <= {f"config.{k}" for k in BUDGET_FIELDS}:
                     return f"{sidecar_path} differs in {keys}"
                 refused = budget_extension(run_dir, planned, every)

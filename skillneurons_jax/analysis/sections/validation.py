@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 import pathlib
-import platform
 import re
 import shutil
 
@@ -77,8 +75,9 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
     document.ul([f"Command: `{report_cfg.get('validation_command') or '(not recorded in config.report)'}`",
                  f"Commits recorded by the stages' sidecars: {_stage_commits(sidecars)}; of this document: "
                  f"{io.git_commit() or 'unknown (not a git checkout)'}",
-                 f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores "
-                 f"(as seen by the report process)",
+                 f"Machines recorded by the stages' sidecars: {_stage_machines(sidecars)}; of this document: "
+                 f"{_machine_text(io.machine())} (a CPU with another vector instruction set rounds float sums "
+                 f"otherwise, so its prompts, and every number after them, can differ)",
                  f"Run time: {_run_time(sidecars)}; "
                  f"{_stage_seconds(context.workdir, (context.config.get('plan') or {}).get('stages'))}",
                  f"Generated: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
@@ -284,6 +283,27 @@ def _stage_seconds(workdir: pathlib.Path, keys=None) -> str:
     if not count:
         return "the stages' own times: unknown (no stage record)"
     return f"the stages' own times sum to {seconds / 60:.1f} min ({count} stages, this document's stage excluded)"
+
+
+def _machine_text(machine) -> str:
+    if not isinstance(machine, dict):
+        return "unknown"
+    return (f"{machine.get('cpu', '?')} ({machine.get('vector_isa', '?')}, {machine.get('cores', '?')} cores, "
+            f"{machine.get('platform', '?')})")
+
+
+def _stage_machines(sidecars: list[dict]) -> str:
+    """The machines the stage outputs were computed on (their sidecars' machine, io.machine), with how many files
+    each; sidecars written before the field existed are counted as not recorded."""
+    counts: dict[str, int] = {}
+    for doc in sidecars:
+        if "versions" not in doc:           # a result file, not a sidecar (write_sidecar stamps both fields)
+            continue
+        text = _machine_text(doc.get("machine")) if "machine" in doc else "not recorded"
+        counts[text] = counts.get(text, 0) + 1
+    if not counts:
+        return "unknown (no sidecar)"
+    return ", ".join(f"{text} ({n} files)" for text, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _stage_commits(sidecars: list[dict]) -> str:
