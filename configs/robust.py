@@ -50,6 +50,10 @@ PROTECTED_WORDS = ("good,great,bad,awful,terrible,excellent,best,worst,love,hate
                    "positive,negative,boring,funny,dull,fun")
 
 
+COMMAND = ("python -m launch.reproduce --config=configs/robust.py --data_dir /work/shared/data --workdir "
+           "workdir/robust --config.reuse_from=workdir/validation")
+
+
 def get_config() -> ml_collections.ConfigDict:
     c = validation.get_config()
     c.tasks = "sst2,qnli,mrpc,advsst2,advqnli"
@@ -59,6 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.suppression.tasks = "sst2"
     c.suppression.extra_pairs = ""
     c.report.validation_doc = ""                      # docs/VALIDATION.md is the validation config's
+    c.report.robustness_doc = "docs/ROBUSTNESS_RESULTS.md"   # relative to the directory the command runs in
+    c.report.robustness_command = COMMAND
     c.robust = ml_collections.ConfigDict(dict(
         tasks="sst2,qnli,mrpc",
         arms="plain,perturbed,anchored",

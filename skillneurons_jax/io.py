@@ -160,11 +160,26 @@ def write_sidecar(path, **fields) -> pathlib.Path:
 SIDECAR_STAMPS = ("created", "versions", "git_commit", "machine")
 
 
+# What copied_from writes: a copy of a copy carries the first computation's commit, time and machine.
+PROVENANCE_FIELDS = ("copied_from", "source_git_commit", "source_created", "source_machine")
+
+
 def copied_from(source_path, source_meta: dict) -> dict:
     """The provenance fields of a result copied from `source_path` (its sidecar `source_meta`): where it came
-    from, and the commit and time the source was written at."""
-    return {"copied_from": str(source_path), "source_git_commit": source_meta.get("git_commit"),
-            "source_created": source_meta.get("created"), "source_machine": source_meta.get("machine")}
+    from, and the commit, time and machine it was computed at (the source's own, or, when the source is itself a
+    copy, those it carries)."""
+    copied = "copied_from" in source_meta
+    return {"copied_from": str(source_path),
+            "source_git_commit": source_meta.get("source_git_commit" if copied else "git_commit"),
+            "source_created": source_meta.get("source_created" if copied else "created"),
+            "source_machine": source_meta.get("source_machine" if copied else "machine")}
+
+
+def copied_meta(source_path, source_meta: dict) -> dict:
+    """The sidecar fields of a copy of the result at `source_path`: the source's fields less its stamps and its
+    own provenance, plus copied_from's (write_sidecar adds this copy's stamps)."""
+    kept = {k: v for k, v in source_meta.items() if k not in SIDECAR_STAMPS + PROVENANCE_FIELDS}
+    return {**kept, **copied_from(source_path, source_meta)}
 
 
 def _json_default(o):

@@ -10,11 +10,17 @@ from skillneurons_jax import io, layout
 
 
 def write_arm_eval(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m", task="sst2",
-                   adversarial_task="advsst2", n_clean=100, n_adversarial=40, top_percent=50.0, scope="layer"):
-    """One arm's evaluation: `clean` and `adversarial` are accuracies [S], one per seed in `seeds`."""
+                   adversarial_task="advsst2", n_clean=100, n_adversarial=40, top_percent=50.0, scope="layer",
+                   clean_label_counts=None):
+    """One arm's evaluation: `clean` and `adversarial` are accuracies [S], one per seed in `seeds`.
+    clean_label_counts ([C]): the clean row also records a confusion per seed whose rows (gold labels) sum to
+    them (only the label counts are read from it: its cells are not the accuracies')."""
     path = layout.robust_eval_path(workdir, model, task, arm)
+    clean_row = {"target": task, "accuracy": clean, "f1": clean, "n_dev": n_clean}
+    if clean_label_counts is not None:
+        clean_row["confusion"] = [np.diag(clean_label_counts).astype(int).tolist() for _ in seeds]
     doc = {"model": model, "task": task, "arm": arm, "seeds": list(seeds),
-           "clean": {"target": task, "accuracy": clean, "f1": clean, "n_dev": n_clean},
+           "clean": clean_row,
            "adversarial": {adversarial_task: {"target": adversarial_task, "accuracy": adversarial,
                                               "f1": adversarial, "n_dev": n_adversarial}},
            "anchor": {"strength": 1.0 if arm == "anchored" else 0.0},

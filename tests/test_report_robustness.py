@@ -21,7 +21,7 @@ T1 = stats.t.ppf(0.975, 1)      # ... with 2 seeds
 
 def _write_arms(workdir):
     """plain and anchored arms of model m on sst2 (clean dev, 100 examples) and advsst2 (40), seeds 0, 1, 2."""
-    write_arm_eval(workdir, "plain", [0.90, 0.92, 0.88], [0.40, 0.45, 0.50])
+    write_arm_eval(workdir, "plain", [0.90, 0.92, 0.88], [0.40, 0.45, 0.50], clean_label_counts=[60, 40])
     write_arm_eval(workdir, "anchored", [0.86, 0.90, 0.85], [0.55, 0.50, 0.60])
 
 
@@ -45,12 +45,12 @@ def test_section_tables_figure_and_summary(tmp_path):
     # vs plain: [.55-.40, .50-.45, .60-.50] = [.15, .05, .10] -> +10.0 ± 12.4 (sd 0.05 again)
     half = T2 * 0.05 / math.sqrt(3)
     assert round(100 * half, 1) == 12.4
-    assert "| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | 55.0 [42.6, 67.4] | +10.0 [-2.4, +22.4] | – |" in markdown
+    assert "| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | – | 55.0 [42.6, 67.4] | +10.0 [-2.4, +22.4] | – |" in markdown
     # anchored on the clean dev: [.86, .90, .85] -> 87.0 ± t(2) * sqrt(.0007) / sqrt(3) = ± 6.6; cost plain - anchored
     # = [.04, .02, .03] -> +3.0 ± t(2) * 0.01 / sqrt(3) = ± 2.5
-    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | 87.0 [80.4, 93.6] | -3.0 [-5.5, -0.5] | " \
+    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | – | 87.0 [80.4, 93.6] | -3.0 [-5.5, -0.5] | " \
            "+3.0 [+0.5, +5.5] |" in markdown
-    assert "| m | sst2 | plain | clean dev | 0,1,2 | 100 | 90.0 [85.0, 95.0] | – | – |" in markdown
+    assert "| m | sst2 | plain | clean dev | 0,1,2 | 100 | 60.0 | 90.0 [85.0, 95.0] | – | – |" in markdown
 
     # patching at k = 5: unpatched [.4, .5] -> 45.0, original [.9, .8] -> 85.0, skill [.7, .7] -> 70.0 (sd 0),
     # random per seed (mean over draws) [.45, .55] -> 50.0; skill - random [.25, .15] -> +20.0 ± t(1) * sd / sqrt(2)
@@ -134,3 +134,28 @@ def test_patching_recovery_curves_png(tmp_path):
     assert mimage.imread(path).shape[:2] == (120, 240)
     with pytest.raises(ValueError, match="no patching results"):
         figures.patching_recovery_curves([], tmp_path / "none.png", title="t")
+
+
+def test_the_robustness_document_is_generated_beside_its_figure(tmp_path):
+    """config report.robustness_doc (configs/robust.py: docs/ROBUSTNESS_RESULTS.md): the report writes the
+    document from the results, with the command that regenerates it, where and when they were computed, the
+    arms table (majority rate beside each accuracy), the patching table and its figure beside the document."""
+    workdir = tmp_path / "work"
+    _write_arms(workdir)
+    write_patching(workdir, patching_doc(source="original"))
+    doc_path = tmp_path / "docs" / "ROBUSTNESS_RESULTS.md"
+    config = {**CONFIG, "seeds": "0,1,2", "report": {"robustness_doc": str(doc_path),
+                                                     "robustness_command": "python -m launch.reproduce X"}}
+    rep = report.build_report(workdir, tmp_path / "report", config)
+    assert rep.errors == [] and rep.problems == []
+    text = doc_path.read_text()
+    assert "do not edit by hand" in text and "- Command: `python -m launch.reproduce X`" in text
+    assert "Machines recorded by the stages' sidecars: " in text and "Commits recorded" in text
+    assert "| m | sst2 | plain | clean dev | 0,1,2 | 100 | 60.0 | 90.0 [85.0, 95.0] | – | – |" in text
+    assert "| m | sst2 → advsst2 | original | 5 | 0,1 | 30 | 45.0 | 85.0 |" in text
+    figure = doc_path.parent / "robustness_results" / "patching_recovery.png"
+    assert figure.exists() and "](robustness_results/patching_recovery.png)" in text
+    assert '"robust"' in text or "Configuration (robust, patching, tune)" in text
+    # without the option no document is written
+    report.build_report(workdir, tmp_path / "report2", CONFIG)
+    assert len(list((tmp_path / "docs").glob("*.md"))) == 1

@@ -247,6 +247,28 @@ def test_a_study_reuses_another_studys_finished_computation(world, done, tmp_pat
         st.Settings.from_config(config, tmp_path / "w")
 
 
+def test_a_copy_of_a_copy_carries_the_first_computations_provenance(world, done, tmp_path):
+    """A study reusing a workdir whose results were themselves copied (the robustness study's plain arm copies the
+    main study's predictivity, which reuse_from copied from the validation study): the sidecar names its
+    immediate source and the commit, time and machine of the computation (before, a second copy failed with
+    "multiple values for keyword argument 'copied_from'")."""
+    config = rf.config(world["model"], world["data"])
+    config.reuse_from = str(done["workdir"])
+    first = tmp_path / "first"
+    res = runner.run_plan(st.Settings.from_config(config, first), printer=lambda *_: None)
+    assert not res["failed"], res["failed"]
+    config.reuse_from = str(first)
+    second = tmp_path / "second"
+    res = runner.run_plan(st.Settings.from_config(config, second), printer=lambda *_: None)
+    assert not res["failed"], res["failed"]
+    original = json.loads(project_io.sidecar_path(layout.predictivity_path(done["workdir"], M, "sst2")).read_text())
+    copy = json.loads(project_io.sidecar_path(layout.predictivity_path(second, M, "sst2")).read_text())
+    assert copy["copied_from"] == str(layout.predictivity_path(first, M, "sst2"))
+    assert (copy["source_git_commit"], copy["source_created"]) == (original["git_commit"], original["created"])
+    assert layout.predictivity_path(second, M, "sst2").read_bytes() == \
+        layout.predictivity_path(done["workdir"], M, "sst2").read_bytes()
+
+
 def test_a_malformed_per_task_budget_is_an_error_before_any_work(world, tmp_path):
     config = rf.config(world["model"], world["data"])
     config.tune.max_steps_by_task = "sst-2:450"

@@ -18,7 +18,7 @@ import reproduce_fixtures
 from configs import validation as validation_config
 from skillneurons_jax import io as project_io
 from skillneurons_jax import layout
-from skillneurons_jax.analysis import report, results, verdicts
+from skillneurons_jax.analysis import provenance, report, results, verdicts
 from skillneurons_jax.analysis.sections import validation as validation_section
 from skillneurons_jax.pipeline import stages as plan_stages
 
@@ -407,7 +407,7 @@ def test_stage_seconds_sum_the_plans_stages_only(tmp_path):
                                      {"key": key, "kind": kind, "seconds": seconds})
     layout.stage_record_path(tmp_path, "predictivity/m/sst2").write_text("{")
     plan_keys = ["tune/m/sst2", "transfer/m/sst2", "predictivity/m/sst2"]
-    assert validation_section._stage_seconds(tmp_path, plan_keys) == \
+    assert provenance.stage_seconds(tmp_path, plan_keys) == \
         "the stages' own times sum to 11.0 min (2 stages, this document's stage excluded)"
-    assert "12.5 min (3 stages" in validation_section._stage_seconds(tmp_path)
-    assert "unknown" in validation_section._stage_seconds(tmp_path / "nowhere")
+    assert "12.5 min (3 stages" in provenance.stage_seconds(tmp_path)
+    assert "unknown" in provenance.stage_seconds(tmp_path / "nowhere")

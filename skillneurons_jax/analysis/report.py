@@ -10,7 +10,9 @@ Sections (analysis/sections/, one module each, sharing a report_context.ReportCo
 17; robustness_study.py, absent when the study did not run); then configuration and gaps.
 
 config_dict["report"]["validation_doc"], when set, names a markdown file that sections/validation.py writes
-after the other sections (the validation study's verdicts; configs/validation.py).
+after the other sections (the validation study's verdicts; configs/validation.py); config_dict["report"]
+["robustness_doc"] likewise one that sections/robustness_study.py writes (the robustness study's results;
+configs/robust.py). Each prints config_dict["report"]["<validation|robustness>_command"] as what regenerates it.
 
 Options are read from config_dict["analysis"] (all optional; report_context.DEFAULT_OPTIONS): n_permutations
 (1000, the neuron-permutation test), permutation_seed (0, every Monte Carlo test's seed), alpha (0.05), dpi (100),
@@ -93,6 +95,9 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None) -> Report
     validation_doc = (config.get("report") or {}).get("validation_doc")
     if validation_doc:      # configs/validation.py: the findings document, regenerated with every report
         context.section("validation document", lambda: validation.write(context, validation_doc))
+    robustness_doc = (config.get("report") or {}).get("robustness_doc")
+    if robustness_doc:      # configs/robust.py: the robustness study's results document
+        context.section("robustness document", lambda: robustness_study.write(context, robustness_doc))
     return _write(context)
 
 

@@ -10,7 +10,8 @@ Reads (nothing else, nothing written):
 
 "arms": one row per (model, task, arm, scored set), the clean dev first, then each other scored set by name:
   model, task, arm, target, split (data.tasks.scored_kind: "clean" | "adversarial" | "adversarial transfer" |
-  "transfer, same type" | "transfer, other type"), seeds, n_seeds, n_dev, accuracy_mean, accuracy_low,
+  "transfer, same type" | "transfer, other type"), seeds, n_seeds, n_dev, majority_rate (from the evaluation's
+  confusion; None where it was not recorded), accuracy_mean, accuracy_low,
   accuracy_high (a Student-t interval over seeds, None below 2 seeds), and against the plain arm of the same model
   and task, paired by seed (None for the plain arm itself, or when the plain arm is absent or has other seeds):
   vs_plain_mean / vs_plain_low / vs_plain_high = arm - plain accuracy; on clean rows also clean_cost_mean / _low
@@ -108,6 +109,7 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
         for split, target, row in scored:
             out = {"model": model, "task": task, "arm": arm, "target": target, "split": split,
                    "seeds": list(doc["seeds"]), "n_seeds": len(doc["seeds"]), "n_dev": int(row["n_dev"]),
+                   "majority_rate": _majority_rate(row.get("confusion")),
                    **_stats("accuracy", row["accuracy"], confidence)}
             base = None
             if paired:
@@ -125,6 +127,15 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
                     out.update(_stats("clean_cost", -diff, confidence))
             rows.append(out)
     return rows
+
+
+def _majority_rate(confusion) -> Optional[float]:
+    """The share of the most frequent label in a scored set, from its confusion [S, C, C] (rows: gold labels; the
+    same rows for every seed); None when the evaluation did not record it (files of commits before fd8942a)."""
+    if confusion is None:
+        return None
+    counts = np.asarray(confusion, np.float64)[0].sum(axis=1)
+    return float(counts.max() / counts.sum()) if counts.sum() > 0 else None
 
 
 def patching_rows(workdir, confidence: float = 0.95) -> list[dict]:

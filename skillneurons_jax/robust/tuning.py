@@ -258,7 +258,7 @@ def evaluate_arm(targets: Sequence[transfer_stage.TransferTarget], task: str, ar
             row = transfer_stage.transfer_pair(target, task, seeds, root)
             digests = row.pop("prompt_sha256")
             rows[target.setup.task.name] = {"target": row["target"], "accuracy": row["accuracy"], "f1": row["f1"],
-                                            "n_dev": row["n_dev"],
+                                            "n_dev": row["n_dev"], "confusion": row["confusion"],
                                             "kind": task_table.scored_kind(task, row["target"])}
         adversarial_kinds = (task_table.ADVERSARIAL, task_table.ADVERSARIAL_TRANSFER)
         doc = {"model": model, "task": task, "arm": arm, "seeds": [int(s) for s in seeds], "clean": rows[task],

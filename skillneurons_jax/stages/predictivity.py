@@ -157,8 +157,7 @@ def _copy_same_result(source_root, workdir, model: str, task: str, fingerprint: 
     out = layout.predictivity_path(workdir, model, task)
     if jax.process_index() == 0:
         io.atomic_write_bytes(out, source.read_bytes())
-        io.write_sidecar(out, **{k: v for k, v in meta.items() if k not in io.SIDECAR_STAMPS},
-                         **io.copied_from(source, meta))
+        io.write_sidecar(out, **io.copied_meta(source, meta))
     return {"output": str(out), "task": task, "baseline_task": meta.get("baseline_task"),
             "model_accuracy": meta.get("model_accuracy"), "top_pred": None, "copied_from": str(source)}
 
