@@ -198,10 +198,12 @@ def test_a_larger_budget_trains_on_from_the_checkpoint(world, done, tmp_path):
     shutil.copytree(done["workdir"], workdir)
     config = rf.config(world["model"], world["data"])
     config.tune.max_steps_by_task = "mrpc:4"
-    res = runner.run_plan(st.Settings.from_config(config, workdir), printer=lambda *_: None)
-    assert not res["failed"], res["failed"]
-    fresh = tmp_path / "fresh"                               # the same 4-step tune stage, alone, from scratch
-    next(s for s in st.build_plan(st.Settings.from_config(config, fresh)) if s.key == f"tune/{M}/mrpc").run()
+
+    def tune_stage(folder):                                  # the tune stage alone: what reads it is not asked
+        return next(s for s in st.build_plan(st.Settings.from_config(config, folder)) if s.key == f"tune/{M}/mrpc")
+    tune_stage(workdir).run()
+    fresh = tmp_path / "fresh"                               # the same 4-step tune stage, from scratch
+    tune_stage(fresh).run()
     for seed in (0, 1):
         old = layout.metrics_path(done["workdir"], M, "mrpc", seed).read_text().splitlines()
         rows = layout.metrics_path(workdir, M, "mrpc", seed).read_text().splitlines()
@@ -239,34 +241,23 @@ def test_a_study_reuses_another_studys_finished_computation(world, done, tmp_pat
     assert json.loads(project_io.sidecar_path(sst2).read_text())["copied_from"]
     assert "copied_from" not in json.loads(project_io.sidecar_path(layout.predictivity_path(new, M, "mrpc"))
                                            .read_text())
+    # a copy of that copy (the robustness study's plain arm copies the main study's predictivity, which reuse_from
+    # copied): it names its immediate source and the first computation's commit and time (before, it failed with
+    # "multiple values for keyword argument 'copied_from'")
+    config.reuse_from = str(new)
+    res = runner.run_plan(st.Settings.from_config(config, tmp_path / "again"), printer=lambda *_: None)
+    assert not res["failed"], res["failed"]
+    original = json.loads(project_io.sidecar_path(layout.predictivity_path(old, M, "sst2")).read_text())
+    twice = json.loads(project_io.sidecar_path(layout.predictivity_path(tmp_path / "again", M, "sst2")).read_text())
+    assert twice["copied_from"] == str(sst2)
+    assert (twice["source_git_commit"], twice["source_created"]) == (original["git_commit"], original["created"])
+    assert layout.predictivity_path(tmp_path / "again", M, "sst2").read_bytes() == sst2.read_bytes()
     with pytest.raises(ValueError, match="own workdir"):
         config.reuse_from = str(tmp_path / "w")
         st.Settings.from_config(config, tmp_path / "w")
     with pytest.raises(ValueError, match="is not a folder"):
         config.reuse_from = str(tmp_path / "nowhere")
         st.Settings.from_config(config, tmp_path / "w")
-
-
-def test_a_copy_of_a_copy_carries_the_first_computations_provenance(world, done, tmp_path):
-    """A study reusing a workdir whose results were themselves copied (the robustness study's plain arm copies the
-    main study's predictivity, which reuse_from copied from the validation study): the sidecar names its
-    immediate source and the commit, time and machine of the computation (before, a second copy failed with
-    "multiple values for keyword argument 'copied_from'")."""
-    config = rf.config(world["model"], world["data"])
-    config.reuse_from = str(done["workdir"])
-    first = tmp_path / "first"
-    res = runner.run_plan(st.Settings.from_config(config, first), printer=lambda *_: None)
-    assert not res["failed"], res["failed"]
-    config.reuse_from = str(first)
-    second = tmp_path / "second"
-    res = runner.run_plan(st.Settings.from_config(config, second), printer=lambda *_: None)
-    assert not res["failed"], res["failed"]
-    original = json.loads(project_io.sidecar_path(layout.predictivity_path(done["workdir"], M, "sst2")).read_text())
-    copy = json.loads(project_io.sidecar_path(layout.predictivity_path(second, M, "sst2")).read_text())
-    assert copy["copied_from"] == str(layout.predictivity_path(first, M, "sst2"))
-    assert (copy["source_git_commit"], copy["source_created"]) == (original["git_commit"], original["created"])
-    assert layout.predictivity_path(second, M, "sst2").read_bytes() == \
-        layout.predictivity_path(done["workdir"], M, "sst2").read_bytes()
 
 
 def test_a_malformed_per_task_budget_is_an_error_before_any_work(world, tmp_path):
