@@ -11,7 +11,7 @@ from scipy import stats
 
 from robust_outputs import patching_doc, write_arm_eval, write_patching, write_predictivity
 from skillneurons_jax import layout
-from skillneurons_jax.analysis import figures, report
+from skillneurons_jax.analysis import figures, report, results
 from skillneurons_jax.analysis.sections import robustness_study
 
 CONFIG = {"analysis": {"n_permutations": 0, "dpi": 30}}
@@ -156,6 +156,20 @@ def test_the_robustness_document_is_generated_beside_its_figure(tmp_path):
     figure = doc_path.parent / "robustness_results" / "patching_recovery.png"
     assert figure.exists() and "](robustness_results/patching_recovery.png)" in text
     assert '"robust"' in text or "Configuration (robust, patching, tune)" in text
+    # an evaluation without labels takes the set's majority rate from the study it reused (same row count only)
+    reused = tmp_path / "reused"
+    for name, counts in (("advsst2", [30, 10]), ("sst2", [50, 49])):       # 40 rows: used; 99 rows: not
+        layout_path = results.transfer_path(reused, "m", "sst2", name)
+        layout_path.parent.mkdir(parents=True, exist_ok=True)
+        layout_path.write_text(json.dumps({"model": "m", "source": "sst2", "target": name, "prompt_task": "sst2",
+                                           "seeds": [0], "accuracy": [0.5], "f1": [0.5], "n_dev": sum(counts),
+                                           "split": "dev", "label_counts": counts}))
+    config["reuse_from"] = str(reused)
+    report.build_report(workdir, tmp_path / "report3", config)
+    text = doc_path.read_text()
+    assert "| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | 75.0 | 55.0 [42.6, 67.4]" in text
+    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | – | 87.0" in text
+    del config["reuse_from"]
     # without the option no document is written
     report.build_report(workdir, tmp_path / "report2", CONFIG)
     assert len(list((tmp_path / "docs").glob("*.md"))) == 1

@@ -55,10 +55,17 @@ def _tables(context: ReportContext) -> Optional[dict]:
     patching, patching_read = _load(context, robust_summary.patching_rows, confidence)
     if arms_read and patching_read and predictivity_read and not arms and not patching and not predictivity:
         return None
+    # Where an evaluation did not record its labels: this workdir's label counts of the set, else those of the
+    # study it reused (config reuse_from: the same tasks, caps and rows), when they count the same examples.
+    roots = [context.workdir] + ([pathlib.Path(context.config["reuse_from"])] if context.config.get("reuse_from")
+                                 else [])
     for row in arms:
-        if row.get("majority_rate") is None:
-            counts, _ = results.load_label_counts(context.workdir, row["model"], row["target"])
-            row["majority_rate"] = None if counts is None else robustness.majority_rate(counts)
+        for root in roots:
+            if row.get("majority_rate") is not None:
+                break
+            counts, _ = results.load_label_counts(root, row["model"], row["target"])
+            if counts is not None and sum(counts) == row["n_dev"]:
+                row["majority_rate"] = robustness.majority_rate(counts)
     return {"arms": arms, "predictivity": predictivity, "patching": patching,
             "readable": {"arms": arms_read, "predictivity": predictivity_read, "patching": patching_read}}
 
