@@ -18,7 +18,9 @@ def write_arm_eval(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m",
     path = layout.robust_eval_path(workdir, model, task, arm)
     clean_row = {"target": task, "accuracy": clean, "f1": clean, "n_dev": n_clean}
     if clean_label_counts is not None:
-        clean_row["confusion"] = [np.diag(clean_label_counts).astype(int).tolist() for _ in seeds]
+        # rows (gold labels) sum to the counts, columns do not: [[c0 - 5, 5], [0, c1]]
+        counts = [int(c) for c in clean_label_counts]
+        clean_row["confusion"] = [[[counts[0] - 5, 5], [0, counts[1]]] for _ in seeds]
     doc = {"model": model, "task": task, "arm": arm, "seeds": list(seeds),
            "clean": clean_row,
            "adversarial": {adversarial_task: {"target": adversarial_task, "accuracy": adversarial,

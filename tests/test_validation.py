@@ -411,3 +411,16 @@ def test_stage_seconds_sum_the_plans_stages_only(tmp_path):
         "the stages' own times sum to 11.0 min (2 stages, this document's stage excluded)"
     assert "12.5 min (3 stages" in provenance.stage_seconds(tmp_path)
     assert "unknown" in provenance.stage_seconds(tmp_path / "nowhere")
+
+
+def test_copied_results_are_credited_to_the_commit_and_machine_that_computed_them():
+    """A copy's own stamps say where it was copied; the documents count its source's (io.copied_from)."""
+    machine = {"cpu": "X", "vector_isa": "avx2", "cores": 2, "platform": "p"}
+    sidecars = [{"versions": {}, "git_commit": "aaa", "machine": machine},
+                {"versions": {}, "git_commit": "bbb", "machine": {**machine, "vector_isa": "avx512"},
+                 "copied_from": "/elsewhere/x.npz", "source_git_commit": "aaa", "source_machine": machine},
+                {"versions": {}, "git_commit": "bbb", "copied_from": "/old/y.npz", "source_git_commit": "ccc"},
+                {"accuracy": [0.5]}]                                   # a result file, not a sidecar
+    assert provenance.stage_commits(sidecars) == "aaa (2 files, 1 of them copied), ccc (1 files, 1 of them copied)"
+    assert provenance.stage_machines(sidecars) == ("X (avx2, 2 cores, p) (2 files, 1 of them copied), not recorded "
+                                                   "(1 files, 1 of them copied)")

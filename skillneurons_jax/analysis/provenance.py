@@ -67,30 +67,49 @@ def machine_text(machine) -> str:
             f"{machine.get('platform', '?')})")
 
 
+def _computed(doc: dict, field: str):
+    """A sidecar's `field` (git_commit, machine) of the computation: a copied result's (io.copied_from) is its
+    source's, `source_<field>`; the copy's own stamp is only where it was copied."""
+    return doc.get(f"source_{field}") if "copied_from" in doc else doc.get(field)
+
+
+def _counted(counts: dict[str, int], copies: dict[str, int]) -> str:
+    return ", ".join(f"{text} ({n} files" + (f", {copies[text]} of them copied" if copies.get(text) else "") + ")"
+                     for text, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def stage_machines(sidecars: list[dict]) -> str:
-    """The machines the stage outputs were computed on (their sidecars' machine, io.machine), with how many files
-    each; sidecars written before the field existed are counted as not recorded."""
+    """The machines the stage outputs were computed on (their sidecars' machine, io.machine; a copy's source
+    machine), with how many files each; sidecars written before the field existed are counted as not recorded."""
     counts: dict[str, int] = {}
+    copies: dict[str, int] = {}
     for doc in sidecars:
         if "versions" not in doc:           # a result file, not a sidecar (write_sidecar stamps both fields)
             continue
-        text = machine_text(doc.get("machine")) if "machine" in doc else "not recorded"
+        machine = _computed(doc, "machine")
+        text = machine_text(machine) if machine is not None else "not recorded"
         counts[text] = counts.get(text, 0) + 1
+        copies[text] = copies.get(text, 0) + ("copied_from" in doc)
     if not counts:
         return "unknown (no sidecar)"
-    return ", ".join(f"{text} ({n} files)" for text, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return _counted(counts, copies)
 
 
 def stage_commits(sidecars: list[dict]) -> str:
-    """The commits the stage outputs were computed at (their sidecars' git_commit), with how many files each."""
+    """The commits the stage outputs were computed at (their sidecars' git_commit; a copy's source commit), with
+    how many files each and how many of them were copied from another study."""
     counts: dict[str, int] = {}
+    copies: dict[str, int] = {}
     for doc in sidecars:
-        commit = doc.get("git_commit")
+        if "git_commit" not in doc:
+            continue
+        commit = _computed(doc, "git_commit")
         if isinstance(commit, str) and commit:
             counts[commit] = counts.get(commit, 0) + 1
+            copies[commit] = copies.get(commit, 0) + ("copied_from" in doc)
     if not counts:
         return "unknown (no sidecar records a commit)"
-    return ", ".join(f"{commit} ({n} files)" for commit, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return _counted(counts, copies)
 
 
 def header_items(workdir, config: dict, models, command) -> list[str]:

@@ -96,6 +96,14 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
             _need(row, f"{path} ({name})", "accuracy", "n_dev")
             if len(row["accuracy"]) != len(doc["seeds"]):
                 raise ValueError(f"{path} ({name}): {len(row['accuracy'])} accuracies for {len(doc['seeds'])} seeds")
+            if "confusion" in row:
+                try:
+                    shape = np.asarray(row["confusion"], np.float64).shape
+                except (TypeError, ValueError):
+                    shape = None
+                if shape is None or len(shape) != 3 or shape[1] != shape[2] or shape[0] != len(doc["seeds"]):
+                    raise ValueError(f"{path} ({name}): 'confusion' must be one [classes, classes] matrix per seed, "
+                                     f"got shape {shape}")
         docs[(doc["model"], doc["task"], doc["arm"])] = doc
     order = {"plain": 0, "perturbed": 1, "anchored": 2}
     rows = []

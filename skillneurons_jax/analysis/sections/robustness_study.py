@@ -66,6 +66,7 @@ def _tables(context: ReportContext) -> Optional[dict]:
             counts, _ = results.load_label_counts(root, row["model"], row["target"])
             if counts is not None and sum(counts) == row["n_dev"]:
                 row["majority_rate"] = robustness.majority_rate(counts)
+                row["majority_borrowed"] = root != context.workdir
     return {"arms": arms, "predictivity": predictivity, "patching": patching,
             "readable": {"arms": arms_read, "predictivity": predictivity_read, "patching": patching_read}}
 
@@ -125,14 +126,17 @@ def _render(context: ReportContext, document, tables: dict, figure: Callable) ->
     document.p(_null_hypotheses(confidence))
     document.h(3, "Robust prompt arms: clean and adversarial accuracy")
     if not arms_read:
-        document.p("The arms' evaluation files could not be read (listed under unreadable result files).")
+        document.p("The arms' evaluation files could not be read (the report lists them under unreadable result files).")
     elif arms:
         document.table(ARM_HEADER, [_arm_cells(row) for row in arms])
+        if any(row.get("majority_borrowed") for row in arms):
+            document.p("† The set's majority rate from the study this one reused (config reuse_from): its label "
+                       "counts of the set, over as many rows; this study's evaluation did not record its labels.")
     else:
         document.p("No robust arm was evaluated.")
     document.h(3, "The clean task's skill neurons on adversarial data, per arm")
     if not predictivity_read:
-        document.p("The arms' predictivity files could not be read (listed under unreadable result files).")
+        document.p("The arms' predictivity files could not be read (the report lists them under unreadable result files).")
     elif predictivity:
         document.p(_predictivity_text(predictivity[0]))
         document.table(PREDICTIVITY_HEADER, [_predictivity_cells(row) for row in predictivity])
@@ -140,10 +144,15 @@ def _render(context: ReportContext, document, tables: dict, figure: Callable) ->
         document.p("No arm's predictivity was computed (robust.predictivity off, or its stages have not run).")
     document.h(3, "Activation patching on adversarial inputs")
     if not patching_read:
-        document.p("The patching files could not be read (listed under unreadable result files).")
+        document.p("The patching files could not be read (the report lists them under unreadable result files).")
     elif patching:
         document.table(PATCHING_HEADER, [_patching_cells(row) for row in patching])
-        figure(_panels(patching))
+        try:
+            panels = _panels(patching)
+        except (KeyError, TypeError, ValueError) as error:
+            document.p(f"The recovery curves could not be drawn: {type(error).__name__}: {error}")
+        else:
+            figure(panels)
     else:
         document.p("No patching results.")
 
@@ -226,7 +235,8 @@ def _arm_cells(row: dict) -> tuple:
         row["target"] if row["split"] == "adversarial" else f"{row['target']} ({row['split']})")
     cost = _with_interval(row, "clean_cost", signed=True) if row["split"] == "clean" else "–"
     return (row["model"], row["task"], row["arm"], scored, _seeds(row), row["n_dev"],
-            _percent(row.get("majority_rate")), _with_interval(row, "accuracy"),
+            _percent(row.get("majority_rate")) + ("†" if row.get("majority_borrowed") else ""),
+            _with_interval(row, "accuracy"),
             _with_interval(row, "vs_plain", signed=True), cost)
 
 
