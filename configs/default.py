@@ -26,6 +26,12 @@ Measured on this project's 2-core machine, otherwise idle (15 stages, 2026-12-02
   work took longer. Table 1 is unchanged; the random controls are one draw: at k = 15 % random 84.5 % vs skill
   68.5 % (+16.0 points, seed interval [-92.0, +124.0], p = 0.0001), test +13.0 [-60.1, +86.1], p = 0.0001.
   So the same work takes 945-1193 s here depending on the hour: the 15-minute target holds on a fast hour only.
+  commit 8050d12 (2026-12-03), on a 2-core AMD EPYC with AVX-512 (the hosts above were not recorded; the brief
+  describes AVX2): wall 310 s (5.2 min), 442 s user + 80 s system CPU, max RSS 1.6 GB, nothing else running. The
+  prompts differ on this CPU (float rounding): tweetsairline 83.2 +- 5.0 % (balanced 83.1, majority 50.7; test
+  82.0 / 81.7), tweetsother 74.1 +- 0.6 (74.1, 50.2; test 75.1 / 75.1), tweetstopic 99.6 +- 0.1 (99.6, 52.5);
+  every task still clears 0.72 balanced accuracy; k = 15 %: random - skill +9.1 points, seed interval [-40.1,
+  +58.4], paired p = 0.0001 (test +6.9 [-23.3, +37.1]): inconclusive over 2 seeds, as before.
   Where the time goes (work, not wall): tuning 57 % (675 steps of 2 x 8 rows), suppression 14 %, the 3 x 3
   transfer matrix 13 % (its 6 off-diagonal cells 8 %), predictivity 8 %, held-out transfer 4 %. Probes for a
   cheaper budget failed the 0.72 line: tweetsairline at 1e-2 for 150 steps 0.820 / 0.730 (seed 1 marginal),
