@@ -66,6 +66,7 @@ def test_section_tables_figure_and_summary(tmp_path):
     assert f"]({robustness_study.FIGURE})" in markdown and f'src="{robustness_study.FIGURE}"' in html
 
     study = json.loads(rep.summary.read_text())["robustness_study"]
+    assert set(study) == {"arms", "predictivity", "patching"}           # docs/interfaces.md's keys, no more
     assert [(r["arm"], r["split"]) for r in study["arms"]] == [("plain", "clean"), ("plain", "adversarial"),
                                                                ("anchored", "clean"), ("anchored", "adversarial")]
     assert study["arms"][0]["vs_plain_mean"] is None

@@ -37,7 +37,7 @@ def build(context: ReportContext) -> None:
     context.document.h(2, HEADING)
     _render(context, context.document, tables, lambda panels: context.figure(
         figures.patching_recovery_curves, FIGURE, FIGURE_CAPTION, panels, title=FIGURE_TITLE))
-    context.summary["robustness_study"] = no_nan(tables)
+    context.summary["robustness_study"] = no_nan({key: tables[key] for key in ("arms", "predictivity", "patching")})
 
 
 FIGURE_CAPTION = ("Patching recovery: accuracy on adversarial inputs with the top-k% skill neurons (band: interval "
