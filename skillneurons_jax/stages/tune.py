@@ -189,8 +189,10 @@ def _computed_config(config) -> dict:
     return {k: v for k, v in dict(config or {}).items() if k not in CONFIG_NOT_COMPUTED}
 
 
-def _reuse_view(sidecar: Mapping) -> dict:
-    view = {key: sidecar.get(key) for key in REUSE_SIDECAR_KEYS}
+def _sidecar_view(sidecar: Mapping, keys: Sequence[str]) -> dict:
+    """The `keys` of a metrics sidecar as two runs compare them: the config less CONFIG_NOT_COMPUTED, the data
+    folder by its resolved path."""
+    view = {key: sidecar.get(key) for key in keys}
     view["config"] = _computed_config(view["config"])
     view["data_dir"] = io.folder_key(view["data_dir"])
     return io.as_written(view)
@@ -218,10 +220,9 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
     expected = io.as_written({k: v for k, v in fingerprint.items() if k not in own_keys})
     found = json.loads((source / layout.RUN_CONFIG_FILE).read_text())
     if found != expected:
-        keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-        return f"{source / layout.RUN_CONFIG_FILE} differs in {keys}"
-    found = _reuse_view(json.loads(io.sidecar_path(source / layout.METRICS_FILE).read_text()))
-    expected = _reuse_view(sidecar)
+        return f"{source / layout.RUN_CONFIG_FILE} differs in {_differing_fields(found, expected)}"
+    found = _sidecar_view(json.loads(io.sidecar_path(source / layout.METRICS_FILE).read_text()), REUSE_SIDECAR_KEYS)
+    expected = _sidecar_view(sidecar, REUSE_SIDECAR_KEYS)
     if found != expected:
         return f"{io.sidecar_path(source / layout.METRICS_FILE)} differs in {_differing_fields(found, expected)}"
     rows = [json.loads(line) for line in (source / layout.METRICS_FILE).read_text().splitlines() if line.strip()]
@@ -232,14 +233,9 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
     return None
 
 
-def _resume_view(sidecar: Mapping) -> dict:
-    """What a resumed run must share with the run it continues (besides run_config.json): the resolved config
-    less CONFIG_NOT_COMPUTED, the data and its reading, the seeds trained together."""
-    view = {key: sidecar.get(key) for key in ("config", "data_dir", "seeds", "truncation",
-                                               "excluded_adversarial_originals")}
-    view["config"] = _computed_config(view["config"])
-    view["data_dir"] = io.folder_key(view["data_dir"])
-    return io.as_written(view)
+# What a resumed run must share with the run it continues (besides run_config.json): the resolved config, the
+# data and its reading, the seeds trained together.
+RESUME_SIDECAR_KEYS = ("config", "data_dir", "seeds", "truncation", "excluded_adversarial_originals")
 
 
 # Config fields whose change a finished or interrupted run can absorb by training on (budget_extension says when).
@@ -294,10 +290,10 @@ def changed_run_reason(run_dir: pathlib.Path, fingerprint: Mapping, sidecar: Map
         if config_path.exists():
             found, expected = json.loads(config_path.read_text()), io.as_written(dict(fingerprint))
             if found != expected:
-                keys = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-                return f"{config_path} differs in {keys}"
+                return f"{config_path} differs in {_differing_fields(found, expected)}"
         if sidecar_path.exists():
-            found, expected = _resume_view(json.loads(sidecar_path.read_text())), _resume_view(sidecar)
+            found = _sidecar_view(json.loads(sidecar_path.read_text()), RESUME_SIDECAR_KEYS)
+            expected = _sidecar_view(sidecar, RESUME_SIDECAR_KEYS)
             if found != expected:
                 keys = _differing_fields(found, expected)
                 if not set(keys) <= {f"config.{k}" for k in BUDGET_FIELDS}:
