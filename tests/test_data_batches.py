@@ -243,3 +243,16 @@ def test_truncation_record_counts_what_was_cut_per_split(bert_tok):
     assert json.loads(json.dumps(record)) == record
     roomy = encode([long_row], bert_tok, "sst2", "bert", max_text_tokens=64)
     assert batches.truncation_summary(roomy) == {"examples": 1, "truncated": 0, "max_text_tokens": 64}
+
+
+def test_buckets_end_at_the_longest_row_and_merge_a_bucket_just_below_it():
+    from types import SimpleNamespace
+    from skillneurons_jax.stages.setup import buckets_for
+    split = lambda *lengths: SimpleNamespace(lengths=np.asarray(lengths))
+    # texts cut at 48 tokens + 2 specials: 48 would be a shape of its own for rows of 33-48 tokens; merged into 50
+    assert buckets_for([split(10, 50), split(30)]) == (16, 32, 50)
+    # 48 is more than 1/16 below 60: kept, since padding its rows to 60 would cost more than one compile
+    assert buckets_for([split(60)]) == (16, 32, 48, 60)
+    assert buckets_for([split(48)]) == (16, 32, 48)
+    assert buckets_for([split(34)]) == (16, 34) and buckets_for([split(35)]) == (16, 32, 35)   # 32 < 35 * 15/16
+    assert buckets_for([split(12)]) == (12,)
