@@ -1,6 +1,5 @@
 """The stage plan: skips finished stages, recomputes corrupted ones, keeps dependency order, shards by group."""
 import json
-import pathlib
 
 import pytest
 
@@ -142,3 +141,27 @@ def test_the_time_left_scales_by_the_stages_that_did_their_work(tmp_path, monkey
     printed = []
     plan.run(stages, tmp_path, printer=printed.append)
     assert any("last  (about 5.0 min left)" in line for line in printed), printed
+
+
+def test_a_rerun_that_leaves_the_outputs_unchanged_keeps_the_seconds_that_computed_them(tmp_path, monkeypatch):
+    """A stage rerun because its settings record changed, whose work was done (its outputs come back byte for
+    byte), must not replace the record's computing time by the rerun's few seconds: documents sum those times as
+    the study's cost. A rerun that changes an output records its own time."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(plan.time, "time", lambda: clock["now"])
+
+    def stage(text, cost, settings):
+        def run():
+            clock["now"] += cost
+            io.atomic_write_text(tmp_path / "a.txt", text)
+        return [plan.Stage("a", "x", [tmp_path / "a.txt"], run, settings=settings)]
+
+    def record():
+        return json.loads(layout.stage_record_path(tmp_path, "a").read_text())
+
+    plan.run(stage("A", 300.0, {"v": 1}), tmp_path, printer=lambda *_: None)
+    assert record()["seconds"] == 300.0 and "rerun_seconds" not in record()
+    plan.run(stage("A", 2.0, {"v": 2}), tmp_path, printer=lambda *_: None)       # same bytes: nothing recomputed
+    assert (record()["seconds"], record()["rerun_seconds"]) == (300.0, 2.0)
+    plan.run(stage("B", 40.0, {"v": 3}), tmp_path, printer=lambda *_: None)      # a new output: its own time
+    assert record()["seconds"] == 40.0 and "rerun_seconds" not in record()

@@ -14,7 +14,7 @@ import prompt_fixtures  # noqa: E402
 import reproduce_fixtures as rf  # noqa: E402
 from skillneurons_jax import io, layout  # noqa: E402
 from skillneurons_jax.data import tasks  # noqa: E402
-from skillneurons_jax.pipeline import plan, runner  # noqa: E402
+from skillneurons_jax.pipeline import runner  # noqa: E402
 from skillneurons_jax.pipeline import session as session_module  # noqa: E402
 from skillneurons_jax.pipeline import stages as st  # noqa: E402
 from skillneurons_jax.robust import summary, tuning  # noqa: E402

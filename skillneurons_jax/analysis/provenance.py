@@ -42,8 +42,9 @@ def run_time(sidecars: list[dict]) -> str:
 
 
 def stage_seconds(workdir: pathlib.Path, keys=None) -> str:
-    """The sum of the stages' own run times (their completion records, WORKDIR/.stages/*.json: each stage's wall
-    seconds when it last ran): the study's cost without the pauses of a resumed run (this report excluded).
+    """The sum of the stages' own run times (their completion records, WORKDIR/.stages/*.json: the wall seconds
+    of the run that computed each stage's outputs; a later rerun that left them unchanged is not counted, see
+    plan.mark_done): the study's cost without the pauses of a resumed run (this report excluded).
     `keys`: the plan's stages (the report config's plan.stages); records of stages no longer in it are left out."""
     seconds, count = 0.0, 0
     for record in sorted((pathlib.Path(workdir) / layout.STAGE_RECORDS_DIR).glob("*.json")):

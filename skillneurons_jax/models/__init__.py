@@ -142,7 +142,6 @@ def load_pretrained(path, dtype=jnp.float32, *, tokenizer: bool = True) -> Loade
     """
     folder, name = resolve_path(path)
     raw = convert.read_config(folder)
-    source = str(folder)
     config = config_from_hf(raw, source=str(folder / "config.json"))
     config = config.replace(dtype=_dtype_name(dtype))
     if config.family in ("roberta", "bert"):

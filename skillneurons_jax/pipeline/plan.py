@@ -139,14 +139,31 @@ def is_done(stage: Stage, workdir: pathlib.Path, inputs: Optional[Sequence[pathl
     return True
 
 
+def _previous_record(workdir: pathlib.Path, key: str) -> Optional[dict]:
+    """The stage's completion record as it stands, None when absent or unreadable."""
+    try:
+        return json.loads(_record_path(workdir, key).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def mark_done(stage: Stage, workdir: pathlib.Path, seconds: float,
               inputs: Optional[Sequence[pathlib.Path]] = None) -> None:
+    """Writes the stage's completion record. `seconds`: this run's wall time. When the outputs are byte for byte
+    those of the previous record (a rerun that found its work done, e.g. after a settings record changed), the
+    record keeps the seconds that computed them and adds this run's as `rerun_seconds`, so that a document's sum
+    of stage times stays the study's cost."""
     missing = [str(o) for o in stage.outputs if not pathlib.Path(o).exists()]
     if missing:
         raise RuntimeError(f"stage {stage.key} finished without writing {missing}")
+    hashes = {_name(o, workdir): _sha256(pathlib.Path(o)) for o in stage.outputs}
+    timing = {"seconds": round(seconds, 3)}
+    earlier = _previous_record(workdir, stage.key)
+    if earlier and earlier.get("sha256") == hashes and isinstance(earlier.get("seconds"), (int, float)):
+        timing = {"seconds": earlier["seconds"], "rerun_seconds": round(seconds, 3)}
     io.atomic_write_json(_record_path(workdir, stage.key), {
-        "key": stage.key, "kind": stage.kind, "seconds": round(seconds, 3),
-        "sha256": {_name(o, workdir): _sha256(pathlib.Path(o)) for o in stage.outputs},
+        "key": stage.key, "kind": stage.kind, **timing,
+        "sha256": hashes,
         "inputs_sha256": _input_hashes(inputs or (), workdir),
         **({} if stage.settings is None else {"settings_sha256": settings_sha256(stage.settings),
                                               "settings": io.as_written(_plain_settings(stage.settings))})})

@@ -85,7 +85,7 @@ def _label_embeddings(ro: "Readout", params) -> jax.Array:
 
 
 def _t5_scores(ro: "Readout", params, prompt, batch, **kw):
-    ids, lengths = ro.label_ids, ro.label_lengths
+    ids = ro.label_ids
     B = batch["input_ids"].shape[0]
     C, L = ids.shape
     apply = lambda input_ids, mask, dec: ro.module.apply(

@@ -11,7 +11,7 @@ from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext,
 
 
 def build(context: ReportContext, model: str) -> None:
-    document, workdir, options = context.document, context.workdir, context.options
+    document, workdir = context.document, context.workdir
     document.h(3, "Suppressing skill neurons (Figures 4, 5, 6 and 10)")
     loaded = []
     for source, target in context.inventory.suppression.get(model, []):
@@ -39,7 +39,6 @@ def build(context: ReportContext, model: str) -> None:
     names = results.order_tasks({r.target for r in loaded} | {r.source for r in loaded})
     order = {t: i for i, t in enumerate(names)}
     loaded.sort(key=lambda r: (order[r.target], order[r.source]))
-    alpha = options["alpha"]
     majority = context.majority_rates(model)
     document.p("Accuracy when the top-k% neurons by predictivity (per layer) are suppressed, against the same "
                "number of random neurons per layer; mean ± SEM over seeds (random draws averaged per seed); the "
