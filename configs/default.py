@@ -32,6 +32,12 @@ Measured on this project's 2-core machine, otherwise idle (15 stages, 2026-12-02
   82.0 / 81.7), tweetsother 74.1 +- 0.6 (74.1, 50.2; test 75.1 / 75.1), tweetstopic 99.6 +- 0.1 (99.6, 52.5);
   every task still clears 0.72 balanced accuracy; k = 15 %: random - skill +9.1 points, seed interval [-40.1,
   +58.4], paired p = 0.0001 (test +6.9 [-23.3, +37.1]): inconclusive over 2 seeds, as before.
+  commit b1c0686 (2026-12-03, the same AVX-512 host), as a new user: a fresh clone, a new virtual environment,
+  the README's install and main command (install 50 s): wall 327 s (5.4 min), 454 s user + 86 s system CPU, max
+  RSS 1.4 GB, nothing else running; every figure of the report equal to 8050d12's (a bucket just below the
+  longest row now merges into it: one compiled program fewer per shape user, the same prompts). Stage times: tune
+  80 / 67 / 24 s, transfer 21 / 12 / 13 s (test 6 / 8 / 9 s), predictivity 11-12 s each, suppression 22 + 24 s,
+  report 2 s; XLA compilation about 40 s of it (JAX_LOG_COMPILES=1, at 8050d12).
   Where the time goes (work, not wall): tuning 57 % (675 steps of 2 x 8 rows), suppression 14 %, the 3 x 3
   transfer matrix 13 % (its 6 off-diagonal cells 8 %), predictivity 8 %, held-out transfer 4 %. Probes for a
   cheaper budget failed the 0.72 line: tweetsairline at 1e-2 for 150 steps 0.820 / 0.730 (seed 1 marginal),

@@ -210,3 +210,41 @@ def test_suppression_curves_left_out_by_the_config_are_said_once_not_listed_as_m
     assert len(said) == 1 and "imdb" in said[0] and "mrpc" in said[0] and "sst2," not in said[0].split(":")[-1]
     rep = report.build_report(wd, tmp_path / "out2", {**config, "suppression": {"tasks": ""}})
     assert str(results.suppression_path(wd, MODEL, "imdb", "imdb")) in "\n".join(rep.missing)   # "": every task
+
+
+def test_the_specificity_table_shows_the_label_dependence_the_pipeline_measured(tmp_path):
+    """Issue 14: the task-type comparison must rest on nearly independent labels, and the report must show it.
+    With the measured overlaps passed in, each pair's cell gives its shared texts and label r; a pair of different
+    task types with dependent labels is named; without a measurement the report says so instead of a verdict."""
+    rng = np.random.default_rng(1)
+    wd = tmp_path / "work"
+    for task in ("sst2", "imdb", "mrpc"):
+        syn.write_predictivity(wd, MODEL, task, rng.uniform(0.5, 1.0, (2, 30)), seeds=2, tokens=3, rng=rng)
+    config = {"analysis": {"n_permutations": 0, "dpi": 30}}
+
+    def pair(a, b, shared, r):
+        return {"task_a": a, "task_b": b, "splits": ["train", "dev", "test"], "shared_texts": shared,
+                "pearson_r": r, "label_agreement": None if not shared else 0.5}
+
+    independent = {"pairs": [pair("sst2", "imdb", 0, None), pair("sst2", "mrpc", 0, None),
+                             pair("imdb", "mrpc", 120, 0.03)], "splits": ["train", "dev", "test"]}
+    md = report.build_report(wd, tmp_path / "a", config, label_overlap=independent).index_md.read_text()
+    assert re.search(r"\| sst2 \| mrpc \| different \| no \| 0 \(disjoint\) \|", md)
+    assert re.search(r"\| imdb \| mrpc \| different \| no \| 120 \(r = \+0\.03\) \|", md)
+    assert "Every measured pair of different task types (2) is disjoint or below |r| = 0.1" in md
+
+    dependent = {**independent, "pairs": [pair("sst2", "imdb", 0, None), pair("sst2", "mrpc", 400, -0.82),
+                                          pair("imdb", "mrpc", 120, 0.03)]}
+    rep = report.build_report(wd, tmp_path / "b", config, label_overlap=dependent)
+    md = rep.index_md.read_text()
+    assert "not shown to have nearly independent labels: sst2/mrpc (400 (r = -0.82))" in md
+    assert "Every measured pair" not in md
+    saved = json.loads(rep.summary.read_text())["specificity"][MODEL]["label_overlap"]
+    assert saved["pairs"][1]["pearson_r"] == -0.82
+
+    md = report.build_report(wd, tmp_path / "c", config).index_md.read_text()
+    assert "Shared texts (label r): not measured (the report was built without the datasets" in md
+    assert re.search(r"\| sst2 \| mrpc \| different \| no \| – \|", md)
+    md = report.build_report(wd, tmp_path / "d", config,
+                             label_overlap={"error": "ValueError: x.tsv line 3: no label"}).index_md.read_text()
+    assert "not measured (ValueError: x.tsv line 3: no label)" in md

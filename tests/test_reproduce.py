@@ -87,6 +87,11 @@ def test_whole_plan_writes_report_with_every_figure_type(done):
     assert [row["task"] for row in summary["accuracy_test"]] == ["sst2", "mrpc"]
     assert "mrpc__mrpc" in summary["suppression_test"][M]
     assert "Held-out test split" in md
+    # the report stage measured the clean tasks' label dependence from the data (issue 14) and the report shows it
+    overlap = summary["specificity"][M]["label_overlap"]
+    assert [(p["task_a"], p["task_b"]) for p in overlap["pairs"]] == [("sst2", "mrpc")]
+    assert overlap["splits"] == ["train", "dev", "test"] and isinstance(overlap["pairs"][0]["shared_texts"], int)
+    assert "Shared texts (label r): the texts both datasets contain over their train, dev, test splits" in md
 
 
 def test_interrupted_run_resumes_without_redoing_finished_stages(done):

@@ -20,6 +20,11 @@ top_fraction (0.01), neuron_accuracy_boxes (True), type_permutations (10000) and
 task-type test, sign_flips (10000) for the paired suppression test, confidence (0.95) for its interval.
 config_dict["tasks"] (a list or a comma-separated string), when given, names the tasks expected: those without
 results are listed as missing.
+
+`label_overlap` (the pipeline measures it from the data; the report reads no dataset): {"pairs": [data.readers.
+label_overlap records], "splits": [...]} or {"error": why it could not be measured}. The task-specificity section
+prints, per pair of datasets, the texts they share and the correlation of their labels on them (eq. 4 ignores
+label flips: two datasets whose labels are functions of each other on shared texts are no control for each other).
 """
 from __future__ import annotations
 
@@ -79,8 +84,10 @@ def _write(context: ReportContext) -> Report:
                   missing=context.missing, problems=context.problems, errors=context.errors)
 
 
-def build_report(workdir, out_dir, config_dict: Mapping | None = None) -> Report:
+def build_report(workdir, out_dir, config_dict: Mapping | None = None, *,
+                 label_overlap: Mapping | None = None) -> Report:
     """Gathers every table and figure the results under `workdir` allow into `out_dir` (see the module docstring).
+    `label_overlap`: the datasets' label dependence measured by the caller (None: not measured, and said so).
     Raises only when `out_dir` cannot be written."""
     config = _plain_config(config_dict)
     out_dir = pathlib.Path(out_dir)
@@ -91,6 +98,7 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None) -> Report
     except OSError as error:
         raise PermissionError(f"{out_dir}: cannot write the report there ({type(error).__name__}: {error})") from error
     context = ReportContext.create(pathlib.Path(workdir), out_dir, config)
+    context.label_overlap = None if label_overlap is None else json.loads(json.dumps(dict(label_overlap)))
     _build_sections(context)
     validation_doc = (config.get("report") or {}).get("validation_doc")
     if validation_doc:      # configs/validation.py: the findings document, regenerated with every report

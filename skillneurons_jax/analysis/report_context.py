@@ -40,6 +40,9 @@ class ReportContext:
     # loaded predictivities (task specificity).
     accuracy_entries: list = dataclasses.field(default_factory=list)
     predictivities: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    # The datasets' label dependence on shared texts, measured from the data by the caller (build_report's
+    # label_overlap): {"pairs": [...], "splits": [...]} or {"error": ...}; None when not measured.
+    label_overlap: dict | None = None
 
     @classmethod
     def create(cls, workdir: pathlib.Path, out_dir: pathlib.Path, config: dict) -> "ReportContext":

@@ -601,6 +601,32 @@ def available_splits(task, data_dir) -> dict[str, Resolution]:
 
 
 
+def task_labels(task, data_dir, splits=SPLITS) -> dict[tuple, int]:
+    """(text_a, text_b) -> label over `splits` of the task (roles it lacks, or whose files are missing, are
+    skipped); a text with several labels is counted once with its majority label (ties: the smaller label)."""
+    spec = get_task(task)
+    votes: dict[tuple, collections.Counter] = collections.defaultdict(collections.Counter)
+    for split in splits:
+        if split not in spec.split_roles() or resolve(spec, split, data_dir).kind == "missing":
+            continue
+        for e in read_split(spec, split, data_dir).examples:
+            votes[(e.text_a, e.text_b)][e.label] += 1
+    return {text: min(counts.items(), key=lambda item: (-item[1], item[0]))[0] for text, counts in votes.items()}
+
+
+def overlap_of(task_a, task_b, labels_a: dict, labels_b: dict, splits=SPLITS) -> dict:
+    """The label_overlap record of two tasks' `task_labels`."""
+    shared = sorted(set(labels_a) & set(labels_b), key=str)
+    x = np.array([labels_a[t] for t in shared], dtype=np.float64)
+    y = np.array([labels_b[t] for t in shared], dtype=np.float64)
+    r = None
+    if len(shared) >= 2 and x.std() > 0 and y.std() > 0:
+        r = float(np.corrcoef(x, y)[0, 1])
+    return {"task_a": get_task(task_a).name, "task_b": get_task(task_b).name, "splits": list(splits),
+            "shared_texts": len(shared), "pearson_r": r,
+            "label_agreement": float((x == y).mean()) if shared else None}
+
+
 def label_overlap(task_a, task_b, data_dir, splits=SPLITS) -> dict:
     """How two tasks' labels relate on the texts they share (trap 7: eq. 4 ignores label flips, so two tasks whose
     labels are functions of each other on shared rows are no control for each other).
@@ -610,23 +636,13 @@ def label_overlap(task_a, task_b, data_dir, splits=SPLITS) -> dict:
     "shared_texts": n, "pearson_r": r (None when n < 2 or a side is constant), "label_agreement": fraction of
     shared texts with equal labels (None when n == 0)}: plain JSON for the report.
     """
-    def labels(task):
-        spec = get_task(task)
-        votes: dict[tuple, collections.Counter] = collections.defaultdict(collections.Counter)
-        for split in splits:
-            if split not in spec.split_roles() or resolve(spec, split, data_dir).kind == "missing":
-                continue
-            for e in read_split(spec, split, data_dir).examples:
-                votes[(e.text_a, e.text_b)][e.label] += 1
-        return {text: counts.most_common(1)[0][0] for text, counts in votes.items()}
+    return overlap_of(task_a, task_b, task_labels(task_a, data_dir, splits), task_labels(task_b, data_dir, splits),
+                      splits)
 
-    a, b = labels(task_a), labels(task_b)
-    shared = sorted(set(a) & set(b), key=str)
-    x = np.array([a[t] for t in shared], dtype=np.float64)
-    y = np.array([b[t] for t in shared], dtype=np.float64)
-    r = None
-    if len(shared) >= 2 and x.std() > 0 and y.std() > 0:
-        r = float(np.corrcoef(x, y)[0, 1])
-    return {"task_a": get_task(task_a).name, "task_b": get_task(task_b).name, "splits": list(splits),
-            "shared_texts": len(shared), "pearson_r": r,
-            "label_agreement": float((x == y).mean()) if shared else None}
+
+def label_overlaps(task_names, data_dir, splits=SPLITS) -> list[dict]:
+    """`label_overlap` of every pair of `task_names` (in their order), each task read once."""
+    names = [get_task(t).name for t in task_names]
+    labels = {name: task_labels(name, data_dir, splits) for name in names}
+    return [overlap_of(a, b, labels[a], labels[b], splits)
+            for i, a in enumerate(names) for b in names[i + 1:]]

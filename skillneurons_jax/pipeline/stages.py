@@ -523,7 +523,8 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
 
         def make_report(key="report"):
             _hook(hooks, "report", key)
-            report_builder.build_report(s.workdir, layout.report_dir(s.workdir), cfg)
+            report_builder.build_report(s.workdir, layout.report_dir(s.workdir), cfg,
+                                        label_overlap=measure_label_overlap(tp.clean, s.data_dir))
 
         n_tasks = max(len(tp.present), 1)
         perms = int(s.analysis.get("n_permutations", 1000))
@@ -535,6 +536,16 @@ def build_plan(settings: Settings, session=None, *, hooks: Optional[dict] = None
                                            "stages": cfg["plan"]["stages"]},
                                  cost_s=round(10 + 2e-3 * perms * n_tasks * (n_tasks - 1) / 2 * len(infos), 1)))
     return plan.order(stages)
+
+
+def measure_label_overlap(clean_tasks: Sequence[str], data_dir) -> dict:
+    """The report's label dependence of every pair of the plan's clean tasks (data.readers.label_overlaps over
+    every split), or the reason it could not be read: a dataset the stages read but this cannot is reported, not
+    raised, so that the report is still written."""
+    try:
+        return {"pairs": readers.label_overlaps(clean_tasks, data_dir), "splits": list(task_table.SPLITS)}
+    except (OSError, ValueError) as error:
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def _smaller(a: Optional[int], b: Optional[int]) -> Optional[int]:

@@ -1,12 +1,18 @@
 """Task specificity (Figures 3 and 8): Spearman correlations of predictivity between datasets, the neuron-
-permutation p-value of each pair (labelled for what it tests), the task-type permutation test of within- vs
-between-type correlation, and each dataset's seed-split reliability (the ceiling of any correlation)."""
+permutation p-value of each pair (labelled for what it tests), the texts each pair shares and how their labels
+correlate on them (measured from the data by the pipeline: ReportContext.label_overlap), the task-type permutation
+test of within- vs between-type correlation, and each dataset's seed-split reliability (the ceiling of any
+correlation)."""
 from __future__ import annotations
 
 import numpy as np
 
 from skillneurons_jax.analysis import figures, results, specificity
 from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable
+
+# Two datasets of different task types control for each other only if their labels are nearly independent: no
+# shared text, or a label correlation on the shared texts below this in absolute value (issue 14).
+INDEPENDENT_LABELS_MAX_R = 0.1
 
 
 def build(context: ReportContext, model: str) -> None:
@@ -50,18 +56,21 @@ def build(context: ReportContext, model: str) -> None:
         context.missing.append(f"z-scored task specificity for {model}: needs at least 3 datasets with distinct "
                                f"correlations, found {result.tasks}")
     reliability = _reliabilities(context, model, result.tasks)
+    overlaps = _overlaps_by_pair(context)
     rows = []
     for i in range(len(result.tasks)):
         for j in range(i + 1, len(result.tasks)):
             a, b = result.tasks[i], result.tasks[j]
             same = results.task_type(a) == results.task_type(b)
             ceiling = _ceiling(reliability.get(a), reliability.get(b))
-            rows.append((a, b, "same" if same else "different", _shared_prompt_note(a, b), f"{result.mean[i, j]:.3f}",
+            rows.append((a, b, "same" if same else "different", _shared_prompt_note(a, b),
+                         _overlap_cell(overlaps.get(frozenset((a, b)))), f"{result.mean[i, j]:.3f}",
                          "–" if ceiling is None else f"{ceiling:.3f}",
                          "–" if result.zscored is None else f"{result.zscored[i, j]:+.2f}",
                          "–" if result.pvalues is None else f"{result.pvalues[i, j]:.4f}"))
-    document.table(("dataset", "dataset", "task type", "shared prompt", "Spearman", "ceiling", "z-score",
-                    "neuron-permutation p"), rows)
+    document.table(("dataset", "dataset", "task type", "shared prompt", "shared texts (label r)", "Spearman",
+                    "ceiling", "z-score", "neuron-permutation p"), rows)
+    document.p(_label_dependence(context, result.tasks, overlaps))
     document.p("Ceiling = sqrt(reliability_a × reliability_b), each reliability the Spearman-Brown-corrected "
                "split-half agreement of a dataset's Pred across its prompt seeds: no pair can correlate much "
                "above it, whatever the task types.")
@@ -76,7 +85,7 @@ def build(context: ReportContext, model: str) -> None:
                "n_permutations": n_perm, "permutation_seed": seed, "within_between": within_between,
                "reliability": {t: {"split_half": r.split_half, "spearman_brown": r.spearman_brown,
                                    "n_seeds": r.n_seeds, "n_splits": r.n_splits} for t, r in reliability.items()},
-               "type_test": None}
+               "type_test": None, "label_overlap": context.label_overlap}
     if type_test is not None:
         summary["type_test"] = {
             "within": type_test.within, "between": type_test.between, "n_within": type_test.n_within,
@@ -85,6 +94,58 @@ def build(context: ReportContext, model: str) -> None:
             "seed": type_test.seed, "min_p": type_test.min_p, "excluded_pairs": type_test.excluded_pairs,
             "null": "task-type labels permuted across datasets", "verdict": _type_verdict(type_test, alpha)}
     context.summary.setdefault("specificity", {})[model] = summary
+
+
+def _overlaps_by_pair(context: ReportContext) -> dict[frozenset, dict]:
+    """{frozenset((task_a, task_b)): label_overlap record} of the measured pairs (empty when not measured)."""
+    pairs = (context.label_overlap or {}).get("pairs") or []
+    return {frozenset((p["task_a"], p["task_b"])): p for p in pairs}
+
+
+def _overlap_cell(record: dict | None) -> str:
+    if record is None:
+        return "–"
+    if not record["shared_texts"]:
+        return "0 (disjoint)"
+    r = record["pearson_r"]
+    return f"{record['shared_texts']} (" + ("r undefined: one side constant" if r is None else f"r = {r:+.2f}") + ")"
+
+
+def _label_dependence(context: ReportContext, tasks, overlaps: dict) -> str:
+    """What the 'shared texts' column means, and whether the pairs of different task types rest on nearly
+    independent labels."""
+    measured = context.label_overlap
+    if not measured:
+        return ("Shared texts (label r): not measured (the report was built without the datasets; the pipeline's "
+                "report stage measures them).")
+    if measured.get("error"):
+        return f"Shared texts (label r): not measured ({measured['error']})."
+    meaning = (f"Shared texts (label r): the texts both datasets contain over their {', '.join(measured['splits'])} "
+               f"splits, and the Pearson correlation of their labels on those texts (adversarial sets are not "
+               f"measured: they pair with their clean task, which the type test leaves out). Eq. 4 ignores label "
+               f"flips, so two datasets whose labels are functions of each other on shared texts (|r| near 1) "
+               f"correlate whatever their neurons do; a comparison of task types needs every pair of different "
+               f"types disjoint or at |r| < {INDEPENDENT_LABELS_MAX_R}.")
+    between = [(a, b) for i, a in enumerate(tasks) for b in tasks[i + 1:]
+               if results.task_type(a) != results.task_type(b) and frozenset((a, b)) in overlaps]
+    if not between:
+        return meaning + " No pair of different task types was measured here."
+    dependent = [f"{a}/{b} ({_overlap_cell(overlaps[frozenset((a, b))])})" for a, b in between
+                 if _dependent(overlaps[frozenset((a, b))])]
+    if dependent:
+        return meaning + (" Pairs of different task types not shown to have nearly independent labels: "
+                          + ", ".join(dependent) + ": their correlation may come partly from their labels, not "
+                          "from shared skills.")
+    return meaning + (f" Every measured pair of different task types ({len(between)}) is disjoint or below "
+                      f"|r| = {INDEPENDENT_LABELS_MAX_R}: the type comparison rests on nearly independent labels.")
+
+
+def _dependent(record: dict) -> bool:
+    """Shared texts whose labels correlate at |r| >= INDEPENDENT_LABELS_MAX_R (or cannot be correlated)."""
+    if not record["shared_texts"]:
+        return False
+    r = record["pearson_r"]
+    return r is None or abs(r) >= INDEPENDENT_LABELS_MAX_R
 
 
 def _shared_prompt_note(a: str, b: str) -> str:
