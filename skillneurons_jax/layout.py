@@ -6,6 +6,9 @@
       transfer/<model>/<source>__<target>.json (+ .meta.json)                         (stage transfer)
       predictivity/<model>/<task>.npz (+ <task>.npz.json)                             (stage predictivity)
       suppression/<model>/<source>__<target>.json (+ .meta.json)                      (stage suppress)
+      prune/<model>/<task>.json (+ .meta.json), prune/<model>/<task>/seed_<s>/  the pruned model's accuracies
+                                         and the pruned checkpoint folders (config.json, model.safetensors,
+                                         tokenizer files; read by load_pretrained)        (stage prune)
       test/transfer/<model>/<task>__<task>.json, test/suppression/<model>/<task>__<task>.json
                                          the same files on the HELD-OUT test split (own prompt, own neurons)
       robust/<arm>/prompts/<model>/<task>/seed_<s>/  as prompts/ above, one tree per arm (stage robust_tune)
@@ -33,6 +36,7 @@ SPLIT_DIRS = {"dev": "", "test": "test"}   # results on another split mirror the
 ROBUST_DIR = "robust"
 ROBUST_EVAL_DIR = "eval"
 PATCHING_DIR = "patching"
+PRUNE_DIR = "prune"
 STAGE_RECORDS_DIR = ".stages"
 HOSTS_DIR = ".hosts"                   # launch.reproduce --process_count: one heartbeat record per host
 JAX_CACHE_DIR = ".jax_cache"
@@ -87,6 +91,15 @@ def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
 
 def suppression_path(workdir, model: str, source: str, target: str, split: str = "dev") -> pathlib.Path:
     return split_root(workdir, split) / SUPPRESSION_DIR / model / f"{pair_name(source, target)}.json"
+
+
+def prune_path(workdir, model: str, task: str) -> pathlib.Path:
+    return pathlib.Path(workdir) / PRUNE_DIR / model / f"{task}.json"
+
+
+def pruned_model_dir(workdir, model: str, task: str, seed: int) -> pathlib.Path:
+    """The pruned checkpoint folder of one seed (its prompt's means are folded into it)."""
+    return pathlib.Path(workdir) / PRUNE_DIR / model / task / f"{SEED_DIR_PREFIX}{int(seed)}"
 
 
 def robust_arm_dir(workdir, arm: str) -> pathlib.Path:

@@ -35,10 +35,34 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     decoder_start_token_id: int = 0
     dtype: str = "float32"      # compute dtype: "float32" | "bfloat16" (params and statistics stay float32)
+    # FFN width of each encoder layer when the layers differ (a pruned model, models.prune); None = `intermediate`
+    # in every layer. `intermediate` stays the unpruned width (the neuron index space of masks and statistics).
+    intermediate_sizes: Optional[tuple[int, ...]] = None
+
+    def __post_init__(self):
+        sizes = self.intermediate_sizes
+        if sizes is None:
+            return
+        if self.family == "t5":
+            raise ValueError("per-layer FFN widths (intermediate_sizes) are supported for the encoder families "
+                             "(bert, roberta) only, not t5")
+        if (not isinstance(sizes, tuple) or len(sizes) != self.num_layers
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)):
+            raise ValueError(f"intermediate_sizes must be a tuple of {self.num_layers} positive ints (one per "
+                             f"layer); got {sizes!r}")
 
     @property
     def neurons(self) -> int:
         return self.intermediate
+
+    def layer_intermediate(self, layer: int) -> int:
+        """FFN neurons of encoder layer `layer` (its own width in a pruned model)."""
+        return self.intermediate if self.intermediate_sizes is None else self.intermediate_sizes[layer]
+
+    @property
+    def uniform_width(self) -> bool:
+        """Whether every layer has `intermediate` neurons (captures and [L, N] interventions need it)."""
+        return self.intermediate_sizes is None or all(n == self.intermediate for n in self.intermediate_sizes)
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
@@ -50,15 +74,38 @@ def _require(cfg: Mapping[str, Any], key: str, source: str):
     return cfg[key]
 
 
+# Our key in a pruned model's config.json (Hugging Face has none): the FFN width of each encoder layer.
+INTERMEDIATE_SIZES_KEY = "intermediate_sizes"
+
+
+def _intermediate_sizes(cfg: Mapping[str, Any], family: str, source: str) -> Optional[tuple[int, ...]]:
+    """The config's per-layer FFN widths, checked: a list of num_hidden_layers ints in 1..intermediate_size."""
+    sizes = cfg.get(INTERMEDIATE_SIZES_KEY)
+    if sizes is None:
+        return None
+    if family == "t5":
+        raise ValueError(f"{source}: field {INTERMEDIATE_SIZES_KEY!r}: per-layer FFN widths are supported for the "
+                         "encoder families (bert, roberta) only, not t5")
+    layers, width = cfg.get("num_hidden_layers"), cfg.get("intermediate_size")
+    if (not isinstance(sizes, list) or len(sizes) != layers
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= width for n in sizes)):
+        raise ValueError(f"{source}: field {INTERMEDIATE_SIZES_KEY!r} must be a list of {layers} ints in "
+                         f"1..{width} (intermediate_size), one per layer; got {sizes!r}")
+    return tuple(sizes)
+
+
 def config_from_hf(cfg: Mapping[str, Any], *, has_lm_head: bool = True, source: str = "config.json") -> ModelConfig:
-    """Hugging Face config dict -> ModelConfig. Raises ValueError for an unknown model_type."""
+    """Hugging Face config dict -> ModelConfig. Raises ValueError for an unknown model_type or a malformed
+    `intermediate_sizes` (our per-layer FFN widths of a pruned encoder)."""
     model_type = cfg.get("model_type")
     family = FAMILY_OF_MODEL_TYPE.get(model_type)
     if family is None:
         raise ValueError(f"{source}: unknown model_type {model_type!r}; supported: "
                          f"{sorted(FAMILY_OF_MODEL_TYPE)}")
+    sizes = _intermediate_sizes(cfg, family, source)
     if family in ("roberta", "bert"):
         return ModelConfig(
+            intermediate_sizes=sizes,
             family=family,
             vocab_size=_require(cfg, "vocab_size", source),
             hidden=_require(cfg, "hidden_size", source),

@@ -118,7 +118,8 @@ class EncoderLayer(nn.Module):
         if rows is not None:
             x = x[:, :rows]
         x = _layer_norm(cfg, "attention_norm")(x + drop(a, deterministic=deterministic).astype(jnp.float32))
-        f, neurons = InterceptFFN(hidden=cfg.hidden, intermediate=cfg.intermediate, activation=cfg.activation,
+        f, neurons = InterceptFFN(hidden=cfg.hidden, intermediate=cfg.layer_intermediate(self.index),
+                                  activation=cfg.activation,
                                   gated=False, use_bias=True, dropout_rate=0.0, dtype=compute_dtype(cfg),
                                   name="ffn")(x, layer=self.index, capture=capture, intervention=intervention,
                                               deterministic=deterministic, sequence_length=length)
@@ -183,6 +184,9 @@ class EncoderModel(nn.Module):
         if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
             raise ValueError(f"input_ids {input_ids.shape} and attention_mask {attention_mask.shape} must both be "
                              "[batch, tokens]")
+        if not cfg.uniform_width and (capture is not None or intervention is not None):
+            raise ValueError(f"this model's layers have different FFN widths {cfg.intermediate_sizes} (a pruned "
+                             "model): captures and [layers, neurons] interventions need one width")
         if intervention is not None and intervention.num_layers != cfg.num_layers:
             raise ValueError(f"intervention mask covers {intervention.num_layers} layers; the model has "
                              f"{cfg.num_layers}")
@@ -309,7 +313,7 @@ def encoder_params_from_hf(state: Mapping[str, np.ndarray], config: ModelConfig,
     if config.family not in LM_HEADS:
         raise ValueError(f"encoder_params_from_hf: family {config.family!r} is not an encoder family")
     s = normalize_state(state)
-    H, N, V = config.hidden, config.intermediate, config.vocab_size
+    H, V = config.hidden, config.vocab_size
     take = lambda name, shape: convert.take(s, name, shape, source=source)
     dense = lambda prefix, d_in, d_out: convert.dense(s, prefix, d_in, d_out, source=source)
     norm = lambda prefix: convert.layer_norm(s, prefix, H, source=source)
@@ -322,6 +326,7 @@ def encoder_params_from_hf(state: Mapping[str, np.ndarray], config: ModelConfig,
     }
     for i in range(config.num_layers):
         p = f"encoder.layer.{i}."
+        N = config.layer_intermediate(i)
         params[f"layers_{i}"] = {
             "attention": {
                 "query": dense(p + "attention.self.query", H, H),
@@ -342,3 +347,44 @@ def encoder_params_from_hf(state: Mapping[str, np.ndarray], config: ModelConfig,
         if not config.tie_word_embeddings:
             params["lm_decoder"] = convert.take(s, names["decoder"], (H, V), source=source, transpose=True)
     return params
+
+
+def encoder_state_from_params(params, config: ModelConfig) -> dict[str, np.ndarray]:
+    """EncoderModel params -> a Hugging Face state dict (float32 numpy, no `roberta.` / `bert.` prefix): the
+    inverse of encoder_params_from_hf, so a changed model (a pruned one: per-layer FFN widths) is written as a
+    checkpoint folder that load_pretrained reads like any other."""
+    if config.family not in LM_HEADS:
+        raise ValueError(f"encoder_state_from_params: family {config.family!r} is not an encoder family")
+    state: dict[str, np.ndarray] = {}
+    arr = lambda a: np.ascontiguousarray(np.asarray(a, np.float32))
+
+    def dense(prefix, p):
+        state[prefix + ".weight"] = arr(np.asarray(p["kernel"]).T)
+        if "bias" in p:
+            state[prefix + ".bias"] = arr(p["bias"])
+
+    def norm(prefix, p):
+        state[prefix + ".weight"] = arr(p["scale"])
+        state[prefix + ".bias"] = arr(p["bias"])
+
+    state["embeddings.word_embeddings.weight"] = arr(params["word_embeddings"])
+    state["embeddings.position_embeddings.weight"] = arr(params["position_embeddings"])
+    state["embeddings.token_type_embeddings.weight"] = arr(params["token_type_embeddings"])
+    norm("embeddings.LayerNorm", params["embeddings_norm"])
+    for i in range(config.num_layers):
+        p, layer = f"encoder.layer.{i}.", params[f"layers_{i}"]
+        for ours, theirs in (("query", "attention.self.query"), ("key", "attention.self.key"),
+                             ("value", "attention.self.value"), ("output", "attention.output.dense")):
+            dense(p + theirs, layer["attention"][ours])
+        norm(p + "attention.output.LayerNorm", layer["attention_norm"])
+        dense(p + "intermediate.dense", layer["ffn"]["wi"])
+        dense(p + "output.dense", layer["ffn"]["wo"])
+        norm(p + "output.LayerNorm", layer["ffn_norm"])
+    if config.has_lm_head:
+        names = LM_HEADS[config.family]
+        dense(names["dense"], params["lm_dense"])
+        norm(names["norm"], params["lm_norm"])
+        state[names["bias"][0]] = arr(params["lm_bias"])
+        if not config.tie_word_embeddings:
+            state[names["decoder"]] = arr(np.asarray(params["lm_decoder"]).T)
+    return state
