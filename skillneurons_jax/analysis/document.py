@@ -13,8 +13,13 @@ class Document:
     def __init__(self):
         self.blocks: list[tuple] = []
 
-    def h(self, level: int, text: str):
-        self.blocks.append(("h", level, text))
+    def h(self, level: int, text: str, anchor: str | None = None):
+        """A heading; `anchor` makes it a link target (#anchor) in both renderings."""
+        self.blocks.append(("h", level, text, anchor))
+
+    def links(self, items):
+        """A list of (text, href) links (relative hrefs or #anchors)."""
+        self.blocks.append(("links", [(str(t), str(h)) for t, h in items]))
 
     def p(self, text: str):
         self.blocks.append(("p", text))
@@ -36,7 +41,9 @@ class Document:
         for b in self.blocks:
             kind = b[0]
             if kind == "h":
-                out.append("#" * b[1] + " " + b[2] + "\n")
+                out.append((f'<a id="{b[3]}"></a>\n\n' if b[3] else "") + "#" * b[1] + " " + b[2] + "\n")
+            elif kind == "links":
+                out.append("".join(f"- [{t}]({h})\n" for t, h in b[1]))
             elif kind == "p":
                 out.append(b[1] + "\n")
             elif kind == "table":
@@ -58,7 +65,11 @@ class Document:
         for b in self.blocks:
             kind = b[0]
             if kind == "h":
-                out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>\n")
+                anchor = f' id="{html.escape(b[3])}"' if b[3] else ""
+                out.append(f"<h{b[1]}{anchor}>{html.escape(b[2])}</h{b[1]}>\n")
+            elif kind == "links":
+                out.append("<ul>" + "".join(f"<li><a href=\"{html.escape(h)}\">{html.escape(t)}</a></li>"
+                                            for t, h in b[1]) + "</ul>\n")
             elif kind == "p":
                 out.append(f"<p>{html.escape(b[1])}</p>\n")
             elif kind == "table":

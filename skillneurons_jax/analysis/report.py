@@ -33,7 +33,8 @@ import json
 import pathlib
 from typing import Mapping
 
-from skillneurons_jax import io
+from skillneurons_jax import io, layout
+from skillneurons_jax.analysis import explorer
 from skillneurons_jax.analysis.report_context import (DEFAULT_OPTIONS, ReportContext, dedupe, no_nan,
                                                       relative_path)
 from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, robustness_study, specificity,
@@ -55,7 +56,15 @@ class Report:
     errors: list[str]           # sections that failed for another reason (a bug): listed, the rest still built
 
 
+def _explorer(context: ReportContext) -> None:
+    """explorer.html beside index.html (analysis.explorer); its unreadable inputs join the report's problems."""
+    page = explorer.build_explorer(context.workdir, context.out_dir / layout.EXPLORER_PAGE)
+    context.problems.extend(p for p in page.problems if p not in context.problems)
+    context.summary["explorer"] = layout.EXPLORER_PAGE
+
+
 def _build_sections(context: ReportContext) -> None:
+    context.section("neuron explorer", lambda: _explorer(context))
     context.section("header", lambda: appendix.header(context))
     context.section("accuracy table", lambda: accuracy.build(context))
     for model in context.inventory.models:

@@ -12,6 +12,9 @@ def header(context: ReportContext) -> None:
     document.h(1, "Skill neurons: results report")
     document.p(f"Built {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} from the "
                f"results under {context.workdir}. Models found: {', '.join(context.inventory.models) or 'none'}.")
+    if context.summary.get("explorer"):
+        document.links([("Neuron explorer: click a neuron to see its predictivity per task, its activations by "
+                         "label and the texts that drive it", context.summary["explorer"])])
     if not context.inventory.models:
         context.missing.append(f"{context.workdir}: no results at all (no prompts/, predictivity/, suppression/ or "
                                f"transfer/ results inside)")
