@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "datasets>=5.2,<6",
     "numpy>=2.4,<2.6",
     "scipy>=1.17,<1.19",
+    "statsmodels>=0.14,<0.15",
     "matplotlib>=3.11,<3.12",
     "tqdm>=4.70,<5",
 ]

@@ -168,6 +168,28 @@ def test_adversarial_task_uses_the_clean_baseline_under_its_own_name(env, sst2):
     np.testing.assert_array_equal(zr["acc"], za["acc"])
 
 
+def test_label_permutation_null_rides_the_same_pass(env, sst2):
+    """options.label_permutations = R and subsample_sizes add the null's and the matched-n arrays to the npz in the
+    same DEV pass; every array the stage wrote before is byte-for-byte the same (R = 0 changes nothing)."""
+    from skillneurons_jax.neurons.stats_options import StatsOptions
+    path, z, _ = sst2
+    other = env["root"] / "with_null"
+    _write_prompts(other, "sst2", SEEDS, tiny_encoders.TINY["hidden_size"])
+    options = StatsOptions(label_permutations=6, subsample_sizes=(10,), subsample_draws=2)
+    zn = np.load(_run(env, workdir=str(other), options=options))
+    L = tiny_encoders.TINY["num_hidden_layers"]
+    assert set(zn.files) - set(z.files) == {"null_pred", "null_pred_layer_mean", "null_pred_layer_max", "null_pred_max",
+                                            "null_pred_per_seed_max", "matched_n", "matched_pred",
+                                            "matched_pred_per_seed"}
+    for name in z.files:
+        assert zn[name].tobytes() == z[name].tobytes(), name
+    assert zn["null_pred_layer_mean"].shape == (6, L) and zn["null_pred_per_seed_max"].shape == (6, len(SEEDS))
+    assert zn["matched_n"].tolist() == [10] and zn["matched_pred"].shape == (1,) + z["pred"].shape
+    # Pred of permuted labels is Pred all the same: at least 0.5 everywhere, and its max at most 1
+    assert (zn["null_pred_layer_mean"] >= 0.5).all() and (zn["null_pred_max"] <= 1).all()
+    assert (zn["null_pred_layer_max"] >= zn["null_pred_layer_mean"]).all()
+
+
 def test_suppression_curves(env, sst2):
     _run(env, "advsst2")
     out = _suppress(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],

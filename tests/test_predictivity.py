@@ -269,3 +269,40 @@ def test_one_device_equals_four_devices(tmp_path):
         if th == "median":  # order statistics do not depend on the reduction order: bit-exact
             np.testing.assert_array_equal(four[f"{th}_threshold"], one.threshold)
         np.testing.assert_array_equal(four[f"{th}_correct"], ref_correct(dev, labels, one.threshold))
+
+
+def test_label_columns_equal_the_reference_on_their_rows():
+    """The label-permutation null and matched-n subsamples are counted in the same DEV pass (one matmul per
+    block); each column's Pred equals eqs. 3-5 computed directly on its permuted labels / its subsample's rows,
+    with filler rows (huge values, bogus labels) and a token mask not counted."""
+    train, dev, labels = make_data(3)
+    rng = np.random.default_rng(0)
+    tm = rng.random((E_DEV, T)) > 0.2
+    tm[:, 0] = True
+    columns, sizes = statistics.label_columns(labels, 3, subsample_sizes=(20, 99), subsample_draws=2, seed=5)
+    assert columns.shape == (E_DEV, 5) and sizes.tolist() == [E_DEV] * 3 + [20, 20]   # 99 >= n: no column
+    assert all(sorted(columns[:, c]) == sorted(labels) for c in range(3))
+    assert ((columns[:, 3:] >= 0).sum(0) == 20).all()
+    summary = statistics.summarize_train(lambda: blocks(train, None, 16))
+
+    def with_columns(batch):
+        for i, blk in enumerate(blocks(dev, labels, batch, tm)):
+            col = np.full((batch, columns.shape[1]), -1, np.int32)
+            rows = columns[i * batch:(i + 1) * batch]
+            col[:len(rows)] = rows
+            yield blk._replace(columns=col)
+
+    stats = statistics.evaluate_dev(summary, with_columns(16))
+    plain = statistics.evaluate_dev(summary, blocks(dev, labels, 16, tm))
+    np.testing.assert_array_equal(stats.pred, plain.pred)          # the columns leave the main result alone
+    for c in range(columns.shape[1]):
+        keep = columns[:, c] >= 0
+        mask = tm[keep]
+        correct = ref_correct(dev[:, :, keep], columns[keep, c], summary.threshold, mask)
+        n = mask.sum(0)[None, None, :, None]
+        want, want_per_seed = ref_pred(correct, n)
+        np.testing.assert_allclose(stats.column_pred[c], want, rtol=1e-6)
+        np.testing.assert_allclose(stats.column_pred_per_seed[c], want_per_seed, rtol=1e-6)
+    null = statistics.null_summary(stats.column_pred[:3], stats.column_pred_per_seed[:3])
+    assert null["null_pred_max"].shape == (3,) and null["null_pred_layer_mean"].shape == (3, L)
+    np.testing.assert_allclose(null["null_pred_max"], stats.column_pred[:3].reshape(3, -1).max(1))

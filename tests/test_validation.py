@@ -253,8 +253,16 @@ def test_top_neuron_verdicts():
     low = pred.copy()
     low[:, 3, :3], low[:, 0, :3] = 0.5, [[0.90], [0.91], [0.92]]
     assert verdicts.f3_depth("sst2", low, top_fraction=0.01).verdict == verdicts.NOT_SUPPORTED
-    assert verdicts.f3_top_neuron("sst2", pred, [0.80, 0.85, 0.82]).verdict == verdicts.SUPPORTED
-    assert verdicts.f3_top_neuron("sst2", pred, [0.97, 0.98, 0.99]).verdict == verdicts.NOT_SUPPORTED
+    # F3a has a label-permutation null: without it the max of noise is unknown, and the verdict says so
+    no_null = verdicts.f3_top_neuron("sst2", pred, [0.80, 0.85, 0.82])
+    assert no_null.verdict == verdicts.INCONCLUSIVE and "rule alone: supported" in no_null.note
+    noise = np.linspace(0.60, 0.70, 50)                        # the max Pred of 50 permutations
+    assert verdicts.f3_top_neuron("sst2", pred, [0.80, 0.85, 0.82], null_max=noise).verdict == verdicts.SUPPORTED
+    assert verdicts.f3_top_neuron("sst2", pred, [0.97, 0.98, 0.99], null_max=noise).verdict == \
+        verdicts.NOT_SUPPORTED
+    # a max that noise reaches as often as not: inconclusive whatever the model's accuracy
+    weak = verdicts.f3_top_neuron("sst2", pred, [0.80, 0.85, 0.82], null_max=np.linspace(0.85, 0.95, 50))
+    assert weak.verdict == verdicts.INCONCLUSIVE and weak.p_value > 0.3
 
 
 def test_relabelling_symmetry_bounds_the_smallest_p():
@@ -329,7 +337,7 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert by_key[("F4", "clean tasks")] == verdicts.SUPPORTED
     assert "F6a" in {v["finding"] for v in found}
     assert "accuracy on the held-out test split" in text
-    assert f"| {MODEL} | sst2 | sst2 | 3 | – | – | 72.0 ± 1.6 |" in text
+    assert f"| {MODEL} | sst2 | sst2 | 3 | – | – | 72.0 ± 2.0 |" in text      # std over seeds with ddof = 1
     # Table 1 labels AdvQQP with the prompt it really used
     assert "| advqqp | mrpc |" in text
     figures = list((doc.parent / "validation").glob("*.png"))

@@ -289,6 +289,29 @@ def load_predictivity(workdir, model: str, task: str, arrays: Iterable[str] = ("
                                                           meta.get("dev_label_counts"), "dev_label_counts"))
 
 
+# The optional arrays of a predictivity npz (stage options), name -> dims: the label-permutation null and the
+# matched-n Pred (stages/predictivity.py column_arrays), and eq. 3's acc (for Pred without prompt slot 0).
+OPTIONAL_PRED_NDIM = {"acc": 4, "null_pred": 3, "null_pred_layer_mean": 2, "null_pred_layer_max": 2, "null_pred_max": 1,
+                      "null_pred_per_seed_max": 2, "matched_n": 1, "matched_pred": 3, "matched_pred_per_seed": 4}
+
+
+def load_extra_arrays(workdir, model: str, task: str, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """The optional arrays `names` of `predictivity/<model>/<task>.npz` that it holds (absent ones left out), each
+    checked for its dims and finite values (CorruptResultError naming the file otherwise)."""
+    path = predictivity_path(workdir, model, task)
+    names = tuple(names)
+    unknown = [n for n in names if n not in OPTIONAL_PRED_NDIM]
+    if unknown:
+        raise ValueError(f"unknown optional predictivity array(s) {unknown}; known: {sorted(OPTIONAL_PRED_NDIM)}")
+    data = load_npz(path, (), optional=names, what=f"predictivity of {model} on {task}")
+    for name, arr in data.items():
+        if arr.ndim != OPTIONAL_PRED_NDIM[name] or not np.issubdtype(arr.dtype, np.number) \
+                or not np.all(np.isfinite(arr)):
+            raise CorruptResultError(path, f"array {name!r} has shape {arr.shape} ({arr.dtype}); expected "
+                                           f"{OPTIONAL_PRED_NDIM[name]} dims of finite numbers")
+    return {k: v for k, v in data.items() if v is not None}
+
+
 def load_decoder_pred(workdir, model: str, task: str) -> np.ndarray | None:
     """T5 only: `decoder_pred` [L_dec, N] (neurons of the first decoder step) when the npz has it, else None."""
     path = predictivity_path(workdir, model, task)

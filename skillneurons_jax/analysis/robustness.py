@@ -5,17 +5,20 @@ prompt. Accuracy, balanced accuracy (mean of the per-class recalls, from the con
 records it) and F1 (class 1) are shown side by side for every task, with the number of dev examples, the seeds and
 the majority-class rate (the accuracy of always answering the most frequent label), so that no accuracy is read
 without its floor. The paper's Table 1 reports accuracy for every task; it gives F1 for AdvQQP only in its
-footnote 2, so no metric is singled out here. The std uses ddof=0, as the original table (robust-neurons
-`get_mean_std`, np.std); SEM bands of the suppression curves use ddof=1 (`get_sem`).
+footnote 2, so no metric is singled out here. One std convention everywhere (analysis.inference.STD_DDOF = 1):
+the table's ± is the sample std over seeds (the original table used np.std, ddof=0, which is smaller by
+sqrt((S - 1) / S)), the SEM bands of the suppression curves and the intervals use the same.
 
 Suppression curves: for each level k, skill = mean ± SEM over seeds; random = for each seed the mean over the
 random draws, then mean ± SEM over seeds (seeds are the independent units; draws within a seed share the prompt).
 
 Skill vs random (`compare_levels`), per level k, difference = random accuracy - skill accuracy (positive: the
 skill neurons hurt more):
-  * interval: a t interval over seeds of the per-seed difference (random draws averaged per seed: seeds are the
-    independent units); with one seed, a t interval over the draws (it then ignores prompt-seed variation, and
-    says so). The null behind it: the mean difference over prompt seeds is 0.
+  * interval: with per-example outcomes, a two-level bootstrap over seeds and examples of the per-(seed, example)
+    difference (inference.two_level_bootstrap: every seed is scored on the same rows, so an interval over seeds
+    alone leaves out the rows' sampling error); without them a t interval over seeds of the per-seed difference
+    (random draws averaged per seed: seeds are the independent units); with one seed, a t interval over the draws
+    (it then ignores prompt-seed variation, and says so). The null behind it: the mean difference is 0.
   * paired test over dev examples (needs the suppression JSON's per-example fields): d_i = mean over seeds (and
     draws) of random-correct(i) - skill-correct(i); statistic = mean_i d_i; null = for every example the two
     conditions are exchangeable, so the sign of d_i is a fair coin (sign-flip permutation test, every one of the
@@ -40,19 +43,20 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
-from skillneurons_jax.analysis import results
+from skillneurons_jax.analysis import inference, results
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and std over seeds, ddof = inference.STD_DDOF (0 for one seed)."""
     v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std())
+    return float(v.mean()), float(inference.std(v))
 
 
 def mean_sem(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard error (ddof=1) along `axis`; SEM is 0 with a single value (no spread to estimate)."""
     v = np.asarray(values, dtype=np.float64)
     n = v.shape[axis]
-    sem = v.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(np.delete(v.shape, axis))
+    sem = inference.std(v, axis=axis) / np.sqrt(n)
     return v.mean(axis=axis), sem
 
 
@@ -122,7 +126,7 @@ def _metric(values) -> dict | None:
 
 def accuracy_records(entries: Iterable[AccuracyEntry]) -> list[dict]:
     """summary.json's `accuracy` rows (same order as accuracy_rows): numbers, not formatted text. Metrics are
-    {mean, std (ddof=0), per_seed}; absent ones null."""
+    {mean, std (ddof=1), per_seed}; absent ones null."""
     out = []
     for e in _sorted_entries(entries):
         facts = e.facts or results.DataFacts()
@@ -225,7 +229,7 @@ def difference_interval(skill: np.ndarray, random: np.ndarray, confidence: float
         values, units = random[:, 0] - skill[0], "draws (one seed)"
     else:
         return None, "none (one seed, one draw)"
-    mean, sem = values.mean(), values.std(ddof=1) / np.sqrt(values.size)
+    mean, sem = values.mean(), inference.std(values) / np.sqrt(values.size)
     if sem == 0:
         return (float(mean), float(mean)), units
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, values.size - 1) * sem)
@@ -294,7 +298,11 @@ def compare_levels(res: results.Suppression, *, confidence: float = 0.95, alpha:
         interval, units = difference_interval(skill, random, confidence)
         p, exact, flips, n = None, False, 0, None
         if res.skill_correct is not None and res.random_correct is not None:
-            per_example = res.random_correct[i].mean((0, 1)) - res.skill_correct[i].mean(0)     # [E]
+            per_seed_example = res.random_correct[i].mean(0) - res.skill_correct[i]              # [S, E]
+            if per_seed_example.shape[0] >= 2:
+                boot = inference.two_level_bootstrap(per_seed_example, confidence=confidence, seed=seed)
+                interval, units = boot.interval, "seeds × examples (two-level bootstrap)"
+            per_example = per_seed_example.mean(0)                                               # [E]
             n = int(per_example.size)
             p, exact, flips = sign_flip_test(per_example, n_flips, seed)
         verdict = level_verdict(difference, interval, p, alpha)

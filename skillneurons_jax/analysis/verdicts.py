@@ -34,8 +34,32 @@ The findings, as tested here (Ackermann & Ohmer 2023, building on Wang et al. 20
       does this): the verdict is then inconclusive and the note gives the k = 0 accuracy and the rule's verdict.
       A result without per-example labels (no majority rate) is not checked.
 
-Every interval is a two-sided t interval of the mean over prompt seeds (robustness.difference_interval) at
-`confidence`; with one seed there is none and the verdict is inconclusive.
+Intervals: a two-sided t interval of the mean over prompt seeds (robustness.difference_interval) at `confidence`;
+for the accuracy differences of F5 / F6b, when the result records per-example outcomes, a two-level bootstrap over
+seeds and examples (inference.two_level_bootstrap: every seed is scored on the same rows, so the seed interval
+alone leaves out the rows' sampling error). With one seed there is no interval and the verdict is inconclusive.
+
+Every verdict has a p-value: the finding's own test where it has one (F1, F4: task-type permutation; F3a: the
+label-permutation null of the max Pred; F6a: the control pair), else the one-sided test of its interval's data in
+the claimed direction (a t test over seeds, or the bootstrap p). Correction: Holm within each finding's family
+(its subjects: e.g. F5 over the clean tasks), p_adjusted, which is the p the rule uses; the Holm-adjusted p over
+the whole table is printed beside it (p_table) for a reader who counts every row as one family. Each verdict
+prints its minimum detectable effect at 80 % power from the measured standard error (inference.mde).
+
+Nulls and units of replication, per finding (docs/interfaces.md lists them too):
+  F1, F4  task-type labels exchangeable across tasks; unit: the task (its prompts' seed mean)
+  F2      accuracy at chance (t over prompt seeds); with AdvGLUE originals (robust patching outputs per example),
+          also the drop clean -> adversarial by exact McNemar per seed (unit: the example), summarised by the
+          largest p over seeds (every seed must show the drop)
+  F3a     labels carry nothing: the stage's label permutations (options.label_permutations) give the max Pred of
+          noise at this n; unit: the permutation. Without them F3a is inconclusive (the max of noise is unknown).
+  F3b     top neurons spread evenly over depth (reference 0.5; t over seeds); reported also with prompt slot 0 (the
+          readout slot) left out of the selection
+  F5, F6b no difference between skill and random suppression; unit: seeds x examples (two-level bootstrap) or seeds
+  F6a     the adversarial set correlates with the clean task no more than an unrelated set of the same size scored
+          with the same prompts and baseline (the control pair; t over seeds); without a control result, the
+          neuron-permutation p is shown but cannot support the claim (the shared prompt and baseline alone
+          correlate the two)
 """
 from __future__ import annotations
 
@@ -45,7 +69,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from skillneurons_jax.analysis import results, robustness, specificity, transfer
+from skillneurons_jax.analysis import inference, results, robustness, specificity, transfer
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 
@@ -73,6 +97,10 @@ class Verdict:
     p_value: float | None
     verdict: str
     note: str = ""
+    mde: float | None = None          # minimum detectable effect at 80 % power (statistic's units)
+    p_adjusted: float | None = None   # Holm within `family`; the p the rule used
+    p_table: float | None = None      # Holm over the whole table (for reference)
+    family: str = ""                  # the correction family (default: the finding)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,6 +137,33 @@ def seed_interval(values: Sequence[float], reference: float = 0.0, confidence: f
     if interval is None:
         return None, units
     return (interval[0] + reference, interval[1] + reference), units
+
+
+def seed_mde(values: Sequence[float], confidence: float = 0.95) -> float | None:
+    """The MDE of a t interval over seeds (inference.mde with the seeds' standard error and df)."""
+    se, df = inference.t_se(values)
+    return None if se is None else inference.mde(se, confidence, df)
+
+
+def correct(found: Sequence[Verdict], alpha: float = 0.05) -> list[Verdict]:
+    """Holm within each family (p_adjusted) and over the whole table (p_table); every verdict is re-decided with its
+    p_adjusted (a verdict the rule called supported on its raw p may become inconclusive). A verdict without a p
+    is left as it is."""
+    found = list(found)
+    table = inference.holm([v.p_value for v in found])
+    out = [dataclasses.replace(v, p_table=t, family=v.family or v.finding) for v, t in zip(found, table)]
+    for family in dict.fromkeys(v.family for v in out):
+        members = [i for i, v in enumerate(out) if v.family == family]
+        adjusted = inference.holm([out[i].p_value for i in members])
+        for i, p in zip(members, adjusted):
+            v = out[i]
+            changed = dict(p_adjusted=p)
+            if p is not None and v.verdict == SUPPORTED and p >= alpha:
+                reason = (f"p {v.p_value:.4f} is {p:.4f} after Holm over the {len(members)} verdicts of {family} "
+                          f"(rule alone: supported)")
+                changed.update(verdict=INCONCLUSIVE, note=f"{v.note}; {reason}" if v.note else reason)
+            out[i] = dataclasses.replace(v, **changed)
+    return out
 
 
 def _types(tasks: Sequence[str], types: Mapping[str, str] | None) -> dict[str, str]:
@@ -160,7 +215,8 @@ def f1_transfer(table: Mapping[tuple[str, str], results.Transfer], tasks: Sequen
     return Verdict("F1", "clean tasks", claim, "within − between mean relative transfer", estimate, 0.0, interval,
                    units, confidence, test, p,
                    decide(estimate, interval, 0.0, p_value=p, alpha=alpha, min_p=min_p),
-                   note="" if min_p is None or min_p < alpha else f"smallest attainable p {min_p:.3f} >= {alpha:g}")
+                   note="" if min_p is None or min_p < alpha else f"smallest attainable p {min_p:.3f} >= {alpha:g}",
+                   mde=seed_mde(per_seed, confidence))
 
 
 def attainable_min_p(tested: specificity.TypeTestResult) -> float:
@@ -192,25 +248,61 @@ def chance_rate(majority_rate: float | None, n_classes: int = 2) -> float:
 
 
 def f2_adversarial(task: str, prompt_task: str, accuracy: Sequence[float], majority_rate: float | None, *,
-                   confidence: float = 0.95) -> Verdict:
-    """accuracy [S]: the adversarial set's accuracy with `prompt_task`'s prompts, per seed."""
+                   confidence: float = 0.95, alpha: float = 0.05) -> Verdict:
+    """accuracy [S]: the adversarial set's accuracy with `prompt_task`'s prompts, per seed. Test: one-sided t over
+    seeds, H0 accuracy > chance."""
     chance = chance_rate(majority_rate)
     values = np.asarray(accuracy, np.float64)
     interval, units = seed_interval(values, 0.0, confidence)
+    p = inference.t_claim_p(values, chance, direction=-1)
     note = (f"majority rate {majority_rate:.3f}" if majority_rate is not None else "majority rate unknown: 0.5 used")
     if prompt_task != (results.clean_task(task) or task):
         note += f"; prompts of {prompt_task} (a transfer, not the paper's {results.clean_task(task)})"
     return Verdict("F2", f"{task} ({prompt_task} prompts)", "adversarial accuracy with clean prompts is at or below "
-                   "chance", "accuracy", float(values.mean()), chance, interval, units, confidence, "none", None,
-                   decide(float(values.mean()), interval, chance, direction=-1, inclusive=True), note=note)
+                   "chance", "accuracy", float(values.mean()), chance, interval, units, confidence,
+                   "one-sided t test over seeds (null: accuracy above chance)", p,
+                   decide(float(values.mean()), interval, chance, direction=-1, inclusive=True, p_value=p,
+                          alpha=alpha), note=note, mde=seed_mde(values, confidence))
+
+
+def f2_drop(task: str, prompt_task: str, original_correct: np.ndarray, adversarial_correct: np.ndarray, *,
+            confidence: float = 0.95, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> Verdict:
+    """The paired clean-vs-adversarial drop on AdvGLUE's originals: original_correct, adversarial_correct [S, E]
+    (0/1, example i of one is the original of example i of the other, same prompts per seed). Statistic: accuracy
+    on the originals minus on the adversarial versions; interval: two-level bootstrap over seeds and examples;
+    test: exact McNemar per seed (null: the two versions of an example are equally likely to be the one answered
+    right), summarised by the largest p over seeds (the drop must show in every seed: an intersection-union test,
+    valid at alpha without a further correction)."""
+    first = np.asarray(original_correct, np.float64)
+    second = np.asarray(adversarial_correct, np.float64)
+    if first.shape != second.shape or first.ndim != 2:
+        raise ValueError(f"{task}: original and adversarial outcomes must both be [seeds, examples], got "
+                         f"{first.shape} and {second.shape}")
+    boot = inference.two_level_bootstrap(first - second, confidence=confidence, n_boot=n_boot, seed=seed)
+    tests = [inference.exact_mcnemar(a, b) for a, b in zip(first, second)]
+    p = max(t["p_value"] for t in tests)
+    interval = boot.interval if first.shape[0] >= 2 else None
+    counts = ", ".join(f"{t['b']}/{t['c']}" for t in tests)
+    return Verdict("F2", f"{task} drop ({prompt_task} prompts)", "clean prompts score lower on the adversarial "
+                   "examples than on their originals", "accuracy on originals − on adversarial versions",
+                   boot.estimate, 0.0, interval, f"seeds × examples (two-level bootstrap, {boot.n_boot})",
+                   confidence, f"exact McNemar per seed, largest p over the {len(tests)} seeds (null: no paired "
+                   f"difference)", p, decide(boot.estimate, interval, 0.0, p_value=p, alpha=alpha),
+                   note=f"n = {first.shape[1]} pairs; discordant pairs (original right / adversarial right) per "
+                        f"seed: {counts}", mde=inference.mde(boot.se, confidence), family="F2 drop")
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # F3 the most predictive neurons
 # ------------------------------------------------------------------------------------------------------------------
 def f3_top_neuron(task: str, pred_per_seed: np.ndarray, model_accuracy: Sequence[float], *,
-                  confidence: float = 0.95) -> Verdict:
-    """pred_per_seed [S, L, N]; model_accuracy [S] (same dev split, same seeds in order)."""
+                  null_max: np.ndarray | None = None, confidence: float = 0.95, alpha: float = 0.05) -> Verdict:
+    """pred_per_seed [S, L, N]; model_accuracy [S] (same dev split, same seeds in order); null_max [R]: the max Pred
+    over neurons under R label permutations of the same dev split (the predictivity npz's null_pred_max).
+
+    Test: the observed max of the seed-mean Pred against null_max, p = (1 + #{null >= observed}) / (1 + R). Without
+    a null the verdict is inconclusive: the max over thousands of neurons of pure noise is far above 0.5 (about
+    0.70 at n = 112 over 9,216 neurons and 20 prompt tokens) and may well 'reach' a weak model's accuracy."""
     pred_per_seed = np.asarray(pred_per_seed, np.float64)
     accuracy = np.asarray(model_accuracy, np.float64)
     if pred_per_seed.shape[0] != accuracy.shape[0]:
@@ -218,10 +310,24 @@ def f3_top_neuron(task: str, pred_per_seed: np.ndarray, model_accuracy: Sequence
                          f"accuracies")
     gap = pred_per_seed.reshape(pred_per_seed.shape[0], -1).max(1) - accuracy
     interval, units = seed_interval(gap, 0.0, confidence)
+    note = "both on the dev split; a max over all neurons is biased upwards"
+    if null_max is None or np.asarray(null_max).size == 0:
+        return Verdict("F3a", task, "the most predictive neuron reaches the model's accuracy",
+                       "max neuron predictivity − model accuracy", float(gap.mean()), 0.0, interval, units,
+                       confidence, "none: no label-permutation null in the result (stats option label_permutations "
+                       "= 0)", None, INCONCLUSIVE, mde=seed_mde(gap, confidence),
+                       note=f"{note}; without the null's max the rule cannot tell signal from the max of noise (rule "
+                            f"alone: {decide(float(gap.mean()), interval, 0.0, inclusive=True)})")
+    null_max = np.asarray(null_max, np.float64).reshape(-1)
+    observed = float(pred_per_seed.mean(0).max())
+    p = inference.permutation_p(observed, null_max)
+    note += (f"; max Pred {observed:.3f} against the label-permutation null's max {null_max.mean():.3f} (95th "
+             f"percentile {float(inference.null_quantile(null_max)):.3f}, R = {null_max.size})")
     return Verdict("F3a", task, "the most predictive neuron reaches the model's accuracy",
                    "max neuron predictivity − model accuracy", float(gap.mean()), 0.0, interval, units, confidence,
-                   "none", None, decide(float(gap.mean()), interval, 0.0, inclusive=True),
-                   note="both on the dev split; a max over all neurons is biased upwards")
+                   f"label permutation of the max Pred ({null_max.size} permutations; null: the labels carry "
+                   f"nothing)", p, decide(float(gap.mean()), interval, 0.0, inclusive=True, p_value=p, alpha=alpha),
+                   note=note, mde=seed_mde(gap, confidence))
 
 
 def top_neuron_depth(pred: np.ndarray, top_fraction: float) -> float:
@@ -235,15 +341,43 @@ def top_neuron_depth(pred: np.ndarray, top_fraction: float) -> float:
     return float(np.mean((top // neurons) / (layers - 1)))
 
 
-def f3_depth(task: str, pred_per_seed: np.ndarray, *, top_fraction: float = 0.01,
-             confidence: float = 0.95) -> Verdict:
+def f3_depth(task: str, pred_per_seed: np.ndarray, *, top_fraction: float = 0.01, confidence: float = 0.95,
+             alpha: float = 0.05, slot0_excluded: bool = False, null_pred: np.ndarray | None = None) -> Verdict:
+    """pred_per_seed [S, L, N]. slot0_excluded: the caller computed it without prompt slot 0 (pred_without_slots),
+    reported as its own family beside the default. null_pred [R, L, N]: Pred under R label permutations (the npz's
+    null_pred); the test is then the depth of the seed-mean Pred's top neurons against the depths of the null's
+    (seeds share the dev rows, so a t over seeds leaves out the rows' sampling: noise neurons that rank high in
+    one seed rank high in all); without it, a one-sided t over seeds."""
     depths = np.array([top_neuron_depth(p, top_fraction) for p in np.asarray(pred_per_seed)])
     interval, units = seed_interval(depths, 0.0, confidence)
-    return Verdict("F3b", task, "the most predictive neurons sit in the upper layers",
+    note = "reference 0.5: the mean depth of neurons spread evenly over the layers"
+    if null_pred is not None and not slot0_excluded:
+        null_depths = np.array([top_neuron_depth(p, top_fraction) for p in np.asarray(null_pred)])
+        p = inference.permutation_p(top_neuron_depth(np.asarray(pred_per_seed).mean(0), top_fraction), null_depths)
+        test = f"label permutation of the top neurons' depth ({null_depths.size} permutations)"
+        note += f"; the null's mean depth {null_depths.mean():.3f}"
+    else:
+        p = inference.t_claim_p(depths, 0.5, direction=1)
+        test = "one-sided t test over seeds (null: mean depth 0.5)"
+    if slot0_excluded:
+        note += "; prompt slot 0 (the readout slot) left out of the max over prompt tokens"
+    return Verdict("F3b", f"{task} (slot 0 excluded)" if slot0_excluded else task,
+                   "the most predictive neurons sit in the upper layers",
                    f"mean relative depth of the top {100 * top_fraction:g}% neurons (0 first, 1 last layer)",
-                   float(depths.mean()), 0.5, interval, units, confidence, "none", None,
-                   decide(float(depths.mean()), interval, 0.5),
-                   note="reference 0.5: the mean depth of neurons spread evenly over the layers")
+                   float(depths.mean()), 0.5, interval, units, confidence, test, p,
+                   decide(float(depths.mean()), interval, 0.5, p_value=p, alpha=alpha), note=note,
+                   mde=seed_mde(depths, confidence), family="F3b slot 0 excluded" if slot0_excluded else "F3b")
+
+
+def pred_without_slots(acc: np.ndarray, slots: Sequence[int] = (0,), token_aggregation: str = "max") -> np.ndarray:
+    """acc [S, L, T, N] (eq. 3, the predictivity npz) -> per-seed Pred [S, L, N] (eqs. 4-5's token step) over the
+    prompt tokens other than `slots` (slot 0 holds the readout: its top neurons are partly the readout itself)."""
+    acc = np.asarray(acc, np.float64)
+    keep = np.setdiff1d(np.arange(acc.shape[2]), np.asarray(slots, int))
+    if keep.size == 0:
+        raise ValueError(f"no prompt token left after excluding slots {list(slots)} of {acc.shape[2]}")
+    pred = np.maximum(acc[:, :, keep], 1 - acc[:, :, keep])
+    return np.nanmax(pred, axis=2) if token_aggregation == "max" else np.nanmean(pred, axis=2)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -273,15 +407,17 @@ def f4_specificity(pred_per_seed: Mapping[str, np.ndarray], *, types: Mapping[st
     return Verdict("F4", "clean tasks", "predictivities correlate more within a task type than between types",
                    "within − between mean Spearman correlation", float(estimate), 0.0, interval, units, confidence,
                    test, p, decide(float(estimate), interval, 0.0, p_value=p, alpha=alpha, min_p=min_p),
-                   note="" if min_p is None or min_p < alpha else f"smallest attainable p {min_p:.3f} >= {alpha:g}")
+                   note="" if min_p is None or min_p < alpha else f"smallest attainable p {min_p:.3f} >= {alpha:g}",
+                   mde=seed_mde(per_seed, confidence))
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # F5 / F6b suppression
 # ------------------------------------------------------------------------------------------------------------------
 def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float = 0.05, confidence: float = 0.95,
-                        n_flips: int = 10000, seed: int = 0) -> Verdict:
-    """Skill vs random suppression averaged over the levels k > 0 (module docstring, F5)."""
+                        n_flips: int = 10000, seed: int = 0, n_boot: int = 2000) -> Verdict:
+    """Skill vs random suppression averaged over the levels k > 0 (module docstring, F5). With per-example
+    outcomes the interval, p and MDE are the two-level bootstrap's over seeds and examples; else a t over seeds."""
     ks = np.asarray(res.ks, np.float64)
     levels = ks > 0
     if not levels.any():
@@ -289,11 +425,21 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
     skill = np.asarray(res.skill, np.float64)[levels].mean(0)            # [S]
     random = np.asarray(res.random, np.float64)[levels].mean(0)          # [D, S]
     estimate = float(random.mean(0).mean() - skill.mean())
-    interval, units = robustness.difference_interval(skill, random, confidence)
+    if res.skill_correct is not None and res.random_correct is not None:
+        per_example = (np.asarray(res.random_correct, np.float64)[levels].mean((0, 1))
+                       - np.asarray(res.skill_correct, np.float64)[levels].mean(0))          # [S, E]
+        boot = inference.two_level_bootstrap(per_example, confidence=confidence, n_boot=n_boot, seed=seed)
+        interval, units, p = boot.interval, f"seeds × examples (two-level bootstrap, {boot.n_boot})", boot.p_value
+        interval = interval if per_example.shape[0] >= 2 else None
+        mde = inference.mde(boot.se, confidence)
+    else:
+        interval, units = robustness.difference_interval(skill, random, confidence)
+        p = inference.t_claim_p(random.mean(0) - skill, 0.0)
+        mde = seed_mde(random.mean(0) - skill, confidence)
     comparisons = [c for c in robustness.compare_levels(res, confidence=confidence, alpha=alpha, n_flips=n_flips,
                                                         seed=seed) if c.k > 0]
     yes = sum(c.verdict == robustness.YES for c in comparisons)
-    verdict = decide(estimate, interval, 0.0)
+    verdict = decide(estimate, interval, 0.0, p_value=p, alpha=alpha)
     if verdict == SUPPORTED and 2 * yes < len(comparisons):
         verdict = INCONCLUSIVE
     note = "supported also needs yes at half of the levels or more"
@@ -311,9 +457,9 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
              "the clean task's skill neurons, suppressed on the adversarial set, hurt more than random neurons")
     levels_text = ", ".join(f"{c.k:g}" for c in comparisons)
     return Verdict(finding, subject, claim, f"random − skill accuracy, mean over k = {levels_text} %", estimate, 0.0,
-                   interval, units, confidence, f"per level: t interval and paired sign-flip test "
-                   f"(robustness.compare_levels); {yes} of {len(comparisons)} levels say yes", None, verdict,
-                   note=note)
+                   interval, units, confidence, f"one-sided test of the interval's data (null: no difference); per "
+                   f"level: interval and paired sign-flip test (robustness.compare_levels); {yes} of "
+                   f"{len(comparisons)} levels say yes", p, verdict, note=note, mde=mde)
 
 
 def unsuppressed_accuracy(res: results.Suppression) -> np.ndarray | None:
@@ -328,12 +474,36 @@ def unsuppressed_accuracy(res: results.Suppression) -> np.ndarray | None:
 # F6a adversarial vs clean predictivity
 # ------------------------------------------------------------------------------------------------------------------
 def f6_correlation(adversarial: str, clean: str, pred_adv: np.ndarray, pred_clean: np.ndarray, *,
-                   alpha: float = 0.05, confidence: float = 0.95, n_perm: int = 1000, seed: int = 0) -> Verdict:
-    """pred_adv, pred_clean [S, L, N] (same seeds in order)."""
+                   pred_control: np.ndarray | None = None, control: str = "", alpha: float = 0.05,
+                   confidence: float = 0.95, n_perm: int = 1000, seed: int = 0) -> Verdict:
+    """pred_adv, pred_clean [S, L, N] (same seeds in order). pred_control [S, L, N]: the control pair, an unrelated
+    set (`control`) of the adversarial set's size scored with the same prompts and the clean TRAIN baseline; the
+    statistic is then rho(adversarial, clean) − rho(control, clean) per seed, tested by a one-sided t over seeds
+    (null: the adversarial set shares no more with the clean task than any set seen through the same prompt and
+    baseline). Without a control the neuron-permutation p is shown, but the verdict is inconclusive: the shared
+    prompt and baseline correlate the two by themselves, so that null is no control."""
     pred_adv, pred_clean = np.asarray(pred_adv, np.float64), np.asarray(pred_clean, np.float64)
     seeds = min(pred_adv.shape[0], pred_clean.shape[0])
     per_seed = [float(np.nanmean(specificity.layer_spearman(pred_adv[s], pred_clean[s]))) for s in range(seeds)]
     tested = specificity.permutation_test(pred_adv.mean(0), pred_clean.mean(0), n_perm=n_perm, seed=seed)
+    if pred_control is not None:
+        pred_control = np.asarray(pred_control, np.float64)
+        seeds = min(seeds, pred_control.shape[0])
+        rho_control = [float(np.nanmean(specificity.layer_spearman(pred_control[s], pred_clean[s])))
+                       for s in range(seeds)]
+        excess = np.asarray(per_seed[:seeds]) - np.asarray(rho_control)
+        interval, units = seed_interval(excess, 0.0, confidence)
+        p = inference.t_claim_p(excess, 0.0)
+        estimate = float(excess.mean())
+        return Verdict("F6a", f"{adversarial} vs {clean}", "the adversarial set's predictivities correlate with the "
+                       "clean task's beyond what the shared prompt and baseline give",
+                       f"layer-averaged Spearman ρ(adversarial, clean) − ρ(control {control}, clean), mean over "
+                       f"seeds", estimate, 0.0, interval, units, confidence, "control pair: one-sided t over seeds "
+                       f"(null: ρ no larger than the control's)", p,
+                       decide(estimate, interval, 0.0, p_value=p, alpha=alpha), mde=seed_mde(excess, confidence),
+                       note=f"ρ(adversarial, clean) {np.mean(per_seed):.3f}, ρ(control, clean) "
+                            f"{np.mean(rho_control):.3f}; neuron-permutation p {tested.p_value:.4f} (not the "
+                            f"verdict's test)")
     interval, units = seed_interval(per_seed, 0.0, confidence)
     # The estimate is the mean of the per-seed correlations, the centre of their interval. The test runs on the
     # seed-averaged Pred, whose correlation is larger (averaging removes seed noise) and can lie outside that
@@ -343,9 +513,11 @@ def f6_correlation(adversarial: str, clean: str, pred_adv: np.ndarray, pred_clea
                    "clean task's", "layer-averaged Spearman correlation of Pred, mean over seeds", estimate, 0.0,
                    interval, units, confidence, f"neuron-permutation test on the seed-averaged Pred ({n_perm} "
                    "within-layer permutations; null: neurons interchangeable, correlation 0)", tested.p_value,
-                   decide(estimate, interval, 0.0, p_value=tested.p_value, alpha=alpha),
+                   INCONCLUSIVE, mde=seed_mde(per_seed, confidence),
                    note=f"correlation of the seed-averaged Pred {float(tested.statistic):.3f}; both use the same "
-                        "prompts and the clean TRAIN baseline, which alone makes them alike")
+                        "prompts and the clean TRAIN baseline, which alone makes them alike: without a control pair "
+                        f"(an unrelated set of the same size, same prompts and baseline) no verdict (rule alone: "
+                        f"{decide(estimate, interval, 0.0, p_value=tested.p_value, alpha=alpha)})")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -361,11 +533,13 @@ class StudyVerdicts:
 
 
 def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial: Mapping[str, str], *,
-                   majority_rates: Mapping[str, float] | None = None, options: Mapping | None = None
-                   ) -> StudyVerdicts:
-    """Every finding for `model` from the stage outputs under `workdir`. adversarial: adversarial task -> the clean
-    task whose prompts it used. options (report_context.DEFAULT_OPTIONS keys): alpha, confidence,
-    type_permutations, type_exact_max, permutation_seed, n_permutations, sign_flips, top_fraction."""
+                   majority_rates: Mapping[str, float] | None = None, options: Mapping | None = None,
+                   controls: Mapping[str, str] | None = None) -> StudyVerdicts:
+    """Every finding for `model` from the stage outputs under `workdir`, corrected (`correct`: Holm per finding).
+    adversarial: adversarial task -> the clean task whose prompts it used. controls: adversarial task -> the name
+    of its control pair's predictivity result (F6a; absent: no control). options (report_context.DEFAULT_OPTIONS
+    keys): alpha, confidence, type_permutations, type_exact_max, permutation_seed, n_permutations, sign_flips,
+    top_fraction."""
     options = dict(options or {})
     alpha, confidence = float(options.get("alpha", 0.05)), float(options.get("confidence", 0.95))
     seed = int(options.get("permutation_seed", 0))
@@ -403,7 +577,7 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
             rate = majority_rates.get(adv)
             if rate is None and res.label_counts:
                 rate = robustness.majority_rate(res.label_counts)
-            return f2_adversarial(adv, clean, res.accuracy, rate, confidence=confidence)
+            return f2_adversarial(adv, clean, res.accuracy, rate, confidence=confidence, alpha=alpha)
         attempt(f"F2 {adv}", f2)
 
     preds: dict[str, np.ndarray] = {}
@@ -422,11 +596,17 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
         def f3(task=task):
             pps = per_seed(task)
             accuracy = preds[task + "/accuracy"]
-            found = [f3_depth(task, pps, top_fraction=top_fraction, confidence=confidence)]
+            extra = results.load_extra_arrays(workdir, model, task, ("acc", "null_pred_max", "null_pred"))
+            found = [f3_depth(task, pps, top_fraction=top_fraction, confidence=confidence, alpha=alpha,
+                              null_pred=extra.get("null_pred"))]
+            if extra.get("acc") is not None and extra["acc"].shape[2] > 1:
+                found.append(f3_depth(task, pred_without_slots(extra["acc"]), top_fraction=top_fraction,
+                                      confidence=confidence, alpha=alpha, slot0_excluded=True))
             if accuracy is None:
                 problems.append(f"F3a {task}: no model accuracy in the predictivity sidecar")
             else:
-                found.insert(0, f3_top_neuron(task, pps, accuracy, confidence=confidence))
+                found.insert(0, f3_top_neuron(task, pps, accuracy, null_max=extra.get("null_pred_max"),
+                                              confidence=confidence, alpha=alpha))
             return found
         attempt(f"F3 {task}", f3)
 
@@ -439,26 +619,33 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
         attempt(f"F5 {task}", lambda task=task: suppression_verdict(
             "F5", results.load_suppression(workdir, model, task, task), alpha=alpha, confidence=confidence,
             n_flips=flips, seed=seed))
+    controls = dict(controls or {})
     for adv, clean in adversarial.items():
-        attempt(f"F6a {adv}", lambda adv=adv, clean=clean: f6_correlation(
+        control = controls.get(adv)
+        attempt(f"F6a {adv}", lambda adv=adv, clean=clean, control=control: f6_correlation(
             adv, clean, per_seed(adv), per_seed(clean), alpha=alpha, confidence=confidence,
+            pred_control=None if control is None else per_seed(control), control=control or "",
             n_perm=int(options.get("n_permutations", 1000)), seed=seed))
         attempt(f"F6b {adv}", lambda adv=adv, clean=clean: suppression_verdict(
             "F6b", results.load_suppression(workdir, model, clean, adv), alpha=alpha, confidence=confidence,
             n_flips=flips, seed=seed))
-    return StudyVerdicts(out, problems)
+    return StudyVerdicts(correct(out, alpha), problems)
 
 
-VERDICT_HEADER = ("finding", "subject", "claim", "statistic", "estimate", "reference", "interval", "test",
-                  "p", "verdict", "note")
+VERDICT_HEADER = ("finding", "subject", "claim", "statistic", "estimate", "reference", "interval",
+                  "MDE (80% power)", "test", "p", "p (Holm, per finding)", "p (Holm, table)", "verdict", "note")
 
 
 def verdict_rows(verdicts: Sequence[Verdict]) -> list[tuple[str, ...]]:
     """One row per verdict under VERDICT_HEADER (numbers to 3 decimals, as computed)."""
     rows = []
+
+    def p_text(p):
+        return "–" if p is None else f"{p:.4f}"
     for v in verdicts:
         interval = ("–" if v.interval is None else
                     f"[{v.interval[0]:.3f}, {v.interval[1]:.3f}] ({100 * v.confidence:g}%, {v.interval_units})")
         rows.append((v.finding, v.subject, v.claim, v.statistic, f"{v.estimate:.3f}", f"{v.reference:.3f}",
-                     interval, v.test, "–" if v.p_value is None else f"{v.p_value:.4f}", v.verdict, v.note))
+                     interval, "–" if v.mde is None else f"{v.mde:.3f}", v.test, p_text(v.p_value),
+                     p_text(v.p_adjusted), p_text(v.p_table), v.verdict, v.note))
     return rows

@@ -48,12 +48,16 @@ class ActivationBlock(NamedTuple):
     example_mask:  bool  [B]   False for filler rows
     labels:        int   [B]   0/1 (needed for DEV blocks only)
     token_mask:    bool  [B, T] or None (= every position is real)
+    columns:       int   [B, C] or None: extra label columns counted in the same DEV pass (ColumnState), each
+                   row's label in that column (a permutation's label, or the true label in a subsample) or -1
+                   where the row is left out of the column
     """
 
     acts: jax.Array
     example_mask: jax.Array
     labels: Optional[jax.Array] = None
     token_mask: Optional[jax.Array] = None
+    columns: Optional[jax.Array] = None
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -424,6 +428,118 @@ def neuron_accuracy(state: AccuracyState, split: str = "dev") -> np.ndarray:
     return np.where(threshold_missing, np.nan, acc).astype(np.float32)
 
 
+# ------------------------------------------------------------ label columns: the null and matched-n subsamples
+
+@flax.struct.dataclass
+class ColumnState:
+    """eq. 3's counts for C extra label columns, in the same DEV pass as AccuracyState (no second forward).
+
+    A column gives every DEV row a label (0/1) or -1 (left out): a permutation of the dev labels (the label-
+    permutation null: Pred when the labels carry nothing, at this split's n and number of prompt tokens), or the
+    true labels on a subsample of m rows (Pred at a matched n). For column c:
+        correct_c(s, l, j, n) = sum_b v_b in_cb [(1 - y_cb) + 1[a > b_s] (2 y_cb - 1)]
+    which is one matmul of the fired bits [S, L, B, T, N] with the [B, C] matrix in (2y - 1), plus a [T, C] term.
+    Memory: C * S * L * T * N int32 (e.g. 100 columns x 3 seeds x 6 layers x 20 tokens x 1536 neurons = 221 MB).
+
+    threshold float32 [S, L, T, N]; correct int32 [C, S, L, T, N]; count int32 [C, T] (rows counted per column)
+    """
+
+    threshold: jax.Array
+    correct: jax.Array
+    count: jax.Array
+
+    @property
+    def shape(self) -> Shape4:
+        return tuple(self.threshold.shape)
+
+
+def init_columns(threshold, n_columns: int) -> ColumnState:
+    threshold = jnp.asarray(threshold, jnp.float32)
+    if threshold.ndim != 4:
+        raise ValueError(f"threshold must be [seeds, layers, tokens, neurons]; got shape {threshold.shape}")
+    c = int(n_columns)
+    return ColumnState(threshold=threshold, correct=jnp.zeros((c,) + tuple(threshold.shape), jnp.int32),
+                       count=jnp.zeros((c, threshold.shape[2]), jnp.int32))
+
+
+@jax.jit
+def _update_columns(state: ColumnState, acts, columns, example_mask, token_mask) -> ColumnState:
+    valid = _valid(example_mask, token_mask, acts.shape[3])                        # [B, T]
+    inside = (columns >= 0).astype(jnp.float32)                                     # [B, C]
+    sign = inside * (2.0 * (columns == 1).astype(jnp.float32) - 1.0)                # [B, C]: in (2y - 1)
+    base = inside * (columns == 0).astype(jnp.float32)                              # [B, C]: in (1 - y)
+    fired = ((acts.astype(jnp.float32) > state.threshold[:, :, None])
+             & valid[None, None, :, :, None]).astype(jnp.float32)                   # [S, L, B, T, N]
+    # float32 sums of at most B terms of +-1 are exact integers
+    hits = jnp.einsum("slbtn,bc->csltn", fired, sign) + jnp.einsum(
+        "bt,bc->ct", valid.astype(jnp.float32), base)[:, None, None, :, None]
+    return ColumnState(threshold=state.threshold, correct=state.correct + jnp.round(hits).astype(jnp.int32),
+                       count=state.count + jnp.round(jnp.einsum("bt,bc->ct", valid.astype(jnp.float32),
+                                                                inside)).astype(jnp.int32))
+
+
+def update_columns(state: ColumnState, acts, columns, example_mask, token_mask=None) -> ColumnState:
+    """Adds one DEV block's label columns int [B, C] (ActivationBlock.columns)."""
+    _check_block(state.shape, acts, example_mask, None, token_mask, what="update_columns")
+    if columns is None or tuple(columns.shape) != (acts.shape[2], state.correct.shape[0]):
+        raise ValueError(f"update_columns: label columns of shape {None if columns is None else tuple(columns.shape)}"
+                         f"; expected ({acts.shape[2]}, {state.correct.shape[0]})")
+    return _update_columns(state, acts, columns, example_mask, token_mask)
+
+
+def column_predictivity(state: ColumnState, options: StatsOptions = StatsOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """-> (Pred [C, L, N], per seed [C, S, L, N]) of every column (eqs. 3-5 on its rows), one column at a time."""
+    correct, count = to_host(state.correct), to_host(state.count)
+    threshold_missing = np.isnan(to_host(state.threshold))
+    preds, per_seeds = [], []
+    for c in range(correct.shape[0]):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = correct[c] / np.where(count[c] > 0, count[c], np.nan)[None, None, :, None]
+        acc = np.where(threshold_missing, np.nan, acc).astype(np.float32)
+        pred, per_seed = aggregate(token_predictivity(acc), options)
+        preds.append(pred)
+        per_seeds.append(per_seed)
+    return np.stack(preds), np.stack(per_seeds)
+
+
+def null_summary(pred: np.ndarray, per_seed: np.ndarray) -> dict[str, np.ndarray]:
+    """Pred [R, L, N] and per seed [R, S, L, N] of R label permutations -> what the analysis needs of the null:
+    null_pred_layer_mean / null_pred_layer_max [R, L] (the floor and the best neuron per layer),
+    null_pred_max [R] (the best neuron of the model), null_pred_per_seed_max [R, S], and null_pred [R, L, N] itself
+    (R x L x N float32: e.g. 100 x 12 x 3072 = 15 MB) for statistics of the ranking, such as the depth of the top
+    neurons under the null."""
+    return {"null_pred": pred.astype(np.float32), "null_pred_layer_mean": pred.mean(2).astype(np.float32),
+            "null_pred_layer_max": pred.max(2).astype(np.float32),
+            "null_pred_max": pred.reshape(pred.shape[0], -1).max(1).astype(np.float32),
+            "null_pred_per_seed_max": per_seed.reshape(per_seed.shape[:2] + (-1,)).max(2).astype(np.float32)}
+
+
+def label_columns(labels: np.ndarray, permutations: int, subsample_sizes=(), subsample_draws: int = 1,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The label columns of a DEV split with labels int [E] (file order) -> (columns int [E, C], sizes int [C]):
+    first `permutations` columns of the labels permuted over all E rows (sizes E), then for each m in
+    subsample_sizes with m < E, `subsample_draws` columns of the true labels on m rows drawn without replacement
+    (-1 elsewhere; sizes m). Deterministic in `seed`."""
+    labels = np.asarray(labels, np.int32)
+    rng = np.random.default_rng(seed)
+    cols, sizes = [], []
+    for _ in range(int(permutations)):
+        cols.append(labels[rng.permutation(labels.size)])
+        sizes.append(labels.size)
+    for m in subsample_sizes:
+        if int(m) >= labels.size:
+            continue
+        for _ in range(int(subsample_draws)):
+            col = np.full(labels.size, -1, np.int32)
+            rows = rng.choice(labels.size, int(m), replace=False)
+            col[rows] = labels[rows]
+            cols.append(col)
+            sizes.append(int(m))
+    if not cols:
+        return np.zeros((labels.size, 0), np.int32), np.zeros((0,), np.int32)
+    return np.stack(cols, 1).astype(np.int32), np.asarray(sizes, np.int32)
+
+
 # ------------------------------------------------------------------------------ eqs. 4-5: predictivity
 
 def token_predictivity(acc: np.ndarray) -> np.ndarray:
@@ -479,6 +595,10 @@ class NeuronStatistics:
     median_passes: int = 0
     median_width: float = 0.0
     baseline_sq: Optional[np.ndarray] = None   # TRAIN mean of a^2 [S, L, T, N]
+    # the DEV blocks' label columns (ActivationBlock.columns): Pred [C, L, N] and per seed [C, S, L, N]; None
+    # when the blocks carried none
+    column_pred: Optional[np.ndarray] = None
+    column_pred_per_seed: Optional[np.ndarray] = None
 
 
 Blocks = Mapping[str, ActivationBlock]
@@ -550,6 +670,7 @@ def evaluate_dev(train, dev_blocks: Iterable, options: StatsOptions = StatsOptio
     train: a TrainSummary, or a dict stream -> TrainSummary matching the DEV items' streams."""
     summaries = {"": train} if isinstance(train, TrainSummary) else dict(train)
     acc_states = {name: init_accuracy(s.threshold) for name, s in summaries.items()}
+    column_states: dict[str, ColumnState] = {}
     single = None
     for item in dev_blocks:
         single = isinstance(item, ActivationBlock) if single is None else single
@@ -558,6 +679,11 @@ def evaluate_dev(train, dev_blocks: Iterable, options: StatsOptions = StatsOptio
                 raise ValueError(f"{split} stream {name!r} has no TRAIN baseline; TRAIN streams: {sorted(acc_states)}")
             acc_states[name] = update_accuracy(acc_states[name], blk.acts, blk.labels, blk.example_mask,
                                                blk.token_mask)
+            if blk.columns is not None:
+                if name not in column_states:
+                    column_states[name] = init_columns(summaries[name].threshold, blk.columns.shape[1])
+                column_states[name] = update_columns(column_states[name], blk.acts, blk.columns,
+                                                     blk.example_mask, blk.token_mask)
     if single is None:
         raise ValueError(f"the {split} iterator yielded no blocks")
     out = {}
@@ -570,6 +696,9 @@ def evaluate_dev(train, dev_blocks: Iterable, options: StatsOptions = StatsOptio
             pred_per_seed=per_seed, pred=pred, n_train=summary.n_train, n_dev=int(to_host(state.count).max()),
             dev_label_counts=to_host(state.label_counts), median_passes=summary.median_passes,
             median_width=summary.median_width, baseline_sq=summary.baseline_sq)
+        if name in column_states:
+            out[name].column_pred, out[name].column_pred_per_seed = column_predictivity(column_states[name],
+                                                                                        options)
     return _unwrap(out, single)
 
 

@@ -31,6 +31,15 @@ class StatsOptions:
                         counts per [seed, layer, token, neuron]); each pass narrows the bracket by this factor.
     median_max_passes:  stop after this many passes over TRAIN even if not exact (32 bits / log2(bins) passes
                         always suffice for exactness; the result records the remaining bracket width).
+    label_permutations: R label permutations of the DEV labels counted in the same DEV pass (neurons.predictivity
+                        ColumnState): Pred's null at this split's n (its floor per layer, and the max Pred of pure
+                        noise, F3a's null). 0 = none (the result is then exactly what it was without the option).
+                        Memory: R x S x L x T x N int32 counts during the pass.
+    subsample_sizes:    Pred also on m of the DEV rows (true labels), for each m here below the split's n, so that
+                        Pred can be compared with a smaller set at matched n (e.g. a clean task against its
+                        adversarial set); () = none.
+    subsample_draws:    draws of m rows per size (their Pred is averaged: the expected Pred at n = m).
+    permutation_seed:   seed of the permutations and subsamples.
     """
 
     positions: str = "prompt"
@@ -40,8 +49,27 @@ class StatsOptions:
     pre_activation: bool = False
     median_bins: int = 16
     median_max_passes: int = 8
+    label_permutations: int = 0
+    subsample_sizes: tuple[int, ...] = ()
+    subsample_draws: int = 1
+    permutation_seed: int = 0
 
     def __post_init__(self):
+        if isinstance(self.subsample_sizes, str):          # a config's "78,112"
+            object.__setattr__(self, "subsample_sizes", tuple(int(v) for v in self.subsample_sizes.split(",")
+                                                              if v.strip()))
+        elif isinstance(self.subsample_sizes, int) and not isinstance(self.subsample_sizes, bool):
+            object.__setattr__(self, "subsample_sizes", (self.subsample_sizes,))
+        else:
+            object.__setattr__(self, "subsample_sizes", tuple(self.subsample_sizes))
+        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 2 for m in self.subsample_sizes):
+            raise ValueError(f"StatsOptions.subsample_sizes must be integers >= 2, got {self.subsample_sizes!r}")
+        for name in ("label_permutations", "permutation_seed"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"StatsOptions.{name} must be an int >= 0, got {value!r}")
+        if not (isinstance(self.subsample_draws, int) and self.subsample_draws >= 1):
+            raise ValueError(f"StatsOptions.subsample_draws must be an int >= 1, got {self.subsample_draws!r}")
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -66,4 +94,6 @@ class StatsOptions:
         return cls(**items)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["subsample_sizes"] = list(self.subsample_sizes)
+        return out

@@ -9,6 +9,11 @@ Writes  WORKDIR/predictivity/<model>/<task>.npz (atomically) with
           baseline_sq [S, L, T, N] (TRAIN mean of a^2: the Gaussian scale relative to the train std)
           (+ threshold [S, L, T, N] when the threshold is the median)
           (+ decoder_pred, decoder_pred_per_seed, decoder_acc, decoder_baseline for T5: the first decoder step)
+          (+ with options.label_permutations = R > 0, the label-permutation null counted in the same DEV pass:
+             null_pred [R, L, N], null_pred_layer_mean [R, L] (Pred's floor), null_pred_layer_max [R, L],
+             null_pred_max [R],
+             null_pred_per_seed_max [R, S]; with options.subsample_sizes, Pred at matched n: matched_n [M],
+             matched_pred [M, L, N], matched_pred_per_seed [M, S, L, N]; column_arrays)
         and its sidecar <task>.npz.json: task, baseline task, prompt task, split sizes, seeds, the model's accuracy
         and F1 per seed on the dev split (`model_accuracy`, `model_f1`), the options, prompt hashes.
 
@@ -35,7 +40,7 @@ from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.prompt import files, metrics, scoring
-from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, sharded_batches
+from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, hold, sharded_batches
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +76,21 @@ def _fixed_length(*encoded: batching.Encoded) -> int:
 
 
 def _blocks(forward, params, prompts, batch_seq, mesh, prompt_len: int, positions: str,
-            confusion: Optional[list] = None) -> Iterator[dict]:
+            confusion: Optional[list] = None, columns: Optional[np.ndarray] = None) -> Iterator[dict]:
     """Runs the capturing forward over batches and yields {stream: ActivationBlock}; with `confusion`, appends
-    each batch's counts [S, C, C] (scoring.seed_confusion: the model's accuracy on the same pass)."""
+    each batch's counts [S, C, C] (scoring.seed_confusion: the model's accuracy on the same pass); with
+    `columns` int [E, C] (statistics.label_columns, rows in file order), each block carries its rows' columns
+    (the batches must then hold "index")."""
     for batch in batch_seq:
+        batch = dict(batch)
+        index = batch.pop("index", None)
         on_mesh = parallel.shard_batch(batch, mesh)
+        block_columns = None
+        if columns is not None:
+            index = np.asarray(index)
+            block_columns = parallel.shard_batch(
+                {"columns": np.where(index[:, None] >= 0, columns[np.maximum(index, 0)], -1).astype(np.int32)},
+                mesh)["columns"]
         scores, streams = forward(params, prompts, on_mesh)
         if confusion is not None:
             confusion.append(np.asarray(statistics.to_host(
@@ -87,8 +102,31 @@ def _blocks(forward, params, prompts, batch_seq, mesh, prompt_len: int, position
                 token_mask = jnp.concatenate(
                     [jnp.ones((on_mesh["attention_mask"].shape[0], prompt_len), bool),
                      on_mesh["attention_mask"].astype(bool)], axis=1)
-            out[name] = statistics.ActivationBlock(acts, on_mesh["example_mask"], on_mesh["labels"], token_mask)
+            out[name] = statistics.ActivationBlock(acts, on_mesh["example_mask"], on_mesh["labels"], token_mask,
+                                                   block_columns)
         yield out
+
+
+def column_arrays(stats: statistics.NeuronStatistics, sizes: np.ndarray, permutations: int) -> dict:
+    """The npz arrays of the label columns (none without columns): the null's summary (statistics.null_summary:
+    null_pred [R, L, N], null_pred_layer_mean / null_pred_layer_max [R, L], null_pred_max [R], null_pred_per_seed_max [R, S]) and the
+    matched-n Pred, averaged over draws per size: matched_n int [M], matched_pred [M, L, N],
+    matched_pred_per_seed [M, S, L, N]."""
+    if stats.column_pred is None:
+        return {}
+    out = {}
+    r = int(permutations)
+    if r:
+        out.update(statistics.null_summary(stats.column_pred[:r], stats.column_pred_per_seed[:r]))
+    rest = np.asarray(sizes[r:])
+    if rest.size:
+        matched = sorted(set(rest.tolist()))
+        out["matched_n"] = np.asarray(matched, np.int32)
+        out["matched_pred"] = np.stack([stats.column_pred[r:][rest == m].mean(0) for m in matched]
+                                       ).astype(np.float32)
+        out["matched_pred_per_seed"] = np.stack([stats.column_pred_per_seed[r:][rest == m].mean(0)
+                                                 for m in matched]).astype(np.float32)
+    return out
 
 
 def train_fingerprint(setup: TaskSetup, *, seeds, max_examples, max_text_tokens: int, options: StatsOptions,
@@ -235,10 +273,11 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
     # never past the longest text (sums and counts do not need file order).
     buckets = buckets_for([e for e in (train_enc, dev_enc) if e is not None])
 
-    def blocks(encoded, confusion=None):
+    def blocks(encoded, confusion=None, columns=None):
+        keys = MODEL_KEYS + (("index",) if columns is not None else ())
         return _blocks(forward, params, prompts, sharded_batches(encoded, batch_size, mesh, fixed,
-                                                                 sort_by_length=True, buckets=buckets),
-                       mesh, prompt_len, options.positions, confusion)
+                                                                 sort_by_length=True, buckets=buckets, keys=keys),
+                       mesh, prompt_len, options.positions, confusion, columns)
 
     if reused is None:
         train = statistics.summarize_train(lambda: blocks(train_enc), options)
@@ -246,7 +285,12 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
         train = reused
         log.info("reusing the TRAIN baseline of %s", layout.predictivity_path(workdir, loaded.name, baseline_task))
     confusion: list = []
-    stats = statistics.evaluate_dev(train, blocks(dev_enc, confusion), options, split=f"{spec.name} dev")
+    # The label-permutation null and the matched-n subsamples: extra label columns counted in the same DEV pass.
+    columns, column_sizes = statistics.label_columns(dev_enc.labels, options.label_permutations,
+                                                     options.subsample_sizes, options.subsample_draws,
+                                                     options.permutation_seed)
+    stats = statistics.evaluate_dev(train, blocks(dev_enc, confusion, columns if columns.shape[1] else None),
+                                    options, split=f"{spec.name} dev")
     confusion = np.sum(confusion, axis=0)   # [S, C, C]
 
     arrays = {}
@@ -258,6 +302,8 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
             arrays[prefix + "threshold"] = stream_stats.threshold
         if stream_stats.baseline_sq is not None:
             arrays[prefix + "baseline_sq"] = stream_stats.baseline_sq
+        arrays.update({prefix + k: v for k, v in column_arrays(stream_stats, column_sizes,
+                                                              options.label_permutations).items()})
     out = layout.predictivity_path(workdir, loaded.name, spec.name)
     encoder = stats["encoder"]
     meta = {

@@ -80,13 +80,15 @@ def model_batches(encoded: batching.Encoded, batch_size: int, *, seed=None, drop
 
 
 def sharded_batches(encoded: batching.Encoded, batch_size: int, mesh, fixed_length: Optional[int] = None, *,
-                    sort_by_length: bool = False, buckets: Optional[Sequence[int]] = None) -> Iterator[dict]:
+                    sort_by_length: bool = False, buckets: Optional[Sequence[int]] = None,
+                    keys: Sequence[str] = MODEL_KEYS) -> Iterator[dict]:
     """Batches of the global batch size for the statistics and suppression passes (filler rows flagged), made
     lazily (memory does not grow with the split). fixed_length: every batch gets exactly that many token
     positions (needed when every position is captured, so that the statistics keep one shape); otherwise
     `buckets` (default: the data module's). File order, or with sort_by_length rows sorted longest first within
     chunks of 32 batches (batches.iterate), so that each batch pads only to the bucket of rows of similar length
-    (the statistics are sums and counts: the order changes at most the float32 rounding of the TRAIN sums)."""
+    (the statistics are sums and counts: the order changes at most the float32 rounding of the TRAIN sums).
+    keys: MODEL_KEYS, plus "index" (row in `encoded`, -1 on filler rows) for a caller that joins per-row data."""
     shards = parallel.num_data_shards(mesh)
     parallel.check_divisible(batch_size, mesh, what="evaluation batch size (config eval_batch_size)")
     options = {} if buckets is None else {"buckets": tuple(int(b) for b in buckets)}
@@ -97,7 +99,7 @@ def sharded_batches(encoded: batching.Encoded, batch_size: int, mesh, fixed_leng
                          f"{fixed_length} token positions the statistics were started with")
     for batch in batching.iterate(encoded, batch_size, seed=None, num_devices=shards,
                                   sort_by_length=sort_by_length, **options):
-        yield {k: batch[k] for k in MODEL_KEYS}
+        yield {k: batch[k] for k in keys}
 
 
 def round_up(n: int, multiple: int) -> int:
