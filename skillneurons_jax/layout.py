@@ -16,6 +16,7 @@
       patching/<model>/<clean>__<adversarial>.<source>.json (+ .meta.json)            (stage patching)
       explorer/<model>/<clean task>.npz (+ .npz.json)   the top neurons' dev activations (stage explorer)
       report/index.html, index.md, summary.json, figures/, explorer.html             (the report)
+      probe/<model>/<task>.json (+ .meta.json)    linear probes on the frozen model's features  (stage probe)
       .stages/<key with / as __>.json                                                  (the plan's records)
       .hosts/host_<i>.json                  heartbeats of the hosts of a --process_count run (pipeline/hosts.py)
       .jax_cache/                                                                      (XLA's compilation cache)
@@ -41,6 +42,7 @@ PRUNE_DIR = "prune"
 EXPLORER_DIR = "explorer"
 EXPLORER_PAGE = "explorer.html"        # the neuron explorer, in the report folder
 LOGS_DIR = "logs"                      # absl's log files of launch.reproduce (INFO and routine warnings)
+PROBE_DIR = "probe"
 STAGE_RECORDS_DIR = ".stages"
 HOSTS_DIR = ".hosts"                   # launch.reproduce --process_count: one heartbeat record per host
 JAX_CACHE_DIR = ".jax_cache"
@@ -143,6 +145,11 @@ def explorer_page(workdir) -> pathlib.Path:
 def logs_dir(workdir) -> pathlib.Path:
     """WORKDIR/logs/: absl's log files of a launch.reproduce run (everything the console leaves out)."""
     return pathlib.Path(workdir) / LOGS_DIR
+
+
+def probe_path(workdir, model: str, task: str) -> pathlib.Path:
+    """WORKDIR/probe/<model>/<task>.json: the frozen-feature probes of one task (stages.probe)."""
+    return pathlib.Path(workdir) / PROBE_DIR / model / f"{task}.json"
 
 
 def report_dir(workdir) -> pathlib.Path:
