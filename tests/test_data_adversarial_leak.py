@@ -98,20 +98,32 @@ def test_normalize_ignores_case_spacing_and_punctuation():
 
 def test_real_qnli_train_has_no_advqnli_original(shared_data):
     """With the real files: the QNLI train split (carved from GLUE dev.tsv, the file AdvGLUE perturbed) holds none
-    of AdvQNLI's originals (today's data: 49 rows, the originals of 98 of the 148 records, were in it)."""
+    of AdvQNLI's originals, not even their questions with another sentence (the row-wise carve kept 49 rows, the
+    originals of 98 of the 148 records; the pair match then left 21 records' original questions in train)."""
     if not (shared_data / adversarial.ANNOTATED_FILE).exists():
         pytest.skip("advglue/dev_ann.json is absent from the real data folder")
     originals = readers.adversarial_originals(("advqnli",), shared_data)
     train = read_split("qnli", "train", shared_data)
-    leaked = [e for e in train.examples if originals.matches(e)]
+    leaked = [e for e in train.examples if originals.matches(e, "text_a")]
     assert leaked == []
     assert train.excluded_adversarial_originals > 0
     # the exclusion is all that changed: the carve with the originals put back has exactly that many more rows
-    carved = readers.READERS["tsv"](shared_data / "glue/QNLI/dev.tsv", tasks.get_task("qnli").carve.source)[0]
-    low, high = tasks.get_task("qnli").carve.parts["train"]
-    in_train = [r for r in carved if low <= readers._bucket("hash", r.key, None, None) < high]
+    carve = tasks.get_task("qnli").carve
+    carved = readers.READERS["tsv"](shared_data / "glue/QNLI/dev.tsv", carve.source)[0]
+    low, high = carve.parts["train"]
+    in_train = [r for r in carved if low <= readers._bucket(carve.rule, r.key, None, None) < high]
     assert len(in_train) == len(train.examples) + train.excluded_adversarial_originals
-    assert sum(originals.matches(r.example) for r in in_train) == train.excluded_adversarial_originals
+    assert sum(originals.matches(r.example, "text_a") for r in in_train) == train.excluded_adversarial_originals
+
+
+def test_real_qnli_splits_share_no_question(shared_data):
+    """The row-wise carve put 398 of 1,111 dev rows and 189 of 577 test rows on a question also asked in train."""
+    if not (shared_data / "glue/QNLI/dev.tsv").exists() or (shared_data / "glue/QNLI/train.tsv").exists():
+        pytest.skip("QNLI is carved from dev.tsv only without train.tsv")
+    norm = adversarial.normalize
+    questions = {s: {norm(e.text_a) for e in read_split("qnli", s, shared_data).examples} for s in tasks.SPLITS}
+    assert not questions["train"] & questions["dev"] and not questions["train"] & questions["test"]
+    assert not questions["dev"] & questions["test"]
 
 
 def test_an_advglue_file_without_the_tasks_records_excludes_nothing_and_says_so(tmp_path, caplog):
@@ -127,3 +139,46 @@ def test_an_advglue_file_without_the_tasks_records_excludes_nothing_and_says_so(
     # reading the adversarial split itself still fails, naming the file and the missing key
     with pytest.raises(readers.DataFormatError, match=r"dev.json: no 'qqp' records"):
         read_split("advqqp", "dev", tmp_path)
+
+
+def _qnli_dev_with_repeated_questions(tmp_path, n_questions=120, rows_per_question=3):
+    """GLUE QNLI's dev.tsv asks most questions several times, each with another sentence."""
+    rows = [(str(q * rows_per_question + j), f"Where is place {q}?", f"Sentence {j} about place {q}.",
+             "entailment" if (q + j) % 2 else "not_entailment")
+            for q in range(n_questions) for j in range(rows_per_question)]
+    write(tmp_path, "glue/QNLI/dev.tsv", tsv(QNLI_HEADER, *rows))
+    return rows
+
+
+def test_qnli_carve_keeps_every_row_of_a_question_in_one_split(tmp_path):
+    rows = _qnli_dev_with_repeated_questions(tmp_path)
+    split_questions = {s: {e.text_a for e in read_split("qnli", s, tmp_path).examples} for s in tasks.SPLITS}
+    assert all(split_questions.values())
+    for a in tasks.SPLITS:
+        for b in tasks.SPLITS:
+            if a < b:
+                assert not split_questions[a] & split_questions[b], (a, b)   # a row-wise carve shares ~all
+    assert sum(len(read_split("qnli", s, tmp_path).examples) for s in tasks.SPLITS) == len(rows)
+
+
+def test_every_advqnli_original_question_is_out_of_train_whatever_its_sentence(tmp_path):
+    _qnli_dev_with_repeated_questions(tmp_path)
+    before = read_split("qnli", "train", tmp_path).examples
+    in_train = sorted({int(e.text_a.split()[-1].rstrip("?")) for e in before})[:10]
+    # each record perturbs ONE row (sentence 0) of a question whose other rows have other sentences
+    ann = [{"idx": k, "question": f"Where is spot {i} ?", "sentence": f"Sentence 0 about place {i} .", "label": 0,
+            "original_question": f"Where is place {i} ?"} for k, i in enumerate(in_train)]
+    write(tmp_path, "advglue/dev.json", json.dumps({"qnli": [{k: v for k, v in r.items() if k != "original_question"}
+                                                              for r in ann]}))
+    write(tmp_path, "advglue/dev_ann.json", json.dumps({"qnli": ann}))
+    train = read_split("qnli", "train", tmp_path)
+    questions = {e.text_a for e in train.examples}
+    assert not questions & {f"Where is place {i}?" for i in in_train}      # by pair, 20 of these rows stayed
+    assert train.excluded_adversarial_originals == 3 * len(in_train)
+    assert len(train.examples) == len(before) - 3 * len(in_train)
+    # matching by the pair (other tasks) still needs both texts
+    originals = readers.adversarial_originals(["advqnli"], tmp_path)
+    other = tasks.Example(f"Where is place {in_train[0]}?", "Sentence 2 about place.", 1)
+    assert originals.matches(other, "text_a") and not originals.matches(other, "pair")
+    with pytest.raises(ValueError, match="match originals by"):
+        originals.matches(other, "question")

@@ -34,8 +34,9 @@ MANIFEST_COUNTS = {
 }
 # QNLI dev.tsv: entailment 2,702 / not_entailment 2,761, carved by sha256(index) mod 100: < 70 train, < 80 test,
 # else dev; train without the 46 rows that are originals of AdvQNLI records (advglue/dev_ann.json; trap 6).
-QNLI_CARVED = {"train": (1886, 1843), "test": (294, 283), "dev": (561, 550)}
-QNLI_EXCLUDED = 46
+# grouped by question (the row-wise carve had train (1886, 1843), test (294, 283), dev (561, 550), 46 excluded)
+QNLI_CARVED = {"train": (1852, 1854), "test": (308, 288), "dev": (575, 529)}
+QNLI_EXCLUDED = 57
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_qnli_carved_from_its_dev_file(listing):
     assert qnli["train"]["excluded_adversarial_originals"] == QNLI_EXCLUDED
     assert qnli["train"]["adversarial_match"].startswith("original_fields: ")
     assert "excluded_adversarial_originals" not in qnli["dev"]                # only train is filtered
-    assert all(l["source"].endswith("glue/QNLI/dev.tsv") and "sha256(index)" in l["carved"] for l in qnli.values())
+    assert all(l["source"].endswith("glue/QNLI/dev.tsv") and "sha256(normalized question)" in l["carved"] for l in qnli.values())
 
 
 def test_absent_tasks_are_listed_with_paths(listing, shared_data):

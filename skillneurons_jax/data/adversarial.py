@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 from skillneurons_jax.data.tasks import Example
 
 ANNOTATED_FILE = "advglue/dev_ann.json"      # under data_dir: the same records plus original_* fields
+MATCH_BY = ("pair", "text_a")              # what of an example must equal an original's (OriginalTexts.matches)
 FALLBACK_JACCARD = 0.5                       # word-set similarity per field when only the attacked text is known
 _WORD = re.compile(r"\w+")
 
@@ -47,12 +48,25 @@ class OriginalTexts:
     sources: tuple[str, ...]
     tasks: tuple[str, ...]
 
-    def matches(self, example: Example) -> bool:
+    def matches(self, example: Example, by: str = "pair") -> bool:
+        """by "pair": the example's texts are an original's (either order); by "text_a": its first text is an
+        original's first text (QNLI: the question, whatever the sentence, so that no original question is in a
+        clean train split)."""
+        if by not in MATCH_BY:
+            raise ValueError(f"match originals by one of {MATCH_BY}, not {by!r}")
         a, b = normalize(example.text_a), normalize(example.text_b)
         if self.method == "original_fields":
+            if by == "text_a":
+                return a in self.first_texts
             return (a, b) in self.pairs or (b, a) in self.pairs
         words_a, words_b = frozenset(a.split()), frozenset(b.split())
+        if by == "text_a":
+            return any(_similar(words_a, ra) for ra, _ in self.records)
         return any(_similar(words_a, ra) and _similar(words_b, rb) for ra, rb in self.records)
+
+    @property
+    def first_texts(self) -> frozenset:
+        return frozenset(a for a, _ in self.pairs)
 
 
 def _similar(x: frozenset, y: frozenset) -> bool:
@@ -87,10 +101,12 @@ def from_adversarial(records: Iterable[tuple[dict, tuple[str, str | None]]], sou
     return OriginalTexts("adversarial_text", frozenset(), tuple(out), tuple(sources), tuple(tasks))
 
 
-def exclude_originals(examples: Iterable[Example], originals: OriginalTexts | None) -> tuple[list[Example], int]:
-    """(examples without the adversarial originals, how many were left out), order kept."""
+def exclude_originals(examples: Iterable[Example], originals: OriginalTexts | None, by: str = "pair"
+                      ) -> tuple[list[Example], int]:
+    """(examples without the adversarial originals, how many were left out), order kept; `by` as in
+    OriginalTexts.matches."""
     examples = list(examples)
     if originals is None:
         return examples, 0
-    kept = [e for e in examples if not originals.matches(e)]
+    kept = [e for e in examples if not originals.matches(e, by)]
     return kept, len(examples) - len(kept)

@@ -455,10 +455,11 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
     if split == "train" and spec.excludes_originals_of:
         originals = adversarial_originals(spec.excludes_originals_of, data_dir)
         if originals is not None:
-            examples, excluded = adversarial.exclude_originals(examples, originals)
+            examples, excluded = adversarial.exclude_originals(examples, originals, spec.originals_match)
             match = f"{originals.method}: {', '.join(originals.sources)}"
             log.warning("task %s split train: left out %d examples that are originals of %s records (matched by "
-                        "%s)%s", spec.name, excluded, "/".join(originals.tasks), match,
+                        "%s%s)%s", spec.name, excluded, "/".join(originals.tasks), match,
+                        "" if spec.originals_match == "pair" else f", on {spec.originals_match} alone",
                         "" if originals.method == "original_fields" else
                         f"; {adversarial.ANNOTATED_FILE} is absent, so the match is on the adversarial text itself "
                         f"(word-set Jaccard >= {adversarial.FALLBACK_JACCARD} per field)")
@@ -551,7 +552,9 @@ def _carve(spec: TaskSpec, split: str, path, rows: list[Row]) -> tuple[list[Row]
     low, high = carve.parts[split]
     buckets = [_bucket(carve.rule, r.key, path, r.line) for r in rows]
     kept = [r for r, b in zip(rows, buckets) if low <= b < high]
-    rule = {"hash": f"sha256({carve.source.key or 'line'}) mod 100", "cv_number": "cv file number // 10"}[carve.rule]
+    rule = {"hash": f"sha256({carve.source.key or 'line'}) mod 100",
+            "group": f"sha256(normalized {carve.source.key}) mod 100 (every row of one {carve.source.key} together)",
+            "cv_number": "cv file number // 10"}[carve.rule]
     why = (f"the {carve.unless!r} files are absent" if carve.unless else "the data comes as one file")
     note = f"{rule} in [{low}, {high})"
     log.warning("task %s: split %r carved from %s by %s (%s): %d of %d rows", spec.name, split, path, note, why,
@@ -568,6 +571,8 @@ def _carve_dropped(spec: TaskSpec, split: str, path, dropped_rows) -> collection
 def _bucket(rule: str, key: str, path, line) -> int:
     if rule == "hash":
         return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % 100
+    if rule == "group":     # rows whose key texts agree after adversarial.normalize share a bucket
+        return int.from_bytes(hashlib.sha256(adversarial.normalize(key).encode("utf-8")).digest()[:8], "big") % 100
     if rule == "cv_number":
         m = re.search(r"cv(\d{3})", key)
         if m is None:

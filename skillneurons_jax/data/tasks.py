@@ -105,7 +105,9 @@ class Carve:
     """Make split roles from one source when the user's files lack them.
 
     Applies when `unless` is None or no file of split `unless` exists. Each row gets a bucket in [0, 100):
-    rule "hash" = sha256(row key) mod 100; rule "cv_number" = the review's cvNNN file number // 10.
+    rule "hash" = sha256(row key) mod 100; rule "group" = sha256(the key text after adversarial.normalize) mod 100,
+    so that every row of one key text (QNLI: one question) lands in one split; rule "cv_number" = the review's
+    cvNNN file number // 10.
     `parts` maps a split role to its [low, high) bucket range. Roles not in `parts` come from `TaskSpec.splits`.
     `balance`: each carved split keeps, of every label, as many rows as its rarest label has (the rows first in
     sha256("balance/" + key) order, then file order), so its majority rate is exactly 0.5.
@@ -144,6 +146,9 @@ class TaskSpec:
     # adversarial tasks whose unperturbed originals must not be in this task's train split (readers.read_split
     # leaves them out and counts them: trap 6)
     excludes_originals_of: tuple[str, ...] = ()
+    # what of a train example must equal an original's to be left out: "pair" (both texts) or "text_a" (QNLI:
+    # the question, so that no AdvQNLI original question is in train, whatever its sentence)
+    originals_match: str = "pair"
     num_labels: int = 2
     carve: Carve | None = None
     hf: HFSource | None = None
@@ -153,6 +158,11 @@ class TaskSpec:
     def is_pair(self) -> bool:
         return any(src.fields[1] is not None for alts in self.splits.values() for src in alts) or (
             self.carve is not None and self.carve.source.fields[1] is not None)
+
+    def __post_init__(self):
+        if self.originals_match not in ("pair", "text_a"):
+            raise ValueError(f"task {self.name!r}: originals_match must be 'pair' or 'text_a', "
+                             f"got {self.originals_match!r}")
 
     def template_parts(self, family: str) -> tuple[str, ...]:
         if family not in self.template:
@@ -332,14 +342,15 @@ _TASK_LIST = [
     _spec("qnli", NLI, {
         "train": (_glue("glue/QNLI/train.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"),),
         "dev": (_glue("glue/QNLI/dev.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"),)}, _NLI_NAMES, t5_pair="t5_nli",
-        carve=Carve(source=_glue("glue/QNLI/dev.tsv", _QNLI, _QNLI_GLUE_TSV, key="index"), rule="hash",
+        carve=Carve(source=_glue("glue/QNLI/dev.tsv", _QNLI, _QNLI_GLUE_TSV, key="question"), rule="group",
                     parts={"train": (0, 70), "test": (70, 80), "dev": (80, 100)}, unless="train"),
         hf=_hf("glue", ["qnli"], _GLUE_SPLITS, _QNLI, _QNLI_HF_IDS),
-        excludes_originals_of=("advqnli",),
+        excludes_originals_of=("advqnli",), originals_match="text_a",
         notes="GLUE QNLI, flipped so 1 = entailment. Without train.tsv, train, test and dev are carved from "
-              "dev.tsv: sha256(index) mod 100 < 70 -> train, < 80 -> test, else dev (the dev rows of the earlier "
-              "80/20 carve); AdvQNLI's originals are left out of train (trap 6). With train.tsv there is no "
-              "labelled test split."),
+              "dev.tsv grouped by question: sha256(normalized question) mod 100 < 70 -> train, < 80 -> test, "
+              "else dev, so no question has rows in two splits (dev.tsv asks many questions several times); every "
+              "row whose question is an AdvQNLI original's question is left out of train (trap 6). With train.tsv "
+              "there is no labelled test split."),
     _spec("mnli", NLI, {
         "train": (_glue("glue/MNLI/train.tsv", _MNLI, _MNLI_GLUE_TSV),),
         "dev": (_glue("glue/MNLI/dev_matched.tsv", _MNLI, _MNLI_GLUE_TSV),),
