@@ -108,3 +108,16 @@ def test_majority_rate_is_drawn_in_accuracy_and_suppression_figures(tmp_path):
                                         tmp_path / "d.png", title="t", figsize=FIGSIZE, dpi=DPI)
     _check_png(marked)
     assert not np.array_equal(mimage.imread(panel), mimage.imread(marked))
+
+
+def test_predictivity_figures_draw_the_permutation_floor(tmp_path):
+    """The floor drawn is the label-permutation null's at the dataset's n, never 0.5 when a null is recorded."""
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(0.55, 0.9, (3, 40))
+    floor, top = np.full(3, 0.61), np.full(3, 0.7)
+    path = figures.layer_boxplot(pred, tmp_path / "box.png", title="t", floor=floor, null_max=top, dpi=30)
+    per_layer = figures.predictivity_per_layer({"sst2": pred}, tmp_path / "layers.png", title="t", dpi=30,
+                                               floors={"sst2": {"mean": floor, "max": top}})
+    boxes = figures.neuron_boxes_with_model_accuracy({"sst2": pred}, {"sst2": 0.8}, tmp_path / "b.png", title="t",
+                                                     floors={"sst2": 0.61}, dpi=30)
+    assert all(p.exists() and p.stat().st_size > 0 for p in (path, per_layer, boxes))

@@ -292,10 +292,21 @@ def test_transfer_verdict():
 # ------------------------------------------------------------------------------------------------------------------
 # From stage results on disk to the document
 # ------------------------------------------------------------------------------------------------------------------
-def _write_pred(workdir, task, pred_per_seed, model_accuracy):
+def _write_pred(workdir, task, pred_per_seed, model_accuracy, null: int = 0):
+    """With null = R, the label-permutation arrays the stage writes with options.label_permutations = R (a null
+    whose max Pred is far below the planted 0.75 + ...: F3a can be supported) and acc [S, L, 2, N]."""
     path = results.predictivity_path(workdir, MODEL, task)
+    extra = {}
+    if null:
+        rng = np.random.default_rng(len(task))
+        S, L, N = pred_per_seed.shape
+        null_pred = rng.uniform(0.5, 0.6, size=(null, L, N)).astype(np.float32)
+        extra = dict(null_pred=null_pred, null_pred_layer_mean=null_pred.mean(2), null_pred_layer_max=null_pred.max(2),
+                     null_pred_max=null_pred.reshape(null, -1).max(1),
+                     null_pred_per_seed_max=np.repeat(null_pred.reshape(null, -1).max(1)[:, None], S, 1),
+                     acc=np.stack([pred_per_seed, pred_per_seed - 0.01], 2).astype(np.float32))
     project_io.atomic_save_npz(path, pred=pred_per_seed.mean(0).astype(np.float32),
-                        pred_per_seed=pred_per_seed.astype(np.float32))
+                        pred_per_seed=pred_per_seed.astype(np.float32), **extra)
     project_io.atomic_write_json(path.with_name(path.name + ".json"),
                           {"task": task, "model_accuracy": list(model_accuracy), "dev_label_counts": [60, 40]})
 
@@ -306,7 +317,7 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     preds, _ = _typed_preds(rng, signal=3.0)
     clean = ["sst2", "movierationales", "mrpc", "qnli", "ethicsdeontology", "ethicsjustice"]
     for task in clean:
-        _write_pred(workdir, task, preds[task], [0.8, 0.81, 0.79])
+        _write_pred(workdir, task, preds[task], [0.8, 0.81, 0.79], null=40 if task == "sst2" else 0)
         for target in clean:
             synth.write_transfer(workdir, MODEL, task, target, [0.8, 0.8, 0.8] if task == target else [0.6] * 3,
                                  seeds=[0, 1, 2])
@@ -336,6 +347,21 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert all(by_key[("F5", t)] == verdicts.SUPPORTED for t in clean)
     assert by_key[("F4", "clean tasks")] == verdicts.SUPPORTED
     assert "F6a" in {v["finding"] for v in found}
+    # the new nulls, floors, MDEs and corrected p-values reach the document and the report
+    for column in ("MDE (80% power)", "p (Holm, per finding)", "p (Holm, table)"):
+        assert column in text
+    by_row = {(v["finding"], v["subject"]): v for v in found}
+    f3a = by_row[("F3a", "sst2")]
+    assert "label permutation of the max Pred (40 permutations" in f3a["test"] and f3a["p_value"] <= 1 / 41 + 1e-9
+    assert by_row[("F3a", "mrpc")]["verdict"] == verdicts.INCONCLUSIVE              # no null recorded
+    assert ("F3b", "sst2 (slot 0 excluded)") in by_row and ("F3b", "mrpc (slot 0 excluded)") not in by_row
+    assert all(v["mde"] is not None and v["p_adjusted"] is not None for v in found if v["p_value"] is not None)
+    f5 = [v for v in found if v["finding"] == "F5"]
+    assert all(np.isclose(v["p_adjusted"], min(1.0, v["p_value"] * len(f5))) or v["p_adjusted"] >= v["p_value"]
+               for v in f5)
+    index = (workdir / "report" / "index.md").read_text()
+    assert "floor: null mean Pred (all layers)" in index and "| sst2 | 40 |" in index
+    assert "No label-permutation null recorded for" in index
     assert "accuracy on the held-out test split" in text
     assert f"| {MODEL} | sst2 | sst2 | 3 | – | – | 72.0 ± 2.0 |" in text      # std over seeds with ddof = 1
     # Table 1 labels AdvQQP with the prompt it really used

@@ -152,8 +152,11 @@ def _draw_boxes(ax, stats: list[dict], colors) -> None:
 
 
 def layer_boxplot(values: np.ndarray, out_path, *, title: str, ylabel: str = "neuron predictivity",
-                  figsize=None, dpi: int = 100) -> pathlib.Path:
-    """values [L, ...]: one box per layer (layers numbered from 1) of all the values of that layer."""
+                  figsize=None, dpi: int = 100, floor: np.ndarray | None = None,
+                  null_max: np.ndarray | None = None) -> pathlib.Path:
+    """values [L, ...]: one box per layer (layers numbered from 1) of all the values of that layer. floor [L]: the
+    label-permutation floor per layer (the mean Pred of labels that carry nothing, at this split's n), drawn as a
+    dashed segment per layer; null_max [L]: the null's best neuron per layer, dotted."""
     values = np.asarray(values)
     if values.ndim < 2:
         raise ValueError(f"expected [layers, ...] values, got shape {values.shape}")
@@ -162,6 +165,14 @@ def layer_boxplot(values: np.ndarray, out_path, *, title: str, ylabel: str = "ne
     fig = _figure(figsize)
     ax = fig.add_subplot()
     _draw_boxes(ax, [box_stats(values[l], str(l + 1)) for l in range(L)], ["#7aa6c2"] * L)
+    pos = np.arange(1, L + 1)
+    for line, style, label in ((floor, "--", "permutation floor (null mean)"),
+                               (null_max, ":", "null's best neuron (mean over permutations)")):
+        if line is not None:
+            ax.hlines(np.asarray(line, float), pos - 0.4, pos + 0.4, colors="#b03030", linestyles=style,
+                      linewidth=1.5, zorder=4, label=label)
+    if floor is not None or null_max is not None:
+        ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title(_wrap(title, figsize[0]))
@@ -172,11 +183,14 @@ def layer_boxplot(values: np.ndarray, out_path, *, title: str, ylabel: str = "ne
 def neuron_boxes_with_model_accuracy(values: Mapping[str, np.ndarray | Mapping],
                                      model_accuracy: Mapping[str, float | None], out_path, *, title: str,
                                      ylabel: str = "neuron predictivity", figsize=None, dpi: int = 100,
-                                     majority: Mapping[str, float] | None = None) -> pathlib.Path:
+                                     majority: Mapping[str, float] | None = None,
+                                     floors: Mapping[str, float] | None = None) -> pathlib.Path:
     """Figures 2 and 9: per dataset, a box of all neuron values (predictivities or accuracies; an array, or its
     `box_stats`) drawn over a bar of the model's accuracy on that dataset (same 0-1 scale; no bar where the
     accuracy is unknown). majority: {task: majority-class rate of its dev split}, drawn as a short black line
-    across that dataset's bar (0.5 is only chance for balanced labels)."""
+    across that dataset's bar (0.5 is only chance for balanced labels). floors: {task: the label-permutation
+    floor of Pred at that dataset's n}, a dashed red line across its box; the grey 0.5 line is drawn only when no
+    dataset has a floor (it is not Pred's floor: the max over prompt tokens lifts it)."""
     tasks = results.order_tasks(values)
     if not tasks:
         raise ValueError("no datasets to plot")
@@ -195,7 +209,12 @@ def neuron_boxes_with_model_accuracy(values: Mapping[str, np.ndarray | Mapping],
         patch.set_facecolor(task_color(t))
         patch.set_zorder(2)
     art["boxes"][0].set_label(f"boxes: {ylabel} of every neuron")
-    ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label="0.5")
+    known = [(p, float(floors[t])) for p, t in zip(pos, tasks) if floors and floors.get(t) is not None]
+    if known:
+        ax.hlines([f for _, f in known], [p - 0.42 for p, _ in known], [p + 0.42 for p, _ in known],
+                  colors="#b03030", linestyles="--", linewidth=1.5, zorder=3, label="permutation floor at n")
+    else:
+        ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label="0.5 (no permutation floor recorded)")
     rates = [(p, float(majority[t])) for p, t in zip(pos, tasks) if majority and majority.get(t) is not None]
     if rates:
         ax.hlines([r for _, r in rates], [p - 0.42 for p, _ in rates], [p + 0.42 for p, _ in rates],
@@ -302,9 +321,12 @@ def patching_recovery_curves(panels: Sequence[PatchingPanel], out_path, *, title
 
 
 def predictivity_per_layer(preds: Mapping[str, np.ndarray], out_path, *, title: str, top_fraction: float = 0.01,
-                           figsize=None, dpi: int = 100) -> pathlib.Path:
+                           figsize=None, dpi: int = 100,
+                           floors: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> pathlib.Path:
     """Three panels over layers: mean predictivity, mean of the top `top_fraction` neurons, and the maximum;
-    one line per dataset. preds: {task: Pred [L, N]}."""
+    one line per dataset. preds: {task: Pred [L, N]}. floors: {task: {"mean": [L], "max": [L]}}, the label-
+    permutation null's layer mean and layer max at that task's n (mean over permutations), drawn dashed in the
+    task's colour in the first and last panels: what Pred reaches when the labels carry nothing."""
     tasks = results.order_tasks(preds)
     if not tasks:
         raise ValueError("no predictivities to plot")
@@ -316,10 +338,15 @@ def predictivity_per_layer(preds: Mapping[str, np.ndarray], out_path, *, title: 
     reducers = (("mean over neurons", lambda p: p.mean(axis=1)),
                 (f"mean of the top {100 * top_fraction:g}% neurons", lambda p: _top_mean(p, top_fraction)),
                 ("maximum", lambda p: p.max(axis=1)))
-    for ax, (name, reduce) in zip(axes, reducers):
+    floors = floors or {}
+    for ax, (name, reduce), null_key in zip(axes, reducers, ("mean", None, "max")):
         for t in tasks:
             p = np.asarray(preds[t], dtype=np.float64)
             ax.plot(np.arange(1, p.shape[0] + 1), reduce(p), marker="o", markersize=3, color=task_color(t), label=t)
+            line = floors.get(t, {}).get(null_key) if null_key else None
+            if line is not None:
+                ax.plot(np.arange(1, p.shape[0] + 1), np.asarray(line, float), linestyle="--", color=task_color(t),
+                        linewidth=1, label=f"{t}: permutation null")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("layer")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

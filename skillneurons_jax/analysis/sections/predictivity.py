@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skillneurons_jax.analysis import figures, results
+from skillneurons_jax.analysis import figures, inference, results
 from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable
 
 
@@ -24,23 +24,56 @@ def build(context: ReportContext, model: str) -> None:
         return
     shapes = {t: p.shape for t, p in predictivities.items()}
     majority = context.majority_rates(model)
+    nulls = {}
+    for task in predictivities:
+        try:
+            null = results.load_extra_arrays(workdir, model, task, ("null_pred_layer_mean", "null_pred_layer_max",
+                                                                      "null_pred_max"))
+        except LOAD_ERRORS as error:
+            context.problem(error)
+            continue
+        if "null_pred_layer_mean" in null:
+            nulls[task] = null
     document.p(f"Predictivity Pred(l, n) = mean over seeds of the max over prompt tokens of max(acc, 1 - acc); "
-               f"shape [layers, neurons] = {sorted(set(shapes.values()))}. Predictivity is at least 0.5 by "
-               f"definition; the dotted line is 0.5 and each dataset's short black line its majority-class rate "
-               f"(where label counts were recorded: "
+               f"shape [layers, neurons] = {sorted(set(shapes.values()))}. Pred is at least 0.5 by definition, but "
+               f"its floor is higher: labels that carry nothing give a max over prompt tokens well above 0.5 at a "
+               f"small n. The floor drawn (dashed) is the label-permutation null's at each dataset's own n (stats "
+               f"option label_permutations); each dataset's short black line is its majority-class rate (where "
+               f"label counts were recorded: "
                f"{', '.join(f'{t} {100 * r:.1f}%' for t, r in majority.items()) or 'none'}).")
+    if nulls:
+        document.table(("dataset", "permutations", "floor: null mean Pred (all layers)",
+                        "null max Pred (mean over permutations)", "null max Pred, 95th percentile"),
+                       [(t, str(n["null_pred_layer_mean"].shape[0]),
+                         f"{float(inference.pred_floor(n['null_pred_layer_mean']).mean()):.3f}",
+                         f"{float(n['null_pred_max'].mean()):.3f}" if "null_pred_max" in n else "–",
+                         f"{float(inference.null_quantile(n['null_pred_max'])):.3f}" if "null_pred_max" in n else "–")
+                        for t, n in nulls.items()])
+    missing_null = [t for t in predictivities if t not in nulls]
+    if missing_null:
+        document.p(f"No label-permutation null recorded for {', '.join(missing_null)} (computed with "
+                   f"label_permutations = 0): their figures show 0.5, which is not their floor.")
     context.figure(figures.predictivity_per_layer, f"{figure_dir}/predictivity_per_layer.png",
-                   f"{model}: predictivity per layer (mean, top {100 * options['top_fraction']:g}%, max)",
+                   f"{model}: predictivity per layer (mean, top {100 * options['top_fraction']:g}%, max); dashed: "
+                   f"the label-permutation null at each dataset's n",
                    predictivities, top_fraction=options["top_fraction"],
-                   title=f"{model}: neuron predictivity per layer")
+                   title=f"{model}: neuron predictivity per layer",
+                   floors={t: {"mean": inference.pred_floor(n["null_pred_layer_mean"]),
+                               "max": n["null_pred_layer_max"].mean(0) if "null_pred_layer_max" in n else None}
+                           for t, n in nulls.items()})
     accuracy = context.model_accuracy(model)
     context.figure(figures.neuron_boxes_with_model_accuracy, f"{figure_dir}/predictivity_boxes_model_accuracy.png",
                    f"{model}: neuron predictivities per dataset over the model's accuracy (Figure 2)",
                    predictivities, accuracy, majority=majority,
+                   floors={t: float(inference.pred_floor(n["null_pred_layer_mean"]).mean()) for t, n in nulls.items()},
                    title=f"{model}: neuron predictivities and model accuracy", ylabel="neuron predictivity")
     for task, pred in predictivities.items():
+        null = nulls.get(task, {})
         context.figure(figures.layer_boxplot, f"{figure_dir}/predictivity_layers_{task}.png",
-                       f"{model} on {task}: predictivity of every neuron, per layer", pred,
+                       f"{model} on {task}: predictivity of every neuron, per layer"
+                       + ("; dashed: the permutation floor" if null else ""), pred,
+                       floor=None if not null else inference.pred_floor(null["null_pred_layer_mean"]),
+                       null_max=None if "null_pred_layer_max" not in null else null["null_pred_layer_max"].mean(0),
                        title=f"{model} on {task}: neuron predictivity per layer")
         try:      # T5: the first decoder step's neurons (the extension of the paper)
             decoder = results.load_decoder_pred(workdir, model, task)
@@ -65,7 +98,9 @@ def build(context: ReportContext, model: str) -> None:
                            f"accuracy (Figure 9)", stats, accuracy, majority=majority,
                            title=f"{model}: neuron accuracies and model accuracy", ylabel="neuron accuracy")
     context.summary.setdefault("predictivity", {})[model] = {
-        t: {"layer_mean": jsonable(p.mean(1)), "layer_max": jsonable(p.max(1)), "majority_rate": majority.get(t)}
+        t: {"layer_mean": jsonable(p.mean(1)), "layer_max": jsonable(p.max(1)), "majority_rate": majority.get(t),
+            "null_floor": None if t not in nulls else jsonable(inference.pred_floor(nulls[t]["null_pred_layer_mean"])),
+            "null_max": None if t not in nulls or "null_pred_max" not in nulls[t] else jsonable(nulls[t]["null_pred_max"])}
         for t, p in predictivities.items()}
 
 
