@@ -11,13 +11,17 @@ import sys
 import traceback
 from typing import Callable
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+# transformers says "PyTorch was not found" at import when torch is absent: the study needs no torch (it reads
+# checkpoints with its own code), so that advice is noise on this tool's console. Set before anything imports it.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from skillneurons_jax import io, models, parallel
-from skillneurons_jax.data import readers, tasks
-from skillneurons_jax.prompt.readout import ReadoutSettings
-from skillneurons_jax.stages.setup import TaskSetup, make_setup
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from skillneurons_jax import io, models, parallel  # noqa: E402
+from skillneurons_jax.data import readers, tasks  # noqa: E402
+from skillneurons_jax.prompt.readout import ReadoutSettings  # noqa: E402
+from skillneurons_jax.stages.setup import TaskSetup, make_setup  # noqa: E402
 
 FLAGS = flags.FLAGS
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"

@@ -32,11 +32,11 @@ from __future__ import annotations
 import sys
 import time
 
-from absl import flags
+from absl import flags, logging
 
 from configs import tune as tune_config
 from launch import common
-from skillneurons_jax import accelerators
+from skillneurons_jax import accelerators, layout
 from skillneurons_jax.pipeline import hosts, runner
 from skillneurons_jax.pipeline.stages import Settings
 
@@ -54,12 +54,27 @@ flags.DEFINE_integer("accelerator_chips", 1, "--dry_run: chips of --accelerator 
 flags.DEFINE_float("accelerator_mfu", 0.4, "--dry_run: model-FLOP utilisation assumed on --accelerator.")
 
 
+def log_to_workdir(workdir) -> None:
+    """absl's log file goes to WORKDIR/logs/ (INFO and up: what the data readers carved, each tuning config); the
+    console keeps the progress lines, real warnings and the results. --logtostderr or --stderrthreshold, when
+    given, keep their meaning."""
+    if FLAGS["logtostderr"].present or FLAGS["alsologtostderr"].present:
+        return
+    folder = layout.logs_dir(runner.check_workdir(workdir))     # an unwritable workdir: one clear error, here
+    folder.mkdir(parents=True, exist_ok=True)
+    logging.get_absl_handler().use_absl_log_file("reproduce", str(folder))
+    if not FLAGS["stderrthreshold"].present:
+        FLAGS.stderrthreshold = "warning"
+
+
 def main(argv):
     del argv
     common.check_flags(workdir=False)     # the plan checks (and creates) its workdir itself
     common.start_distributed()
     settings = Settings.from_config(FLAGS.config, FLAGS.workdir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
                                     default_tune=tune_config.get_config())
+    if not FLAGS.dry_run:
+        log_to_workdir(settings.workdir)
     given = [name for name in OVERRIDES if FLAGS[name].present]
     runner.apply_overrides(settings, seeds=common.parse_seeds(FLAGS.seeds) if "seeds" in given else None,
                            max_examples=FLAGS.max_examples, max_steps=FLAGS.max_steps, eval_every=FLAGS.eval_every,
@@ -84,7 +99,8 @@ def main(argv):
     for key, why in result["failed"].items():
         print(f"[plan] FAILED {key}: {why}", file=sys.stderr, flush=True)
     if result["report"] is not None:
-        print(f"[plan] report: {result['report']}", flush=True)
+        for line in runner.closing_lines(settings.workdir) or [f"[plan] report: {result['report']}"]:
+            print(line, flush=True)
     if result["failed"]:
         sys.exit(1)
 

@@ -140,7 +140,31 @@ def test_the_time_left_scales_by_the_stages_that_did_their_work(tmp_path, monkey
               plan.Stage("last", "x", [], takes(1.0), cost_s=600.0)]
     printed = []
     plan.run(stages, tmp_path, printer=printed.append)
-    assert any("last  (about 5.0 min left)" in line for line in printed), printed
+    assert any("last  (about 5.0 min left, measured in this run" in line for line in printed), printed
+    assert any("copied  (about 28.7 min left, cost model" in line for line in printed), printed
+
+
+def test_the_time_left_scales_each_kind_by_its_own_measured_stages(tmp_path, monkeypatch):
+    """Training and evaluation stages run at different fractions of the cost model's speed: one ratio for all,
+    set by the first (training) stage, made the estimate jump. Each kind takes its own measured ratio."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(plan.time, "time", lambda: clock["now"])
+
+    def takes(seconds):
+        def run():
+            clock["now"] += seconds
+        return run
+
+    stages = [plan.Stage("tune1", "tune", [], takes(300.0), cost_s=100.0),
+              plan.Stage("eval1", "eval", [], takes(10.0), cost_s=100.0, deps=["tune1"]),
+              plan.Stage("tune2", "tune", [], takes(1.0), cost_s=100.0, deps=["eval1"]),
+              plan.Stage("eval2", "eval", [], takes(1.0), cost_s=300.0, deps=["tune2"])]
+    printed = []
+    plan.run(stages, tmp_path, printer=printed.append)
+    # tune2 at 3x its estimate, eval2 at 0.1x: 300 + 30 s (one ratio for both would say (310 / 200) x 400 s)
+    assert any("tune2  (about 5.5 min left, measured in this run; 5.2 min so far)" in line for line in printed), printed
+    # eval1, before any eval stage was measured, takes the ratio of everything measured: 3 x (100 + 100 + 300)
+    assert any("eval1  (about 25.0 min left" in line for line in printed), printed
 
 
 def test_a_rerun_that_leaves_the_outputs_unchanged_keeps_the_seconds_that_computed_them(tmp_path, monkeypatch):

@@ -9,6 +9,9 @@ Sections (analysis/sections/, one module each, sharing a report_context.ReportCo
 (accuracy), then per model transfer, predictivity, task specificity, suppression; then the robustness study (issue
 17; robustness_study.py, absent when the study did not run); then configuration and gaps.
 
+config_dict["report"]["results_doc"], when set, names a markdown file that sections/results.py writes: the
+study's measured figures (provenance, findings, Table 1, transfer, specificity; config_dict["report"]
+["results_command"] printed as what regenerates it).
 config_dict["report"]["validation_doc"], when set, names a markdown file that sections/validation.py writes
 after the other sections (the validation study's verdicts; configs/validation.py); config_dict["report"]
 ["robustness_doc"] likewise one that sections/robustness_study.py writes (the robustness study's results;
@@ -34,11 +37,12 @@ import pathlib
 from typing import Mapping
 
 from skillneurons_jax import io, layout
-from skillneurons_jax.analysis import explorer
+from skillneurons_jax.analysis import explorer, headline
+from skillneurons_jax.analysis.document import Document
 from skillneurons_jax.analysis.report_context import (DEFAULT_OPTIONS, ReportContext, dedupe, no_nan,
                                                       relative_path)
-from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, robustness_study, specificity,
-                                               suppression, transfer, validation)
+from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, results, robustness_study,
+                                               specificity, suppression, transfer, validation)
 
 __all__ = ["DEFAULT_OPTIONS", "Report", "build_report"]
 
@@ -63,9 +67,25 @@ def _explorer(context: ReportContext) -> None:
     context.summary["explorer"] = layout.EXPLORER_PAGE
 
 
+def _findings(context: ReportContext, at: int) -> None:
+    """The report opens with the answers: every verdict sentence (analysis.headline.findings, from the summary the
+    sections wrote) linked to its section, placed at block `at` (after the title)."""
+    found = headline.findings(context.summary)
+    findings = Document()
+    findings.h(2, "Findings", anchor="findings")
+    if found:
+        findings.links([(f.sentence, f"#{f.anchor}" if f.anchor else "#accuracy") for f in found])
+    else:
+        findings.p("No verdict could be computed from these results (see the sections below and what is missing).")
+    findings.p("Each sentence links to its section; Table 1 (accuracy, balanced accuracy, majority rate, seeds) "
+               "follows, then the figures and tables per model.")
+    context.document.blocks[at:at] = findings.blocks
+
+
 def _build_sections(context: ReportContext) -> None:
     context.section("neuron explorer", lambda: _explorer(context))
     context.section("header", lambda: appendix.header(context))
+    at = len(context.document.blocks)
     context.section("accuracy table", lambda: accuracy.build(context))
     for model in context.inventory.models:
         context.document.h(2, f"Model {model}")
@@ -76,6 +96,7 @@ def _build_sections(context: ReportContext) -> None:
     context.section("robustness study", lambda: robustness_study.build(context))
     context.section("configuration", lambda: appendix.configuration(context))
     appendix.gaps(context)
+    context.section("findings", lambda: _findings(context, at))
 
 
 def _write(context: ReportContext) -> Report:
@@ -112,6 +133,9 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None, *,
     validation_doc = (config.get("report") or {}).get("validation_doc")
     if validation_doc:      # configs/validation.py: the findings document, regenerated with every report
         context.section("validation document", lambda: validation.write(context, validation_doc))
+    results_doc = (config.get("report") or {}).get("results_doc")
+    if results_doc:         # configs/default.py: docs/RESULTS.md, the study's measured figures in one place
+        context.section("results document", lambda: results.write(context, results_doc))
     robustness_doc = (config.get("report") or {}).get("robustness_doc")
     if robustness_doc:      # configs/robust.py: the robustness study's results document
         context.section("robustness document", lambda: robustness_study.write(context, robustness_doc))

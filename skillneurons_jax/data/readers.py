@@ -444,7 +444,7 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
         rows, carved = _carve(spec, split, res.path, rows)
         dropped = _carve_dropped(spec, split, res.path, labeler.dropped_rows)
     if dropped:
-        log.warning("task %s split %s: dropped %s rows by the task's label convention (%s)", spec.name, split,
+        log.info("task %s split %s: dropped %s rows by the task's label convention (%s)", spec.name, split,
                     dict(dropped), source)
     balance_dropped = {}
     if res.kind == "carve" and spec.carve.balance:
@@ -557,7 +557,7 @@ def _carve(spec: TaskSpec, split: str, path, rows: list[Row]) -> tuple[list[Row]
             "cv_number": "cv file number // 10"}[carve.rule]
     why = (f"the {carve.unless!r} files are absent" if carve.unless else "the data comes as one file")
     note = f"{rule} in [{low}, {high})"
-    log.warning("task %s: split %r carved from %s by %s (%s): %d of %d rows", spec.name, split, path, note, why,
+    log.info("task %s: split %r carved from %s by %s (%s): %d of %d rows", spec.name, split, path, note, why,
                 len(kept), len(rows))
     return kept, note
 

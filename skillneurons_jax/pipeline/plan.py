@@ -236,6 +236,37 @@ def pending(stages: Sequence[Stage], workdir: pathlib.Path) -> list[Stage]:
     return out
 
 
+class EtaClock:
+    """The time left, from this run's own measurements once it has any: each stage kind's measured seconds over
+    its estimated ones scales that kind's remaining estimates (a kind not measured yet takes the ratio of all
+    measured stages; before any, the cost model alone). Kinds differ (training vs evaluation passes), so one ratio
+    for all, set by the first stage, made the estimate jump."""
+
+    def __init__(self):
+        self.real: dict[str, float] = {}
+        self.estimated: dict[str, float] = {}
+
+    def measured(self, stage: "Stage", seconds: float) -> None:
+        # A stage done in a twentieth of its estimate copied its results or found its work done (reuse_from, a
+        # finished run): it says nothing about this host's speed, and counted it would shrink every later estimate.
+        if stage.cost_s > 0 and seconds >= 0.05 * stage.cost_s:
+            self.real[stage.kind] = self.real.get(stage.kind, 0.0) + seconds
+            self.estimated[stage.kind] = self.estimated.get(stage.kind, 0.0) + stage.cost_s
+
+    def ratio(self, kind: str) -> float | None:
+        if self.estimated.get(kind):
+            return self.real[kind] / self.estimated[kind]
+        total = sum(self.estimated.values())
+        return sum(self.real.values()) / total if total else None
+
+    def seconds_left(self, stages: Sequence["Stage"]) -> float:
+        return sum(s.cost_s * (self.ratio(s.kind) or 1.0) for s in stages)
+
+    def describe(self, stages: Sequence["Stage"]) -> str:
+        basis = "measured in this run" if self.estimated else "cost model"
+        return f"about {self.seconds_left(stages) / 60:.1f} min left, {basis}"
+
+
 def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
         continue_on_error: bool = False) -> dict:
     """Runs every stage not yet done, in dependency order, printing 'stage i of N' and the time left.
@@ -255,24 +286,22 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
     failed: dict[str, str] = {}
     ran: list[str] = []
     fresh: list[str] = []
-    remaining = sum(s.cost_s for s in todo)
-    spent_est, spent_real = 0.0, 0.0
+    clock = EtaClock()
+    t_start = time.time()
     for i, s in enumerate(todo, 1):
         inputs = stage_inputs(s, by_key)
+        left = todo[i - 1:]
         blocked = [] if s.soft_deps else [d for d in s.deps if d in failed or d in skipped]
         if blocked:
             failed[s.key] = f"dependency {blocked[0]} did not finish"
             printer(f"[plan] {i}/{len(todo)} {s.key}: not run ({failed[s.key]})")
-            remaining -= s.cost_s
             continue
         if is_done(s, workdir, inputs):
             fresh.append(s.key)
             printer(f"[plan] stage {i} of {len(todo)}: {s.key} is up to date (its inputs did not change)")
-            remaining -= s.cost_s
             continue
-        # Scale the remaining estimate by how the real times compare with the estimates so far.
-        scale = spent_real / spent_est if spent_est > 0 else 1.0
-        printer(f"[plan] stage {i} of {len(todo)}: {s.key}  (about {remaining * scale / 60:.1f} min left)")
+        printer(f"[plan] stage {i} of {len(todo)}: {s.key}  ({clock.describe(left)}; "
+                f"{(time.time() - t_start) / 60:.1f} min so far)")
         t0 = time.time()
         try:
             s.run()
@@ -284,12 +313,6 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
             failed[s.key] = f"{type(e).__name__}: {e}"
             log.exception("stage %s failed", s.key)
             printer(f"[plan] stage {s.key} FAILED: {failed[s.key]}")
-        dt = time.time() - t0
-        # A stage done in a twentieth of its estimate copied its results or found its work done (reuse_from, a
-        # finished run): it says nothing about this host's speed, and counted it would shrink every later estimate.
-        if dt >= 0.05 * s.cost_s:
-            spent_real += dt
-            spent_est += s.cost_s
-        remaining -= s.cost_s
+        clock.measured(s, time.time() - t0)
     return {"ran": len(ran), "executed": ran, "failed": failed, "skipped": skipped, "up_to_date": fresh,
             "already_done": already_done}

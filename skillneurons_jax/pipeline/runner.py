@@ -7,14 +7,17 @@ See launch/reproduce.py for the behaviour (resumable, --dry_run, absent data ski
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import sys
 import time
+from collections import Counter
 from typing import Optional, Sequence
 
 import jax
 
 from skillneurons_jax import io, layout
+from skillneurons_jax.analysis import headline
 from skillneurons_jax.data import tasks
 from skillneurons_jax.pipeline import hosts, plan
 from skillneurons_jax.pipeline import stages as plan_stages
@@ -71,6 +74,32 @@ def format_plan(stages, workdir, printer=print) -> dict:
     return {**counts, "todo_s": todo_s}
 
 
+def plan_summary(settings: plan_stages.Settings, task_plan, stages, workdir) -> list[str]:
+    """What the run will do, in two lines: models, tasks and seeds; stages to run by kind and the cost model's
+    estimate of them (the progress lines then correct it by this run's measured stages)."""
+    todo = plan.pending([s for s in stages if not s.skip_reason], workdir)
+    kinds = Counter(s.kind for s in todo)
+    estimate = sum(s.cost_s for s in todo)
+    return [f"[plan] {', '.join(settings.models)} on {', '.join(task_plan.present) or 'no task'} "
+            f"(seeds {','.join(str(s) for s in settings.seeds)}); logs (INFO and routine warnings): "
+            f"{layout.logs_dir(workdir)}",
+            f"[plan] {len(todo)} stage(s) to run: " + (", ".join(f"{k} {n}" for k, n in kinds.items()) or "none")
+            + f"; about {estimate / 60:.1f} min by the cost model"]
+
+
+def closing_lines(workdir) -> list[str]:
+    """The console's last lines after a run: Table 1, every verdict sentence and the report's paths, read from
+    WORKDIR/report/summary.json (analysis.headline; the report's own words). [] when there is no report."""
+    report = layout.report_dir(workdir)
+    try:
+        summary = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    lines = headline.console_lines(summary, report / "index.html")
+    page = layout.explorer_page(workdir)
+    return lines + ([f"Neuron explorer: {page}"] if page.exists() else [])
+
+
 def host_stages(stages, index: int, count: int):
     """(this host's non-report stages, the report stage or None). Runnable groups are dealt round-robin in
     sorted order; skipped stages (nothing to run) stay with host 0, which lists them."""
@@ -122,6 +151,9 @@ def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_i
     printer(f"[plan] {workdir}: {len(stages)} stages ({sum(bool(s.skip_reason) for s in stages)} skipped); this host "
             f"({process_index} of {process_count}) runs {len(runnable)} of them"
             + (" and the report" if report is not None and process_index == 0 else ""))
+    for line in plan_summary(settings, task_plan, runnable + ([report] if report and process_index == 0 else []),
+                             workdir):
+        printer(line)
     enable_compilation_cache(settings)
     if process_count == 1:
         result = plan.run(stages, workdir, printer=printer, continue_on_error=settings.continue_on_error)

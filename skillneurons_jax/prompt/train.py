@@ -536,4 +536,6 @@ class _NoBar:
 def _progress(enabled: bool, total: int, initial: int, description: str):
     if not enabled:
         return _NoBar()
-    return tqdm.tqdm(total=total, initial=initial, desc=description, dynamic_ncols=True)
+    # disable=None: a bar on a terminal, nothing in a redirected log (where each redraw would be a line)
+    return tqdm.tqdm(total=total, initial=initial, desc=description, dynamic_ncols=True, disable=None,
+                     leave=False)

@@ -21,6 +21,7 @@ same data.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import sys
 import time
@@ -35,6 +36,8 @@ from skillneurons_jax.data import readers
 from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.prompt import checkpoint, hparams, soft_prompt, train
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, model_batches, round_up
+
+log = logging.getLogger(__name__)
 
 # The tuning config fields that must be set after the hyperparameter table has filled the None ones.
 REQUIRED = ("learning_rate", "batch_size")
@@ -495,8 +498,8 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
         for d in run_dirs:
             d.mkdir(parents=True, exist_ok=True)
             io.write_sidecar(d / layout.METRICS_FILE, **run_info, **sidecar)
-    print(f"prompt tuning {loaded.name} on {task}: {len(train_enc)} train / {len(dev_enc)} dev examples, "
-          f"seeds {seeds}, {jax.device_count()} device(s), {config}", file=sys.stderr, flush=True)
+    log.info("prompt tuning %s on %s: %d train / %d dev examples, seeds %s, %d device(s), %s", loaded.name, task,
+             len(train_enc), len(dev_enc), seeds, jax.device_count(), config)
     result = train.train(readout.score_fn(), loaded.params, init, seeds, train_batches, dev_batches, config,
                          run_dirs=run_dirs, pad_id=train_enc.pad_id, mesh=mesh, run_info=run_info,
                          sidecar=sidecar, description=f"{loaded.name}/{task}", step_factory=step_factory)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skillneurons_jax.analysis import figures, results, specificity
+from skillneurons_jax.analysis import figures, headline, results, specificity
 from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable
 
 # Two datasets of different task types control for each other only if their labels are nearly independent: no
@@ -17,7 +17,7 @@ INDEPENDENT_LABELS_MAX_R = 0.1
 
 def build(context: ReportContext, model: str) -> None:
     document, options = context.document, context.options
-    document.h(3, "Task specificity (Figures 3 and 8)")
+    document.h(3, "Task specificity (Figures 3 and 8)", anchor=headline.anchor("specificity", model))
     predictivities = context.predictivities.get(model, {})
     if not predictivities:
         document.p("No predictivity results.")
@@ -93,6 +93,7 @@ def build(context: ReportContext, model: str) -> None:
             "exact": type_test.exact, "n_assignments": type_test.n_assignments, "n_permutations": type_test.n_perm,
             "seed": type_test.seed, "min_p": type_test.min_p, "excluded_pairs": type_test.excluded_pairs,
             "null": "task-type labels permuted across datasets", "verdict": _type_verdict(type_test, alpha)}
+    summary["anchor"] = headline.anchor("specificity", model)
     context.summary.setdefault("specificity", {})[model] = summary
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from skillneurons_jax import layout
-from skillneurons_jax.analysis import figures, results, robustness, transfer
+from skillneurons_jax.analysis import figures, headline, results, robustness, transfer
 from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, jsonable, task_names
 
 
@@ -100,7 +100,8 @@ def _comparison(context: ReportContext, result: results.Suppression, majority: d
     label = f"{result.source} → {result.target}" + ("" if split == "dev" else f" ({split})")
     comparisons = robustness.compare_levels(result, confidence=float(options["confidence"]), alpha=alpha,
                                             n_flips=int(options["sign_flips"]), seed=int(options["permutation_seed"]))
-    document.h(4, f"{label}: skill vs random per level")
+    target_id = headline.anchor("suppression", result.model, result.source, result.target, split)
+    document.h(4, f"{label}: skill vs random per level", anchor=target_id)
     rate = _majority(result, majority)
     document.p(f"{result.skill.shape[1]} seed(s) × {result.random.shape[1]} random draw(s); "
                + ("no per-example data (the suppression JSON has no 'skill_correct' / 'random_correct'), so no "
@@ -117,7 +118,7 @@ def _comparison(context: ReportContext, result: results.Suppression, majority: d
                             "interval_units": c.interval_units, "confidence": c.confidence, "p_value": c.p_value,
                             "n_examples": c.n_examples, "exact": c.exact, "n_flips": c.n_flips,
                             "verdict": c.verdict} for c in comparisons],
-            "verdict": robustness.verdict_sentence(label, comparisons[-1], alpha, split)}
+            "verdict": robustness.verdict_sentence(label, comparisons[-1], alpha, split), "anchor": target_id}
 
 
 def _majority(result: results.Suppression, majority: dict) -> float | None:

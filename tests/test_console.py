@@ -1,0 +1,88 @@
+"""The console of launch.reproduce: it ends with the results read from the report's summary.json (Table 1 rows and
+every verdict sentence, then the report's path), the report opens with the same findings linked to their sections,
+and routine data-reading notes go to the log file, not to the console."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import analysis_synthetic as synth  # noqa: E402  (tests/ is on sys.path under pytest)
+from skillneurons_jax.analysis import headline, report
+from skillneurons_jax.pipeline import runner
+
+MODEL = "tiny"
+KS = (0, 5, 15)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("console") / "work"
+    rng = np.random.default_rng(0)
+    for task, acc in (("sst2", [0.81, 0.85]), ("imdb", [0.75, 0.78]), ("mrpc", [0.66, 0.70]),
+                      ("qqp", [0.70, 0.74]), ("advsst2", [0.55, 0.61])):
+        synth.write_predictivity(workdir, MODEL, task, rng.uniform(0.5, 0.9, size=(2, 12)).astype(np.float32),
+                                 rng=rng)
+        source = "sst2" if task == "advsst2" else task
+        synth.write_transfer(workdir, MODEL, source, task, acc, seeds=[0, 1])
+    skill, random = synth.suppression_arrays(KS, 2, 1, rng)
+    synth.write_suppression(workdir, MODEL, "sst2", "sst2", KS, skill, random)
+    out = report.build_report(workdir, workdir / "report", {
+        "analysis": {"n_permutations": 10, "type_permutations": 10},
+        "report": {"results_doc": str(workdir.parent / "docs" / "RESULTS.md"), "results_command": "python -m x"}})
+    return workdir, out, json.loads(out.summary.read_text())
+
+
+def test_the_console_ends_with_table_1_the_verdicts_and_the_report(built):
+    workdir, out, summary = built
+    lines = runner.closing_lines(workdir)
+    text = "\n".join(lines)
+    rows = summary["accuracy"]
+    assert len(rows) == 5
+    for row in rows:       # every Table 1 row with its accuracy, balanced accuracy, majority rate and seeds
+        line = next(line for line in lines if f" {row['task']}" in line and "accuracy" in line)
+        assert f"{100 * row['accuracy']['mean']:.1f} ± {100 * row['accuracy']['std']:.1f} %" in line
+        assert "balanced" in line and "majority" in line and line.endswith(", 2 seed(s)")
+    verdicts = [e["verdict"] for e in summary["suppression"][MODEL].values()]
+    verdicts.append(summary["specificity"][MODEL]["type_test"]["verdict"])
+    assert len(verdicts) == 2 and all(v in text for v in verdicts)
+    assert lines[-2] == f"Report: {workdir / 'report' / 'index.html'}"
+    assert lines[-1] == f"Neuron explorer: {workdir / 'report' / 'explorer.html'}"
+    # a workdir without a report: nothing to print (the caller prints the plan's own last line)
+    assert runner.closing_lines(workdir / "nowhere") == []
+
+
+def test_the_report_opens_with_the_findings_linked_to_their_sections(built):
+    _, out, summary = built
+    page = out.index_html.read_text()
+    found = headline.findings(summary)
+    assert len(found) == 2
+    first_table = page.index("<table")
+    for f in found:
+        link = page.index(f'<a href="#{f.anchor}">')
+        assert link < first_table                      # the answers come before any table
+        assert page.index(f'id="{f.anchor}"') > first_table
+    markdown = out.index_md.read_text()
+    assert markdown.index("## Findings") < markdown.index("## Accuracy (Table 1)")
+
+
+def test_routine_data_notes_are_not_warnings(caplog):
+    """Carving the offline tasks' splits out of one file is how the data comes: INFO (the log file), not ~58
+    warning lines on the console."""
+    from skillneurons_jax.data import readers
+    with caplog.at_level(logging.INFO, logger="skillneurons_jax.data.readers"):
+        readers.read_split("tweetsairline", "dev", None)
+    assert any("carved from" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_the_results_document_holds_the_measured_figures_with_their_provenance(built):
+    workdir, out, summary = built
+    doc = (workdir.parent / "docs" / "RESULTS.md").read_text()
+    assert summary["results_doc"] == str(workdir.parent / "docs" / "RESULTS.md")
+    assert "Command: `python -m x`" in doc and "Machines recorded" in doc
+    for f in headline.findings(summary):
+        assert f.sentence in doc
+    for row in summary["accuracy"]:
+        assert f"{100 * row['accuracy']['mean']:.1f}" in doc
+    assert "Prompt transfer" in doc and "Task specificity" in doc
