@@ -32,14 +32,17 @@ def write_arm_eval(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m",
     return path
 
 
-def write_predictivity(root, task, pred_per_seed, seeds=(0, 1, 2), model="m", prompt_task="sst2"):
-    """A predictivity npz (pred [L, N] = the seed mean, pred_per_seed [S, L, N]) and its sidecar under `root`
-    (a workdir, or layout.robust_arm_dir of one)."""
+def write_predictivity(root, task, pred_per_seed, seeds=(0, 1, 2), model="m", prompt_task="sst2", n_dev=None,
+                       **extra):
+    """A predictivity npz (pred [L, N] = the seed mean, pred_per_seed [S, L, N], and any `extra` arrays such as
+    the stage's null_pred_layer_mean or matched_n / matched_pred_per_seed) and its sidecar under `root` (a workdir,
+    or layout.robust_arm_dir of one); n_dev recorded when given."""
     pred_per_seed = np.asarray(pred_per_seed, np.float32)
     path = layout.predictivity_path(root, model, task)
-    io.atomic_save_npz(path, pred=pred_per_seed.mean(axis=0), pred_per_seed=pred_per_seed)
+    io.atomic_save_npz(path, pred=pred_per_seed.mean(axis=0), pred_per_seed=pred_per_seed,
+                       **{k: np.asarray(v) for k, v in extra.items()})
     io.write_sidecar(path, stage="predictivity", task=task, prompt_task=prompt_task, baseline_task=prompt_task,
-                     seeds=list(seeds))
+                     seeds=list(seeds), **({} if n_dev is None else {"n_dev": int(n_dev)}))
     return path
 
 

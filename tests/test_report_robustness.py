@@ -92,7 +92,7 @@ def test_predictivity_table_per_arm(tmp_path):
     # ± t(2) * .0289 / sqrt(3) = ± 7.2; drop [.3, .2, .2] -> +23.3 ± 14.3; every neuron (4 x 61.7 + 4 x 50) / 8
     # = 55.8; Spearman -1 per layer (clean ranks the other neurons first, adversarial the skill neurons)
     assert "| m | sst2 | plain | advsst2 | 0,1,2 | 4 | 85.0 [72.6, 97.4] | 61.7 [54.5, 68.8] | " \
-           "+23.3 [+9.0, +37.7] | 55.8 | – | -1.000 |" in markdown
+           "+23.3 [+9.0, +37.7] | 55.8 | – | – | -1.000 |" in markdown
     # anchored vs plain on AdvSST-2: [.2, .1, .1] -> +13.3 ± 14.3
     assert "| +13.3 [-1.0, +27.7] | -1.000 |" in markdown
     assert "top 50% (per layer)" in markdown
@@ -182,3 +182,25 @@ def test_the_robustness_document_is_generated_beside_its_figure(tmp_path):
     arm.write_text(json.dumps(broken))
     rep = report.build_report(workdir, tmp_path / "report4", config)
     assert doc_path.exists() and any("'confusion' must be" in problem for problem in rep.problems), rep.problems
+
+
+def test_pred_drop_is_compared_at_matched_n(tmp_path):
+    """Pred at 78 rows against Pred at 112 rows is no comparison (the floor and the max rise as n falls): the drop
+    uses the clean task's Pred subsampled to the adversarial n when the stage computed it (stats option
+    subsample_sizes), is left out otherwise, and the adversarial set's permutation floor stands beside it."""
+    workdir = tmp_path / "work"
+    _write_arms(workdir)
+    write_predictivity(workdir, "sst2", [[[0.9, 0.8, 0.5, 0.6], [0.5, 0.55, 0.7, 0.95]]], seeds=(0,))
+    skill = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+    for arm, clean, matched, adversarial in (("plain", [0.9, 0.8, 0.85], [0.7, 0.7, 0.7], [0.6, 0.6, 0.65]),
+                                             ("anchored", [0.88, 0.8, 0.84], None, [0.8, 0.7, 0.75])):
+        root = layout.robust_arm_dir(workdir, arm)
+        extra = {} if matched is None else {
+            "matched_n": [78], "matched_pred_per_seed": [[np.where(skill, v, 0.97) for v in matched]]}
+        write_predictivity(root, "sst2", [np.where(skill, v, 0.97) for v in clean], n_dev=112, **extra)
+        write_predictivity(root, "advsst2", [np.where(skill, v, 0.5) for v in adversarial], n_dev=78,
+                           null_pred_layer_mean=np.full((5, 2), 0.62))
+    markdown = _build(tmp_path, workdir).index_md.read_text()
+    # plain: matched clean [.7, .7, .7] - adversarial [.6, .6, .65] = [.1, .1, .05] -> +8.3; floor 62.0
+    assert "| 85.0 [72.6, 97.4] | 61.7 [54.5, 68.8] | +8.3 [+1.2, +15.5] | 55.8 | 62.0 |" in markdown
+    assert "not compared: n = 112 clean vs 78 adversarial" in markdown          # anchored: no matched Pred

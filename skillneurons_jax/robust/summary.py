@@ -196,6 +196,38 @@ def _predictivity_per_seed(path: pathlib.Path) -> tuple[np.ndarray, list[int], d
     return per_seed, seeds, side
 
 
+def _optional_arrays(path: pathlib.Path, names: tuple) -> dict:
+    """The arrays `names` a predictivity npz holds (the stage's label-permutation null and matched-n Pred)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {n: np.asarray(z[n], np.float64) for n in names if n in z.files}
+    except (OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable npz ({err})") from None
+
+
+def matched_clean(clean_path: pathlib.Path, clean: np.ndarray, clean_n, adversarial_n):
+    """(clean Pred per seed [S, L, N] at the adversarial set's n, basis text): Pred is compared across sets only at
+    matched n (its floor and its max rise as n falls). Equal or unrecorded n: `clean` itself. A larger clean set:
+    its matched_pred_per_seed at that n when the stage computed it (stats option subsample_sizes), else None."""
+    if clean_n is None or adversarial_n is None:
+        return clean, "n not recorded: compared as they are"
+    if int(clean_n) == int(adversarial_n):
+        return clean, f"same n = {int(clean_n)}"
+    extra = _optional_arrays(clean_path, ("matched_n", "matched_pred_per_seed"))
+    sizes = extra.get("matched_n", np.zeros(0)).astype(int).tolist()
+    if int(adversarial_n) in sizes:
+        return (extra["matched_pred_per_seed"][sizes.index(int(adversarial_n))],
+                f"clean subsampled from {int(clean_n)} to n = {int(adversarial_n)}")
+    return None, (f"not compared: n = {int(clean_n)} clean vs {int(adversarial_n)} adversarial and no clean Pred at "
+                  f"n = {int(adversarial_n)} (stats option subsample_sizes)")
+
+
+def _floor(path: pathlib.Path) -> Optional[float]:
+    """The label-permutation floor of Pred (mean over layers and permutations) of a predictivity npz, or None."""
+    null = _optional_arrays(path, ("null_pred_layer_mean",)).get("null_pred_layer_mean")
+    return None if null is None else float(null.mean())
+
+
 def _clean_skill_mask(workdir: pathlib.Path, model: str, task: str, skill_neurons: dict) -> np.ndarray:
     """bool [L, N]: the clean task's skill neurons, the anchor's (robust.anchor: the top robust.anchor.top_percent
     % by the main study's predictivity of the plain prompts, per layer or global by its scope)."""
@@ -229,7 +261,10 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
     "skill_neurons" records both, the same for every arm). Per seed, the mean Pred (eq. 5) of those neurons on the
     clean dev and on the adversarial set; fields: model, task, arm, adversarial, kind, seeds, n_seeds, n_neurons,
     top_percent, scope, clean_pred_mean / _low / _high, adversarial_pred_mean / _low / _high, drop_mean / _low /
-    _high (clean - adversarial, paired by seed), adversarial_all_mean (every neuron: what any neuron scores there),
+    _high (clean - adversarial, paired by seed, at matched n: `matched_clean`; None when the n differ and no
+    matched-n clean Pred exists), drop_basis (how n was matched), clean_n, adversarial_n, adversarial_all_mean
+    (every neuron: what any neuron scores there), adversarial_floor (the label-permutation floor at the
+    adversarial n, None without the stage's null),
     vs_plain_mean / _low / _high (the arm's adversarial Pred of those neurons - the plain arm's, paired by seed;
     None for the plain arm or without a plain arm of the same seeds) and spearman (between the arm's seed-mean
     clean and adversarial Pred: Spearman per layer over its neurons, averaged over the layers, as
@@ -238,7 +273,7 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
     rows), so it is optimistic (regression to the mean) and its drop overstates what adversarial data cost; the
     other arms' clean Pred is less so. No arm's adversarial Pred was selected on: compare arms there (vs_plain)."""
     workdir = pathlib.Path(workdir)
-    per_arm = {}
+    per_arm, paths = {}, {}
     for eval_path in _arm_files(workdir):
         doc = _read(eval_path)
         _need(doc, eval_path, "model", "task", "arm")
@@ -246,7 +281,7 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
         if not clean_path.exists():
             continue                                       # robust.predictivity off, or the stage has not run
         _need(doc, eval_path, "skill_neurons")
-        clean, seeds, _ = _predictivity_per_seed(clean_path)
+        clean, seeds, clean_side = _predictivity_per_seed(clean_path)
         mask = _clean_skill_mask(workdir, doc["model"], doc["task"], doc["skill_neurons"])
         if mask.shape != clean.shape[1:]:
             raise ValueError(f"{clean_path}: [L, N] = {clean.shape[1:]}, the clean predictivity's {mask.shape}")
@@ -264,6 +299,8 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
                 raise ValueError(f"{path}: seeds {set_seeds} and shape {values.shape} differ from the clean "
                                  f"task's {clean_path} ({seeds}, {clean.shape})")
             sets[target] = values
+            paths[(doc["model"], doc["task"], doc["arm"], target)] = (clean_path, clean_side.get("n_dev"), path,
+                                                                      side.get("n_dev"))
         per_arm[(doc["model"], doc["task"], doc["arm"])] = (clean, seeds, mask, sets, doc["skill_neurons"])
     order = {"plain": 0, "perturbed": 1, "anchored": 2}
     rows = []
@@ -273,13 +310,17 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
         clean_skill = clean[:, mask].mean(axis=1)                       # [S]
         for target, values in sorted(sets.items()):
             adversarial_skill = values[:, mask].mean(axis=1)            # [S]
+            clean_path, clean_n, adversarial_path, adversarial_n = paths[(model, task, arm, target)]
+            matched, basis = matched_clean(clean_path, clean, clean_n, adversarial_n)
+            drop = (_stats("drop", matched[:, mask].mean(axis=1) - adversarial_skill, confidence)
+                    if matched is not None else {"drop_mean": None, "drop_low": None, "drop_high": None})
             row = {"model": model, "task": task, "arm": arm, "adversarial": target,
                    "kind": task_table.scored_kind(task, target), "seeds": seeds, "n_seeds": len(seeds),
                    "n_neurons": int(mask.sum()), "top_percent": float(skill_neurons["top_percent"]),
                    "scope": skill_neurons["scope"], **_stats("clean_pred", clean_skill, confidence),
                    **_stats("adversarial_pred", adversarial_skill, confidence),
-                   **_stats("drop", clean_skill - adversarial_skill, confidence),
-                   "adversarial_all_mean": float(values.mean()),
+                   **drop, "drop_basis": basis, "clean_n": clean_n, "adversarial_n": adversarial_n,
+                   "adversarial_all_mean": float(values.mean()), "adversarial_floor": _floor(adversarial_path),
                    # per layer, then the mean over the layers where it is defined: the report's correlation
                    "spearman": _layer_mean_spearman(clean.mean(axis=0), values.mean(axis=0))}
             base = None

@@ -23,8 +23,8 @@ FIGURE = "figures/robustness/patching_recovery.png"
 ARM_HEADER = ("model", "task", "arm", "scored set", "seeds", "n", "majority class %", "accuracy % [CI]",
               "vs plain (pp) [CI]", "clean cost (pp) [CI]")
 PREDICTIVITY_HEADER = ("model", "task", "arm", "adversarial set", "seeds", "skill neurons", "clean Pred % [CI]",
-                       "adversarial Pred % [CI]", "drop (pp) [CI]", "all neurons, adversarial %",
-                       "vs plain (pp) [CI]", "Spearman ρ")
+                       "adversarial Pred % [CI]", "drop (pp) [CI], at matched n", "all neurons, adversarial %",
+                       "permutation floor, adversarial %", "vs plain (pp) [CI]", "Spearman ρ")
 PATCHING_HEADER = ("model", "clean → adversarial", "patch source", "k %", "seeds", "n examples",
                    "unpatched adversarial %", "original %", "skill-patched % [CI]", "random-patched %",
                    "skill − random (pp) [CI]", "fraction recovered %")
@@ -207,9 +207,13 @@ def _predictivity_text(row: dict) -> str:
     scope = "per layer" if row["scope"] == "layer" else "over all layers"
     return (f"The neurons are the clean task's skill neurons the anchor chose: the top {row['top_percent']:g}% "
             f"({scope}) by the main study's predictivity of the plain prompts on the clean dev. Each arm's own "
-            "prompts and the clean task's TRAIN baseline give their Pred (eq. 5, in %: 50 is chance) on the clean "
-            "dev and on the adversarial set; 'drop' is clean − adversarial (> 0: the neurons predict worse on "
-            "adversarial data), 'vs plain' the arm's adversarial Pred minus the plain arm's, both paired by seed; "
+            "prompts and the clean task's TRAIN baseline give their Pred (eq. 5, in %) on the clean dev and on "
+            "the adversarial set. Pred's floor is not 50: labels that carry nothing score higher, the more so the "
+            "smaller the set ('permutation floor': the stage's label-permutation null at the adversarial set's n; "
+            "– when not computed). 'drop' is clean − adversarial at matched n (the clean Pred subsampled by the "
+            "stage to the adversarial set's n, stats option subsample_sizes; not compared when the n differ and no "
+            "such Pred exists), > 0: the neurons predict worse on adversarial data; 'vs plain' the arm's "
+            "adversarial Pred minus the plain arm's, both paired by seed; "
             "null hypothesis of both: no difference on average over seeds. Selection: the plain arm's clean Pred "
             "is the very statistic the neurons were chosen by (same prompts, same dev rows), so it is optimistic "
             "and its drop overstates what adversarial data cost (regression to the mean); a drop > 0 alone is no "
@@ -224,7 +228,9 @@ def _predictivity_cells(row: dict) -> tuple:
     target = row["adversarial"] if row["kind"] == "adversarial" else f"{row['adversarial']} ({row['kind']})"
     return (row["model"], row["task"], row["arm"], target, _seeds(row), row["n_neurons"],
             _with_interval(row, "clean_pred"), _with_interval(row, "adversarial_pred"),
-            _with_interval(row, "drop", signed=True), _percent(row["adversarial_all_mean"]),
+            _with_interval(row, "drop", signed=True) + ("" if row.get("drop_mean") is not None
+                                                        else f" ({row.get('drop_basis')})"),
+            _percent(row["adversarial_all_mean"]), _percent(row.get("adversarial_floor")),
             _with_interval(row, "vs_plain", signed=True),
             "–" if row["spearman"] is None or not np.isfinite(row["spearman"]) else f"{row['spearman']:.3f}")
 

@@ -48,15 +48,18 @@ DIFFERENCES = {
           "are small (78-148 examples), so chance-level verdicts rest on wide intervals.",
     "F3": "Predictivity here is measured on capped splits (max_examples per split) with a short prompt: fewer "
           "prompt positions to take the max over (eq. 5) lowers Pred, a small dev split raises the max over "
-          "neurons by chance. MiniLM has 6 layers, so 'upper layers' is a coarser statement than in 12/24 layers.",
+          "neurons by chance; F3a is tested against the label-permutation null of the max Pred at the split's n "
+          "(inconclusive where the stage computed none), and F3b is also given with prompt slot 0 (the readout) "
+          "left out of the max over prompt tokens. MiniLM has 6 layers, so 'upper layers' is a coarser statement than in 12/24 layers.",
     "F4": "Same type structure as F1 (two same-type pairs among six tasks): the exact task-type permutation test "
           "has few assignments, so even a clean separation has a limited smallest p; the verdict says so.",
     "F5": "Suppression here is evaluated on a capped dev subset with fewer random draws than the paper; MiniLM's "
           "FFN has 1536 neurons per layer (RoBERTa 3072), so k % removes fewer neurons. Prompts near majority "
           "accuracy leave little to lose, which can hide a skill-neuron effect.",
     "F6": "As F2 for AdvQQP (MRPC prompts and MRPC TRAIN baseline). Adversarial and clean predictivities share the "
-          "prompt and the baseline, which alone correlates them: the correlation is an upper bound on what the "
-          "adversarial data share with the clean data.",
+          "prompt and the baseline, which alone correlates them: F6a is tested against a control pair (an unrelated "
+          "set of the same size seen through the same prompt and baseline) and is inconclusive without one; the "
+          "neuron-permutation p it prints is not its test.",
 }
 
 
@@ -89,7 +92,14 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
                    f"Premise: every finding is a claim about prompts that learned their task; a verdict on a task "
                    f"whose prompts stayed below the learning target ({100 * TARGET_POINTS:g} points over the dev "
                    f"majority rate), or on a comparison that includes one, is inconclusive, and its note gives the "
-                   f"rule's verdict and why (a skill-neuron effect of an unlearned prompt is no evidence either way).")
+                   f"rule's verdict and why (a skill-neuron effect of an unlearned prompt is no evidence either way). "
+                   f"Every verdict has a p (its finding's test, or the one-sided test of its interval's data); the "
+                   f"rule uses it Holm-corrected within the finding ('p (Holm, per finding)'), and the Holm p over "
+                   f"the whole table stands beside it for a reader who counts every row as one family. 'MDE (80% "
+                   f"power)' is the smallest true effect the rule would call supported 4 times in 5 at the measured "
+                   f"standard error: an inconclusive verdict with an MDE above the effect of interest is a design "
+                   f"that could not answer. Nulls and units of replication per test: docs/interfaces.md (analysis, "
+                   f"verdicts). Every ± and standard error uses ddof = 1.")
         if found.verdicts:
             document.table(verdicts.VERDICT_HEADER, verdicts.verdict_rows(found.verdicts))
         else:
