@@ -32,6 +32,7 @@ import pathlib
 PROMPTS_DIR = "prompts"
 TRANSFER_DIR = "transfer"
 PREDICTIVITY_DIR = "predictivity"
+CONTROL_DIR = "predictivity_controls"
 SUPPRESSION_DIR = "suppression"
 REPORT_DIR = "report"
 SPLIT_DIRS = {"dev": "", "test": "test"}   # results on another split mirror the dev layout under this folder
@@ -93,6 +94,12 @@ def transfer_path(workdir, model: str, source: str, target: str, split: str = "d
 
 def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
     return pathlib.Path(workdir) / PREDICTIVITY_DIR / model / f"{task}.npz"
+
+
+def control_predictivity_path(workdir, model: str, adversarial: str) -> pathlib.Path:
+    """F6a's control pair of an adversarial set: an unrelated set of its size scored with the same prompts and
+    baseline (stages.predictivity control_for); a folder of its own, so no task inventory mistakes it for a task."""
+    return pathlib.Path(workdir) / CONTROL_DIR / model / f"{adversarial}.npz"
 
 
 def suppression_path(workdir, model: str, source: str, target: str, split: str = "dev") -> pathlib.Path:

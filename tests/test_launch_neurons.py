@@ -190,6 +190,35 @@ def test_label_permutation_null_rides_the_same_pass(env, sst2):
     assert (zn["null_pred_layer_max"] >= zn["null_pred_layer_mean"]).all()
 
 
+def test_control_pair_for_f6a(env, sst2):
+    """F6a's control: an unrelated set (IMDB here) capped at the adversarial set's size, scored with the clean
+    task's prompts and TRAIN baseline, written apart from every task's result; the verdict then tests the
+    adversarial correlation against the control's."""
+    from skillneurons_jax.analysis import results, verdicts
+    rng = np.random.default_rng(3)
+    for split in ("train", "test"):
+        for polarity, label in (("neg", 0), ("pos", 1)):
+            folder = env["data"] / "aclImdb" / split / polarity
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(12):
+                texts, _ = _sentences(rng, 1)
+                (folder / f"{i}_1.txt").write_text(texts[0])
+    _run(env, "advsst2")
+    path = _run(env, "imdb", control_for="advsst2")
+    assert path == layout.control_predictivity_path(env["workdir"], MODEL, "advsst2")
+    meta = json.loads(io.sidecar_path(path).read_text())
+    assert meta["control_for"] == "advsst2" and meta["prompt_task"] == meta["baseline_task"] == "sst2"
+    assert meta["n_dev"] == 13                                     # AdvSST-2's size
+    assert not layout.predictivity_path(env["workdir"], MODEL, "imdb").exists()
+    control, name = results.load_control(env["workdir"], MODEL, "advsst2")
+    assert name == "imdb" and control.shape == sst2[1]["pred_per_seed"].shape
+    found = verdicts.study_verdicts(env["workdir"], MODEL, ["sst2"], {"advsst2": "sst2"})
+    f6a = [v for v in found.verdicts if v.finding == "F6a"][0]
+    assert "control imdb" in f6a.statistic and "control pair" in f6a.test
+    with pytest.raises(ValueError, match="unrelated"):
+        _run(env, "sst2", control_for="advsst2")
+
+
 def test_suppression_curves(env, sst2):
     _run(env, "advsst2")
     out = _suppress(str(env["ckpt"]), "sst2", "advsst2", env["data"], SEEDS, env["workdir"],

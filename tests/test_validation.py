@@ -211,6 +211,28 @@ def test_f6_correlation_estimate_is_the_centre_of_its_interval():
     assert averaged > verdict.estimate and verdict.p_value is not None
 
 
+def test_f6_correlation_needs_a_control_pair():
+    """The clean and adversarial Pred share the prompt and the baseline, which correlate them by themselves: the
+    neuron-permutation test cannot tell, the control pair (an unrelated set through the same prompt and baseline)
+    can. Without a control: inconclusive; with one that is as correlated: not supported; with a control that shares
+    only the prompt's part while the adversarial set also shares the data's: supported."""
+    rng = np.random.default_rng(0)
+    prompt = rng.normal(size=(2, 200))                               # what the shared prompt and baseline give
+    data = rng.normal(size=(2, 200))                                 # what the clean and adversarial data share
+    noise = lambda: rng.normal(0, 1.0, (3, 2, 200))
+    clean = prompt + data + noise()
+    adversarial = prompt + data + noise()
+    control = prompt + noise()
+    alone = verdicts.f6_correlation("advsst2", "sst2", adversarial, clean, n_perm=200)
+    assert alone.p_value < 0.01 and alone.verdict == verdicts.INCONCLUSIVE and "without a control" in alone.note
+    found = verdicts.f6_correlation("advsst2", "sst2", adversarial, clean, pred_control=control, control="imdb",
+                                    n_perm=200)
+    assert found.verdict == verdicts.SUPPORTED and found.estimate > 0.1 and found.mde is not None
+    same = verdicts.f6_correlation("advsst2", "sst2", prompt + noise(), clean, pred_control=control,
+                                   control="imdb", n_perm=200)
+    assert same.verdict != verdicts.SUPPORTED
+
+
 @pytest.mark.parametrize("accuracy, majority, expected", [
     ([0.46, 0.47, 0.45], 0.55, verdicts.SUPPORTED),
     ([0.80, 0.82, 0.81], 0.55, verdicts.NOT_SUPPORTED),

@@ -312,6 +312,20 @@ def load_extra_arrays(workdir, model: str, task: str, names: Iterable[str]) -> d
     return {k: v for k, v in data.items() if v is not None}
 
 
+def load_control(workdir, model: str, adversarial: str) -> tuple[np.ndarray, str] | None:
+    """F6a's control pair of `adversarial` (layout.control_predictivity_path): (pred_per_seed [S, L, N], the control
+    task's name from its sidecar), or None when the stage did not compute one."""
+    path = layout.control_predictivity_path(workdir, model, adversarial)
+    if not path.exists():
+        return None
+    data = load_npz(path, ("pred_per_seed",), what=f"control predictivity of {model} for {adversarial}")
+    arr = data["pred_per_seed"].astype(np.float64)
+    if arr.ndim != 3 or not np.all(np.isfinite(arr)):
+        raise CorruptResultError(path, f"'pred_per_seed' has shape {arr.shape}; expected finite [S, L, N]")
+    meta = _load_sidecar(path)
+    return arr, str(meta.get("task", "control"))
+
+
 def load_decoder_pred(workdir, model: str, task: str) -> np.ndarray | None:
     """T5 only: `decoder_pred` [L_dec, N] (neurons of the first decoder step) when the npz has it, else None."""
     path = predictivity_path(workdir, model, task)

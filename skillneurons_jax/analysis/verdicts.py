@@ -537,7 +537,8 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
                    controls: Mapping[str, str] | None = None) -> StudyVerdicts:
     """Every finding for `model` from the stage outputs under `workdir`, corrected (`correct`: Holm per finding).
     adversarial: adversarial task -> the clean task whose prompts it used. controls: adversarial task -> the name
-    of its control pair's predictivity result (F6a; absent: no control). options (report_context.DEFAULT_OPTIONS
+    of a predictivity result to use as its control pair (F6a); by default the stage's control result
+    (layout.control_predictivity_path), else none. options (report_context.DEFAULT_OPTIONS
     keys): alpha, confidence, type_permutations, type_exact_max, permutation_seed, n_permutations, sign_flips,
     top_fraction."""
     options = dict(options or {})
@@ -620,12 +621,18 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
             "F5", results.load_suppression(workdir, model, task, task), alpha=alpha, confidence=confidence,
             n_flips=flips, seed=seed))
     controls = dict(controls or {})
+
+    def f6a(adv, clean):
+        if adv in controls:
+            control, name = per_seed(controls[adv]), controls[adv]
+        else:
+            found = results.load_control(workdir, model, adv)
+            control, name = (None, "") if found is None else found
+        return f6_correlation(adv, clean, per_seed(adv), per_seed(clean), alpha=alpha, confidence=confidence,
+                              pred_control=control, control=name,
+                              n_perm=int(options.get("n_permutations", 1000)), seed=seed)
     for adv, clean in adversarial.items():
-        control = controls.get(adv)
-        attempt(f"F6a {adv}", lambda adv=adv, clean=clean, control=control: f6_correlation(
-            adv, clean, per_seed(adv), per_seed(clean), alpha=alpha, confidence=confidence,
-            pred_control=None if control is None else per_seed(control), control=control or "",
-            n_perm=int(options.get("n_permutations", 1000)), seed=seed))
+        attempt(f"F6a {adv}", lambda adv=adv, clean=clean: f6a(adv, clean))
         attempt(f"F6b {adv}", lambda adv=adv, clean=clean: suppression_verdict(
             "F6b", results.load_suppression(workdir, model, clean, adv), alpha=alpha, confidence=confidence,
             n_flips=flips, seed=seed))

@@ -204,7 +204,7 @@ def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, m
                  eval_batch_size: int, options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None,
                  batch_size: Optional[int] = None, baseline_task: Optional[str] = None,
                  prompt_task: Optional[str] = None, decoder: bool = True, reuse_baseline: bool = True,
-                 reuse_from=None) -> dict:
+                 reuse_from=None, control_for: Optional[str] = None) -> dict:
     """Computes and writes the predictivity of `setup.task` (see the module docstring); returns a summary dict
     ({"output", "task", "baseline_task", "model_accuracy", "top_pred", "seconds"}).
 
@@ -212,19 +212,36 @@ def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, m
     sidecars). baseline_task / prompt_task default to the clean task; batch_size to eval_batch_size; decoder:
     T5 also captures the first decoder step. `model_path` is recorded in the sidecar. `reuse_from`: another
     workdir-shaped root whose result of this task is the same computation (the robustness study's plain arm and
-    the main study): copied instead of computed (_copy_same_result says when)."""
-    output = layout.predictivity_path(workdir, setup.loaded.name, setup.task.name)
+    the main study): copied instead of computed (_copy_same_result says when).
+
+    control_for: an adversarial task A; the result is then F6a's control pair of A, written to
+    layout.control_predictivity_path(workdir, model, A): `setup.task` is an unrelated clean task whose dev split,
+    capped at A's dev size, is scored with the prompts and TRAIN baseline of A's clean task (baseline_task and
+    prompt_task default to it), so that the correlation the shared prompt and baseline give by themselves can be
+    measured (analysis.verdicts.f6_correlation)."""
+    if control_for is not None:
+        clean = tasks.clean_task_of(tasks.get_task(control_for))
+        if clean == control_for:
+            raise ValueError(f"control_for={control_for!r} is not an adversarial task")
+        if tasks.clean_task_of(setup.task) in (clean, control_for) or setup.task.name in (clean, control_for):
+            raise ValueError(f"the control set of {control_for!r} must be unrelated to it; got {setup.task.name!r}")
+        baseline_task, prompt_task = baseline_task or clean, prompt_task or clean
+        output = layout.control_predictivity_path(workdir, setup.loaded.name, control_for)
+    else:
+        output = layout.predictivity_path(workdir, setup.loaded.name, setup.task.name)
     with hold(output, f"predictivity {setup.loaded.name}/{setup.task.name}"):
         return _predictivity(setup, workdir, data_dir, seeds, model_path=model_path, max_text_tokens=max_text_tokens,
                              eval_batch_size=eval_batch_size, options=options, max_examples=max_examples,
                              batch_size=batch_size, baseline_task=baseline_task, prompt_task=prompt_task,
-                             decoder=decoder, reuse_baseline=reuse_baseline, reuse_from=reuse_from)
+                             decoder=decoder, reuse_baseline=reuse_baseline,
+                             reuse_from=None if control_for else reuse_from, control_for=control_for,
+                             output=output)
 
 
 def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, model_path, max_text_tokens: int,
                   eval_batch_size: int, options: StatsOptions, max_examples: Optional[int], batch_size: Optional[int],
                   baseline_task: Optional[str], prompt_task: Optional[str], decoder: bool, reuse_baseline: bool,
-                  reuse_from=None) -> dict:
+                  reuse_from=None, control_for: Optional[str] = None, output=None) -> dict:
     """The body of `predictivity`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
@@ -247,7 +264,14 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
     params = parallel.replicate(loaded.params, mesh)
     prompts = parallel.replicate(jnp.asarray(prompts_np), mesh)
 
-    dev_enc = encode_split(setup, "dev", data_dir, max_examples, max_text_tokens)
+    dev_cap = max_examples
+    if control_for is not None:      # the control set has the adversarial set's size
+        n_control = len(encode_split(setup, "dev", data_dir, max_examples, max_text_tokens, task=control_for))
+        dev_cap = n_control if max_examples is None else min(int(max_examples), n_control)
+    dev_enc = encode_split(setup, "dev", data_dir, dev_cap, max_text_tokens)
+    if control_for is not None and len(dev_enc) < dev_cap:
+        raise ValueError(f"control set {spec.name!r} has {len(dev_enc)} dev rows, fewer than {control_for!r}'s "
+                         f"{dev_cap}: the control pair needs the same size")
     fingerprint = train_fingerprint(setup, seeds=seeds, max_examples=max_examples, max_text_tokens=max_text_tokens,
                                     options=options, baseline_task=baseline_task, prompt_task=prompt_task,
                                     digests=digests, streams=streams)
@@ -304,11 +328,12 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
             arrays[prefix + "baseline_sq"] = stream_stats.baseline_sq
         arrays.update({prefix + k: v for k, v in column_arrays(stream_stats, column_sizes,
                                                               options.label_permutations).items()})
-    out = layout.predictivity_path(workdir, loaded.name, spec.name)
+    out = output or layout.predictivity_path(workdir, loaded.name, spec.name)
     encoder = stats["encoder"]
     meta = {
         "stage": "predictivity", "model": loaded.name, "model_path": str(model_path), "family": loaded.family,
         "task": spec.name, "baseline_task": baseline_task, "prompt_task": prompt_task, "seeds": seeds,
+        **({"control_for": control_for} if control_for else {}),
         "n_train": encoder.n_train, "n_dev": encoder.n_dev, "dev_label_counts": encoder.dev_label_counts.tolist(),
         "model_accuracy": metrics.accuracy(confusion).tolist(), "model_f1": metrics.f1(confusion).tolist(),
         "model_confusion": confusion.astype(int).tolist(),
