@@ -59,6 +59,11 @@ def workdir(tmp_path_factory):
         obj = json.loads(path.read_text())
         io.atomic_write_json(path, {**obj, "scope": "layer"})
     _write_record(root, preds, rng)
+    # a pruning result of sst2 in the prune stage's format: layers 1-2 pruned, the top 4 of 40 kept in each
+    io.atomic_write_json(layout.prune_path(root, MODEL, "sst2"), {
+        "model": MODEL, "task": "sst2", "seeds": [0, 1], "keep_percent": 10.0, "layers": [1, 2],
+        "intermediate_sizes": [N, 4, 4], "unpruned": {"accuracy": [0.8, 0.9]}, "pruned": {"accuracy": [0.7, 0.8]},
+        "random": [{"accuracy": [0.5, 0.6]}]})
     return root
 
 
@@ -177,6 +182,10 @@ def test_page_in_a_browser(workdir, tmp_path):
         key = next(key for key in sup["skill"] if float(key) == float(k))
         shown = float(first.find_element(By.CSS_SELECTOR, "[data-field='skill']").get_attribute("data-value"))
         assert shown == pytest.approx(float(np.mean(sup["skill"][key])), abs=1e-12)
+        # pruning: neuron (1, 7) is sst2's best in layer 1, so the pruned model kept it
+        prow = details.find_element(By.CSS_SELECTOR, "#pruning-table tr[data-task='sst2']")
+        assert prow.find_element(By.CSS_SELECTOR, "[data-field='status']").text == "kept"
+        assert float(prow.find_element(By.CSS_SELECTOR, "[data-field='pruned']").get_attribute("data-value")) == 0.75
         driver.save_screenshot(str(tmp_path / "explorer_recorded.png"))
         # search: a neuron nobody recorded says so
         pred = z["sst2"]["pred"]
@@ -188,6 +197,9 @@ def test_page_in_a_browser(workdir, tmp_path):
         driver.find_element(By.ID, "go").click()
         assert driver.find_element(By.ID, "details").get_attribute("data-neuron") == str(low_n)
         assert driver.find_elements(By.ID, "not-recorded")
+        status = driver.find_element(By.CSS_SELECTOR, "#pruning-table tr[data-task='sst2'] [data-field='status']").text
+        kept = low_l == 0 or int(np.nonzero(suppression_masks.ranking(pred, "layer")[low_l] == low_n)[0][0]) < 4
+        assert status == ("kept (layer not pruned)" if low_l == 0 else "kept" if kept else "removed")
         driver.save_screenshot(str(tmp_path / "explorer_search.png"))
         shot = os.environ.get("SKILLNEURONS_EXPLORER_SCREENSHOT")
         if shot:     # where a person wants to look at it (the test's own copy stays under tmp_path)

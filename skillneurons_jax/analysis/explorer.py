@@ -5,12 +5,13 @@
 
 Per model the page draws a layer x neuron map of Pred (eq. 5) per task on a canvas; clicking a neuron (or searching
 layer / neuron) shows its Pred and rank for every task, the rows of the suppression results whose skill-neuron
-selection included it (ranked by the source task's Pred with the file's scope; ties to the lower index, as
+selection included it, whether each pruned model kept it (ranked by the source task's Pred with the file's scope; ties to the lower index, as
 neurons.suppression.ranking), and, for the neurons the explorer stage recorded (stages/explorer.py: the top
 neurons of each task), the first seed's activation distribution by label on each dev split against eq. 3's
 threshold (the eq. 2 TRAIN baseline) and the dev texts that activate it most and least.
 
-Reads   WORKDIR/predictivity/<model>/<task>.npz (pred), WORKDIR/[test/]suppression/<model>/*.json and
+Reads   WORKDIR/predictivity/<model>/<task>.npz (pred), WORKDIR/[test/]suppression/<model>/*.json,
+        WORKDIR/prune/<model>/<task>.json (kept or removed, when the prune stage ran) and
         WORKDIR/explorer/<model>/<clean>.npz (+ sidecar). Nothing here runs a model; absent or unreadable files
         are listed in `problems` (and on the page), never raised.
 The data sit in the page as JSON (Pred as base64 little-endian float32, exact); no network, no server: the page
@@ -126,6 +127,36 @@ def _suppression_rows(workdir: pathlib.Path, model: str, preds: dict, problems: 
     return rows
 
 
+def _mean(values) -> float | None:
+    flat = np.asarray(values, float).ravel()
+    return float(flat.mean()) if flat.size else None
+
+
+def _pruning_rows(workdir: pathlib.Path, model: str, preds: dict, problems: list[str]) -> list[dict]:
+    """Every pruning result of the model (stage prune: prune/<model>/<task>.json) whose task has a Pred map: the
+    pruned layers, the neurons kept per layer (the top ones by the task's Pred, ties to the lower index) and the
+    mean accuracies of the unpruned, pruned and random-kept models."""
+    rows = []
+    folder = layout.prune_path(workdir, model, "x").parent
+    for path in sorted(folder.glob("*.json")):
+        if path.name.startswith(".") or path.name.endswith(".meta.json") or path.stem not in preds:
+            continue
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+            sizes = [int(n) for n in obj["intermediate_sizes"]]
+            if len(sizes) != preds[path.stem].shape[0]:
+                raise ValueError(f"intermediate_sizes has {len(sizes)} layers, the model {preds[path.stem].shape[0]}")
+            rows.append({"task": path.stem, "keep_percent": float(obj["keep_percent"]),
+                         "layers": [int(x) for x in obj["layers"]], "kept": sizes,
+                         "unpruned": _mean(obj["unpruned"]["accuracy"]), "pruned": _mean(obj["pruned"]["accuracy"]),
+                         "random": _mean([r["accuracy"] for r in obj.get("random") or []]),
+                         "seeds": len(obj["pruned"]["accuracy"]), "draws": len(obj.get("random") or []),
+                         "file": str(path.relative_to(workdir))})
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"{path}: unreadable pruning result ({type(error).__name__}: {error})")
+    return rows
+
+
 def explorer_data(workdir) -> tuple[dict, list[str]]:
     """(the page's data, problems). data = {"models": {model: {"layers", "neurons", "tasks": [{name, type,
     clean, pred (base64 float32 [L * N]), file}], "records": [explorer records], "suppression": [rows]}}}."""
@@ -158,7 +189,8 @@ def explorer_data(workdir) -> tuple[dict, list[str]]:
         for r in records:
             r["source"] = str(pathlib.Path(r["source"]).relative_to(workdir))
         models[model] = {"layers": int(layers), "neurons": int(neurons), "tasks": entries, "records": records,
-                         "suppression": _suppression_rows(workdir, model, preds, problems)}
+                         "suppression": _suppression_rows(workdir, model, preds, problems),
+                         "pruning": _pruning_rows(workdir, model, preds, problems)}
     return {"models": models, "problems": problems}, problems
 
 

@@ -17,7 +17,7 @@ header p{margin:0;font-size:13px;color:#cfd8dc}
 .controls input{width:64px}
 main{display:flex;flex-wrap:wrap;gap:16px;padding:12px 16px}
 #left{flex:0 1 auto;max-width:1080px}
-#right{flex:1 1 480px;min-width:420px}
+#right{flex:1 1 420px;min-width:360px}
 #map{border:1px solid #90a4ae;cursor:crosshair;background:#fff}
 #hover{font-size:12px;height:16px;color:#455a64}
 .legend{display:flex;align-items:center;gap:6px;font-size:12px;margin:4px 0}
@@ -230,6 +230,31 @@ function suppressionTable(l, n) {
     "(selected by the source task's Pred; accuracies are means over seeds)."));
   return box;
 }
+function pruningTable(l, n) {
+  const m = modelData(), idx = l * m.neurons + n, box = el("div");
+  const rows = (m.pruning || []).filter(p => m.tasks.find(t => t.name === p.task));
+  if (!rows.length) return null;
+  const t = table(["task", "keep %", "this neuron", "unpruned acc.", "pruned acc.", "random kept acc."]);
+  t.id = "pruning-table";
+  for (const p of rows) {
+    const info = taskInfo(state.model, m.tasks.find(x => x.name === p.task));
+    const pruned = p.layers.includes(l), kept = !pruned || info.layerRank[idx] < p.kept[l];
+    const status = !pruned ? "kept (layer not pruned)" : (kept ? "kept" : "removed");
+    const tr = el("tr", {"data-task": p.task});
+    tr.appendChild(cell(p.task, null, null, "name"));
+    tr.appendChild(cell(String(p.keep_percent), "keep", p.keep_percent));
+    tr.appendChild(cell(status, "status", status));
+    tr.appendChild(cell(pct(p.unpruned), "unpruned", p.unpruned));
+    tr.appendChild(cell(pct(p.pruned), "pruned", p.pruned));
+    tr.appendChild(cell(pct(p.random), "random", p.random));
+    tr.title = `${p.file}: means over ${p.seeds} seed(s), random over ${p.draws} draw(s)`;
+    t.appendChild(tr);
+  }
+  box.appendChild(t);
+  box.appendChild(el("p", {class: "note"}, "Pruning keeps the top neurons by the task's Pred in each pruned " +
+    "layer and folds the removed ones' mean activations into the output bias."));
+  return box;
+}
 function drawHistogram(canvas, h) {
   const W = canvas.width, H = canvas.height, ctx = canvas.getContext("2d"), B = h.counts[0].length;
   const max = Math.max(1, ...h.counts[0], ...h.counts[1]), lo = h.edges[0], hi = h.edges[B];
@@ -306,6 +331,8 @@ function showDetails() {
   d.appendChild(recordSection(l, n));
   d.appendChild(el("h3", {}, "Suppression"));
   d.appendChild(suppressionTable(l, n));
+  const pruning = pruningTable(l, n);
+  if (pruning) { d.appendChild(el("h3", {}, "Pruning")); d.appendChild(pruning); }
 }
 function select(l, n) {
   const m = modelData();
