@@ -124,7 +124,12 @@ def test_curves_compile_once_and_select_equal_counts(tiny):
         none = jnp.zeros((layers, neurons), bool)
         adv_acc = np.mean(np.argmax(np.asarray(run(loaded.params, prompts[s], adv, none, zeros)[0]), -1) == fx.LABELS)
         assert result.adversarial[s] == pytest.approx(adv_acc)
+        # the per-example outcomes behind it (F2's paired McNemar test of the drop)
+        assert result.adversarial_correct[s].mean() == pytest.approx(adv_acc)
+        assert result.original_correct[s].mean() == pytest.approx(result.original[s])
     doc = result.to_json(model="tiny", source="sst2", target="advsst2", seeds=[0, 1])
+    assert np.array_equal(doc["adversarial_correct"], result.adversarial_correct)
+    assert np.array_equal(doc["original_correct"], result.original_correct)
     assert doc["ks"] == [0, 5, 10, 50] and doc["skill"]["0"] == result.adversarial.tolist()
     assert len(doc["random"]["5"]) == 3 and len(doc["random"]["5"][0]) == 2
 

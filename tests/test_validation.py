@@ -233,6 +233,19 @@ def test_f6_correlation_needs_a_control_pair():
     assert same.verdict != verdicts.SUPPORTED
 
 
+def test_f2_tests_the_paired_drop_by_exact_mcnemar():
+    """F2 tests the drop from the originals to their adversarial versions, paired by example (exact McNemar per
+    seed, the largest p), beside 'at or below chance'."""
+    rng = np.random.default_rng(0)
+    original = (rng.random((3, 120)) < 0.85).astype(int)
+    flipped = np.where(rng.random((3, 120)) < 0.4, 0, original)                   # 40 % of right answers lost
+    drop = verdicts.f2_drop("advsst2", "sst2", original, flipped)
+    assert drop.verdict == verdicts.SUPPORTED and drop.family == "F2 drop" and drop.estimate > 0.25
+    assert drop.p_value < 1e-6 and "McNemar" in drop.test and drop.mde < drop.estimate
+    same = verdicts.f2_drop("advsst2", "sst2", original, original[:, rng.permutation(120)])
+    assert same.verdict != verdicts.SUPPORTED and same.p_value > 0.05
+
+
 @pytest.mark.parametrize("accuracy, majority, expected", [
     ([0.46, 0.47, 0.45], 0.55, verdicts.SUPPORTED),
     ([0.80, 0.82, 0.81], 0.55, verdicts.NOT_SUPPORTED),
@@ -353,6 +366,10 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     synth.write_transfer(workdir, MODEL, "mrpc", "advqqp", [0.40, 0.41, 0.42], seeds=[0, 1, 2])
     skill, random = _suppression(0.02, 0.4, 0.005)
     synth.write_suppression(workdir, MODEL, "mrpc", "advqqp", KS, skill, random)
+    # the robust study's patching result with per-example outcomes: a large paired drop (F2 drop, McNemar)
+    original = (np.arange(60) % 10 < 8).astype(int)
+    project_io.atomic_write_json(layout.patching_path(workdir, MODEL, "mrpc", "advqqp", "original"), {
+        "original_correct": [original.tolist()] * 3, "adversarial_correct": [(original * (np.arange(60) % 2)).tolist()] * 3})
     config = validation_config.get_config().to_dict()
     config["tasks"] = clean + ["advqqp"]
     config["report"]["validation_doc"] = str(doc)
@@ -366,6 +383,7 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     by_key = {(v["finding"], v["subject"]): v["verdict"] for v in found}
     assert by_key[("F2", "advqqp (mrpc prompts)")] == verdicts.SUPPORTED
     assert by_key[("F6b", "mrpc → advqqp")] == verdicts.NOT_SUPPORTED
+    assert by_key[("F2", "advqqp drop (mrpc prompts)")] == verdicts.SUPPORTED
     assert all(by_key[("F5", t)] == verdicts.SUPPORTED for t in clean)
     assert by_key[("F4", "clean tasks")] == verdicts.SUPPORTED
     assert "F6a" in {v["finding"] for v in found}

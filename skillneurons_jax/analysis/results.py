@@ -326,6 +326,27 @@ def load_control(workdir, model: str, adversarial: str) -> tuple[np.ndarray, str
     return arr, str(meta.get("task", "control"))
 
 
+def load_paired_outcomes(workdir, model: str, clean: str, adversarial: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(original_correct, adversarial_correct) int [S, E] of the patching result with source "original"
+    (layout.patching_path): the clean prompts' unpatched outcomes on AdvGLUE's originals and their adversarial
+    versions, row i of one the original of row i of the other; None when absent or recorded without them."""
+    path = layout.patching_path(workdir, model, clean, adversarial, "original")
+    if not path.exists():
+        return None
+    obj = load_json(path, what=f"patching result {clean} -> {adversarial}")
+    if not isinstance(obj, dict) or obj.get("original_correct") is None or obj.get("adversarial_correct") is None:
+        return None
+    try:
+        first, second = (np.asarray(obj[k], np.int64) for k in ("original_correct", "adversarial_correct"))
+    except (TypeError, ValueError) as e:
+        raise CorruptResultError(path, f"'original_correct' / 'adversarial_correct' are not 0/1 arrays ({e})")
+    if first.ndim != 2 or first.shape != second.shape or not np.isin(first, (0, 1)).all() \
+            or not np.isin(second, (0, 1)).all():
+        raise CorruptResultError(path, f"'original_correct' {first.shape} and 'adversarial_correct' {second.shape} "
+                                       "must be 0/1 arrays of one shape [seeds, examples]")
+    return first, second
+
+
 def load_decoder_pred(workdir, model: str, task: str) -> np.ndarray | None:
     """T5 only: `decoder_pred` [L_dec, N] (neurons of the first decoder step) when the npz has it, else None."""
     path = predictivity_path(workdir, model, task)

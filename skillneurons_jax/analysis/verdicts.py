@@ -581,6 +581,12 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
             return f2_adversarial(adv, clean, res.accuracy, rate, confidence=confidence, alpha=alpha)
         attempt(f"F2 {adv}", f2)
 
+        def drop(adv=adv, clean=clean):
+            paired = results.load_paired_outcomes(workdir, model, clean, adv)
+            return None if paired is None else f2_drop(adv, clean, *paired, confidence=confidence, alpha=alpha,
+                                                       seed=seed)
+        attempt(f"F2 drop {adv}", drop)
+
     preds: dict[str, np.ndarray] = {}
 
     def per_seed(task):

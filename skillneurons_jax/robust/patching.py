@@ -96,6 +96,10 @@ class PatchingResult:
     neurons_per_layer: np.ndarray  # int [K, L]
     n_examples: int
     settings: PatchingSettings
+    # 0/1 per seed and example [S, E] (file order), unpatched: the adversarial versions, and the originals (None for
+    # source "mean"): the paired clean-vs-adversarial drop's exact McNemar test (analysis.verdicts.f2_drop)
+    adversarial_correct: np.ndarray | None = None
+    original_correct: np.ndarray | None = None
 
     def to_json(self, **fields) -> dict:
         """The suppression JSON format (ks with k = 0 = unpatched; skill / random per seed) plus
@@ -115,7 +119,17 @@ class PatchingResult:
                 "original_accuracy": [None if np.isnan(a) else float(a) for a in self.original],
                 "neurons_per_layer": self.neurons_per_layer.tolist(), "patch_source": self.settings.source,
                 "scope": self.settings.scope, "random_seed": self.settings.random_seed,
-                "random_draws": draws, "n_examples": self.n_examples, "intervention": "patch"}
+                "random_draws": draws, "n_examples": self.n_examples, "intervention": "patch",
+                **({} if self.adversarial_correct is None else
+                   {"adversarial_correct": np.asarray(self.adversarial_correct, int).tolist()}),
+                **({} if self.original_correct is None else
+                   {"original_correct": np.asarray(self.original_correct, int).tolist()})}
+
+
+def _correct(scores, batch) -> np.ndarray:
+    """0/1 [real rows of the batch]: whether the answer (argmax, as metrics.confusion) is the label."""
+    keep = np.asarray(batch["example_mask"], bool)
+    return (np.asarray(jnp.argmax(scores, axis=-1)) == np.asarray(batch["labels"]))[keep].astype(np.int8)
 
 
 def _confusion(scores, batch) -> np.ndarray:
@@ -153,6 +167,8 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
     num_labels = None
     conf_skill = conf_random = conf_adv = conf_orig = None
     n_examples = 0
+    adv_correct = [[] for _ in range(num_seeds)]
+    orig_correct = [[] for _ in range(num_seeds)]
     for s in range(num_seeds):
         prompt = prompts[s]
         for adv, orig in pairs:
@@ -166,6 +182,7 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
                 conf_adv = np.zeros((num_seeds, num_labels, num_labels), np.int64)
                 conf_orig = np.zeros((num_seeds, num_labels, num_labels), np.int64)
             conf_adv[s] += _confusion(adv_scores, adv)
+            adv_correct[s].append(_correct(adv_scores, adv))
             if s == 0:
                 n_examples += int(np.sum(adv["example_mask"]))
             if settings.source == "original":
@@ -177,6 +194,7 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
                                      "are not aligned")
                 orig_scores, values = run(params, prompt, orig, none, zeros)
                 conf_orig[s] += _confusion(orig_scores, adv)
+                orig_correct[s].append(_correct(orig_scores, adv))
             else:
                 values = jnp.broadcast_to(jnp.asarray(baseline[s])[:, None], zeros.shape)
             for k in range(num_levels):
@@ -189,7 +207,10 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
                           random=metrics.accuracy(conf_random), skill_f1=metrics.f1(conf_skill),
                           random_f1=metrics.f1(conf_random), adversarial=metrics.accuracy(conf_adv),
                           original=original, neurons_per_layer=suppression.counts_per_layer(masks),
-                          n_examples=n_examples, settings=settings)
+                          n_examples=n_examples, settings=settings,
+                          adversarial_correct=np.stack([np.concatenate(c) for c in adv_correct]),
+                          original_correct=(np.stack([np.concatenate(c) for c in orig_correct])
+                                            if settings.source == "original" else None))
 
 
 def pair_batches(adversarial_batches: Sequence[Mapping], original_batches: Sequence[Mapping]) -> list[tuple]:
