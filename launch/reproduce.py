@@ -63,6 +63,8 @@ def log_to_workdir(workdir) -> None:
     folder = layout.logs_dir(runner.check_workdir(workdir))     # an unwritable workdir: one clear error, here
     folder.mkdir(parents=True, exist_ok=True)
     logging.get_absl_handler().use_absl_log_file("reproduce", str(folder))
+    if not FLAGS["verbosity"].present:        # launch.common.run set WARNING for the console; the file takes INFO
+        logging.set_verbosity(logging.INFO)
     if not FLAGS["stderrthreshold"].present:
         FLAGS.stderrthreshold = "warning"
 

@@ -86,3 +86,26 @@ def test_the_results_document_holds_the_measured_figures_with_their_provenance(b
     for row in summary["accuracy"]:
         assert f"{100 * row['accuracy']['mean']:.1f}" in doc
     assert "Prompt transfer" in doc and "Task specificity" in doc
+
+
+def test_the_log_file_takes_info_and_the_console_keeps_warnings(tmp_path):
+    """launch.reproduce's logging (log_to_workdir after launch.common.run's console default): an INFO line of the
+    library goes to WORKDIR/logs/, a warning to both, and the console shows no INFO."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    code = ("import logging, os\n"
+            "from launch import common, reproduce\n"
+            "def main(argv):\n"
+            "    reproduce.log_to_workdir(os.environ['W'])\n"
+            "    logging.getLogger('skillneurons_jax.data.readers').info('carved a split')\n"
+            "    logging.getLogger('skillneurons_jax.data.readers').warning('a real problem')\n"
+            "common.run(main)\n")
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "W": str(tmp_path / "w")})
+    assert out.returncode == 0, out.stderr
+    assert "a real problem" in out.stderr and "carved a split" not in out.stderr + out.stdout
+    (log,) = [p for p in (tmp_path / "w" / "logs").iterdir() if ".INFO." in p.name]
+    assert "carved a split" in log.read_text() and "a real problem" in log.read_text()
