@@ -123,6 +123,41 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(data, tmp_path):
     assert (dirs[0] / T.PROMPT_FILE).exists()
 
 
+class _RecordedLoss:
+    """A step's loss that logs when the loop reads it on the host."""
+
+    def __init__(self, value, index, log):
+        self.value, self.index, self.log = value, index, log
+
+    def __array__(self, dtype=None, copy=None):
+        self.log.append(("read", self.index))
+        return np.asarray(self.value, dtype)
+
+
+def test_a_step_loss_is_read_while_the_next_step_runs(data):
+    """The host does not wait for each step before dispatching the next: step k's loss is read after step k + 1
+    was dispatched (at evaluations, before evaluating), and the results are those of the plain loop."""
+    log = []
+
+    def factory(tx, mesh):
+        step = T.make_train_step(st.score_fn, tx, mesh)
+
+        def recorded(*args):
+            i = sum(1 for kind, _ in log if kind == "dispatch")
+            log.append(("dispatch", i))
+            prompts, opt_state, loss = step(*args)
+            return prompts, opt_state, _RecordedLoss(loss, i, log)
+        return recorded
+
+    cfg = _cfg(epochs=1, eval_every=4)
+    res = _run(data, [0], cfg, step_factory=factory)
+    plain = _run(data, [0], cfg)
+    assert log[:5] == [("dispatch", 0), ("dispatch", 1), ("read", 0), ("dispatch", 2), ("read", 1)]
+    assert log[5:8] == [("dispatch", 3), ("read", 2), ("read", 3)]      # step 4 evaluates: everything read first
+    np.testing.assert_array_equal(res.prompts, plain.prompts)
+    assert [h["train_loss"] for h in res.history] == [h["train_loss"] for h in plain.history]
+
+
 def test_time_limit_stops_after_an_evaluation_and_checkpoint(data, tmp_path):
     res = _run(data, [0], _cfg(time_limit_s=1e-9, eval_every=100), run_dirs=[tmp_path / "seed_0"])
     assert res.steps == 1 and [h["step"] for h in res.history] == [1]

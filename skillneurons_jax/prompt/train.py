@@ -484,30 +484,48 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
 
     bar = _progress(cfg.progress and jax.process_index() == 0, schedule.total_steps, step, description)
     loss_sum, loss_count = np.zeros(len(seeds)), 0
+    # The loss of a step is read on the host one step later, while the next step computes: reading it right
+    # away would make the host wait for every step before it stacks and transfers the next batch. `pending` is
+    # (step index, loss [S] on the device) of the step dispatched last and not yet read; a non-finite loss
+    # still stops training before anything is evaluated or saved for that step.
+    pending = None
+
+    def settle():
+        """Reads the pending step's loss: the divergence check, the running mean, the progress bar."""
+        nonlocal pending, loss_sum, loss_count
+        if pending is None:
+            return
+        at, device_loss = pending
+        pending = None
+        loss = np.asarray(device_loss)
+        if not np.all(np.isfinite(loss)):
+            _diverged(loss, seeds, at, run_files)
+        loss_sum += loss
+        loss_count += 1
+        bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_accuracy:.4f}")
+
     try:
         while step < schedule.total_steps and stopped_early is None:
             batch = batches.for_step(step, schedule.steps_per_epoch)
             prompts, opt_state, loss = train_step(prompts, opt_state, params,
                                                   parallel.shard_batch(batch, mesh, batch_axis=1))
-            loss = np.asarray(loss)
-            if not np.all(np.isfinite(loss)):
-                _diverged(loss, seeds, step, run_files)
+            settle()                     # the previous step's loss
+            pending = (step, loss)
             step += 1
-            loss_sum += loss
-            loss_count += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_accuracy:.4f}")
             out_of_time = bool(cfg.time_limit_s) and time.time() - t0 > cfg.time_limit_s
             if schedule.evaluates_at(step) or out_of_time:
+                settle()
                 stop = evaluation(step, prompts, loss_sum / loss_count)
                 loss_sum, loss_count = np.zeros(len(seeds)), 0
-                bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_accuracy:.4f}")
+                bar.set_postfix(loss=f"{float(np.mean(np.asarray(loss))):.4f}", dev_acc=f"{last_accuracy:.4f}")
                 if run_files is not None:
                     state = dataclasses.replace(state, prompts=np.asarray(prompts),
                                                 opt_state=jax.tree.map(np.asarray, opt_state), step=step)
                     run_files.save(state)
                 if out_of_time or stop:
                     break
+        settle()
     finally:
         bar.close()
         if run_files is not None:
