@@ -33,6 +33,7 @@ PROMPTS_DIR = "prompts"
 TRANSFER_DIR = "transfer"
 PREDICTIVITY_DIR = "predictivity"
 CONTROL_DIR = "predictivity_controls"
+SUPPRESSION_SLOTS_DIR = "suppression_slot0_excluded"
 SUPPRESSION_DIR = "suppression"
 REPORT_DIR = "report"
 SPLIT_DIRS = {"dev": "", "test": "test"}   # results on another split mirror the dev layout under this folder
@@ -94,6 +95,12 @@ def transfer_path(workdir, model: str, source: str, target: str, split: str = "d
 
 def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
     return pathlib.Path(workdir) / PREDICTIVITY_DIR / model / f"{task}.npz"
+
+
+def suppression_slots_excluded_path(workdir, model: str, source: str, target: str) -> pathlib.Path:
+    """Suppression whose skill neurons were selected with prompt slot 0 (the readout slot) left out of Pred
+    (stages.suppress exclude_slots); a folder of its own, so no inventory mistakes it for the default."""
+    return pathlib.Path(workdir) / SUPPRESSION_SLOTS_DIR / model / f"{pair_name(source, target)}.json"
 
 
 def control_predictivity_path(workdir, model: str, adversarial: str) -> pathlib.Path:

@@ -243,6 +243,32 @@ def test_suppression_curves(env, sst2):
     assert mean["skill"]["0"] == json.loads(io.sidecar_path(sst2[0]).read_text())["model_accuracy"]
 
 
+def test_suppression_with_prompt_slot_0_excluded(env, sst2):
+    """F5 beside the default: skill neurons selected by Pred without prompt slot 0 (the readout slot), from the
+    npz's acc, written apart from the default result, which stays as it was."""
+    from skillneurons_jax.analysis import results
+    from skillneurons_jax.neurons import suppression
+    default = _suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"], levels=(0, 10),
+                        random_draws=1, batch_size=8)
+    before = default.read_bytes()
+    out = _suppress(str(env["ckpt"]), "sst2", "sst2", env["data"], SEEDS, env["workdir"], levels=(0, 10),
+                    random_draws=1, batch_size=8, exclude_slots=(0,))
+    assert out == layout.suppression_slots_excluded_path(env["workdir"], MODEL, "sst2", "sst2")
+    assert default.read_bytes() == before
+    res = json.loads(out.read_text())
+    assert res["excluded_prompt_slots"] == [0] and res["skill"]["0"] == json.loads(before)["skill"]["0"]
+    acc = sst2[1]["acc"].astype(np.float64)
+    without = np.maximum(acc, 1 - acc)[:, :, 1:].max(2).mean(0)
+    loaded_model = SESSION.setup(str(env["ckpt"]), "sst2", tune_config.get_config()).loaded
+    used = suppress_stage.load_source(env["workdir"], loaded_model, "sst2", "encoder", False, exclude_slots=(0,))[0]
+    np.testing.assert_allclose(used, without, atol=1e-6)                   # the Pred the selection used
+    want = suppression.skill_masks(without, [10])[0]
+    assert want.sum(1).tolist() == res["neurons_per_layer"]["10"]
+    assert not np.array_equal(want, suppression.skill_masks(sst2[1]["pred"], [10])[0])    # another selection
+    loaded = results.load_suppression(env["workdir"], MODEL, "sst2", "sst2", slot0_excluded=True)
+    assert loaded.skill.shape == (2, 2)
+
+
 def test_suppression_writes_what_the_paired_test_and_interventions_need(env, sst2):
     """Per-example correctness reproduces every accuracy; the mean intervention says which positions had a TRAIN
     mean; the predictivity npz carries the TRAIN mean of a^2 for a Gaussian scale relative to the train std."""

@@ -356,6 +356,10 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
         for target in clean:
             synth.write_transfer(workdir, MODEL, task, target, [0.8, 0.8, 0.8] if task == target else [0.6] * 3,
                                  seeds=[0, 1, 2])
+        if task == "sst2":     # the stage with prompt slot 0 excluded from the selection: no effect left there
+            variant = layout.suppression_slots_excluded_path(workdir, MODEL, task, task)
+            variant.parent.mkdir(parents=True, exist_ok=True)
+            synth.write_suppression(workdir, MODEL, task, task, KS, *_suppression(0.02, 0.02, 0.005)).rename(variant)
         skill, random = _suppression(0.4, 0.02, 0.005, seed=len(task))
         synth.write_suppression(workdir, MODEL, task, task, KS, skill, random)
     # a held-out test result of SST-2 (where the test transfer stage writes it)
@@ -384,6 +388,8 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert by_key[("F2", "advqqp (mrpc prompts)")] == verdicts.SUPPORTED
     assert by_key[("F6b", "mrpc → advqqp")] == verdicts.NOT_SUPPORTED
     assert by_key[("F2", "advqqp drop (mrpc prompts)")] == verdicts.SUPPORTED
+    assert by_key[("F5", "sst2 (slot 0 excluded)")] != verdicts.SUPPORTED
+    assert ("F5", "mrpc (slot 0 excluded)") not in by_key
     assert all(by_key[("F5", t)] == verdicts.SUPPORTED for t in clean)
     assert by_key[("F4", "clean tasks")] == verdicts.SUPPORTED
     assert "F6a" in {v["finding"] for v in found}

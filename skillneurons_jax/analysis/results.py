@@ -452,9 +452,13 @@ class Suppression:
         return None if self.labels is None else [int(c) for c in np.bincount(self.labels, minlength=2)]
 
 
-def load_suppression(workdir, model: str, source: str, target: str) -> Suppression:
-    """Reads `suppression/<model>/<source>__<target>.json` (schema in docs/interfaces.md, analysis)."""
-    path = suppression_path(workdir, model, source, target)
+def load_suppression(workdir, model: str, source: str, target: str, *, slot0_excluded: bool = False
+                     ) -> Suppression:
+    """Reads `suppression/<model>/<source>__<target>.json` (schema in docs/interfaces.md, analysis); with
+    slot0_excluded, the result whose skill neurons were selected without prompt slot 0
+    (layout.suppression_slots_excluded_path)."""
+    path = (layout.suppression_slots_excluded_path(workdir, model, source, target) if slot0_excluded
+            else suppression_path(workdir, model, source, target))
     obj = load_json(path, what=f"suppression result {source} -> {target}")
     if not isinstance(obj, dict):
         raise CorruptResultError(path, "suppression result must be a JSON object")

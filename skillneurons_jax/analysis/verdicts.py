@@ -69,6 +69,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from skillneurons_jax import layout
 from skillneurons_jax.analysis import inference, results, robustness, specificity, transfer
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
@@ -626,6 +627,17 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
         attempt(f"F5 {task}", lambda task=task: suppression_verdict(
             "F5", results.load_suppression(workdir, model, task, task), alpha=alpha, confidence=confidence,
             n_flips=flips, seed=seed))
+
+        def f5_slot0(task=task):       # beside the default, where the stage ran with exclude_slots=(0,)
+            if not layout.suppression_slots_excluded_path(workdir, model, task, task).exists():
+                return None
+            found = suppression_verdict("F5", results.load_suppression(workdir, model, task, task,
+                                                                       slot0_excluded=True),
+                                        alpha=alpha, confidence=confidence, n_flips=flips, seed=seed)
+            return dataclasses.replace(found, subject=f"{task} (slot 0 excluded)", family="F5 slot 0 excluded",
+                                       note=found.note + "; skill neurons selected with prompt slot 0 (the readout "
+                                                         "slot) left out of Pred")
+        attempt(f"F5 {task} (slot 0 excluded)", f5_slot0)
     controls = dict(controls or {})
 
     def f6a(adv, clean):

@@ -27,6 +27,7 @@ position. Every mask is an array argument of ONE compiled evaluation; identical 
 from __future__ import annotations
 
 import functools
+import json
 import time
 from typing import Optional, Sequence
 
@@ -37,8 +38,10 @@ import numpy as np
 from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import tasks
+from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons import suppression
 from skillneurons_jax.neurons.predictivity import to_host
+from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.prompt import files, metrics, scoring
 from skillneurons_jax.stages.predictivity import STREAM_PREFIX
 from skillneurons_jax.stages.setup import TaskSetup, encode_split, hold, sharded_batches
@@ -76,9 +79,11 @@ def level_key(k: float) -> str:
     return str(int(k)) if float(k).is_integer() else repr(float(k))
 
 
-def load_source(workdir, loaded, source: str, stream: str, need_baseline: bool, need_square: bool = False):
+def load_source(workdir, loaded, source: str, stream: str, need_baseline: bool, need_square: bool = False,
+                exclude_slots: Sequence[int] = ()):
     """(pred [L, N], baseline [S, L, T, N] or None, baseline_sq [S, L, T, N] or None) of the source task, checked
-    against the model."""
+    against the model. exclude_slots: Pred recomputed from the npz's acc (eqs. 4-5, the aggregations its sidecar
+    records) without those prompt slots (slot 0 holds the readout, whose neurons are partly the readout itself)."""
     path = layout.predictivity_path(workdir, loaded.name, source)
     if not path.exists():
         raise FileNotFoundError(f"no predictivity for source task {source!r} of model {loaded.name!r}: {path} does "
@@ -88,6 +93,16 @@ def load_source(workdir, loaded, source: str, stream: str, need_baseline: bool, 
         if prefix + "pred" not in z.files:
             raise ValueError(f"{path} has no {prefix}pred array (stream {stream!r}); it has {sorted(z.files)}")
         pred = np.asarray(z[prefix + "pred"])
+        if exclude_slots:
+            acc = np.asarray(z[prefix + "acc"], np.float64)
+            keep = np.setdiff1d(np.arange(acc.shape[2]), np.asarray(list(exclude_slots), int))
+            if keep.size == 0:
+                raise ValueError(f"{path}: no prompt slot left after excluding {list(exclude_slots)}")
+            side = io.sidecar_path(path)
+            recorded = (json.loads(side.read_text()).get("options") or {}) if side.exists() else {}
+            options = StatsOptions(token_aggregation=recorded.get("token_aggregation", "max"),
+                                   seed_aggregation=recorded.get("seed_aggregation", "mean"))
+            pred = statistics.aggregate(statistics.token_predictivity(acc[:, :, keep]), options)[0]
         baseline = np.asarray(z[prefix + "baseline"]) if need_baseline else None
         baseline_sq = None
         if need_square:
@@ -142,22 +157,31 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
              scope: str = "layer", intervention: str = "zero", noise_scale: float = 1.0, random_draws: int = 3,
              random_seed: int = 0, stream: str = "encoder", max_examples: Optional[int] = None,
              batch_size: Optional[int] = None, prompt_task: Optional[str] = None,
-             noise_relative_to: str = "absolute", split: str = "dev") -> dict:
+             noise_relative_to: str = "absolute", split: str = "dev", exclude_slots: Sequence[int] = ()) -> dict:
     """See the module docstring. `setup` is the TARGET task's; `max_text_tokens` and its readout must be the
-    prompts' tuning settings. Returns {"output", "skill": {k: mean}, "random": {k: mean}}."""
+    prompts' tuning settings. Returns {"output", "skill": {k: mean}, "random": {k: mean}}. exclude_slots (e.g.
+    (0,)): the skill neurons are selected by Pred without those prompt slots, and the result goes to
+    layout.suppression_slots_excluded_path (dev only), beside the default."""
     source = tasks.get_task(source_task).name
-    output = layout.suppression_path(workdir, setup.loaded.name, source, setup.task.name, split)
+    exclude_slots = tuple(int(j) for j in exclude_slots)
+    if exclude_slots and split != "dev":
+        raise ValueError("exclude_slots is a dev-split check of F5 (slot 0 excluded); got split " + repr(split))
+    output = (layout.suppression_slots_excluded_path(workdir, setup.loaded.name, source, setup.task.name)
+              if exclude_slots else layout.suppression_path(workdir, setup.loaded.name, source, setup.task.name,
+                                                            split))
     with hold(output, f"suppress {setup.loaded.name}/{source}__{setup.task.name}"):
         return _suppress(setup, source, workdir, data_dir, seeds, model_path=model_path,
                          max_text_tokens=max_text_tokens, eval_batch_size=eval_batch_size, levels=levels, scope=scope,
                          intervention=intervention, noise_scale=noise_scale, random_draws=random_draws,
                          random_seed=random_seed, stream=stream, max_examples=max_examples, batch_size=batch_size,
-                         prompt_task=prompt_task, noise_relative_to=noise_relative_to, split=split)
+                         prompt_task=prompt_task, noise_relative_to=noise_relative_to, split=split,
+                         exclude_slots=exclude_slots, output=output)
 
 
 def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequence[int], *, model_path,
               max_text_tokens, eval_batch_size, levels, scope, intervention, noise_scale, random_draws, random_seed,
-              stream, max_examples, batch_size, prompt_task, noise_relative_to, split) -> dict:
+              stream, max_examples, batch_size, prompt_task, noise_relative_to, split, exclude_slots=(),
+              output=None) -> dict:
     """The body of `suppress`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
@@ -175,7 +199,7 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
     relative = intervention == "gaussian" and noise_relative_to == "train_std"
     pred, baseline, baseline_sq = load_source(workdir, loaded, source, stream,
                                               need_baseline=intervention == "mean" or relative,
-                                              need_square=relative)
+                                              need_square=relative, exclude_slots=exclude_slots)
     prompts_np, digests = files.load_tuned_prompts(workdir, loaded, readout, prompt_task, seeds, max_text_tokens)
 
     skill = suppression.skill_masks(pred, levels, scope)                                   # [K, L, N]
@@ -229,9 +253,10 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
         else None, "noise_relative_to": noise_relative_to if intervention == "gaussian" else None,
         "mean_positions": mean_positions, "stream": stream, "random_seed": random_seed,
         "random_draws": random_draws, "n_dev": int(confusion[0, 0].sum()), "split": split, "positions": "all",
+        **({"excluded_prompt_slots": list(exclude_slots)} if exclude_slots else {}),
         **suppression.suppression_example_fields(correct, index, example_labels, keys, draws),
     }
-    out = layout.suppression_path(workdir, loaded.name, source, target, split)
+    out = output or layout.suppression_path(workdir, loaded.name, source, target, split)
     if jax.process_index() == 0:
         io.atomic_write_json(out, result)
         io.write_sidecar(out, stage="suppress", model_path=str(model_path), prompt_sha256=digests,
