@@ -98,8 +98,11 @@ def get_config() -> ml_collections.ConfigDict:
         c.tune.patience = ml_collections.FieldReference(None, field_type=int)
     c.tune.patience = None                          # off: a fixed budget keeps the measured run time honest
 
+    # label_permutations R > 0: Pred's label-permutation null (its floor, the max of noise: F3a/F3b's tests) in the
+    # same dev pass; subsample_sizes "78,...": Pred also at those n (matched-n comparisons); 0 / "": off
     c.stats = ml_collections.ConfigDict(dict(positions="prompt", threshold="mean", token_aggregation="max",
-                                             seed_aggregation="mean", pre_activation=False))
+                                             seed_aggregation="mean", pre_activation=False, label_permutations=0,
+                                             subsample_sizes="", subsample_draws=1, permutation_seed=0))
     c.suppression = ml_collections.ConfigDict(dict(
         levels="0,5,15", random_draws=1,          # k within the paper's 1-15 %; 1 random draw per seed (2 cost
                                                   # 2 more of 7 passes per split, ~70 s: the 15-minute budget)

@@ -204,3 +204,20 @@ def test_pred_drop_is_compared_at_matched_n(tmp_path):
     # plain: matched clean [.7, .7, .7] - adversarial [.6, .6, .65] = [.1, .1, .05] -> +8.3; floor 62.0
     assert "| 85.0 [72.6, 97.4] | 61.7 [54.5, 68.8] | +8.3 [+1.2, +15.5] | 55.8 | 62.0 |" in markdown
     assert "not compared: n = 112 clean vs 78 adversarial" in markdown          # anchored: no matched Pred
+
+
+def test_paired_drop_table_by_exact_mcnemar(tmp_path):
+    """Where patching recorded per-example outcomes, the document shows the paired drop from the originals to the
+    adversarial versions with its exact McNemar p (largest over seeds), Holm over rows, interval and MDE."""
+    workdir = tmp_path / "work"
+    _write_arms(workdir)
+    doc = patching_doc(source="original")
+    original = [1] * 24 + [0] * 6
+    doc.update(original_correct=[original, original], adversarial_correct=[[0] * 12 + original[12:]] * 2)
+    write_patching(workdir, doc)
+    write_patching(workdir, patching_doc(source="mean"))
+    markdown = _build(tmp_path, workdir).index_md.read_text()
+    assert "paired by example" in markdown
+    # 12 discordant pairs, all original-right: one-sided binomial p = 0.5^12 = 0.000244 in each seed
+    assert "| m | sst2 → advsst2 | seeds × examples | n = 30 pairs | +40.0 [" in markdown
+    assert "| 12/0, 12/0 | 0.0002441 | 0.0002441 | yes |" in markdown

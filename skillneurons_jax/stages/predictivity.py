@@ -137,7 +137,13 @@ def train_fingerprint(setup: TaskSetup, *, seeds, max_examples, max_text_tokens:
             "max_text_tokens": int(max_text_tokens), "readout": setup.readout_settings.to_dict(),
             "positions": options.positions, "pre_activation": options.pre_activation,
             "threshold": options.threshold, "median_bins": options.median_bins,
-            "median_max_passes": options.median_max_passes, "streams": sorted(streams)}
+            "median_max_passes": options.median_max_passes, "streams": sorted(streams),
+            # the label columns change the npz (not the baseline): a result without them is not this computation
+            **({"label_columns": {"label_permutations": options.label_permutations,
+                                  "subsample_sizes": list(options.subsample_sizes),
+                                  "subsample_draws": options.subsample_draws,
+                                  "permutation_seed": options.permutation_seed}}
+               if options.label_permutations or options.subsample_sizes else {})}
 
 
 def _reusable_train(workdir, model: str, fingerprint: dict) -> Optional[dict[str, statistics.TrainSummary]]:
