@@ -20,6 +20,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from skillneurons_jax import io, models, parallel  # noqa: E402
 from skillneurons_jax.data import readers, tasks  # noqa: E402
+from skillneurons_jax.prompt import files  # noqa: E402
 from skillneurons_jax.prompt.readout import ReadoutSettings  # noqa: E402
 from skillneurons_jax.stages.setup import TaskSetup, make_setup  # noqa: E402
 
@@ -43,8 +44,9 @@ flags.DEFINE_integer("distributed_timeout_s", 300, "Multi-host: seconds to wait 
 flags.DEFINE_integer("heartbeat_timeout_s", 100, "Multi-host: a host silent this long stops every other host.")
 
 
-# Errors that mean "bad input" (unknown task, missing file, wrong shape...): one clear line on stderr, exit code 2.
-USER_ERRORS = (ValueError, FileNotFoundError)
+# Errors that mean "bad input" (unknown task, missing file, wrong shape, a PyTorch prompt file without torch...):
+# one clear line on stderr, exit code 2.
+USER_ERRORS = (ValueError, FileNotFoundError, files.TorchMissing)
 
 
 def run(main: Callable) -> None:

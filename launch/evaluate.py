@@ -37,11 +37,15 @@ def main(argv):
     common.check_flags(tasks_read=[FLAGS.task], workdir=False)   # evaluate writes only --output
     common.positive("config.eval_batch_size", FLAGS.config.eval_batch_size, allow_none=False)
     common.start_distributed()
-    prompt_files = files.find_prompts(FLAGS.prompt_dir)   # a missing prompt fails before the model loads
+    # every prompt file found and read whole before the model loads: a missing, linked-out, pickled or PyTorch
+    # file without torch installed fails in one line first
+    prompt_files = files.find_prompts(FLAGS.prompt_dir)
+    prompts = files.read_prompts(prompt_files)
     config = FLAGS.config
     setup = common.load_setup(FLAGS.model_path, FLAGS.task, config)
     encoded = encode_split(setup, FLAGS.split, FLAGS.data_dir, FLAGS.max_examples, config.max_text_tokens)
-    result = evaluate.evaluate(setup, prompt_files, encoded, config.eval_batch_size, parallel.make_mesh())
+    result = evaluate.evaluate(setup, prompt_files, encoded, config.eval_batch_size, parallel.make_mesh(),
+                               prompts=prompts)
     line = {"task": setup.task.name, "split": FLAGS.split, "model": setup.loaded.name,
             "readout": setup.readout.kind.name, **result}
     if jax.process_index() == 0:

@@ -4,9 +4,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import hashlib
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import pathlib
 import platform
@@ -17,6 +19,10 @@ import time
 from typing import Any, Iterator
 
 import numpy as np
+
+from skillneurons_jax import layout
+
+log = logging.getLogger(__name__)
 
 _VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "tokenizers",
                        "numpy", "scipy", "torch", "skillneurons_jax")
@@ -77,6 +83,49 @@ def atomic_save_npy(path, array) -> pathlib.Path:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array))
     return atomic_write_bytes(path, buf.getvalue())
+
+
+class JsonlLineError(ValueError):
+    """A line of a JSON-lines file that is not what it must be; `path`, `line` (1-based) and `problem` name it."""
+
+    def __init__(self, path, line: int, problem: str):
+        self.path, self.line, self.problem = pathlib.Path(path), int(line), problem
+        super().__init__(f"{path}, line {line}: {problem}")
+
+
+def parse_jsonl(text: str, path, required: tuple[str, ...] = ()) -> list[dict]:
+    """The JSON objects of the text of a JSON-lines file written by append_jsonl (`path` names it in messages).
+    Its LAST line may be cut (a run killed during an append): that line is skipped with a warning. Any other line
+    that is not a JSON object, or that lacks a key of `required`, is a JsonlLineError naming file and line."""
+    lines = text.splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            if i == last:
+                log.warning("%s: line %d is cut (an interrupted write); skipped", path, i + 1)
+                break
+            raise JsonlLineError(path, i + 1, f"not JSON ({err}); only the last line can be cut by an "
+                                 "interrupted write, so the file was edited or damaged") from None
+        if not isinstance(row, dict):
+            raise JsonlLineError(path, i + 1, f"a JSON {type(row).__name__}, not an object")
+        missing = [key for key in required if key not in row]
+        if missing:
+            raise JsonlLineError(path, i + 1, f"lacks {missing}")
+        rows.append(row)
+    return rows
+
+
+def read_jsonl(path, required: tuple[str, ...] = ()) -> list[dict]:
+    """parse_jsonl of the file at `path`; [] when it does not exist. The one reader of metrics.jsonl."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    return parse_jsonl(path.read_text(encoding="utf-8", errors="replace"), path, required)
 
 
 def append_jsonl(path, obj: Any) -> None:
@@ -146,18 +195,36 @@ def sidecar_path(path) -> pathlib.Path:
     return path.with_name(path.name + ".json") if path.suffix != ".json" else path.with_name(path.stem + ".meta.json")
 
 
-def write_sidecar(path, **fields) -> pathlib.Path:
-    """Writes `<path>.json` next to an output: the given fields plus versions, commit, machine and time."""
+def sha256_of(path) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# The sidecar field holding the sha256 of the output it describes (what a copy checks the bytes against).
+SHA256_FIELD = "sha256"
+
+
+def write_sidecar(path, *, output_complete: bool = True, **fields) -> pathlib.Path:
+    """Writes `<path>.json` next to an output: the given fields plus versions, commit, machine, time and, when
+    the output exists and `output_complete` (False for a file still being appended to, e.g. metrics.jsonl at the
+    start of a run), the sha256 of its bytes (SHA256_FIELD)."""
     meta = dict(fields)
     meta.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     meta["versions"] = package_versions()
     meta["git_commit"] = git_commit()
     meta["machine"] = machine()
+    meta.pop(SHA256_FIELD, None)
+    if output_complete and pathlib.Path(path).is_file():
+        meta[SHA256_FIELD] = sha256_of(path)
     return atomic_write_json(sidecar_path(path), meta)
 
 
 # What write_sidecar stamps on every sidecar: a copied result gets its own, and keeps the source's as provenance.
-SIDECAR_STAMPS = ("created", "versions", "git_commit", "machine")
+SIDECAR_STAMPS = ("created", "versions", "git_commit", "machine", SHA256_FIELD)
 
 
 # What copied_from writes: a copy of a copy carries the first computation's commit, time and machine.
@@ -206,6 +273,100 @@ def check_writable_folder(path, *, what: str = "folder") -> pathlib.Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {path} is not writable (no write permission on {existing}); choose another {what}")
     return path
+
+
+# ------------------------------------------------------------------------------------------ folders a user gives
+class OutsideFolder(ValueError):
+    """A path under a folder the user gave leads outside it through a symbolic link: refused, never read."""
+
+
+def inside(root, path) -> pathlib.Path:
+    """`path`, a file or folder under `root` (a folder the user gave: a workdir, a reuse_from study, a
+    --prompt_dir), resolved, when it stays under `root` resolved once every symbolic link on the way is followed;
+    else OutsideFolder naming the path and where it leads. Opens nothing. A link that stays inside is fine."""
+    root_real = pathlib.Path(root).resolve()
+    real = pathlib.Path(path).resolve()
+    if real != root_real and root_real not in real.parents:
+        raise OutsideFolder(f"{path} leads outside {root} (a symbolic link, to {real}); refused: only files inside "
+                            f"the folder given are read")
+    return real
+
+
+def check_tree_inside(root, folder=None, *, skip: tuple[str, ...] = ()) -> None:
+    """`folder` (default: `root`) and every symbolic link below it stay inside `root` (`inside`); names in `skip`
+    (e.g. the XLA cache) are not walked. A folder that does not exist passes."""
+    folder = pathlib.Path(root if folder is None else folder)
+    inside(root, folder)
+    for dirpath, dirnames, filenames in os.walk(folder):      # links to folders are listed, never entered
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in dirnames + filenames:
+            path = pathlib.Path(dirpath) / name
+            if path.is_symlink():
+                inside(root, path)
+
+
+class Unverified(ValueError):
+    """A file to be copied whose bytes its own records do not vouch for (no recorded sha256, or another one)."""
+
+
+def _stage_record_hashes(root: pathlib.Path, path: pathlib.Path) -> dict[str, str]:
+    """{record file: sha256 of `path`} from the plan's completion records under `root` that name it."""
+    records = root / layout.STAGE_RECORDS_DIR
+    try:
+        name = str(path.absolute().relative_to(root.absolute()))    # how the plan names its outputs
+    except ValueError:
+        return {}
+    out = {}
+    for record in sorted(records.glob("*.json")) if records.is_dir() else []:
+        try:
+            inside(root, record)
+            digest = (json.loads(record.read_text(encoding="utf-8")).get("sha256") or {}).get(name)
+        except (OSError, ValueError, AttributeError) as err:   # an unreadable record vouches for nothing
+            log.warning("%s: not read as a record (%s)", record, err)
+            continue
+        if isinstance(digest, str):
+            out[str(record)] = digest
+    return out
+
+
+def recorded_sha256(root, path) -> dict[str, str]:
+    """Where the records under `root` give the sha256 of the file `path` under it: {record file: sha256}, from
+    the file's sidecar (SHA256_FIELD) and from every completion record of the plan (WORKDIR/.stages) whose outputs
+    name it. The sidecar and records are read only inside `root` (OutsideFolder otherwise)."""
+    root, path = pathlib.Path(root), pathlib.Path(path)
+    out = {}
+    side = sidecar_path(path)
+    if side.exists():
+        inside(root, side)
+        try:
+            digest = json.loads(side.read_text(encoding="utf-8")).get(SHA256_FIELD)
+        except (OSError, ValueError, AttributeError) as err:
+            log.warning("%s: not read as a record (%s)", side, err)
+            digest = None
+        if isinstance(digest, str):
+            out[str(side)] = digest
+    return {**out, **_stage_record_hashes(root, path)}
+
+
+def read_verified(root, path) -> bytes:
+    """The bytes of `path`, a file under `root` (another study's workdir) that is about to be copied, when they
+    are what the source's own records say it wrote. Refused, with the reason: OutsideFolder when the path leads
+    outside `root`; Unverified when no record under `root` gives its sha256 (recorded_sha256), or one gives
+    another than the bytes have (changed after it was written). The bytes returned are the ones checked, so the
+    copy writes exactly what was verified."""
+    inside(root, path)
+    path = pathlib.Path(path)
+    data = path.read_bytes()
+    records = recorded_sha256(root, path)
+    if not records:
+        raise Unverified(f"{path}: no record under {root} gives its sha256 (its sidecar's {SHA256_FIELD!r}, a "
+                         f"{layout.STAGE_RECORDS_DIR}/ record), so its bytes cannot be checked")
+    digest = hashlib.sha256(data).hexdigest()
+    for record, expected in records.items():
+        if expected != digest:
+            raise Unverified(f"{path} changed after it was written: its sha256 is {digest[:12]}..., {record} "
+                             f"records {expected[:12]}...")
+    return data
 
 
 # ------------------------------------------------------------------------------------------ refused pickles

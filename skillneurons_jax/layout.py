@@ -20,6 +20,7 @@
       .stages/<key with / as __>.json                                                  (the plan's records)
       .hosts/host_<i>.json                  heartbeats of the hosts of a --process_count run (pipeline/hosts.py)
       .jax_cache/                                                                      (XLA's compilation cache)
+      .study.lock                           held by the launch.reproduce run that works in this workdir
     A run writing a stage holds its lock: prompts/<model>/<task>/.lock, or .<file>.lock beside a result file.
 
 `<model>` is `LoadedModel.name` (the checkpoint folder's basename, lower case). These names are contracts
@@ -57,6 +58,7 @@ SEED_DIR_PREFIX = "seed_"
 PAIR_SEPARATOR = "__"                  # <source>__<target>
 REPORT_FILES = ("index.html", "index.md", "summary.json")
 LOCK_FILE = ".lock"                    # held while a run writes a stage's outputs (io.stage_lock)
+STUDY_LOCK_FILE = ".study.lock"        # held by the one study (launch.reproduce) working in a workdir
 
 
 def task_prompts_dir(workdir, model: str, task: str) -> pathlib.Path:
@@ -193,6 +195,12 @@ def lock_path(output) -> pathlib.Path:
     if output.suffix == "":
         return output / LOCK_FILE
     return output.with_name(f".{output.name}.lock")
+
+
+def study_lock_path(workdir) -> pathlib.Path:
+    """WORKDIR/.study.lock: held (io.stage_lock) by the study that runs its plan in the workdir, so that a second
+    study is refused at its start; the hosts of one --process_count run share it (host 0 holds it)."""
+    return pathlib.Path(workdir) / STUDY_LOCK_FILE
 
 
 def jax_cache_dir(workdir) -> pathlib.Path:

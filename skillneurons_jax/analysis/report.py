@@ -118,9 +118,11 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None, *,
                  label_overlap: Mapping | None = None) -> Report:
     """Gathers every table and figure the results under `workdir` allow into `out_dir` (see the module docstring).
     `label_overlap`: the datasets' label dependence measured by the caller (None: not measured, and said so).
-    Raises only when `out_dir` cannot be written."""
+    Raises only when `out_dir` cannot be written, or (io.OutsideFolder, before anything is read) when a symbolic
+    link in `workdir` leads out of it: the report reads nothing outside the workdir it is given."""
     config = _plain_config(config_dict)
     out_dir = pathlib.Path(out_dir)
+    io.check_tree_inside(workdir, skip=(layout.JAX_CACHE_DIR,))
     try:      # fail before any work when the report cannot be written at all
         out_dir.mkdir(parents=True, exist_ok=True)
         io.atomic_write_text(out_dir / ".write_probe", "")

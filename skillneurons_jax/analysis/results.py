@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from skillneurons_jax import layout
+from skillneurons_jax import io, layout
 from skillneurons_jax.data.tasks import DISPLAY_ORDER as _DISPLAY_ORDER
 from skillneurons_jax.data.tasks import TASKS as _TASKS
 
@@ -170,24 +170,14 @@ def load_json(path, what: str = "JSON result") -> Any:
 
 
 def load_jsonl(path, what: str = "JSON-lines log") -> list[dict]:
-    """Every line must be a JSON object, except a truncated LAST line (an interrupted append), which is skipped."""
+    """io.read_jsonl (the one reader of these logs): every line must be a JSON object, except a truncated LAST line
+    (an interrupted append), which is skipped."""
     path = pathlib.Path(path)
     _require(path, what)
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                break
-            raise CorruptResultError(path, f"corrupt {what}: line {i + 1} is not JSON ({e})") from e
-        if not isinstance(obj, dict):
-            raise CorruptResultError(path, f"corrupt {what}: line {i + 1} is not a JSON object")
-        out.append(obj)
-    return out
+    try:
+        return io.read_jsonl(path)
+    except io.JsonlLineError as e:
+        raise CorruptResultError(path, f"corrupt {what}: line {e.line} {e.problem}") from e
 
 
 def load_npz(path, names: Iterable[str], optional: Iterable[str] = (), what: str = "npz result"

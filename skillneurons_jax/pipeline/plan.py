@@ -39,12 +39,7 @@ class Stage:
     settings: Optional[dict] = None       # what the outputs depend on besides the inputs (JSON-able); None: none
 
 
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = io.sha256_of
 
 
 def settings_sha256(settings) -> Optional[str]:

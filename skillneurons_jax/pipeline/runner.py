@@ -133,11 +133,29 @@ def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_i
     """Builds and runs (or lists) the plan for `settings`. Returns plan.run's summary plus "report" (the
     index.html path or None) and "stages" (the plan). With process_count > 1 every host keeps a heartbeat record
     in the workdir (pipeline/hosts.py): hosts started with another count, config or data are an error, and host 0
-    stops waiting for a host whose heartbeat is older than heartbeat_timeout_s (hosts.HostLost)."""
+    stops waiting for a host whose heartbeat is older than heartbeat_timeout_s (hosts.HostLost).
+
+    One study per workdir: a run (not a dry run) holds WORKDIR/.study.lock (layout.study_lock_path, io.stage_lock:
+    pid, host and start time; released however the run ends; a lock left by a dead process of this host is taken
+    over) from before the plan is built to its end, and a second study is refused at its start with io.LockHeld
+    naming the holder. The hosts of one --process_count run (or of one jax.distributed program) share the
+    workdir: host 0 (process 0) holds the lock for all of them."""
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"--process_index {process_index} is not in [0, --process_count {process_count})")
     workdir = check_workdir(settings.workdir, create=not dry_run)
     settings.workdir = workdir
+    holder = not dry_run and process_index == 0 and jax.process_index() == 0
+    with io.stage_lock(layout.study_lock_path(workdir), workdir,
+                       f"a study of {process_count} host(s) (launch.reproduce)", enabled=holder):
+        return _run_plan(settings, workdir, dry_run=dry_run, process_index=process_index,
+                         process_count=process_count, wait_s=wait_s, poll_s=poll_s, printer=printer,
+                         session=session, hooks=hooks, heartbeat_timeout_s=heartbeat_timeout_s)
+
+
+def _run_plan(settings: plan_stages.Settings, workdir: pathlib.Path, *, dry_run: bool, process_index: int,
+              process_count: int, wait_s: float, poll_s: float, printer, session: Optional[Session], hooks,
+              heartbeat_timeout_s: float) -> dict:
+    """The body of run_plan, run while the workdir is held."""
     session = session or Session()
     stages = plan_stages.build_plan(settings, session, hooks=hooks)
     task_plan = plan_stages.plan_tasks(settings)

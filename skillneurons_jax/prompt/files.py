@@ -26,12 +26,20 @@ TORCH_PROMPT_KEYS = ("task_prompt", "prompt_emb", "prompt_embeddings.weight")
 def find_prompts(path) -> list:
     """Prompt files named by `path`: a file (.npy, or a PyTorch tensor file such as the original release's
     `task_prompt`), a seed folder holding prompt.npy (or task_prompt), or a folder of seed_<s>/ folders.
-    Returns the files, seeds in numeric order. Raises FileNotFoundError naming what was looked for."""
+    Returns the files, seeds in numeric order. Raises FileNotFoundError naming what was looked for; a file or
+    seed folder inside the folder given that is a symbolic link leading out of it is refused (io.OutsideFolder)."""
     path = pathlib.Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"prompt path {path} does not exist")
+    found = _prompt_files(path)
+    for file in found:
+        io.inside(path, file)
+    return found
+
+
+def _prompt_files(path: pathlib.Path) -> list:
     for name in (PROMPT_FILE, "task_prompt"):
         if (path / name).is_file():
             return [path / name]
@@ -64,11 +72,28 @@ def read_prompt(path) -> np.ndarray:
     return array
 
 
-def _read_torch_prompt(path):
+class TorchMissing(ImportError):
+    """A PyTorch prompt file and no torch installed (a user error: the launch scripts print it in one line)."""
+
+
+def require_torch(path) -> None:
+    """TorchMissing naming `path` and the install command when torch cannot be imported."""
     try:
-        import torch  # noqa: PLC0415 - optional dependency, only for PyTorch prompt files
+        import torch  # noqa: F401, PLC0415 - optional dependency, only for PyTorch prompt files
     except ImportError:
-        raise ImportError(f"{path}: reading a PyTorch prompt file needs torch (pip install torch)") from None
+        raise TorchMissing(f'{path} is a PyTorch prompt file and torch is not installed: pip install -e ".[torch]" '
+                           "(or save the prompt as .npy)") from None
+
+
+def read_prompts(paths: Sequence) -> list:
+    """read_prompt of each file: the whole of every file checked (format, pickles refused, torch present for a
+    PyTorch file, shape) before any model is loaded."""
+    return [read_prompt(p) for p in paths]
+
+
+def _read_torch_prompt(path):
+    require_torch(path)
+    import torch  # noqa: PLC0415 - optional dependency, only for PyTorch prompt files
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, ...: the file is not a weights-only tensor file
@@ -115,6 +140,7 @@ def load_tuned_prompts(workdir, loaded, readout, task: str, seeds: Sequence[int]
     prompts, digests = [], []
     for seed in seeds:
         path = layout.prompt_path(workdir, loaded.name, task, seed)
+        io.inside(workdir, path)            # never read through a link out of the workdir
         if not path.exists():
             raise FileNotFoundError(
                 f"no tuned prompt for task {task!r}, seed {seed}, model {loaded.name!r}: {path} does not exist; "
@@ -126,6 +152,7 @@ def load_tuned_prompts(workdir, loaded, readout, task: str, seeds: Sequence[int]
                              f"(hidden size {hidden}); it was tuned for another model")
         side = io.sidecar_path(path)
         if side.exists():
+            io.inside(workdir, side)
             meta = json.loads(side.read_text())
             model = meta.get("model")
             if model is not None and str(model) != loaded.name:

@@ -293,15 +293,24 @@ def _from_per_seed(restored: Sequence[dict]) -> TrainState:
 
 
 # ----------------------------------------------------------------------------------------------- files
-def _read_metrics(path: pathlib.Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+# What every metrics.jsonl row holds (evaluation_rows writes it; resuming and copying read it).
+METRICS_REQUIRED = ("step",)
+
+
+def read_metrics(path) -> list[dict]:
+    """The rows of a metrics.jsonl ([] without one): io.read_jsonl, so a cut last line (a run killed while
+    appending) is skipped and any other bad line is an error naming the file and the line."""
+    return io.read_jsonl(path, METRICS_REQUIRED)
+
+
+def parse_metrics(text: str, path) -> list[dict]:
+    """read_metrics of a metrics.jsonl's text (as read once, e.g. the verified bytes of a copy)."""
+    return io.parse_jsonl(text, path, METRICS_REQUIRED)
 
 
 def _truncate_metrics(path: pathlib.Path, upto_step: Optional[int]) -> None:
     """Drops evaluations after `upto_step` (None: all): a resumed run evaluates those steps again."""
-    rows = [] if upto_step is None else [r for r in _read_metrics(path) if r["step"] <= upto_step]
+    rows = [] if upto_step is None else [r for r in read_metrics(path) if r["step"] <= upto_step]
     io.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
@@ -380,7 +389,7 @@ def resume(run_files: RunFiles, fingerprint: dict, state: TrainState) -> tuple[T
     if run_files.writer:
         for i, d in enumerate(run_files.dirs):
             _truncate_metrics(d / METRICS_FILE, resumed_from)
-            history.extend(_read_metrics(d / METRICS_FILE))
+            history.extend(read_metrics(d / METRICS_FILE))
             if resumed_from is not None and state.best_step[i] >= 0:
                 files.write_prompt(d, state.best_prompts[i], run_files.prompt_meta(state, i))
             elif resumed_from is None and (d / PROMPT_FILE).exists():

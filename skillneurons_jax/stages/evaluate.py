@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -15,11 +15,14 @@ from skillneurons_jax.prompt import files, metrics, scoring, soft_prompt
 from skillneurons_jax.stages.setup import TaskSetup, buckets_for, model_batches, round_up
 
 
-def evaluate(setup: TaskSetup, prompt_files: Sequence, encoded: Encoded, eval_batch_size: int, mesh) -> dict:
+def evaluate(setup: TaskSetup, prompt_files: Sequence, encoded: Encoded, eval_batch_size: int, mesh, *,
+             prompts: Optional[Sequence[np.ndarray]] = None) -> dict:
     """Accuracy and F1 of each prompt file on `encoded`; the mean over prompts at the top level. Prompts of one
-    length are scored together (one compiled step, vmapped over them)."""
+    length are scored together (one compiled step, vmapped over them). `prompts`: the files' arrays when the
+    caller read them already (files.read_prompts, before loading the model); None: read here."""
     hidden = setup.loaded.config.hidden
-    prompts = [soft_prompt.check_prompt(files.read_prompt(f), None, hidden, source=str(f)) for f in prompt_files]
+    arrays = files.read_prompts(prompt_files) if prompts is None else prompts
+    prompts = [soft_prompt.check_prompt(a, None, hidden, source=str(f)) for a, f in zip(arrays, prompt_files)]
     batch_size = round_up(eval_batch_size, parallel.num_data_shards(mesh))
     batches = list(model_batches(encoded, batch_size, buckets=buckets_for([encoded]), sort_by_length=True))
     eval_step = scoring.make_eval_step(setup.readout.score_fn(), mesh)

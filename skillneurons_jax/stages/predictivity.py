@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from io import BytesIO
 from typing import Iterator, Optional, Sequence
 
 import jax
@@ -157,7 +158,8 @@ def _reusable_train(workdir, model: str, fingerprint: dict) -> Optional[dict[str
         if meta.get("train_fingerprint") != fingerprint:
             return None
         out = {}
-        with np.load(path, allow_pickle=False) as z:
+        # the bytes its records vouch for (io.read_verified), read once: a result edited since is not reused
+        with np.load(BytesIO(io.read_verified(workdir, path)), allow_pickle=False) as z:
             for name in fingerprint["streams"]:
                 prefix = STREAM_PREFIX[name]
                 base = np.asarray(z[prefix + "baseline"])
@@ -183,7 +185,11 @@ def _copy_same_result(source_root, workdir, model: str, task: str, fingerprint: 
     if not (source.exists() and side.exists()):
         return None
     try:
+        io.inside(source_root, side)
         meta = json.loads(side.read_text(encoding="utf-8"))
+    except io.OutsideFolder as err:
+        log.warning("predictivity %s/%s under %s: not copied (%s); computing it here", model, task, workdir, err)
+        return None
     except (OSError, ValueError) as err:         # a corrupt source is no reason to stop: computed here instead
         log.warning("predictivity %s/%s under %s: not copied from %s (unreadable sidecar: %s)", model, task,
                     workdir, source, err)
@@ -198,9 +204,14 @@ def _copy_same_result(source_root, workdir, model: str, task: str, fingerprint: 
         log.info("predictivity %s/%s under %s: not copied from %s (another computation)", model, task, workdir,
                  source)
         return None
+    try:     # the integrity rule (docs/interfaces.md): only bytes the source's own records vouch for are copied
+        data = io.read_verified(source_root, source)
+    except (io.OutsideFolder, io.Unverified) as err:
+        log.warning("predictivity %s/%s under %s: not copied (%s); computing it here", model, task, workdir, err)
+        return None
     out = layout.predictivity_path(workdir, model, task)
     if jax.process_index() == 0:
-        io.atomic_write_bytes(out, source.read_bytes())
+        io.atomic_write_bytes(out, data)
         io.write_sidecar(out, **io.copied_meta(source, meta))
     return {"output": str(out), "task": task, "baseline_task": meta.get("baseline_task"),
             "model_accuracy": meta.get("model_accuracy"), "top_pred": None, "copied_from": str(source)}

@@ -228,7 +228,7 @@ def _finished_run_mismatch(source: pathlib.Path, fingerprint: Mapping, sidecar: 
     expected = _sidecar_view(sidecar, REUSE_SIDECAR_KEYS)
     if found != expected:
         return f"{io.sidecar_path(source / layout.METRICS_FILE)} differs in {_differing_fields(found, expected)}"
-    rows = [json.loads(line) for line in (source / layout.METRICS_FILE).read_text().splitlines() if line.strip()]
+    rows = train.read_metrics(source / layout.METRICS_FILE)
     last = max((int(r["step"]) for r in rows), default=0)
     if last != planned and not any("stopped_early" in r for r in rows):
         # fewer steps: unfinished; more: resumed with a smaller budget (its best prompt may come from later steps)
@@ -248,17 +248,7 @@ BUDGET_FIELDS = ("max_steps", "epochs")
 def _logged_steps(run_dir: pathlib.Path) -> tuple[int, bool]:
     """(last logged step, whether the run stopped early) of a run folder's metrics.jsonl (a truncated last line,
     an interrupted append, is skipped); (0, False) without one."""
-    path = run_dir / layout.METRICS_FILE
-    if not path.exists():
-        return 0, False
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if i < len(lines) - 1:
-                raise
+    rows = train.read_metrics(run_dir / layout.METRICS_FILE)
     return max((int(r["step"]) for r in rows), default=0), any("stopped_early" in r for r in rows)
 
 
@@ -335,11 +325,23 @@ def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequen
     there is this computation (_finished_run_mismatch: its run_config.json is `fingerprint` less `own_keys`, its
     sidecar shares REUSE_SIDECAR_KEYS, it reached `planned` steps or stopped early); returns tune's summary, or
     None (logged, nothing written) when any seed's run does not match. The copy has no checkpoint (the run is
-    finished); its sidecars are this run's with `copied_from` naming the source folder."""
+    finished); its sidecars are this run's with `copied_from` naming the source folder.
+
+    What is copied is checked first (the integrity rule of docs/interfaces.md): every seed folder and each link
+    in it stays inside `source_root` (io.check_tree_inside), and the bytes of metrics.jsonl and prompt.npy are
+    those the source's own records (their sidecars' sha256, its .stages records) say it wrote (io.read_verified);
+    otherwise nothing is copied, the reason is logged, and the caller trains."""
     sources = [layout.run_dir(source_root, model, task, s) for s in seeds]
+    verified = []
     for source in sources:
         try:
+            io.check_tree_inside(source_root, source)
             reason = _finished_run_mismatch(source, fingerprint, sidecar, own_keys, planned)
+            if reason is None:
+                verified.append({name: io.read_verified(source_root, source / name)
+                                 for name in (layout.METRICS_FILE, layout.PROMPT_FILE)})
+        except (io.OutsideFolder, io.Unverified) as err:          # refused: computed here, from nothing outside
+            reason = f"refused: {err}"
         except (OSError, ValueError, KeyError, TypeError) as err:   # a corrupt source is no reason to stop: train
             reason = f"{source} is unreadable ({type(err).__name__}: {err})"
         if reason is not None:
@@ -349,9 +351,9 @@ def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequen
     summary = {"model": model, "task": task, "seeds": [int(s) for s in seeds], "steps": 0, "resumed_from": None,
                "stopped_early": None, "best_dev_accuracy": [], "best_dev_f1": [], "best_step": [], "prompts": [],
                "copied_from": str(source_root)}
-    for seed, source in zip(seeds, sources):
+    for seed, source, data in zip(seeds, sources, verified):
         target = layout.run_dir(workdir, model, task, seed)
-        rows = (source / layout.METRICS_FILE).read_text()
+        rows = data[layout.METRICS_FILE].decode("utf-8")
         source_meta = json.loads(io.sidecar_path(source / layout.PROMPT_FILE).read_text())
         # this run's fields, the source's selection (best step and its dev scores) and where and when it came from
         prompt_meta = {**dict(run_info), **dict(sidecar), "seed": int(seed),
@@ -363,9 +365,9 @@ def copy_finished_run(source_root, workdir, model: str, task: str, seeds: Sequen
             io.atomic_write_text(target / layout.METRICS_FILE, rows)
             io.write_sidecar(target / layout.METRICS_FILE, **dict(run_info), **dict(sidecar),
                              **io.copied_from(source, source_meta))
-            io.atomic_write_bytes(target / layout.PROMPT_FILE, (source / layout.PROMPT_FILE).read_bytes())
+            io.atomic_write_bytes(target / layout.PROMPT_FILE, data[layout.PROMPT_FILE])
             io.write_sidecar(target / layout.PROMPT_FILE, **prompt_meta)
-        parsed = [json.loads(line) for line in rows.splitlines() if line.strip()]
+        parsed = train.parse_metrics(rows, source / layout.METRICS_FILE)
         summary["steps"] = max(summary["steps"], max(int(r["step"]) for r in parsed))
         stopped = [int(r["stopped_early"]) for r in parsed if "stopped_early" in r]
         summary["stopped_early"] = stopped[-1] if stopped else summary["stopped_early"]
@@ -412,6 +414,8 @@ def tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config,
     Returns the summary that launch.tune prints.
     """
     folder = layout.task_prompts_dir(workdir, setup.loaded.name, setup.task.name)
+    for seed in seeds:   # a run resumed here reads only files inside the workdir (io.OutsideFolder otherwise)
+        io.check_tree_inside(workdir, layout.run_dir(workdir, setup.loaded.name, setup.task.name, seed))
     with io.stage_lock(layout.lock_path(folder), folder, f"tune {setup.loaded.name}/{setup.task.name}",
                        enabled=jax.process_index() == 0):
         return _tune(setup, seeds, workdir, data_dir, tune_config, model_path=model_path,
@@ -497,12 +501,16 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
     if jax.process_index() == 0:
         for d in run_dirs:
             d.mkdir(parents=True, exist_ok=True)
-            io.write_sidecar(d / layout.METRICS_FILE, **run_info, **sidecar)
+            # metrics.jsonl is appended to from here on: its sha256 is recorded when the run returns
+            io.write_sidecar(d / layout.METRICS_FILE, output_complete=False, **run_info, **sidecar)
     log.info("prompt tuning %s on %s: %d train / %d dev examples, seeds %s, %d device(s), %s", loaded.name, task,
              len(train_enc), len(dev_enc), seeds, jax.device_count(), config)
     result = train.train(readout.score_fn(), loaded.params, init, seeds, train_batches, dev_batches, config,
                          run_dirs=run_dirs, pad_id=train_enc.pad_id, mesh=mesh, run_info=run_info,
                          sidecar=sidecar, description=f"{loaded.name}/{task}", step_factory=step_factory)
+    if jax.process_index() == 0:
+        for d in run_dirs:      # the log as this run leaves it, with its sha256 (what a copy of the run checks)
+            io.write_sidecar(d / layout.METRICS_FILE, **run_info, **sidecar)
     if require_complete and result.stopped_early is None:
         planned = planned_steps(config, len(train_enc))
         if result.steps < planned:
