@@ -57,8 +57,14 @@ def _tables(context: ReportContext) -> Optional[dict]:
         return None
     # Where an evaluation did not record its labels: this workdir's label counts of the set, else those of the
     # study it reused (config reuse_from: the same tasks, caps and rows), when they count the same examples.
-    roots = [context.workdir] + ([pathlib.Path(context.config["reuse_from"])] if context.config.get("reuse_from")
-                                 else [])
+    roots = [context.workdir]
+    if context.config.get("reuse_from"):
+        reused = pathlib.Path(context.config["reuse_from"])
+        try:     # another folder the user gave: read only when nothing in it links out of it (io's integrity rule)
+            io.check_tree_inside(reused, skip=(layout.JAX_CACHE_DIR,))
+            roots.append(reused)
+        except io.OutsideFolder as error:
+            context.problem(error)
     for row in arms:
         for root in roots:
             if row.get("majority_rate") is not None:
