@@ -24,6 +24,9 @@ Ends with DIR/report/index.html and index.md (tables, figures, the config, and w
   resumes its share. A host's devices all serve its own stages (data parallel over its local mesh). For one JAX
   program spanning all hosts instead (jax.distributed, --distributed), leave --process_count at 1: every host
   then walks the same plan and only process 0 writes.
+- One study per workdir: a run holds WORKDIR/.study.lock (pid, host, start time) from its start to its end; a
+  second launch.reproduce there exits 2 at once naming the holder (a lock left by a killed run is taken over); the
+  hosts of one --process_count run share the workdir (host 0 holds it).
 - Common flags, when given, override the config: --data_dir, --seeds, --max_examples, --max_steps, --model_path
   (one model), --task (one task).
 """
@@ -75,21 +78,24 @@ def main(argv):
     common.start_distributed()
     settings = Settings.from_config(FLAGS.config, FLAGS.workdir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
                                     default_tune=tune_config.get_config())
-    if not FLAGS.dry_run:
-        log_to_workdir(settings.workdir)
     given = [name for name in OVERRIDES if FLAGS[name].present]
     runner.apply_overrides(settings, seeds=common.parse_seeds(FLAGS.seeds) if "seeds" in given else None,
                            max_examples=FLAGS.max_examples, max_steps=FLAGS.max_steps, eval_every=FLAGS.eval_every,
                            model_path=FLAGS.model_path, task=FLAGS.task, given=given)
     t0 = time.time()
-    try:
-        result = runner.run_plan(settings, dry_run=FLAGS.dry_run, process_index=FLAGS.process_index,
-                                 process_count=FLAGS.process_count, wait_s=FLAGS.wait_s, poll_s=FLAGS.poll_s,
-                                 printer=lambda msg: print(msg, flush=True),
-                                 heartbeat_timeout_s=FLAGS.heartbeat_timeout_s)
-    except hosts.HostLost as error:          # another host died: a clear line and exit 3, never a hang
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(3)
+    # one study per workdir: a second one is refused here (exit 2, naming the holder), before it writes its log
+    with runner.hold_study(settings.workdir, process_index=FLAGS.process_index, process_count=FLAGS.process_count,
+                           dry_run=FLAGS.dry_run):
+        if not FLAGS.dry_run:
+            log_to_workdir(settings.workdir)
+        try:
+            result = runner.run_plan(settings, dry_run=FLAGS.dry_run, process_index=FLAGS.process_index,
+                                     process_count=FLAGS.process_count, wait_s=FLAGS.wait_s, poll_s=FLAGS.poll_s,
+                                     printer=lambda msg: print(msg, flush=True),
+                                     heartbeat_timeout_s=FLAGS.heartbeat_timeout_s, study_held=True)
+        except hosts.HostLost as error:          # another host died: a clear line and exit 3, never a hang
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(3)
     if FLAGS.dry_run:
         for line in accelerators.format_estimate(settings, FLAGS.accelerator, FLAGS.accelerator_chips,
                                                  FLAGS.accelerator_mfu):

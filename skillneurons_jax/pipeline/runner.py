@@ -6,6 +6,7 @@ See launch/reproduce.py for the behaviour (resumable, --dry_run, absent data ski
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -127,26 +128,37 @@ def wait_for_others(stages, workdir, wait_s: float, poll_s: float, printer=print
         time.sleep(max(0.0, min(poll_s, deadline - time.time())))
 
 
+@contextlib.contextmanager
+def hold_study(workdir, *, process_index: int = 0, process_count: int = 1, dry_run: bool = False):
+    """One study per workdir: holds WORKDIR/.study.lock (layout.study_lock_path, io.stage_lock: pid, host and start
+    time; released however the block ends; a lock left by a dead process of this host is taken over) and yields
+    the checked workdir; a second study is refused with io.LockHeld naming the holder before it writes anything.
+    The hosts of one --process_count run (or of one jax.distributed program) share the workdir: host 0 (process
+    0) holds it for all of them. A dry run holds nothing."""
+    workdir = check_workdir(workdir, create=not dry_run)
+    holder = not dry_run and process_index == 0 and jax.process_index() == 0
+    with io.stage_lock(layout.study_lock_path(workdir), workdir,
+                       f"a study of {process_count} host(s) (launch.reproduce)", enabled=holder):
+        yield workdir
+
+
 def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_index: int = 0,
              process_count: int = 1, wait_s: float = 0.0, poll_s: float = 30.0, printer=print,
-             session: Optional[Session] = None, hooks=None, heartbeat_timeout_s: float = 100.0) -> dict:
+             session: Optional[Session] = None, hooks=None, heartbeat_timeout_s: float = 100.0,
+             study_held: bool = False) -> dict:
     """Builds and runs (or lists) the plan for `settings`. Returns plan.run's summary plus "report" (the
     index.html path or None) and "stages" (the plan). With process_count > 1 every host keeps a heartbeat record
     in the workdir (pipeline/hosts.py): hosts started with another count, config or data are an error, and host 0
     stops waiting for a host whose heartbeat is older than heartbeat_timeout_s (hosts.HostLost).
-
-    One study per workdir: a run (not a dry run) holds WORKDIR/.study.lock (layout.study_lock_path, io.stage_lock:
-    pid, host and start time; released however the run ends; a lock left by a dead process of this host is taken
-    over) from before the plan is built to its end, and a second study is refused at its start with io.LockHeld
-    naming the holder. The hosts of one --process_count run (or of one jax.distributed program) share the
-    workdir: host 0 (process 0) holds the lock for all of them."""
+    The workdir is held (hold_study) from before the plan is built to its end; `study_held`: the caller holds it
+    already (launch.reproduce, from before it writes its log there)."""
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"--process_index {process_index} is not in [0, --process_count {process_count})")
     workdir = check_workdir(settings.workdir, create=not dry_run)
     settings.workdir = workdir
-    holder = not dry_run and process_index == 0 and jax.process_index() == 0
-    with io.stage_lock(layout.study_lock_path(workdir), workdir,
-                       f"a study of {process_count} host(s) (launch.reproduce)", enabled=holder):
+    held = contextlib.nullcontext() if study_held else hold_study(
+        workdir, process_index=process_index, process_count=process_count, dry_run=dry_run)
+    with held:
         return _run_plan(settings, workdir, dry_run=dry_run, process_index=process_index,
                          process_count=process_count, wait_s=wait_s, poll_s=poll_s, printer=printer,
                          session=session, hooks=hooks, heartbeat_timeout_s=heartbeat_timeout_s)
