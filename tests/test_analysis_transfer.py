@@ -65,12 +65,12 @@ def test_accuracy_rows_show_every_metric_with_n_and_majority_and_no_f1_headline(
     header = robustness.ACCURACY_HEADER
     col = {name: header.index(name) for name in header}
     assert [r[1] for r in rows] == ["sst2", "advqqp"]                     # display order: clean tasks first
-    assert rows[0][col["accuracy (%)"]] == f"90.0 ± {100 * np.std([0.8, 0.9, 1.0]):.1f}"   # ddof=0: 8.2
+    assert rows[0][col["accuracy (%)"]] == f"90.0 ± {100 * np.std([0.8, 0.9, 1.0], ddof=1):.1f}"   # ddof=1: 10.0
     assert rows[0][col["F1 (%)"]] == "–" and rows[0][col["majority class (%)"]] == "–"
     adv = rows[1]
     assert adv[col["prompt"]] == "qqp" and adv[col["accuracy (%)"]] == "75.0 ± 0.0"
     assert adv[col["n (dev)"]] == "80" and adv[col["majority class (%)"]] == "75.0"
-    assert adv[col["balanced accuracy (%)"]] == f"{100 * balanced.mean():.1f} ± {100 * balanced.std():.1f}"
+    assert adv[col["balanced accuracy (%)"]] == f"{100 * balanced.mean():.1f} ± {100 * balanced.std(ddof=1):.1f}"
     # the paper's Table 1 reports accuracy for every task: no column claims F1 is its metric for AdvQQP
     assert "reported metric" not in header and "f1" not in adv
     records = robustness.accuracy_records(entries)

@@ -500,7 +500,7 @@ def f6_correlation(adversarial: str, clean: str, pred_adv: np.ndarray, pred_clea
                        "clean task's beyond what the shared prompt and baseline give",
                        f"layer-averaged Spearman ρ(adversarial, clean) − ρ(control {control}, clean), mean over "
                        f"seeds", estimate, 0.0, interval, units, confidence, "control pair: one-sided t over seeds "
-                       f"(null: ρ no larger than the control's)", p,
+                       "(null: ρ no larger than the control's)", p,
                        decide(estimate, interval, 0.0, p_value=p, alpha=alpha), mde=seed_mde(excess, confidence),
                        note=f"ρ(adversarial, clean) {np.mean(per_seed):.3f}, ρ(control, clean) "
                             f"{np.mean(rho_control):.3f}; neuron-permutation p {tested.p_value:.4f} (not the "

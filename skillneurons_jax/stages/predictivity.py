@@ -110,7 +110,8 @@ def _blocks(forward, params, prompts, batch_seq, mesh, prompt_len: int, position
 
 def column_arrays(stats: statistics.NeuronStatistics, sizes: np.ndarray, permutations: int) -> dict:
     """The npz arrays of the label columns (none without columns): the null's summary (statistics.null_summary:
-    null_pred [R, L, N], null_pred_layer_mean / null_pred_layer_max [R, L], null_pred_max [R], null_pred_per_seed_max [R, S]) and the
+    null_pred [R, L, N], null_pred_layer_mean / null_pred_layer_max [R, L], null_pred_max [R],
+    null_pred_per_seed_max [R, S]) and the
     matched-n Pred, averaged over draws per size: matched_n int [M], matched_pred [M, L, N],
     matched_pred_per_seed [M, S, L, N]."""
     if stats.column_pred is None:

@@ -13,7 +13,8 @@ from skillneurons_jax.prompt import metrics
 def build(context: ReportContext) -> None:
     document = context.document
     document.h(2, "Accuracy (Table 1)", anchor="accuracy")
-    document.p("Mean ± std (ddof=0) over seeds. Adversarial sets are evaluated with the prompt of their clean task. "
+    document.p("Mean ± std over seeds (ddof = 1, the one convention of every ± and interval here). Adversarial "
+               "sets are evaluated with the prompt of their clean task. "
                "Balanced accuracy = mean of the per-class recalls (from the confusion matrix when the result "
                "records it). Majority class = the accuracy of always answering the dev split's most frequent label "
                "(label counts read from the transfer JSON, else the predictivity sidecar, else a suppression "

@@ -100,7 +100,8 @@ def build(context: ReportContext, model: str) -> None:
     context.summary.setdefault("predictivity", {})[model] = {
         t: {"layer_mean": jsonable(p.mean(1)), "layer_max": jsonable(p.max(1)), "majority_rate": majority.get(t),
             "null_floor": None if t not in nulls else jsonable(inference.pred_floor(nulls[t]["null_pred_layer_mean"])),
-            "null_max": None if t not in nulls or "null_pred_max" not in nulls[t] else jsonable(nulls[t]["null_pred_max"])}
+            "null_max": (None if t not in nulls or "null_pred_max" not in nulls[t]
+                         else jsonable(nulls[t]["null_pred_max"]))}
         for t, p in predictivities.items()}
 
 

@@ -36,7 +36,8 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
     document.h(2, "Findings")
     document.ul([f.sentence for f in headline.findings(summary)] or ["(no verdict could be computed)"])
     document.h(2, "Table 1: accuracy on dev")
-    document.p("Mean ± std (ddof=0) over seeds; balanced accuracy and the majority-class rate beside each row.")
+    document.p("Mean ± std over seeds (ddof = 1, as every ± and interval here); balanced accuracy and the "
+               "majority-class rate beside each row.")
     rows = robustness.accuracy_rows(context.accuracy_entries)
     if rows:
         document.table(robustness.ACCURACY_HEADER, rows)

@@ -50,7 +50,8 @@ DIFFERENCES = {
           "prompt positions to take the max over (eq. 5) lowers Pred, a small dev split raises the max over "
           "neurons by chance; F3a is tested against the label-permutation null of the max Pred at the split's n "
           "(inconclusive where the stage computed none), and F3b is also given with prompt slot 0 (the readout) "
-          "left out of the max over prompt tokens. MiniLM has 6 layers, so 'upper layers' is a coarser statement than in 12/24 layers.",
+          "left out of the max over prompt tokens. MiniLM has 6 layers, so 'upper layers' is a coarser statement "
+          "than in 12/24 layers.",
     "F4": "Same type structure as F1 (two same-type pairs among six tasks): the exact task-type permutation test "
           "has few assignments, so even a clean separation has a limited smallest p; the verdict says so.",
     "F5": "Suppression here is evaluated on a capped dev subset with fewer random draws than the paper; MiniLM's "
