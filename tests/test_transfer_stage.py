@@ -73,11 +73,14 @@ def test_target_verbalizer_scores_the_source_prompt(env):
     np.testing.assert_allclose(got, want)
 
 
-def test_one_compiled_evaluation_per_target_for_all_sources(env):
+def test_one_compiled_evaluation_per_target_for_all_sources(env, capsys, caplog):
     session = env["session"]
     before = {k: v for k, v in session.cache.items() if k[0] == "transfer"}
-    session.transfer(str(env["model"]), "mrpc", ["sst2", "mrpc"], SEEDS, env["workdir"], env["data"],
-                    env["cfg"])
+    with caplog.at_level("INFO", logger="skillneurons_jax.stages.transfer"):
+        session.transfer(str(env["model"]), "mrpc", ["sst2", "mrpc"], SEEDS, env["workdir"], env["data"],
+                         env["cfg"])
+    # each pair's accuracy goes to the log (launch.reproduce: WORKDIR/logs/), not to the console
+    assert capsys.readouterr().out == "" and "mrpc -> sst2: accuracy" in caplog.text
     after = {k: v for k, v in session.cache.items() if k[0] == "transfer"}
     assert set(after) == set(before) and all(after[k] is before[k] for k in before)
     assert session.loads == 1

@@ -19,6 +19,7 @@ and the compiled evaluation step (prompts of all seeds are one vmapped argument)
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 import time
 from typing import Any, Optional, Sequence
@@ -31,6 +32,8 @@ from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.prompt import files, scoring
 from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, model_batches, round_up
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -102,5 +105,6 @@ def _transfer_one(target: TransferTarget, source: str, seeds: Sequence[int], wor
                          max_examples=max_examples, prompt_sha256=digests,
                          readout={**target.setup.readout_settings.to_dict(), "max_text_tokens": target.max_text_tokens},
                          seconds=round(time.time() - t0, 3), **target.data)
-    print(f"transfer {result['model']}: {source} -> {result['target']}: accuracy "
-          f"{np.mean(result['accuracy']):.4f} (seeds {result['seeds']})", flush=True)
+    # the log, not the console: the run ends with Table 1 and the transfer matrix is in the report
+    log.info("transfer %s: %s -> %s: accuracy %.4f (seeds %s)", result["model"], source, result["target"],
+             np.mean(result["accuracy"]), result["seeds"])
