@@ -92,9 +92,14 @@ def test_report_shows_t5_decoder_predictivity(tmp_path):
     wd = tmp_path / "w"
     path = syn.write_predictivity(wd, "t5-base", "sst2", rng.uniform(0.5, 1, (2, 20)))
     arrays = dict(np.load(path))
-    np.savez(path, **arrays, decoder_pred=rng.uniform(0.5, 1, (3, 20)))
+    np.savez(path, **arrays, decoder_pred=rng.uniform(0.5, 1, (3, 20)),
+             decoder_null_pred_layer_mean=np.full((4, 3), 0.6), decoder_null_pred_layer_max=np.full((4, 3), 0.7))
     rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 0, "dpi": 30}})
     assert rep.errors == [] and "decoder_predictivity_layers_sst2.png" in {p.name for p in rep.figures}
+    assert rep.problems == []                     # the decoder's permutation floor is read (and drawn)
+    np.savez(path, **arrays, decoder_pred=rng.uniform(0.5, 1, (3, 20)), decoder_null_pred_layer_mean=np.zeros(3))
+    rep = report.build_report(wd, tmp_path / "out1", {"analysis": {"n_permutations": 0, "dpi": 30}})
+    assert any("decoder_null_pred_layer_mean" in p and str(path) in p for p in rep.problems)
     np.savez(path, **arrays, decoder_pred=np.zeros((3, 20)))
     rep = report.build_report(wd, tmp_path / "out2", {"analysis": {"n_permutations": 0, "dpi": 30}})
     assert any("decoder_pred" in p and str(path) in p for p in rep.problems)

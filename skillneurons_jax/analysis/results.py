@@ -281,8 +281,10 @@ def load_predictivity(workdir, model: str, task: str, arrays: Iterable[str] = ("
 
 # The optional arrays of a predictivity npz (stage options), name -> dims: the label-permutation null and the
 # matched-n Pred (stages/predictivity.py column_arrays), and eq. 3's acc (for Pred without prompt slot 0).
-OPTIONAL_PRED_NDIM = {"acc": 4, "null_pred": 3, "null_pred_layer_mean": 2, "null_pred_layer_max": 2, "null_pred_max": 1,
-                      "null_pred_per_seed_max": 2, "matched_n": 1, "matched_pred": 3, "matched_pred_per_seed": 4}
+OPTIONAL_PRED_NDIM = {"acc": 4, "null_pred": 3, "null_pred_layer_mean": 2, "null_pred_layer_max": 2,
+                      "null_pred_max": 1, "null_pred_per_seed_max": 2, "matched_n": 1, "matched_pred": 3, "matched_pred_per_seed": 4}
+# T5's first decoder step has the same optional arrays under the stage's "decoder_" prefix
+OPTIONAL_PRED_NDIM.update({"decoder_" + name: ndim for name, ndim in list(OPTIONAL_PRED_NDIM.items())})
 
 
 def load_extra_arrays(workdir, model: str, task: str, names: Iterable[str]) -> dict[str, np.ndarray]:

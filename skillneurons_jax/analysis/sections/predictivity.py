@@ -81,8 +81,18 @@ def build(context: ReportContext, model: str) -> None:
             context.problem(error)
             decoder = None
         if decoder is not None:
+            try:
+                decoder_null = results.load_extra_arrays(workdir, model, task, ("decoder_null_pred_layer_mean",
+                                                                                "decoder_null_pred_layer_max"))
+            except LOAD_ERRORS as error:
+                context.problem(error)
+                decoder_null = {}
             context.figure(figures.layer_boxplot, f"{figure_dir}/decoder_predictivity_layers_{task}.png",
                            f"{model} on {task}: predictivity of decoder neurons at the first decoder step", decoder,
+                           floor=(inference.pred_floor(decoder_null["decoder_null_pred_layer_mean"])
+                                  if "decoder_null_pred_layer_mean" in decoder_null else None),
+                           null_max=(decoder_null["decoder_null_pred_layer_max"].mean(0)
+                                     if "decoder_null_pred_layer_max" in decoder_null else None),
                            title=f"{model} on {task}: decoder neuron predictivity per layer (first decoder step)")
     if options["neuron_accuracy_boxes"]:
         stats = {}
