@@ -186,8 +186,7 @@ def world(seed: int, shuffled: bool):
 def test_planted_effect_verdicts():
     """A tiny random model whose answer and a few top-layer neurons carry the label: F3a, F3b and F5 come out
     supported. With the labels shuffled, over 20 studies "supported" comes out at most at about the nominal rate
-    (the permutation nulls and the two-level bootstrap hold their level; the F3b t over seeds alone, which shares
-    the dev rows across seeds, would not)."""
+    (the permutation nulls of F3a / F3b and the two-level bootstrap of F5 hold their level)."""
     planted = {v.finding: v for v in verdicts.correct(world(0, shuffled=False))}
     for finding in ("F3a", "F3b", "F5"):
         assert planted[finding].verdict == verdicts.SUPPORTED, planted[finding]
