@@ -181,3 +181,18 @@ def encoder_forward_flops(*, layers: int, hidden: int, intermediate: int, seq_le
     """
     T, H, F = seq_len, hidden, intermediate
     return layers * (8 * T * H * H + 4 * T * T * H + 4 * T * H * F)
+
+
+def encoder_train_flops(*, layers: int, hidden: int, intermediate: int, seq_len: int) -> int:
+    """Matmul FLOPs of one example's prompt-tuning step through the encoder: the forward
+    (encoder_forward_flops) and the backward to the prompt, which needs the gradients of the activations but
+    never of the frozen weights:
+
+        per layer = forward                                      8*T*H^2 + 4*T^2*H + 4*T*H*F
+                  + input gradients of the six projections      8*T*H^2           + 4*T*H*F
+                  + gradients of Q, K, V through the scores and
+                    the weighted sum (two products per matmul)             8*T^2*H
+    Counted at every position of every layer (the model's work; our last layer computes only the rows it reads,
+    so it executes less than this)."""
+    T, H, F = seq_len, hidden, intermediate
+    return layers * (16 * T * H * H + 12 * T * T * H + 8 * T * H * F)

@@ -212,6 +212,12 @@ def forward_flops(batches: list[dict], prompt_len: int, model_dims: dict) -> int
                                                                     **model_dims) for b in batches))
 
 
+def train_flops(batches: list[dict], prompt_len: int, model_dims: dict) -> int:
+    """Matmul FLOPs of prompt-tuning steps on these batches at their own shapes (B.encoder_train_flops)."""
+    return int(sum(b["input_ids"].shape[0] * B.encoder_train_flops(seq_len=prompt_len + b["input_ids"].shape[1],
+                                                                  **model_dims) for b in batches))
+
+
 def unpadded_flops(batches: list[dict], prompt_len: int, model_dims: dict) -> int:
     """Matmul FLOPs if every real example were computed alone at its own length (prompt + real text tokens):
     no padding and no filler rows. reference FLOPs / this = the speedup that removing padding alone can give

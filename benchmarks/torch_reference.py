@@ -109,9 +109,15 @@ class Reference:
     """The original pipeline on one model and one prompt length. All methods take numpy batches in the
     benchmarks.synthetic_batches format."""
 
-    def __init__(self, model: TorchModel, prompt_len: int):
+    def __init__(self, model: TorchModel, prompt_len: int, dtype: str = "float32"):
+        """dtype: the compute dtype, float32 or bfloat16; bfloat16 runs the model under torch.autocast (matmuls
+        in bfloat16, LayerNorm and softmax in float32, weights float32: what ours does with a bfloat16 compute
+        dtype); activations and scores are handed on as float32."""
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute dtype must be float32 or bfloat16, got {dtype!r}")
         self.model = model
         self.P = prompt_len
+        self.dtype = dtype
         cfg = model.config
         # Text positions continue after the prompt; RoBERTa's position ids start after its padding index.
         self.position_offset = cfg.pad_token_id + 1 if model.family == "roberta" else 0
@@ -140,16 +146,24 @@ class Reference:
                                self.position_offset + self.P + torch.arange(T)])[None]
         return dict(inputs_embeds=embeds, attention_mask=attention, position_ids=positions)
 
+    def autocast(self):
+        """The compute-dtype context of every forward (a no-op in float32)."""
+        if self.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
     def hidden(self, prompt: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Final hidden states [B, P+T, H]."""
-        return self.model.backbone(**self._inputs(prompt, batch)).last_hidden_state
+        """Final hidden states [B, P+T, H] (float32)."""
+        with self.autocast():
+            return self.model.backbone(**self._inputs(prompt, batch)).last_hidden_state.float()
 
     def scores(self, prompt: torch.Tensor, batch: dict) -> torch.Tensor:
         """Verbalizer scores [B, num_labels] at the <mask> slot (prompt position 0)."""
         h0 = self.hidden(prompt, batch)[:, 0]
         if self.model.lm_head is not None:
-            return self.model.lm_head(h0)[:, self._label_ids]
-        # No MLM head (sentence-transformers MiniLM): score against the tied word embeddings.
+            with self.autocast():
+                return self.model.lm_head(h0)[:, self._label_ids].float()
+        # No MLM head (sentence-transformers MiniLM): score against the tied word embeddings (float32, as ours).
         return h0 @ self.model.word_embeddings.weight[self._label_ids].T
 
     # ---------------------------------------------------------------- predictivity (the original way)
@@ -161,7 +175,7 @@ class Reference:
         def hook_for(layer):
             def hook(module, inputs, output):
                 # [B, P, N] post-activation, copied out of the torch tensor into host memory.
-                store[layer].append(output[:, :P].detach().cpu().numpy().copy())
+                store[layer].append(output[:, :P].detach().float().cpu().numpy().copy())
             return hook
 
         handles = [layer.intermediate.register_forward_hook(hook_for(i))
@@ -254,7 +268,7 @@ class BestPractice:
 
         def hook_for(layer):
             def hook(module, inputs, output):
-                reduce(layer, output[:, :P])
+                reduce(layer, output[:, :P].float())
             return hook
 
         handles = [layer.intermediate.register_forward_hook(hook_for(i))

@@ -33,8 +33,9 @@ def test_quick_benchmark_writes_the_ratios_and_passes_its_correctness_check(run_
             s = m[stage]
             assert 0 < s["unpadded_flops"] <= min(s["ours_flops"], s["reference_flops"]), (name, stage)
             assert s["work_bound_speedup"] == pytest.approx(s["reference_flops"] / s["unpadded_flops"])
-    for key in ("predictivity_speedup_equal_work", "train_speedup_equal_work"):  # best-practice PyTorch side
+    for key in ("predictivity_speedup_equal_work", "train_speedup_equal_work", "train_mfu"):
         assert isinstance(res[key], float) and np.isfinite(res[key]) and res[key] > 0, (key, res[key])
+    assert res["dtype"] == "float32"
     for name, m in res["models"].items():
         assert m["best_practice_check"]["passed"] and m["best_practice_check"]["baseline_ok"], name
         assert m["predictivity"]["best_practice_examples_per_s"] > 0 and m["train"]["best_practice_examples_per_s"] > 0
@@ -100,6 +101,29 @@ def test_agreement_check_accepts_rounding_at_near_ties_and_rejects_everything_el
     for o, acts, streamed in bad:
         with pytest.raises(AssertionError, match="disagree"):
             run.check_agreement(ref, o, ref_acts, acts, labels, streamed)
+
+
+@pytest.mark.slow
+def test_bfloat16_benchmark_records_its_agreement_with_float32_tolerances_relaxed(run_benchmark_module):
+    res = run_benchmark_module("benchmarks.run", "--dtype", "bfloat16", "--skip_memory")
+    assert res["dtype"] == "bfloat16"
+    for key in ("predictivity_speedup_equal_work", "train_speedup_equal_work", "train_mfu"):
+        assert isinstance(res[key], float) and np.isfinite(res[key]) and res[key] > 0, (key, res[key])
+    for name, m in res["models"].items():
+        c = m["correctness"]
+        assert m["dtype"] == "bfloat16" and c["tolerance"] == dict(act_atol=run.BF16_ACT_ATOL,
+                                                                   act_rtol=run.BF16_ACT_RTOL), name
+        # both sides compute in bfloat16, so they still agree to bfloat16 precision (the tiny random models)
+        assert c["activations_ok"] and c["first_loss_within_tolerance"], (name, c)
+        assert 0 < c["activation_max_abs_diff"] <= run.BF16_ACT_ATOL + run.BF16_ACT_RTOL * c["activation_max_abs"]
+
+
+def test_train_flops_match_a_hand_count():
+    T, H, F, layers = 5, 4, 8, 2
+    forward = B.encoder_forward_flops(layers=layers, hidden=H, intermediate=F, seq_len=T)
+    # backward to the prompt: one product per projection (input gradient only), two per attention matmul
+    backward = layers * (4 * 2 * T * H * H + 2 * 2 * T * H * F + 2 * 2 * (2 * T * T * H))
+    assert B.encoder_train_flops(layers=layers, hidden=H, intermediate=F, seq_len=T) == forward + backward
 
 
 def test_forward_flops_match_a_hand_count():

@@ -146,7 +146,7 @@ def make_train_step(score_fn: ScoreFn, tx: optax.GradientTransformation, mesh):
 
     repl = parallel.replicated(mesh)
     return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, None, 0)), donate_argnums=(0, 1),
-                   out_shardings=(repl, repl, repl))
+                   out_shardings=(repl, repl, repl), compiler_options=parallel.train_step_compiler_options(mesh))
 
 
 def stack_seed_batches(batches: Sequence[Mapping[str, np.ndarray]], pad_id: int) -> dict[str, np.ndarray]:
