@@ -154,7 +154,9 @@ def test_two_hosts_tune_and_predictivity_like_one_host_with_four_devices(world, 
     _ok(results)
     for host, (_, _, err) in enumerate(results):
         assert f"process {host} of 2: 2 local of 4 devices" in err, err[-2000:]
-    assert "4 device(s)" in results[0][1] + results[0][2]
+    for seed in (0, 1):     # the run trained over all 4 devices of the pod (its sidecar records them)
+        meta = json.loads((pod / "prompts" / "bert" / "sst2" / f"seed_{seed}" / "metrics.jsonl.json").read_text())
+        assert (meta["devices"], meta["processes"]) == (4, 2)
     _ok(_run_pod(tmp_path / "log4", lambda h: _predictivity_argv(world, pod), 400))
 
     for seed in (0, 1):
@@ -204,8 +206,9 @@ def test_reproduce_on_two_hosts_writes_the_report_data_of_one_host(tmp_path):
                                 "--poll_s=1", "--wait_s=500"])
         results = procs.wait(600)
     _ok(results)
-    assert "this host (1 of 2)" in results[1][1] and "report:" not in results[1][1]
-    assert "report:" in results[0][1]
+    # host 0 alone builds the report and ends with its path (runner.closing_lines: "Report: .../index.html")
+    assert "this host (1 of 2)" in results[1][1] and "index.html" not in results[1][1]
+    assert f"Report: {pod / 'report' / 'index.html'}" in results[0][1]
     assert _report_data(pod) == _report_data(one)
 
 

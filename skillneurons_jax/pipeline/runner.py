@@ -75,10 +75,12 @@ def format_plan(stages, workdir, printer=print) -> dict:
     return {**counts, "todo_s": todo_s}
 
 
-def plan_summary(settings: plan_stages.Settings, task_plan, stages, workdir) -> list[str]:
+def plan_summary(settings: plan_stages.Settings, task_plan, stages, workdir, mine=None) -> list[str]:
     """What the run will do, in two lines: models, tasks and seeds; stages to run by kind and the cost model's
-    estimate of them (the progress lines then correct it by this run's measured stages)."""
-    todo = plan.pending([s for s in stages if not s.skip_reason], workdir)
+    estimate of them (the progress lines then correct it by this run's measured stages). `stages`: the whole plan
+    (what is pending is judged with every dependency present); `mine`: the keys this host runs (None: all)."""
+    todo = [s for s in plan.pending([s for s in stages if not s.skip_reason], workdir)
+            if mine is None or s.key in mine]
     kinds = Counter(s.kind for s in todo)
     estimate = sum(s.cost_s for s in todo)
     return [f"[plan] {', '.join(settings.models)} on {', '.join(task_plan.present) or 'no task'} "
@@ -181,8 +183,9 @@ def _run_plan(settings: plan_stages.Settings, workdir: pathlib.Path, *, dry_run:
     printer(f"[plan] {workdir}: {len(stages)} stages ({sum(bool(s.skip_reason) for s in stages)} skipped); this host "
             f"({process_index} of {process_count}) runs {len(runnable)} of them"
             + (" and the report" if report is not None and process_index == 0 else ""))
-    for line in plan_summary(settings, task_plan, runnable + ([report] if report and process_index == 0 else []),
-                             workdir):
+    # the whole plan, since a host's share alone lacks the stages of other hosts that the report depends on
+    for line in plan_summary(settings, task_plan, stages, workdir,
+                             {s.key for s in runnable + ([report] if report and process_index == 0 else [])}):
         printer(line)
     enable_compilation_cache(settings)
     if process_count == 1:
