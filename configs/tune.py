@@ -42,4 +42,11 @@ def get_config() -> ml_collections.ConfigDict:
     # early stopping: stop when no seed's best dev accuracy improved during the last `patience` evaluations
     # (seeds train jointly; each keeps its best-by-dev prompt); None or 0: off
     c.patience = ml_collections.FieldReference(None, field_type=int)
+    # Optional recipe fields (read when present; a study config adds them, configs/validation.py does): they are
+    # left out here so that a finished study's stage settings (which hash this config) stay the same.
+    #   lr_schedule "constant" | "linear" | "cosine" (after warm-up, decay to min_lr_fraction * lr at the last step),
+    #   min_lr_fraction, select_metric "accuracy" | "balanced_accuracy" (best prompt and patience),
+    #   reparam_hidden (> 0: residual-MLP reparameterised prompt, folded into a plain [P, H] prompt),
+    #   select_percent (> 0: select checkpoints on that share of dev, readers.Part "select"),
+    #   select_without_originals (the selection rows leave out the AdvGLUE originals, as train does).
     return c

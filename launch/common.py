@@ -22,7 +22,7 @@ from skillneurons_jax import io, models, parallel  # noqa: E402
 from skillneurons_jax.data import readers, tasks  # noqa: E402
 from skillneurons_jax.prompt import files  # noqa: E402
 from skillneurons_jax.prompt.readout import ReadoutSettings  # noqa: E402
-from skillneurons_jax.stages.setup import TaskSetup, make_setup  # noqa: E402
+from skillneurons_jax.stages.setup import DevRows, TaskSetup, make_setup  # noqa: E402
 
 FLAGS = flags.FLAGS
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -101,7 +101,7 @@ def load_setup(model_path: str, task: str, config) -> TaskSetup:
     readout settings."""
     tasks.get_task(task)
     settings = ReadoutSettings.from_config(config)
-    return make_setup(models.load_pretrained(model_path), task, settings)
+    return make_setup(models.load_pretrained(model_path), task, settings, DevRows.from_config(config))
 
 
 def check_flags(*, tasks_read=(), workdir: bool = True) -> None:

@@ -12,6 +12,7 @@ from absl import flags
 
 from launch import common
 from skillneurons_jax import io, models
+from skillneurons_jax.analysis import learnability
 from skillneurons_jax.data import tasks
 from skillneurons_jax.stages import probe
 
@@ -24,18 +25,26 @@ flags.DEFINE_enum("encodings", "auto", list(probe.ENCODING_CHOICES),
                   "LM head, i.e. a sentence encoder).")
 flags.DEFINE_integer("batch_size", 64, "Rows per forward pass.")
 flags.DEFINE_integer("max_text_tokens", 128, "Text tokens kept per row (longest-first truncation).")
+flags.DEFINE_string("document", None, "Also write this markdown (e.g. docs/LEARNABILITY.md) from every probe result "
+                    "of the model under --workdir; with --task unset, only the document is written.")
+flags.DEFINE_multi_string("document_note", [], "A line the document prints under its provenance (repeatable).")
 
 
 def main(argv):
     del argv
-    common.require("model_path", "task")
-    names = [t.strip() for t in FLAGS.task.split(",") if t.strip()]
+    common.require("model_path")
+    if not FLAGS.task and not FLAGS.document:
+        raise ValueError("missing required flag(s): --task (or --document alone to write the document)")
+    names = [t.strip() for t in (FLAGS.task or "").split(",") if t.strip()]
     for name in names:
         tasks.get_task(name)
     common.check_flags(tasks_read=names)
     settings = probe.ProbeSettings(train_cap=FLAGS.train_cap, eval_cap=FLAGS.eval_cap, seed=FLAGS.probe_seed,
                                    encodings=FLAGS.encodings, batch_size=FLAGS.batch_size,
                                    max_text_tokens=FLAGS.max_text_tokens)
+    if not names:   # the document alone: no model to load, its name is the folder's (models.load_pretrained's rule)
+        _write_document(models.resolve_path(FLAGS.model_path)[1])
+        return
     loaded = models.load_pretrained(FLAGS.model_path)
     for name in names:
         result = probe.probe(loaded, name, FLAGS.data_dir, FLAGS.workdir, settings,
@@ -48,6 +57,17 @@ def main(argv):
                 "all": {k: {s: round(v[s]["balanced_accuracy"], 4) for s in result["sources"]}
                         for k, v in result["probes"].items()}}
         print(json.dumps(line, default=io.as_written), flush=True)
+    if FLAGS.document:
+        _write_document(loaded.name)
+
+
+def _write_document(model: str) -> None:
+    command = "python -m launch.probe " + " ".join(
+        f"--{n}={FLAGS[n].value}" for n in ("model_path", "task", "data_dir", "train_cap", "probe_seed", "encodings")
+        if FLAGS[n].value not in (None, ""))
+    learnability.write_document(FLAGS.document, FLAGS.workdir, model, command=command,
+                                notes=list(FLAGS.document_note))
+    print(f"wrote {FLAGS.document}", flush=True)
 
 
 if __name__ == "__main__":

@@ -253,3 +253,18 @@ def test_the_specificity_table_shows_the_label_dependence_the_pipeline_measured(
     md = report.build_report(wd, tmp_path / "d", config,
                              label_overlap={"error": "ValueError: x.tsv line 3: no label"}).index_md.read_text()
     assert "not measured (ValueError: x.tsv line 3: no label)" in md
+
+
+def test_report_puts_the_probe_and_the_rule_beside_table_1(tmp_path):
+    rng = np.random.default_rng(1)
+    wd = tmp_path / "w"
+    syn.write_predictivity(wd, MODEL, "sst2", rng.uniform(0.5, 1, (2, 20)), model_accuracy=[0.52, 0.55])
+    row = {"balanced_accuracy": 0.56, "interval": [0.52, 0.6], "n": 872, "majority_rate": 0.51}
+    probe_file = wd / "probe" / MODEL / "sst2.json"
+    probe_file.parent.mkdir(parents=True)
+    probe_file.write_text(json.dumps({"reference": "joint/mean", "probes": {"joint/mean": {"dev": row}}}))
+    rep = report.build_report(wd, tmp_path / "out", {"tasks": ["sst2"], "analysis": {"neuron_accuracy_boxes": False}})
+    md = rep.index_md.read_text()
+    assert "Learnability: prompts beside the frozen-feature probe" in md and "0.560 [0.520, 0.600]" in md
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())["learnability"][0]
+    assert record["task"] == "sst2" and record["probe_dev"]["n"] == 872

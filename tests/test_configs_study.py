@@ -92,3 +92,19 @@ def test_the_plan_cost_uses_the_budget_the_tune_stage_will_resolve(tmp_path):
     one_epoch.s.max_examples = 1000
     overhead = 3 * settings.stage_overhead_s
     assert cost.tune("sst2") - overhead == pytest.approx(76 * (one_epoch.tune("sst2") - overhead), rel=0.05)
+
+
+def test_power_configs_score_full_sets_with_five_seeds_and_draws_from_the_rest():
+    """Issue #29: >= 5 seeds, >= 5 random draws drawn outside the skill neurons, and no row cap that reaches an
+    AdvGLUE set or a clean task's dev split (the arms on all 148 AdvSST-2 records, patching on all 130 pairs)."""
+    from configs import robust, validation
+    from skillneurons_jax.data import tasks as task_table
+    for config in (validation.get_config(), robust.get_config()):
+        assert len(config.seeds.split(",")) >= 5
+        assert config.suppression.random_draws >= 5 and config.suppression.random_from == "rest"
+        for task in config.tasks.split(","):
+            if task != "ethicsdeontology":      # 1200 of its 3596 dev rows (configs/validation.py)
+                assert config.max_examples >= task_table.size_hint(task)[1] or task == "qnli", task
+    assert robust.get_config().patching.random_draws >= 5
+    assert robust.get_config().patching.random_from == "rest"
+    assert validation.get_config().tune.select_metric == "balanced_accuracy"

@@ -116,3 +116,50 @@ def test_probe_refuses_adversarial_sets_and_bad_settings(tiny, tmp_path):
         probe.ProbeSettings(encodings="sometimes")
     with pytest.raises(ValueError, match="train_cap"):
         probe.ProbeSettings(train_cap=0)
+
+
+def test_beyond_model_rule_and_document(tiny, tmp_path):
+    from skillneurons_jax.analysis import learnability
+    assert learnability.beyond_model(0.55, 0.52) is True
+    assert learnability.beyond_model(0.55, 0.75) is False        # prompts learned what the probe did not
+    assert learnability.beyond_model(0.78, 0.52) is False        # the probe says the task is learnable
+    assert learnability.beyond_model(None, 0.5) is None
+    probe.probe(tiny["headless"], "sst2", tiny["data"], tmp_path, probe.ProbeSettings(train_cap=40, batch_size=16))
+    out = learnability.write_document(tmp_path / "L.md", tmp_path, tiny["headless"].name, command="cmd",
+                                      notes=["load 3"])
+    text = out.read_text()
+    result = learnability.load_probes(tmp_path, tiny["headless"].name)["sst2"]
+    dev = result["probes"][result["reference"]]["dev"]
+    assert f"{dev['balanced_accuracy']:.3f} [{dev['interval'][0]:.3f}, {dev['interval'][1]:.3f}]" in text
+    assert "| sst2 | sentiment |" in text and "`cmd`" in text and "- load 3" in text
+
+
+def test_rule_rows_put_the_probe_beside_the_prompts():
+    from skillneurons_jax.analysis import learnability, robustness
+
+    def result(dev):
+        row = {"balanced_accuracy": dev, "interval": [dev - 0.02, dev + 0.02], "n": 100, "majority_rate": 0.5}
+        return {"reference": "joint/mean", "probes": {"joint/mean": {"dev": row, "test": row}}}
+    entries = [robustness.AccuracyEntry("m", "hard", "hard", np.array([0.5, 0.52]),
+                                        balanced_accuracy=np.array([0.5, 0.54])),
+               robustness.AccuracyEntry("m", "easy", "easy", np.array([0.8, 0.8]),
+                                        balanced_accuracy=np.array([0.8, 0.8])),
+               robustness.AccuracyEntry("m", "advhard", "hard", np.array([0.4]), balanced_accuracy=np.array([0.4]))]
+    rows, records = learnability.rule_rows(entries, {("m", "hard"): result(0.55), ("m", "easy"): result(0.78)})
+    assert [r["task"] for r in records] == ["hard", "easy"]               # adversarial rows are not judged
+    assert [r["beyond_model"] for r in records] == [True, False]
+    assert rows[0][2] == "0.520" and rows[0][4] == "0.550 [0.530, 0.570]" and rows[0][6].startswith("yes")
+
+
+def test_learning_curves_document_reads_the_metrics_and_evaluations(tmp_path):
+    from skillneurons_jax.analysis import learnability
+    run = layout.run_dir(tmp_path, "m", "sst2", 0)
+    run.mkdir(parents=True)
+    rows = [{"seed": 0, "step": s, "dev_accuracy": a, "dev_balanced_accuracy": b, "train_loss": 0.7, "best_step": s}
+            for s, a, b in ((50, 0.6, 0.55), (100, 0.7, 0.68))]
+    (run / layout.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "eval_test.json").write_text(json.dumps({"accuracy": 0.7, "examples": 40, "prompts": [
+        {"accuracy": 0.7, "balanced_accuracy": 0.69, "majority_rate": 0.55}]}))
+    text = learnability.learning_curves({"cosine": tmp_path}, "m", "sst2")
+    assert "### cosine" in text and "| 0 | 100 | 0.680 | 0.700 | 0.700 | 100 |" in text
+    assert "test split (n = 40, majority rate 0.550): accuracy 0.700, balanced accuracy 0.690" in text

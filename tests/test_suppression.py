@@ -226,3 +226,20 @@ def test_example_correctness_places_rows_by_index_and_matches_the_confusion_accu
         correct[1].tolist()
     with pytest.raises(ValueError, match="mask_index"):
         sup.suppression_example_fields(correct, [0, 1], labels, ["0", "5"], draws=2)
+
+
+def test_random_controls_from_the_rest_never_hold_a_skill_neuron():
+    from skillneurons_jax.neurons import suppression as sup
+    rng = np.random.default_rng(0)
+    pred = rng.random((3, 40))
+    masks = sup.skill_masks(pred, (5, 25, 50), "layer")                      # [K, L, N]
+    every = sup.random_control_masks(masks, seed=1, draws=6)
+    rest = sup.random_control_masks(masks, seed=1, draws=6, random_from="rest")
+    assert (rest.sum(-1) == masks.sum(-1)[None]).all()                        # the same count per layer and level
+    assert not (rest & masks[None]).any()                                     # none of the level's skill neurons
+    assert (every & masks[None]).any()                                        # "all" may draw them (the default)
+    np.testing.assert_array_equal(every, sup.random_masks(sup.counts_per_layer(masks), 40, 1, 6))
+    with pytest.raises(ValueError, match="left outside"):
+        sup.random_masks(np.array([[30]]), 40, 0, 1, exclude=np.arange(40)[None, None] < 20)
+    with pytest.raises(ValueError, match="drawn from one of"):
+        sup.random_control_masks(masks, 0, 1, random_from="skill")

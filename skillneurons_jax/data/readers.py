@@ -32,6 +32,29 @@ from skillneurons_jax.data.tasks import (DERIVED_COLUMNS, SPLITS, Carve, Example
 log = logging.getLogger(__name__)
 
 HF_EXTENSIONS = (("csv", "csv"), ("jsonl", "json"), ("json", "json"), ("parquet", "parquet"))
+PART_ROLES = ("select", "measure")
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """A carve of one split into two disjoint parts: `role` "select" keeps the rows with
+    sha256("select/" + normalized text_a) mod 100 < `select_percent` (checkpoint selection), "measure" the rest (the
+    statistics); rows of one first text (an ETHICS scenario, a QNLI question) stay in one part."""
+    role: str
+    select_percent: int
+
+    def __post_init__(self):
+        if self.role not in PART_ROLES:
+            raise ValueError(f"a split part is one of {PART_ROLES}, not {self.role!r}")
+        if not 0 < int(self.select_percent) < 100:
+            raise ValueError(f"select_percent must be in 1..99, got {self.select_percent!r}")
+
+    def keeps(self, example: Example) -> bool:
+        bucket = int.from_bytes(hashlib.sha256(("select/" + adversarial.normalize(example.text_a)).encode("utf-8"))
+                                .digest()[:8], "big") % 100
+        return (bucket < int(self.select_percent)) == (self.role == "select")
+
+
 SUBSET_SEED = 0   # max_examples keeps a fixed-seed random subset, in file order, so both labels survive
 
 
@@ -420,12 +443,17 @@ def resolve(task, split: str, data_dir, allow_hub: bool = False) -> Resolution:
     return Resolution("missing", looked_for=tuple(looked))
 
 
-def read_split(task, split: str, data_dir, max_examples: int | None = None, *, allow_hub: bool = False) -> SplitData:
+def read_split(task, split: str, data_dir, max_examples: int | None = None, *, allow_hub: bool = False,
+               exclude_originals: bool = False, part: Part | None = None) -> SplitData:
     """Reads one split role of a task from `data_dir` (see the task table for files, splits and conventions).
 
     Order of preference: the task's own files (carving a missing split by the task's rule), then Hugging Face
     format files `<data_dir>/<task>/<split>.{csv,json,jsonl,parquet}`, then the hub when `allow_hub` (online).
-    `max_examples` keeps a fixed-seed random subset of that size, in file order.
+    The train split always leaves out the originals of the task's adversarial sets (trap 6); `exclude_originals`
+    does the same for another split (AdvGLUE perturbed GLUE dev: SST-2's dev holds 121 of AdvSST-2's originals,
+    so checkpoint selection and predictivity there would be chosen partly on the sentences patching restores).
+    `part`: only that part of the split (Part: a selection carve disjoint from the rows statistics use), taken
+    after the exclusion and before `max_examples`, which keeps a fixed-seed random subset, in file order.
     """
     spec = get_task(task)
     res = resolve(spec, split, data_dir, allow_hub=allow_hub)
@@ -452,17 +480,22 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
         log.info("task %s split %s: balanced by leaving out %s rows per label", spec.name, split, balance_dropped)
     examples = [r.example for r in rows]
     excluded, match = 0, None
-    if split == "train" and spec.excludes_originals_of:
+    if (split == "train" or exclude_originals) and spec.excludes_originals_of:
         originals = adversarial_originals(spec.excludes_originals_of, data_dir)
         if originals is not None:
             examples, excluded = adversarial.exclude_originals(examples, originals, spec.originals_match)
             match = f"{originals.method}: {', '.join(originals.sources)}"
-            log.warning("task %s split train: left out %d examples that are originals of %s records (matched by "
-                        "%s%s)%s", spec.name, excluded, "/".join(originals.tasks), match,
+            log.warning("task %s split %s: left out %d examples that are originals of %s records (matched by "
+                        "%s%s)%s", spec.name, split, excluded, "/".join(originals.tasks), match,
                         "" if spec.originals_match == "pair" else f", on {spec.originals_match} alone",
                         "" if originals.method == "original_fields" else
                         f"; {adversarial.ANNOTATED_FILE} is absent, so the match is on the adversarial text itself "
                         f"(word-set Jaccard >= {adversarial.FALLBACK_JACCARD} per field)")
+    if part is not None:
+        total = len(examples)
+        examples = [e for e in examples if part.keeps(e)]
+        log.warning("task %s split %s: the %s part (select_percent=%d): %d of %d rows", spec.name, split, part.role,
+                    part.select_percent, len(examples), total)
     if not examples:
         raise DataFormatError(source, None, f"split {split!r} of task {spec.name!r} has no examples")
     bad = [e.label for e in examples if not 0 <= e.label < spec.num_labels]

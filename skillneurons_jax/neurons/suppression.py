@@ -115,11 +115,16 @@ def counts_per_layer(masks) -> np.ndarray:
     return np.asarray(masks).sum(axis=-1)
 
 
-def random_masks(counts, num_neurons: int, seed: int, draws: int) -> np.ndarray:
+RANDOM_FROM = ("all", "rest")   # random controls drawn from every neuron of the layer, or from the non-skill ones
+
+
+def random_masks(counts, num_neurons: int, seed: int, draws: int, exclude=None) -> np.ndarray:
     """bool [D, K, L, N]: counts[k, l] uniformly random neurons in layer l, for D fixed draws.
 
     counts: int [K, L] (e.g. counts_per_layer(skill_masks(...))). Draw d, layer l uses the first counts[k, l]
-    entries of one permutation from numpy Generator([seed, d]), so masks are nested across k."""
+    entries of one permutation from numpy Generator([seed, d]), so masks are nested across k. exclude: bool
+    [K, L, N] or None: level k draws only among the neurons exclude[k] leaves (the same permutation, its excluded
+    entries skipped; nested across k where the excluded sets are)."""
     counts = np.asarray(counts, int)
     if counts.ndim != 2:
         raise ValueError(f"counts must be [levels, layers]; got shape {counts.shape}")
@@ -128,22 +133,38 @@ def random_masks(counts, num_neurons: int, seed: int, draws: int) -> np.ndarray:
     if (counts < 0).any() or (counts > num_neurons).any():
         raise ValueError(f"counts per layer must lie in [0, {num_neurons}]; got {counts.min()}..{counts.max()}")
     num_levels, num_layers = counts.shape
+    if exclude is not None:
+        exclude = np.asarray(exclude, bool)
+        if exclude.shape != (num_levels, num_layers, num_neurons):
+            raise ValueError(f"exclude must be [levels, layers, neurons] = {(num_levels, num_layers, num_neurons)}, "
+                             f"got {exclude.shape}")
+        short = counts > num_neurons - exclude.sum(-1)
+        if short.any():
+            k, layer = map(int, np.argwhere(short)[0])
+            raise ValueError(f"level {k}, layer {layer}: {counts[k, layer]} random neurons asked for, but only "
+                             f"{num_neurons - int(exclude[k, layer].sum())} are left outside the excluded ones")
     out = np.zeros((draws, num_levels, num_layers, num_neurons), bool)
     for d in range(draws):
         rng = np.random.default_rng([seed, d])
         for layer in range(num_layers):
             perm = rng.permutation(num_neurons)
             for k in range(num_levels):
-                out[d, k, layer, perm[:counts[k, layer]]] = True
+                pool = perm if exclude is None else perm[~exclude[k, layer, perm]]
+                out[d, k, layer, pool[:counts[k, layer]]] = True
     return out
 
 
-def random_control_masks(masks, seed: int, draws: int) -> np.ndarray:
-    """bool [D, K, L, N]: random neurons with the same count per layer as masks [K, L, N]."""
+def random_control_masks(masks, seed: int, draws: int, random_from: str = "all") -> np.ndarray:
+    """bool [D, K, L, N]: random neurons with the same count per layer as masks [K, L, N]; random_from "all": any
+    neuron of the layer (a control may hold some of the level's skill neurons), "rest": only the neurons the level's
+    mask leaves out."""
     masks = np.asarray(masks, bool)
     if masks.ndim != 3:
         raise ValueError(f"masks must be [levels, layers, neurons]; got shape {masks.shape}")
-    return random_masks(counts_per_layer(masks), masks.shape[-1], seed, draws)
+    if random_from not in RANDOM_FROM:
+        raise ValueError(f"random controls are drawn from one of {RANDOM_FROM}, not {random_from!r}")
+    return random_masks(counts_per_layer(masks), masks.shape[-1], seed, draws,
+                        exclude=masks if random_from == "rest" else None)
 
 
 def layer_means(baseline) -> np.ndarray:

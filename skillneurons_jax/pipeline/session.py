@@ -24,7 +24,7 @@ from skillneurons_jax.stages import predictivity as predictivity_stage
 from skillneurons_jax.stages import suppress as suppress_stage
 from skillneurons_jax.stages import transfer as transfer_stage
 from skillneurons_jax.stages import tune as tune_stage
-from skillneurons_jax.stages.setup import TaskSetup, make_setup
+from skillneurons_jax.stages.setup import DevRows, TaskSetup, make_setup
 
 
 class Session:
@@ -60,9 +60,10 @@ class Session:
     def setup(self, model_path: str, task: str, tune_config) -> TaskSetup:
         """stages.setup.TaskSetup (model, task spec, label words, readout) for (model, task), built once."""
         settings = ReadoutSettings.from_config(tune_config)
-        key = (str(model_path), task, settings)
+        dev_rows = DevRows.from_config(tune_config)
+        key = (str(model_path), task, settings, dev_rows)
         if key not in self._setups:
-            self._setups[key] = make_setup(self.load(model_path), task, settings)
+            self._setups[key] = make_setup(self.load(model_path), task, settings, dev_rows)
         return self._setups[key]
 
     # ---- stages -----------------------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ class Settings:
     levels: list[float]
     random_draws: int
     random_seed: int
+    random_from: str              # "all" | "rest": random controls among every neuron or the non-skill ones
     scope: str
     intervention: str
     noise_scale: float
@@ -228,6 +229,7 @@ class Settings:
             max_examples=None if max_examples is None else int(max_examples), tune=tune, stats=stats,
             suppression_max_examples=None if sp.get("max_examples") is None else int(sp.get("max_examples")),
             levels=levels, random_draws=int(sp.get("random_draws", 3)), random_seed=int(sp.get("random_seed", 0)),
+            random_from=_random_from(sp.get("random_from", "all")),
             scope=str(sp.get("scope", "layer")), intervention=str(sp.get("intervention", "zero")),
             noise_scale=float(sp.get("noise_scale", 1.0)),
             noise_relative_to=str(sp.get("noise_relative_to", "absolute")), extra_pairs=pairs,
@@ -474,6 +476,13 @@ class CostModel:
 # ---------------------------------------------------------------------------------------------------------------
 # The plan
 # ---------------------------------------------------------------------------------------------------------------
+def _random_from(value) -> str:
+    if value not in suppression_masks.RANDOM_FROM:
+        raise ValueError(f"--config.suppression.random_from must be one of {suppression_masks.RANDOM_FROM}, "
+                         f"got {value!r}")
+    return str(value)
+
+
 def suppression_pairs(settings: Settings, tp: TaskPlan) -> list[tuple[str, str]]:
     """Each task's own skill neurons, clean -> adversarial, then the configured extra pairs (present ones)."""
     pairs = [(t, t) for t in tp.present] + [(tp.prompt_task_of(a), a) for a in tp.adversarial]
@@ -582,6 +591,8 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
                    "noise_scale": s.noise_scale, "noise_relative_to": s.noise_relative_to,
                    "random_draws": s.random_draws, "random_seed": s.random_seed,
                    "max_examples": _smaller(s.suppression_max_examples, s.max_examples)}
+    if s.random_from != "all":    # the default stays out: stages recorded before the option existed stay done
+        suppression["random_from"] = s.random_from
 
     for task in tp.clean:
         def tune(task=task, key=f"tune/{m}/{task}"):
@@ -627,7 +638,7 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
                              prompt_task=prompt_task,
                              scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
                              noise_relative_to=s.noise_relative_to, random_draws=s.random_draws,
-                             random_seed=s.random_seed,
+                             random_seed=s.random_seed, random_from=s.random_from,
                              max_examples=_smaller(s.suppression_max_examples, s.max_examples))
         deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{s.prompt_task_of(target)}"]))
         add(f"suppress/{m}/{source}__{target}", "suppress", [layout.suppression_path(w, m, source, target)], suppress,
@@ -652,7 +663,7 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             session.suppress(path, task, task, s.seeds, str(s.workdir), s.data_dir, s.tune, levels=s.levels,
                              scope=s.scope, intervention=s.intervention, noise_scale=s.noise_scale,
                              noise_relative_to=s.noise_relative_to, random_draws=s.random_draws,
-                             random_seed=s.random_seed, split="test",
+                             random_seed=s.random_seed, random_from=s.random_from, split="test",
                              max_examples=_smaller(s.suppression_max_examples, s.max_examples))
         add(f"suppress/{m}/{task}__{task}.test", "suppress", [layout.suppression_path(w, m, task, task, "test")],
             suppress_test, deps=[f"predictivity/{m}/{task}", f"tune/{m}/{task}"], cost_s=cost.suppress(task),

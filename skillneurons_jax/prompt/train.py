@@ -67,7 +67,7 @@ class TrainConfig:
     max_steps: Optional[int] = None  # stop after this many updates even within an epoch
     eval_every: int = 0              # evaluate every N updates; 0 = once per epoch
     eval_at_start: bool = False      # also evaluate the initial prompts (step 0)
-    warmup_steps: int = 0            # linear warm-up from 0 to learning_rate, then constant
+    warmup_steps: int = 0            # linear warm-up from 0 to learning_rate, then `lr_schedule`
     clip_norm: float = 0.0           # global-norm gradient clipping per seed; 0 = off
     weight_decay: float = 0.0        # the original uses 0
     keep_checkpoints: int = 2
@@ -75,9 +75,17 @@ class TrainConfig:
     time_limit_s: float = 0.0        # > 0: after this many seconds, evaluate, checkpoint and stop (rerun resumes)
     patience: Optional[int] = None   # early stopping: stop when no seed's best dev accuracy improved during the
                                      # last `patience` evaluations; None or 0 = off
+    lr_schedule: str = "constant"    # after warm-up: constant | linear | cosine decay to min_lr_fraction * lr at the
+    min_lr_fraction: float = 0.0     # run's last step (its planned total: epochs, capped by max_steps)
+    select_metric: str = "accuracy"  # accuracy | balanced_accuracy: what picks the best prompt and drives patience
+    reparam_hidden: int = 0          # > 0: train P + MLP(P) (a residual two-layer MLP of this width over the prompt,
+                                     # Razdaibiedina et al. 2023), folded into a plain [P, H] prompt; 0 = off
 
     # Fields a resumed run must share with the run it continues (max_steps / epochs may grow).
     RESUME_KEYS = ("learning_rate", "batch_size", "eval_every", "warmup_steps", "clip_norm", "weight_decay")
+    # Recipe fields, in the fingerprint only when set off their default (runs made before they existed resume).
+    RECIPE_DEFAULTS = {"lr_schedule": "constant", "min_lr_fraction": 0.0, "select_metric": "accuracy",
+                       "reparam_hidden": 0}
 
     def validate(self) -> "TrainConfig":
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
@@ -96,10 +104,22 @@ class TrainConfig:
             raise ValueError("clip_norm, weight_decay and time_limit_s must be >= 0")
         if self.patience is not None and int(self.patience) < 0:
             raise ValueError(f"patience must be >= 0 (0 or None: off), got {self.patience}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.min_lr_fraction <= 1.0:
+            raise ValueError(f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction!r}")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        if int(self.reparam_hidden) < 0:
+            raise ValueError(f"reparam_hidden must be >= 0 (0: off), got {self.reparam_hidden}")
         return self
 
     def fingerprint(self) -> dict:
-        return {k: getattr(self, k) for k in self.RESUME_KEYS}
+        out = {k: getattr(self, k) for k in self.RESUME_KEYS}
+        out.update({k: getattr(self, k) for k, default in self.RECIPE_DEFAULTS.items() if getattr(self, k) != default})
+        if self.lr_schedule != "constant":   # the decay's horizon: a larger budget is another schedule, not more steps
+            out.update(epochs=self.epochs, max_steps=self.max_steps)
+        return out
 
 
 @dataclasses.dataclass
@@ -115,14 +135,59 @@ class TrainResult:
     stopped_early: Optional[int] = None   # the step at which `patience` stopped training, None otherwise
 
 
+LR_SCHEDULES = ("constant", "linear", "cosine")
+SELECT_METRICS = ("accuracy", "balanced_accuracy")
+
+
 # ----------------------------------------------------------------------------------------------- pieces
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """AdamW (weight decay 0 by default) with optional linear warm-up and global-norm clipping."""
-    lr = (optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps
-          else cfg.learning_rate)
+def learning_rate_schedule(cfg: TrainConfig, total_steps: Optional[int] = None):
+    """The learning rate of update u: linear warm-up from 0 over `warmup_steps`, then constant, or a linear /
+    cosine decay from learning_rate to min_lr_fraction * learning_rate at `total_steps` (needed then)."""
+    lr, warmup = float(cfg.learning_rate), int(cfg.warmup_steps)
+    if cfg.lr_schedule == "constant":
+        return optax.linear_schedule(0.0, lr, warmup) if warmup else lr
+    if total_steps is None or total_steps < 1:
+        raise ValueError(f"lr_schedule {cfg.lr_schedule!r} needs the run's total steps")
+    end = lr * float(cfg.min_lr_fraction)
+    decay = max(int(total_steps) - warmup, 1)
+    tail = (optax.linear_schedule(lr, end, decay) if cfg.lr_schedule == "linear"
+            else optax.cosine_decay_schedule(lr, decay, alpha=float(cfg.min_lr_fraction)))
+    if not warmup:
+        return tail
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), tail], [warmup])
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: Optional[int] = None) -> optax.GradientTransformation:
+    """AdamW (weight decay 0 by default) with the learning-rate schedule and optional global-norm clipping."""
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
-    parts.append(optax.adamw(lr, weight_decay=cfg.weight_decay))
+    parts.append(optax.adamw(learning_rate_schedule(cfg, total_steps), weight_decay=cfg.weight_decay))
     return optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------------------------- reparameterisation
+def init_reparam(prompts0: np.ndarray, hidden: int, seeds: Sequence[int]) -> dict:
+    """The trained tree of a reparameterised run: {"prompt" [S, P, H], "w1" [S, H, h], "b1" [S, h], "w2" [S, h, H],
+    "b2" [S, H]}. w2 and b2 start at zero, so the folded prompt starts as the initial prompt; w1 is drawn per seed
+    (He-normal) from SeedSequence([seed, 0x9E9A])."""
+    S, _, H = prompts0.shape
+    w1 = np.stack([np.random.default_rng(np.random.SeedSequence([int(s), 0x9E9A])).normal(
+        0.0, math.sqrt(2.0 / H), (H, hidden)) for s in seeds]).astype(np.float32)
+    return {"prompt": np.asarray(prompts0, np.float32), "w1": w1, "b1": np.zeros((S, hidden), np.float32),
+            "w2": np.zeros((S, hidden, H), np.float32), "b2": np.zeros((S, H), np.float32)}
+
+
+def fold_one(tree) -> jax.Array:
+    """One seed's trained tree -> its plain prompt [P, H] = P + relu(P w1 + b1) w2 + b2; a plain [P, H] array is
+    returned as it is."""
+    if not isinstance(tree, Mapping):
+        return tree
+    hidden = jax.nn.relu(tree["prompt"] @ tree["w1"] + tree["b1"])
+    return tree["prompt"] + hidden @ tree["w2"] + tree["b2"]
+
+
+def fold(trees) -> jax.Array:
+    """[S]-stacked trained trees (or prompts [S, P, H]) -> prompts [S, P, H]."""
+    return trees if not isinstance(trees, Mapping) else jax.vmap(fold_one)(trees)
 
 
 def cross_entropy(scores: jax.Array, labels: jax.Array, example_mask: jax.Array) -> jax.Array:
@@ -137,8 +202,8 @@ def make_train_step(score_fn: ScoreFn, tx: optax.GradientTransformation, mesh):
     """(prompts [S,P,H], opt_state, params, batch [S,B,...]) -> (prompts, opt_state, loss [S]); one jit."""
 
     def one_seed(prompt, opt_state, params, batch):
-        def loss_of(p):
-            return cross_entropy(score_fn(params, p, batch), batch["labels"], batch["example_mask"])
+        def loss_of(p):   # p: the prompt [P, H], or a reparameterised tree folded into one
+            return cross_entropy(score_fn(params, fold_one(p), batch), batch["labels"], batch["example_mask"])
 
         loss, grad = jax.value_and_grad(loss_of)(prompt)  # w.r.t. the prompt only: params stay constants
         updates, opt_state = tx.update(grad, opt_state, prompt)
@@ -232,20 +297,25 @@ class TrainState:
     evals_since_improvement: int = 0  # evaluations in a row in which no seed's best improved (early stopping)
 
 
-def initial_state(prompts0: np.ndarray, tx: optax.GradientTransformation) -> TrainState:
-    seeds = prompts0.shape[0]
-    opt_state0 = jax.vmap(tx.init)(jnp.asarray(prompts0))
+def initial_state(prompts0, tx: optax.GradientTransformation) -> TrainState:
+    """prompts0: [S, P, H], or a reparameterised run's trained tree (init_reparam)."""
+    folded = np.asarray(fold(jax.tree.map(jnp.asarray, prompts0)))
+    seeds = folded.shape[0]
+    opt_state0 = jax.vmap(tx.init)(jax.tree.map(jnp.asarray, prompts0))
     return TrainState(prompts=prompts0, opt_state=jax.tree.map(np.asarray, opt_state0), step=0,
-                      best_prompts=prompts0.copy(), best_accuracy=np.full(seeds, -1.0), best_f1=np.zeros(seeds),
+                      best_prompts=folded.copy(), best_accuracy=np.full(seeds, -1.0), best_f1=np.zeros(seeds),
                       best_step=np.full(seeds, -1, np.int64))
 
 
-def record_evaluation(state: TrainState, at_step: int, prompts: np.ndarray, confusion: np.ndarray
-                      ) -> tuple[TrainState, np.ndarray]:
+def record_evaluation(state: TrainState, at_step: int, prompts: np.ndarray, confusion: np.ndarray,
+                      select_metric: str = "accuracy") -> tuple[TrainState, np.ndarray]:
     """The state after an evaluation at `at_step` of `prompts` [S, P, H] with dev confusion [S, C, C]:
-    each seed's best prompt / accuracy / F1 / step where its accuracy improved, and the early-stopping count.
+    each seed's best prompt / score / F1 / step where its `select_metric` (accuracy or balanced accuracy; the
+    state's best_accuracy holds that score) improved, and the early-stopping count.
     Returns (new state, improved [S] bool). Pure: `state` is not modified."""
     accuracy, f1 = metrics.accuracy(confusion), metrics.f1(confusion)
+    if select_metric == "balanced_accuracy":
+        accuracy = metrics.balanced_accuracy(confusion)
     improved = accuracy > state.best_accuracy
     new = dataclasses.replace(
         state,
@@ -261,12 +331,19 @@ def patience_reached(state: TrainState, cfg: TrainConfig) -> bool:
     return bool(cfg.patience) and state.evals_since_improvement >= int(cfg.patience)
 
 
+# Checkpoint entries of a reparameterised run's MLP ("reparam_w1", ...), beside its base prompt "prompt".
+REPARAM_PREFIX = "reparam_"
+
+
 def _per_seed(state: TrainState) -> list[dict]:
     """The checkpoint of each seed (one orbax tree per seed folder)."""
     out = []
-    for i in range(state.prompts.shape[0]):
+    for i in range(state.best_prompts.shape[0]):
+        trained = state.prompts
+        parts = ({"prompt": trained["prompt"], **{REPARAM_PREFIX + k: v for k, v in trained.items() if k != "prompt"}}
+                 if isinstance(trained, Mapping) else {"prompt": trained})
         out.append({
-            "prompt": state.prompts[i],
+            **{k: np.asarray(v)[i] for k, v in parts.items()},
             "opt_state": jax.tree.map(lambda x: np.asarray(x)[i], state.opt_state),
             "best_prompt": state.best_prompts[i],
             "best_accuracy": np.float64(state.best_accuracy[i]),
@@ -281,8 +358,10 @@ def _per_seed(state: TrainState) -> list[dict]:
 def _from_per_seed(restored: Sequence[dict]) -> TrainState:
     def stack(key):
         return np.stack([np.asarray(r[key]) for r in restored])
+    prompts = stack("prompt")
+    extra = {k[len(REPARAM_PREFIX):]: stack(k) for k in restored[0] if k.startswith(REPARAM_PREFIX)}
     return TrainState(
-        prompts=stack("prompt"),
+        prompts={"prompt": prompts, **extra} if extra else prompts,
         opt_state=jax.tree.map(lambda *xs: np.stack(xs), *[r["opt_state"] for r in restored]),
         step=int(restored[0]["step"]),
         best_prompts=stack("best_prompt"),
@@ -406,6 +485,7 @@ def evaluation_rows(state: TrainState, seeds: Sequence[int], at_step: int, sched
     for i, seed in enumerate(seeds):
         row = {"seed": seed, "step": int(at_step), "epoch": at_step / schedule.steps_per_epoch,
                "dev_accuracy": float(accuracy[i]), "dev_f1": float(f1[i]), "dev_loss": float(dev_loss[i]),
+               "dev_balanced_accuracy": float(metrics.balanced_accuracy(confusion[i])),
                "dev_examples": int(confusion[i].sum()),
                "train_loss": None if train_loss is None else float(train_loss[i]),
                "best_dev_accuracy": float(state.best_accuracy[i]), "best_step": int(state.best_step[i]),
@@ -439,6 +519,10 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
     prompts0 = np.asarray(init_prompts, np.float32)
     if prompts0.ndim != 3 or prompts0.shape[0] != len(seeds):
         raise ValueError(f"init_prompts must be [seeds={len(seeds)}, P, H], got shape {prompts0.shape}")
+    if cfg.reparam_hidden and step_factory is not None:
+        raise ValueError("reparam_hidden (a reparameterised prompt) and another loss (step_factory) cannot be "
+                         "combined: that loss's step trains a plain [P, H] prompt")
+    trained0 = init_reparam(prompts0, int(cfg.reparam_hidden), seeds) if cfg.reparam_hidden else prompts0
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_divisible(cfg.batch_size, mesh, what="global batch (batch_size)")
     run_info = dict(run_info or {})
@@ -451,20 +535,23 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
         parallel.check_divisible(np.shape(b["labels"])[0], mesh, what="dev batch")
 
     # ---- compiled steps, initial state, resume
-    tx = make_optimizer(cfg)
+    tx = make_optimizer(cfg, schedule.total_steps)
     train_step = make_train_step(score_fn, tx, mesh) if step_factory is None else step_factory(tx, mesh)
     eval_step = scoring.make_eval_step(score_fn, mesh)
     params = parallel.replicate(params, mesh)
-    state = initial_state(prompts0, tx)
+    state = initial_state(trained0, tx)
     run_files, resumed_from, history = None, None, []
     if run_dirs is not None:
         if len(run_dirs) != len(seeds):
             raise ValueError(f"need one run folder per seed ({len(seeds)}), got {len(run_dirs)}")
-        run_files = RunFiles(run_dirs, seeds, {**run_info, **(sidecar or {})}, cfg.keep_checkpoints)
+        recipe = {k: getattr(cfg, k) for k in TrainConfig.RECIPE_DEFAULTS}
+        run_files = RunFiles(run_dirs, seeds, {**run_info, **(sidecar or {}), "recipe": recipe},
+                             cfg.keep_checkpoints)
         fingerprint = run_fingerprint(cfg, run_info, prompts0.shape[1:])
         state, resumed_from, history = resume(run_files, fingerprint, state)
 
-    prompts = parallel.replicate(jnp.asarray(state.prompts), mesh)
+    prompts = parallel.replicate(jax.tree.map(jnp.asarray, state.prompts), mesh)
+    fold_fn = jax.jit(fold)
     opt_state = parallel.replicate(jax.tree.map(jnp.asarray, state.opt_state), mesh)
     step = state.step
     t0 = time.time()
@@ -475,8 +562,9 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
     def evaluation(at_step, prompts_now, train_loss) -> bool:
         """Evaluates, updates the state, writes the rows and prompts; True when patience says stop."""
         nonlocal state, last_accuracy, stopped_early
+        prompts_now = fold_fn(prompts_now)                # the plain [S, P, H] prompts (reparameterised: folded)
         confusion, dev_loss = scoring.evaluate(eval_step, prompts_now, params, dev_batches, mesh)
-        state, improved = record_evaluation(state, at_step, np.asarray(prompts_now), confusion)
+        state, improved = record_evaluation(state, at_step, np.asarray(prompts_now), confusion, cfg.select_metric)
         last_accuracy = float(np.mean(metrics.accuracy(confusion)))
         stop = patience_reached(state, cfg) and at_step < schedule.total_steps
         if stop:
@@ -529,7 +617,7 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
                 loss_sum, loss_count = np.zeros(len(seeds)), 0
                 bar.set_postfix(loss=f"{float(np.mean(np.asarray(loss))):.4f}", dev_acc=f"{last_accuracy:.4f}")
                 if run_files is not None:
-                    state = dataclasses.replace(state, prompts=np.asarray(prompts),
+                    state = dataclasses.replace(state, prompts=jax.tree.map(np.asarray, prompts),
                                                 opt_state=jax.tree.map(np.asarray, opt_state), step=step)
                     run_files.save(state)
                 if out_of_time or stop:
@@ -540,7 +628,7 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
         if run_files is not None:
             run_files.close()
 
-    return TrainResult(prompts=np.asarray(prompts), best_prompts=state.best_prompts,
+    return TrainResult(prompts=np.asarray(fold_fn(prompts)), best_prompts=state.best_prompts,
                        best_accuracy=state.best_accuracy, best_f1=state.best_f1, best_step=state.best_step,
                        steps=step, resumed_from=resumed_from, history=history, stopped_early=stopped_early)
 

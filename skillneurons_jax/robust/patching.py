@@ -39,6 +39,7 @@ class PatchingSettings:
     scope: str = "layer"
     random_draws: int = 5
     random_seed: int = 0
+    random_from: str = "all"          # "rest": controls drawn from the neurons outside the level's skill set
 
     def __post_init__(self):
         percents = tuple(float(p) if not float(p).is_integer() else int(p) for p in self.percents)
@@ -53,6 +54,8 @@ class PatchingSettings:
             raise ValueError(f"patching.scope {self.scope!r}; allowed: {suppression.SCOPES}")
         if int(self.random_draws) < 1:
             raise ValueError(f"patching.random_draws must be >= 1, got {self.random_draws}")
+        if self.random_from not in suppression.RANDOM_FROM:
+            raise ValueError(f"patching.random_from {self.random_from!r}; allowed: {suppression.RANDOM_FROM}")
 
     @classmethod
     def from_mapping(cls, cfg: Optional[Mapping]) -> "PatchingSettings":
@@ -66,7 +69,10 @@ class PatchingSettings:
         return cls(**cfg)
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "percents": list(self.percents)}
+        out = {**dataclasses.asdict(self), "percents": list(self.percents)}
+        if self.random_from == "all":     # the default: settings recorded before the option existed stay equal
+            out.pop("random_from")
+        return out
 
 
 def make_patch_run(readout, prompt_length: int):
@@ -152,7 +158,8 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
     if not pairs:
         raise ValueError("patching needs at least one batch of adversarial examples")
     masks = suppression.skill_masks(pred, settings.percents, settings.scope)             # [K, L, N]
-    controls = suppression.random_control_masks(masks, settings.random_seed, settings.random_draws)  # [D, K, L, N]
+    controls = suppression.random_control_masks(masks, settings.random_seed, settings.random_draws,
+                                                settings.random_from)                            # [D, K, L, N]
     num_levels, num_layers, num_neurons = masks.shape
     draws = controls.shape[0]
     num_seeds, prompt_len = prompts.shape[0], prompts.shape[1]

@@ -31,22 +31,50 @@ class TaskSetup:
     label_words: tasks.LabelWords
     readout: Readout
     readout_settings: ReadoutSettings = ReadoutSettings()
+    # The dev rows every stage reads unless it asks for others (`dev_rows`): None = the whole dev split; with a
+    # selection carve, the "measure" part (the statistics), while stages.tune selects on the "select" part.
+    dev_rows: Optional["DevRows"] = None
 
 
-def make_setup(loaded, task, readout_settings: ReadoutSettings = ReadoutSettings()) -> TaskSetup:
+@dataclasses.dataclass(frozen=True)
+class DevRows:
+    """Which dev rows a study's stages read: `select_percent` > 0 carves dev into a selection part (checkpoints) and
+    a disjoint measurement part (everything else: Table 1, predictivity, transfer, suppression); `without_originals`
+    leaves the originals of the task's adversarial sets out of both (AdvGLUE perturbed GLUE dev)."""
+    select_percent: int = 0
+    without_originals: bool = False
+
+    @classmethod
+    def from_config(cls, tune_config) -> Optional["DevRows"]:
+        get = tune_config.get
+        rows = cls(int(get("select_percent") or 0), bool(get("select_without_originals") or False))
+        return rows if rows != cls() else None
+
+    def options(self, role: str) -> dict:
+        """encode_split's options for the `role` ("select" | "measure") rows."""
+        part = readers.Part(role, self.select_percent) if self.select_percent else None
+        return {"part": part, "exclude_originals": self.without_originals}
+
+
+def make_setup(loaded, task, readout_settings: ReadoutSettings = ReadoutSettings(),
+               dev_rows: Optional[DevRows] = None) -> TaskSetup:
     """The task's label words for the model's tokenizer and family, and its readout."""
     spec = tasks.get_task(task)
     words = tasks.label_word_ids(spec, loaded.tokenizer, loaded.family)
     return TaskSetup(loaded=loaded, task=spec, label_words=words, readout=readout_settings.build(loaded, words),
-                     readout_settings=readout_settings)
+                     readout_settings=readout_settings, dev_rows=dev_rows)
 
 
 def encode_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[int], max_text_tokens: int, *,
-                 task=None) -> batching.Encoded:
+                 task=None, role: str = "measure") -> batching.Encoded:
     """One split of `task` (default: the setup's task; the clean TRAIN split of an adversarial task differs),
-    tokenized with that task's template for the model's family. An empty split is a ValueError."""
+    tokenized with that task's template for the model's family. The setup's task's dev split is read as its
+    `dev_rows` say: the `role` part ("measure", the default, or "select": checkpoint selection). An empty split is
+    a ValueError."""
     spec = setup.task if task is None else tasks.get_task(task)
-    data = readers.read_split(spec, split, data_dir, max_examples=max_examples)
+    rows = setup.dev_rows.options(role) if (setup.dev_rows is not None and split == "dev"
+                                             and spec.name == setup.task.name) else {}
+    data = readers.read_split(spec, split, data_dir, max_examples=max_examples, **rows)
     if not data.examples:
         raise ValueError(f"task {spec.name!r}: the {split} split is empty")
     encoded = batching.encode(data.examples, setup.loaded.tokenizer, spec, setup.loaded.family,

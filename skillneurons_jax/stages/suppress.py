@@ -156,6 +156,7 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
              max_text_tokens: int, eval_batch_size: int, levels: Sequence[float] = suppression.DEFAULT_PERCENTS,
              scope: str = "layer", intervention: str = "zero", noise_scale: float = 1.0, random_draws: int = 3,
              random_seed: int = 0, stream: str = "encoder", max_examples: Optional[int] = None,
+             random_from: str = "all",
              batch_size: Optional[int] = None, prompt_task: Optional[str] = None,
              noise_relative_to: str = "absolute", split: str = "dev", exclude_slots: Sequence[int] = ()) -> dict:
     """See the module docstring. `setup` is the TARGET task's; `max_text_tokens` and its readout must be the
@@ -174,6 +175,7 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
                          max_text_tokens=max_text_tokens, eval_batch_size=eval_batch_size, levels=levels, scope=scope,
                          intervention=intervention, noise_scale=noise_scale, random_draws=random_draws,
                          random_seed=random_seed, stream=stream, max_examples=max_examples, batch_size=batch_size,
+                         random_from=random_from,
                          prompt_task=prompt_task, noise_relative_to=noise_relative_to, split=split,
                          exclude_slots=exclude_slots, output=output)
 
@@ -181,7 +183,7 @@ def suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Seque
 def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequence[int], *, model_path,
               max_text_tokens, eval_batch_size, levels, scope, intervention, noise_scale, random_draws, random_seed,
               stream, max_examples, batch_size, prompt_task, noise_relative_to, split, exclude_slots=(),
-              output=None) -> dict:
+              output=None, random_from="all") -> dict:
     """The body of `suppress`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
@@ -203,7 +205,7 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
     prompts_np, digests = files.load_tuned_prompts(workdir, loaded, readout, prompt_task, seeds, max_text_tokens)
 
     skill = suppression.skill_masks(pred, levels, scope)                                   # [K, L, N]
-    random_masks = suppression.random_control_masks(skill, random_seed, random_draws)      # [D, K, L, N]
+    random_masks = suppression.random_control_masks(skill, random_seed, random_draws, random_from)  # [D, K, L, N]
     all_masks = np.concatenate([skill, random_masks.reshape((-1,) + skill.shape[1:])])     # [(1 + D) K, L, N]
     unique, index = _unique_masks(all_masks)
     kw, mean_positions = {}, None
@@ -251,7 +253,7 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
         "neurons_per_layer": {key: suppression.counts_per_layer(skill[i]).tolist() for i, key in enumerate(keys)},
         "scope": scope, "intervention": intervention, "noise_scale": noise_scale if intervention == "gaussian"
         else None, "noise_relative_to": noise_relative_to if intervention == "gaussian" else None,
-        "mean_positions": mean_positions, "stream": stream, "random_seed": random_seed,
+        "mean_positions": mean_positions, "stream": stream, "random_seed": random_seed, "random_from": random_from,
         "random_draws": random_draws, "n_dev": int(confusion[0, 0].sum()), "split": split, "positions": "all",
         **({"excluded_prompt_slots": list(exclude_slots)} if exclude_slots else {}),
         **suppression.suppression_example_fields(correct, index, example_labels, keys, draws),

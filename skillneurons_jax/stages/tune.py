@@ -121,6 +121,19 @@ def check_tune_config(tune_config, prefix: str = "--config.") -> None:
         value = get(field)
         if value is not None and value < 0:
             raise ValueError(f"{prefix}{field} must be >= 0, got {value!r}")
+    for field, choices in (("lr_schedule", train.LR_SCHEDULES), ("select_metric", train.SELECT_METRICS)):
+        if get(field) is not None and get(field) not in choices:
+            raise ValueError(f"{prefix}{field} must be one of {choices}, got {get(field)!r}")
+    fraction = get("min_lr_fraction")
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+        raise ValueError(f"{prefix}min_lr_fraction must be in [0, 1], got {fraction!r}")
+    for field in ("reparam_hidden", "select_percent"):
+        value = get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{prefix}{field} must be an integer >= 0, got {value!r}")
+    if (get("select_percent") or 0) >= 100:
+        raise ValueError(f"{prefix}select_percent must be below 100 (0: select on the whole dev split), "
+                         f"got {get('select_percent')!r}")
 
 
 def init_vocab_range(cfg: Mapping, vocab_size: int) -> tuple[int, int]:
@@ -166,7 +179,9 @@ def train_config(cfg: Mapping) -> train.TrainConfig:
         warmup_steps=int(cfg["warmup_steps"]), clip_norm=float(cfg["clip_norm"]),
         weight_decay=float(cfg["weight_decay"]), keep_checkpoints=int(cfg["keep_checkpoints"]),
         progress=bool(cfg["progress"]), time_limit_s=float(cfg.get("time_limit_s") or 0.0),
-        patience=None if patience is None else int(patience))
+        patience=None if patience is None else int(patience),
+        **{k: type(default)(cfg[k]) for k, default in train.TrainConfig.RECIPE_DEFAULTS.items()
+           if cfg.get(k) is not None})
 
 
 def planned_steps(config: train.TrainConfig, train_examples: int) -> int:
@@ -441,7 +456,7 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
     train_cap = cfg.get("train_max_examples") or max_examples
     train_enc = encode_split(setup, "train", data_dir, train_cap, cfg["max_text_tokens"])
     dev_enc = encode_split(setup, "dev", data_dir, cfg.get("dev_max_examples") or max_examples,
-                           cfg["max_text_tokens"])
+                           cfg["max_text_tokens"], role="select")
     batch_size = int(cfg["batch_size"])
     if len(train_enc) < batch_size:
         raise ValueError(f"task {task!r}: {len(train_enc)} training examples, fewer than one batch of {batch_size}")

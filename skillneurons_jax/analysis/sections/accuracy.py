@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from skillneurons_jax import layout
-from skillneurons_jax.analysis import results, robustness, transfer
+from skillneurons_jax.analysis import learnability, results, robustness, transfer
 from skillneurons_jax.analysis.report_context import ReportContext, relative_path
 from skillneurons_jax.prompt import metrics
 
@@ -40,6 +40,29 @@ def build(context: ReportContext) -> None:
         document.p("No accuracy results found.")
     context.summary["accuracy"] = robustness.accuracy_records(entries)
     held_out(context)
+    learnability_rule(context, entries)
+
+
+def learnability_rule(context: ReportContext, entries) -> None:
+    """Each clean task's prompt balanced accuracy beside its frozen-feature probe (WORKDIR/probe/, stage probe) and
+    the rule's verdict (analysis.learnability.beyond_model); nothing when no probe ran."""
+    probes = {}
+    for model in context.inventory.models:
+        try:
+            probes.update({(model, task): r for task, r in learnability.load_probes(context.workdir, model).items()})
+        except (OSError, ValueError) as error:
+            context.problem(error)
+    rows, records = learnability.rule_rows(entries, probes)
+    if not rows:
+        return
+    context.document.h(3, "Learnability: prompts beside the frozen-feature probe")
+    context.document.p(
+        f"Probe: a linear classifier on the frozen model's features (stage probe, docs/LEARNABILITY.md); its "
+        f"reference encoding is the task's template without a prompt. A task is beyond this model when the "
+        f"probe's and the prompts' dev balanced accuracies are both below "
+        f"{0.5 + learnability.NEAR_CHANCE_MARGIN:.2f}; findings that need a learned prompt leave it out.")
+    context.document.table(learnability.RULE_HEADER, rows)
+    context.summary["learnability"] = records
 
 
 def held_out(context: ReportContext) -> None:
