@@ -4,7 +4,7 @@
         [--config.reuse_from=WORKDIR_OF_THE_VALIDATION_STUDY]
 
 Power (issue #29, not yet run): the validation config's power settings (5 seeds, full dev measurement rows, the
-recipe, learnability budgets), arms on SST-2 and QNLI only, every arm scored on the full AdvGLUE sets, patching on
+recipe, learnability budgets), arms on SST-2 only, every arm scored on the full AdvGLUE sets, patching on
 every pair with 5 random draws per level drawn outside the skill neurons (`patching.random_from = "rest"`);
 `--dry_run` estimate: POWER_ESTIMATE below. What follows describes the earlier design and its measured run.
 
@@ -59,30 +59,32 @@ PROTECTED_WORDS = ("good,great,bad,awful,terrible,excellent,best,worst,love,hate
 
 
 # --dry_run of get_config() at the validation config's calibrated cost (2.1e11 FLOP/s, 2 s per compilation):
-# 5419 s (90.3 min) with nothing to copy (robust_tune 3851 s, tune 734, patching 198, the rest 636); the tune and
+# 5782 s (96.4 min) with nothing to copy (robust_tune 3478 s, tune 1215, patching 327, the rest 762); the tune and
 # clean predictivity stages that reuse_from copies from the validation workdir take seconds.
-POWER_ESTIMATE = "5419 s (90.3 min)"
+POWER_ESTIMATE = "5782 s (96.4 min)"
 COMMAND = ("python -m launch.reproduce --config=configs/robust.py --data_dir /work/shared/data --workdir "
            "workdir/robust --config.reuse_from=workdir/validation")
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = validation.get_config()
-    # Power (issue #29): the validation config's recipe, 5 seeds and full rows (validation.power); MRPC's arms are
-    # left out (its frozen-feature probe sits within 10 points of chance, docs/LEARNABILITY.md, and its prompts
-    # answered "equivalent" throughout), so the budget goes to SST-2 and QNLI; every arm is scored on the full
-    # AdvGLUE sets (148 AdvSST-2 / 148 AdvQNLI records, no row cap reaches them), patching on every pair (130 / 133).
+    # Power (issue #29): the validation config's recipe, 5 seeds and full rows (validation.power); the arms are
+    # SST-2's only: MRPC's and QNLI's frozen-feature probes sit within about 10 points of chance
+    # (docs/LEARNABILITY.md) and their prompts never learned, and with 5 seeds their arms would take the study past
+    # 120 min (148.6 min estimated with SST-2's and QNLI's); every arm is scored on the full AdvGLUE sets (148
+    # AdvSST-2 records, no row cap reaches them), patching on every pair (AdvSST-2 130, AdvQNLI 133) with QNLI's
+    # clean prompts.
     c.tasks = "sst2,qnli,advsst2,advqnli"
     c.optional_tasks = ""
     c.adversarial_prompts = ""                        # AdvQQP is a scored set of MRPC's arms, not a plan task
-    c.seeds = "0,1,2"                                 # intervals over seeds need at least 3
+    c.seeds = validation.POWER_SEEDS                  # issue #29: >= 5 seeds
     c.suppression.tasks = "sst2"
     c.suppression.extra_pairs = ""
     c.report.validation_doc = ""                      # docs/VALIDATION.md is the validation config's
     c.report.robustness_doc = "docs/ROBUSTNESS_RESULTS.md"   # relative to the directory the command runs in
     c.report.robustness_command = COMMAND
     c.robust = ml_collections.ConfigDict(dict(
-        tasks="sst2,qnli",
+        tasks="sst2",
         arms="plain,perturbed,anchored",
         perturbations=ml_collections.ConfigDict(dict(char_swap=0.05, word_drop=0.05, neighbour=0.1)),
         perturbation_mode="one",
