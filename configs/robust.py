@@ -13,10 +13,8 @@ configs/validation.py's settings (the recipe MiniLM is tuned with there: 20 prom
 and MRPC with the AdvGLUE sets of the first two: its tune, predictivity and transfer stages compute what the
 validation study's do for those tasks (run it in a workdir of its own; with `--config.reuse_from` naming the
 validation study's finished workdir, its tune runs and predictivity results are copied, each only where it is
-the same computation: about 40 min of this study's 4 h on 2 CPU cores). Measured (2026-12-03, commit fd8942a, a
-2-core AMD EPYC with AVX-512, reusing that day's validation workdir): 37 stages, 56.9 min of stages, 56:53 wall,
-3889 s user CPU, 3.9 GB max RSS; the plan had estimated 242 min at the AVX2 host's rate (the validation study ran
-3.3x faster on this CPU). Its document: docs/ROBUSTNESS_RESULTS.md (report.robustness_doc). On top of them:
+the same computation). Its document, with every measured figure and the run time: docs/ROBUSTNESS_RESULTS.md
+(report.robustness_doc). On top of them:
 - `robust_tune/<m>/<task>/<arm>`: three arms with the tune stage's seeds and budget, plain (the plain loss: it
   copies the tune stage's prompts, the same computation), perturbed (cross-entropy on the clean and a perturbed
   copy of each training batch: the control) and anchored (plus the skill-neuron term of robust.anchor), each

@@ -62,7 +62,7 @@ def findings(summary: Mapping) -> list[Finding]:
         spec = (summary.get("specificity") or {}).get(model) or {}
         sentence = (spec.get("type_test") or {}).get("verdict")
         if sentence:
-            out.append(Finding(sentence, spec.get("anchor")))
+            out.append(Finding(f"{model}: {sentence}", spec.get("anchor")))
         for key in ("suppression", "suppression_test"):
             for pair, entry in sorted(((summary.get(key) or {}).get(model) or {}).items()):
                 if isinstance(entry, Mapping) and entry.get("verdict"):

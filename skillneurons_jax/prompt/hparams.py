@@ -8,7 +8,7 @@ for T5; the configs/tune.py default (10) wins unless a config sets `tune.epochs 
 early stopping (`tune.patience`) can cut it short where a user cannot afford it.
 
 The MiniLM rows are ours, tuned on 2 CPU cores: SST-2 with 20 prompt tokens (see configs/minilm_sst2.py), and the
-offline tweets tasks with 8 prompt tokens (see configs/default.py for the measured balanced accuracies); on the
+offline tweets tasks with 8 prompt tokens (the accuracies they reach: docs/RESULTS.md); on the
 paper's tasks MiniLM takes RoBERTa's epoch budget (the closest encoder; not an original number, `SOURCES` says so).
 A model not in the table uses its family's row (`FAMILY_DEFAULT`). Values set explicitly in the config
 (anything not None) win over the table.
