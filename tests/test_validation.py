@@ -121,7 +121,7 @@ def test_validation_plan_fits_its_120_minutes_by_the_calibrated_cost_model(tmp_p
     stages = plan_stages.build_plan(plan_stages.Settings.from_config(config, tmp_path, str(SHARED_DATA)))
     kinds = collections.Counter(stage.kind for stage in stages)
     # five clean tasks (ETHICS justice left out by its probe), their adversarial sets, held-out test stages
-    assert kinds == {"tune": 5, "predictivity": 8, "suppress": 13, "transfer": 10, "report": 1}, kinds
+    assert kinds == {"tune": 5, "predictivity": 8, "suppress": 13, "transfer": 10, "explorer": 5, "report": 1}, kinds
     assert sum(stage.cost_s for stage in stages) <= 120 * 60
 
 

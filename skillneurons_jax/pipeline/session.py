@@ -20,6 +20,7 @@ from skillneurons_jax.prompt.readout import ReadoutSettings
 from skillneurons_jax.robust import patching as patching_settings
 from skillneurons_jax.robust import stage as robust_stage
 from skillneurons_jax.robust import tuning as robust_tuning
+from skillneurons_jax.stages import explorer as explorer_stage
 from skillneurons_jax.stages import predictivity as predictivity_stage
 from skillneurons_jax.stages import suppress as suppress_stage
 from skillneurons_jax.stages import transfer as transfer_stage
@@ -110,6 +111,13 @@ class Session:
             max_text_tokens=int(tune_config["max_text_tokens"]),
             eval_batch_size=int(tune_config["eval_batch_size"]), options=options, max_examples=max_examples,
             prompt_task=prompt_task, baseline_task=prompt_task, reuse_from=reuse_from)
+
+    def explorer(self, model_path: str, tasks, seeds, workdir, data_dir, tune_config, *,
+                 max_examples=None) -> dict:
+        return explorer_stage.record_neurons(
+            [self.setup(model_path, t, tune_config) for t in tasks], workdir, data_dir, seeds, model_path=model_path,
+            max_text_tokens=int(tune_config["max_text_tokens"]), eval_batch_size=int(tune_config["eval_batch_size"]),
+            max_examples=max_examples)
 
     def suppress(self, model_path: str, source: str, target: str, seeds: Sequence[int], workdir, data_dir,
                  tune_config, *, max_examples: Optional[int] = None, **options) -> dict:

@@ -29,6 +29,8 @@ Stages (keys; `<m>` = the model's short name, LoadedModel.name):
   patching/<m>/<clean>__<adv>.<source>   only with config.patching (robust.stage): activation patching of each
                              adversarial task present with its clean task's prompts and skill neurons
                              -> patching/<m>/<clean>__<adv>.<source>.json; skip when advglue/dev_ann.json is absent
+  explorer/<m>/<clean>       the top neurons' dev activations of a clean task and its adversarial sets (one seed),
+                             after their predictivity -> explorer/<m>/<clean>.npz (report/explorer.html reads it)
   report                     analysis.report.build_report -> report/index.html, index.md, summary.json, figures/
 
 Dependencies carry data: a stage is redone when one of its inputs (its dependencies' outputs) changed since it
@@ -70,6 +72,7 @@ from skillneurons_jax.pipeline import plan
 from skillneurons_jax.pipeline.session import Session
 from skillneurons_jax.robust import advglue, patching as patching_settings
 from skillneurons_jax.robust.tuning import RobustSettings
+from skillneurons_jax.stages import explorer as explorer_stage
 from skillneurons_jax.stages import suppress as suppress_stage
 from skillneurons_jax.stages import tune as tune_stage
 
@@ -84,7 +87,7 @@ TRAIN_STEP_FACTOR = 3.0       # a training step ~ forward + backward ~ 3 forward
 DEFAULT_FLOPS = {"cpu_per_core": 4e10, "accelerator": 3e13}
 
 STAGE_KINDS = ("tune", "transfer", "predictivity", "suppress", "robust_tune", "robust_predictivity", "patching",
-               "report")
+               "explorer", "report")
 # A robust training step runs the clean and the perturbed input (and, with epsilon > 0, one more forward and
 # backward per adversarial step), and the stage perturbs and encodes each seed's training split: measured on MiniLM
 # SST-2 (40 steps, 3 seeds, 2 shared CPU cores) the perturbed and anchored arms took 2.8x and 2.5x the plain arm.
@@ -669,6 +672,21 @@ def _model_stages(s: Settings, session, info: ModelInfo, tp: TaskPlan, cost: Cos
             suppress_test, deps=[f"predictivity/{m}/{task}", f"tune/{m}/{task}"], cost_s=cost.suppress(task),
             group_task=task, settings=settings(task, suppression=suppression, split="test"))
 
+    # The neuron explorer's record (stages/explorer.py): a clean task and the adversarial sets scored with its
+    # prompts, after their predictivity; one seed's dev pass each (a quarter of a 2-seed predictivity stage's work).
+    for clean in tp.clean:
+        sets = [clean] + [a for a in tp.present if a != clean and s.prompt_task_of(a) == clean]
+
+        def explorer(clean=clean, sets=tuple(sets), key=f"explorer/{m}/{clean}"):
+            _hook(hooks, "explorer", key)
+            session.explorer(path, list(sets), s.seeds, str(s.workdir), s.data_dir, s.tune,
+                             max_examples=s.max_examples)
+        out = layout.explorer_path(w, m, clean)
+        add(f"explorer/{m}/{clean}", "explorer", [out, out.with_name(out.name + ".json")], explorer,
+            deps=[f"tune/{m}/{clean}"] + [f"predictivity/{m}/{t}" for t in sets],
+            cost_s=sum(cost.predictivity(t) for t in sets) / 4, group_task=clean,
+            settings=settings(clean, explorer={"top_k": explorer_stage.DEFAULT_TOP_K,
+                                               "examples": explorer_stage.DEFAULT_EXAMPLES}))
     _robust_stages(s, session, info, tp, cost, hooks, add, settings)
     return stages
 
