@@ -41,7 +41,7 @@ from skillneurons_jax.analysis import explorer, headline
 from skillneurons_jax.analysis.document import Document
 from skillneurons_jax.analysis.report_context import (DEFAULT_OPTIONS, ReportContext, dedupe, no_nan,
                                                       relative_path)
-from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, results, robustness_study,
+from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, prune, results, robustness_study,
                                                specificity, suppression, transfer, validation)
 
 __all__ = ["DEFAULT_OPTIONS", "Report", "build_report"]
@@ -93,6 +93,7 @@ def _build_sections(context: ReportContext) -> None:
         context.section(f"predictivity ({model})", lambda: predictivity.build(context, model))
         context.section(f"task specificity ({model})", lambda: specificity.build(context, model))
         context.section(f"suppression ({model})", lambda: suppression.build(context, model))
+        context.section(f"pruning ({model})", lambda: prune.build(context, model))
     context.section("robustness study", lambda: robustness_study.build(context))
     context.section("configuration", lambda: appendix.configuration(context))
     appendix.gaps(context)
