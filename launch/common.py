@@ -20,6 +20,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from skillneurons_jax import io, models, parallel  # noqa: E402
 from skillneurons_jax.data import readers, tasks  # noqa: E402
+from skillneurons_jax.pipeline import settings  # noqa: E402
 from skillneurons_jax.prompt import files  # noqa: E402
 from skillneurons_jax.prompt.readout import ReadoutSettings  # noqa: E402
 from skillneurons_jax.stages.setup import DevRows, TaskSetup, make_setup  # noqa: E402
@@ -70,13 +71,8 @@ def define_config(default_file: str) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"--seeds must be distinct non-negative integers, got {text!r}")
-    return seeds
+    """--seeds "0,1,2" -> [0, 1, 2] (pipeline.settings.parse_seeds: distinct integers >= 0)."""
+    return list(settings.parse_seeds(text, "--seeds"))
 
 
 def require(*names: str) -> None:
@@ -109,10 +105,8 @@ def check_flags(*, tasks_read=(), workdir: bool = True) -> None:
     seeds, positive caps and steps, a workdir that is a writable folder (or can be made one), and --data_dir for
     the tasks in `tasks_read` whose files are not shipped with a package (the offline tweets tasks need none)."""
     parse_seeds(FLAGS.seeds)
-    positive("max_examples", FLAGS.max_examples)
-    positive("max_steps", FLAGS.max_steps)
-    if FLAGS.eval_every is not None and FLAGS.eval_every < 0:
-        raise ValueError(f"--eval_every must be >= 0 (0: once per epoch), got {FLAGS.eval_every}")
+    for name in ("max_examples", "max_steps", "eval_every"):      # the config's table of ranges
+        settings.check_field(name, getattr(FLAGS, name), f"--{name}")
     if workdir:
         io.check_writable_folder(FLAGS.workdir, what="--workdir")
     if FLAGS.data_dir in (None, ""):

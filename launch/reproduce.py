@@ -2,7 +2,7 @@
 
     [--data_dir DIR] [--dry_run] [--process_index i --process_count n] [--config.FIELD=value ...]
 
-Builds the plan of skillneurons_jax/pipeline/stages.py (tune, transfer, predictivity, suppress per model and
+Builds the plan of skillneurons_jax/pipeline/build.py (tune, transfer, predictivity, suppress per model and
 task; the report last), then runs every stage that is not done (skillneurons_jax/pipeline/runner.py), printing
 "stage i of N ... about M min left".
 Ends with DIR/report/index.html and index.md (tables, figures, the config, and what is missing and why).
@@ -15,7 +15,7 @@ Ends with DIR/report/index.html and index.md (tables, figures, the config, and w
   FLOP/s, x --accelerator_chips, at --accelerator_mfu; skillneurons_jax/accelerators.py); it loads no model and
   writes nothing.
 - Absent data: the stages of a task whose files are absent are marked skip with the reason and the rest runs
-  (see pipeline/stages.py); the report lists that task as missing. An unwritable workdir, an unknown task or a
+  (see pipeline/presence.py); the report lists that task as missing. An unwritable workdir, an unknown task or a
   malformed config fail before any work.
 - Several hosts (independent processes sharing one workdir on a shared file system): `--process_index i
   --process_count n` runs host i's share: the stage groups (`<model>/<clean task>`, which hold every dependency
@@ -39,9 +39,10 @@ from absl import flags, logging
 
 from configs import tune as tune_config
 from launch import common
-from skillneurons_jax import accelerators, layout
-from skillneurons_jax.pipeline import hosts, runner
-from skillneurons_jax.pipeline.stages import Settings
+from skillneurons_jax import layout
+from skillneurons_jax import robust  # noqa: F401  (registers the robustness study's stage kinds)
+from skillneurons_jax.pipeline import build, hosts, runner
+from skillneurons_jax.pipeline.settings import OVERRIDES, StudySettings
 
 FLAGS = flags.FLAGS
 common.define_config("default.py")
@@ -50,7 +51,6 @@ flags.DEFINE_integer("process_index", 0, "This host's index among --process_coun
 flags.DEFINE_integer("process_count", 1, "Hosts sharing the plan (each runs whole stage groups).")
 flags.DEFINE_float("wait_s", 7 * 24 * 3600.0, "Host 0: the longest wait for the other hosts before the report.")
 flags.DEFINE_float("poll_s", 30.0, "Host 0: seconds between checks of the other hosts' progress.")
-OVERRIDES = ("seeds", "max_examples", "max_steps", "eval_every", "model_path", "task")
 flags.DEFINE_string("accelerator", "h100-sxm", "--dry_run: also estimate the whole sweep on this accelerator: a name "
                     "of skillneurons_jax.accelerators.PEAKS or its peak FLOP/s per chip (e.g. 989e12).")
 flags.DEFINE_integer("accelerator_chips", 1, "--dry_run: chips of --accelerator (data parallel).")
@@ -76,12 +76,11 @@ def main(argv):
     del argv
     common.check_flags(workdir=False)     # the plan checks (and creates) its workdir itself
     common.start_distributed()
-    settings = Settings.from_config(FLAGS.config, FLAGS.workdir, FLAGS.data_dir if FLAGS["data_dir"].present else None,
-                                    default_tune=tune_config.get_config())
-    given = [name for name in OVERRIDES if FLAGS[name].present]
-    runner.apply_overrides(settings, seeds=common.parse_seeds(FLAGS.seeds) if "seeds" in given else None,
-                           max_examples=FLAGS.max_examples, max_steps=FLAGS.max_steps, eval_every=FLAGS.eval_every,
-                           model_path=FLAGS.model_path, task=FLAGS.task, given=given)
+    # the flags given on the command line replace their config fields, checked by the same validation
+    overrides = {name: getattr(FLAGS, name) for name in OVERRIDES if FLAGS[name].present}
+    settings = StudySettings.from_config(FLAGS.config, FLAGS.workdir,
+                                         FLAGS.data_dir if FLAGS["data_dir"].present else None,
+                                         default_tune=tune_config.get_config(), overrides=overrides)
     t0 = time.time()
     # one study per workdir: a second one is refused here (exit 2, naming the holder), before it writes its log
     with runner.hold_study(settings.workdir, process_index=FLAGS.process_index, process_count=FLAGS.process_count,
@@ -97,8 +96,8 @@ def main(argv):
             print(f"error: {error}", file=sys.stderr, flush=True)
             sys.exit(3)
     if FLAGS.dry_run:
-        for line in accelerators.format_estimate(settings, FLAGS.accelerator, FLAGS.accelerator_chips,
-                                                 FLAGS.accelerator_mfu):
+        for line in build.format_estimate(settings, FLAGS.accelerator, FLAGS.accelerator_chips,
+                                          FLAGS.accelerator_mfu):
             print(line, flush=True)
         return
     print(f"[plan] finished in {time.time() - t0:.0f} s: {result['ran']} stage(s) run, "

@@ -8,10 +8,8 @@ TPU system-architecture pages (v4, v5e, v5p, v6e).
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
-from skillneurons_jax.pipeline import stages as st
 
 # name -> (substrings of jax's device_kind that identify it, bfloat16 FLOP/s, float32 FLOP/s) per chip.
 PEAKS: dict[str, tuple[tuple[str, ...], float, Optional[float]]] = {
@@ -64,28 +62,3 @@ def accelerator_rate(spec: str, chips: int = 1, utilisation: float = 0.4) -> tup
     if not peak > 0:
         raise ValueError(f"peak FLOP/s must be positive, got {spec!r}")
     return f"{chips} x {label} at {utilisation:.0%} utilisation", peak * chips * utilisation
-
-
-def sweep_seconds(settings, flops_per_second: Optional[float] = None) -> tuple[float, int, int]:
-    """(estimated seconds of every runnable stage, number of runnable stages, number of skipped stages) of the plan for `settings` (pipeline.stages
-    Settings) at `flops_per_second` (None: the settings' own rate): the plan's cost model (forward-pass FLOPs of
-    each stage, plus its fixed compile overhead). Builds the plan only: nothing is loaded or run."""
-    other = copy.copy(settings)
-    if flops_per_second is not None:
-        other.flops_per_second = float(flops_per_second)
-    plan = st.build_plan(other)
-    runnable = [s for s in plan if not s.skip_reason]
-    return float(sum(s.cost_s for s in runnable)), len(runnable), len(plan) - len(runnable)
-
-
-def format_estimate(settings, accelerator: str, chips: int = 1, utilisation: float = 0.4) -> list[str]:
-    """Lines comparing the whole sweep's estimated time here and on `accelerator` (see accelerator_rate)."""
-    label, rate = accelerator_rate(accelerator, chips, utilisation)
-    here_rate = st.flops_per_second(settings)
-    here_s, n, skipped = sweep_seconds(settings)
-    there_s, _, _ = sweep_seconds(settings, rate)
-    return [f"[estimate] the whole plan ({n} runnable stages, done or not; {skipped} skipped stages, whose data "
-            f"or model is absent here, are not counted), from its FLOPs plus {settings.stage_overhead_s:.0f} s "
-            f"of compilation per compiled program:",
-            f"[estimate]   this machine ({here_rate:.3g} FLOP/s): {here_s:.0f} s ({here_s / 3600:.1f} h)",
-            f"[estimate]   {label} = {rate:.3g} FLOP/s: {there_s:.0f} s ({there_s / 3600:.1f} h)"]

@@ -369,6 +369,29 @@ def read_verified(root, path) -> bytes:
     return data
 
 
+def make_writable_folder(path, *, what: str = "folder") -> pathlib.Path:
+    """THE "is it writable" probe: creates `path` (with its parents) and writes and removes a probe file in it, so
+    a folder that cannot take files fails here, before any work (PermissionError naming `what` and the path);
+    check_writable_folder is the check that writes nothing (--dry_run)."""
+    path = pathlib.Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / ".write_probe", "")
+        (path / ".write_probe").unlink()
+    except OSError as error:
+        raise PermissionError(f"{what} {path} is not writable ({type(error).__name__}: {error}); choose another "
+                              f"{what}") from error
+    return path
+
+
+def is_sidecar(path) -> bool:
+    """Whether `path` is named as sidecar_path names a sidecar: `<stem>.meta.json` (beside a JSON output) or
+    `<file>.json` beside one of the non-JSON outputs (.npz, .npy, .jsonl, .md, .html)."""
+    path = pathlib.Path(path)
+    return path.name.endswith(".meta.json") or (
+        path.suffix == ".json" and pathlib.Path(path.stem).suffix in (".npz", ".npy", ".jsonl", ".md", ".html"))
+
+
 # ------------------------------------------------------------------------------------------ refused pickles
 def refused_torch_file(path, error: Exception) -> str:
     """The message for a PyTorch file that `torch.load(weights_only=True)` would not read. PyTorch's own message

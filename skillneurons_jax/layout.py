@@ -95,6 +95,23 @@ def transfer_path(workdir, model: str, source: str, target: str, split: str = "d
     return split_root(workdir, split) / TRANSFER_DIR / model / f"{pair_name(source, target)}.json"
 
 
+def model_dir(workdir, stage_dir: str, model: str, split: str = "dev") -> pathlib.Path:
+    """<workdir>[/test]/<stage_dir>/<model>: where a stage (PROMPTS_DIR, TRANSFER_DIR, PREDICTIVITY_DIR,
+    SUPPRESSION_DIR) keeps one model's outputs."""
+    return split_root(workdir, split) / stage_dir / model
+
+
+def stage_root(workdir, stage_dir: str, split: str = "dev") -> pathlib.Path:
+    """<workdir>[/test]/<stage_dir>: one folder per model below it."""
+    return split_root(workdir, split) / stage_dir
+
+
+def parse_seed_dir(name: str):
+    """'seed_3' -> 3; None for any other folder name."""
+    rest = name[len(SEED_DIR_PREFIX):] if name.startswith(SEED_DIR_PREFIX) else ""
+    return int(rest) if rest.isdigit() else None
+
+
 def predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
     return pathlib.Path(workdir) / PREDICTIVITY_DIR / model / f"{task}.npz"
 

@@ -1,4 +1,4 @@
-"""Writers of synthetic robustness-study outputs in the exact formats robust.summary reads (shared by
+"""Writers of synthetic robustness-study outputs in the exact formats analysis.robust_tables reads (shared by
 test_robust_summary.py and test_report_robustness.py):
   robust/<arm>/eval/<model>/<task>.json                  (robust.tuning.evaluate_arm)
   robust/<arm>/predictivity/<model>/<set>.npz (+ sidecar) (the robust_predictivity stages: stages.predictivity)

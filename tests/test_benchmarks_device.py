@@ -1,5 +1,6 @@
 """benchmarks.device (examples/s and MFU of the training step and the predictivity pass) and the accelerator
 table behind it and behind `launch.reproduce --dry_run`'s estimate on a named accelerator."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 import reproduce_fixtures as rf
 from benchmarks import device
 from skillneurons_jax import accelerators
-from skillneurons_jax.pipeline import stages as st
+from skillneurons_jax.pipeline import build  # noqa: E402
+from skillneurons_jax.pipeline.settings import StudySettings  # noqa: E402
 
 
 def test_forward_flops_of_roberta_base_and_t5_base_by_hand():
@@ -43,15 +45,15 @@ def test_known_accelerators_and_their_peaks():
 def test_sweep_estimate_scales_with_the_accelerator_rate(tmp_path):
     model = rf.make_model(tmp_path)
     data = rf.write_data(tmp_path / "data")
-    settings = st.Settings.from_config(rf.config(model, data, tasks="sst2,mrpc"), tmp_path / "w")
-    settings.stage_overhead_s = 0.0
+    settings = StudySettings.from_config(rf.config(model, data, tasks="sst2,mrpc"), tmp_path / "w")
+    settings = settings.replace(cost=dataclasses.replace(settings.cost, stage_overhead_s=0.0))
     # cost = fixed part (the report stage) + FLOPs / rate; a rate 1000x faster divides the second part by 1000
-    slow, n, skipped = accelerators.sweep_seconds(settings, 1e6)
-    fast, _, _ = accelerators.sweep_seconds(settings, 1e9)
-    fixed, _, _ = accelerators.sweep_seconds(settings, 1e18)
+    slow, n, skipped = build.sweep_seconds(settings, 1e6)
+    fast, _, _ = build.sweep_seconds(settings, 1e9)
+    fixed, _, _ = build.sweep_seconds(settings, 1e18)
     assert n > 0 and slow - fixed > 1000
     assert fast - fixed == pytest.approx((slow - fixed) / 1000, rel=0.05)
-    lines = accelerators.format_estimate(settings, "h100-sxm", chips=2, utilisation=0.5)
+    lines = build.format_estimate(settings, "h100-sxm", chips=2, utilisation=0.5)
     assert "2 x h100-sxm" in lines[-1] and f"{2 * 0.5 * 989e12:.3g} FLOP/s" in lines[-1]
     assert not (tmp_path / "w").exists(), "estimating must write nothing"
 

@@ -2,11 +2,16 @@
 configs with their source; the default study compares tasks of one type across a domain shift with a task of
 another type, on balanced dev sets large enough for suppression curves."""
 import re
+import types
 
 import pytest
 
 from configs import default, hparams, paper
 from skillneurons_jax.data import tasks
+from skillneurons_jax.pipeline import build, presence
+from skillneurons_jax.pipeline import cost as cost_model
+from skillneurons_jax.pipeline.settings import StudySettings
+from skillneurons_jax.stages import tune as tune_stage
 from skillneurons_jax.stages.tune import resolve_tune_config
 
 PAPER_TASKS = ("sst2", "imdb", "movierationales", "qqp", "mrpc", "qnli", "mnli", "ethicsdeontology", "ethicsjustice")
@@ -64,34 +69,31 @@ def test_default_study_design():
 
 
 def test_default_plan_spends_suppression_on_the_main_task_and_paper_configs_on_every_task(tmp_path):
-    from skillneurons_jax.pipeline import stages as st
-    keys = {s.key for s in st.build_plan(st.Settings.from_config(default.get_config(), tmp_path), session=None)}
+    keys = {s.key for s in build.build_plan(StudySettings.from_config(default.get_config(), tmp_path), session=None)}
     suppress = sorted(k.split("/")[-1] for k in keys if k.startswith("suppress/"))
     assert suppress == ["tweetsairline__tweetsairline", "tweetsairline__tweetsairline.test"]
     assert sum(k.startswith("tune/") for k in keys) == 3 and sum(k.startswith("predictivity/") for k in keys) == 3
-    settings = st.Settings.from_config(paper.get_config(), tmp_path)
-    assert settings.suppression_tasks is None            # "": every task's own curves
+    settings = StudySettings.from_config(paper.get_config(), tmp_path)
+    assert settings.suppression.tasks is None            # "": every task's own curves
     with pytest.raises(ValueError, match="nosuchtask"):
         c = default.get_config()
         c.suppression.tasks = "tweetsairline,nosuchtask"
-        st.Settings.from_config(c, tmp_path)
+        StudySettings.from_config(c, tmp_path)
 
 
 def test_the_plan_cost_uses_the_budget_the_tune_stage_will_resolve(tmp_path):
     """config epochs None: the original epochs come from the hyperparameter table, and so must the estimate."""
-    from skillneurons_jax.pipeline import stages as st
     config = paper.get_config()
     config.max_examples = 1000
-    settings = st.Settings.from_config(config, tmp_path)
-    info = st.ModelInfo(path="roberta-base", name="roberta-base", family="roberta")
-    cost = st.CostModel(settings, info, rate=1e12)
+    settings = StudySettings.from_config(config, tmp_path)
+    info = presence.ModelInfo(path="roberta-base", name="roberta-base", family="roberta")
+    cost = cost_model.CostModel(settings, info, rate=1e12)
     assert cost.tune_settings("sst2")["epochs"] == 76 and cost.tune_settings("sst2")["batch_size"] == 16
-    one_epoch = st.CostModel(st.Settings.from_config(paper.get_config().copy_and_resolve_references(), tmp_path),
-                             info, rate=1e12)
-    one_epoch.s.tune.epochs = 1
-    one_epoch.s.max_examples = 1000
-    overhead = 3 * settings.stage_overhead_s
-    assert cost.tune("sst2") - overhead == pytest.approx(76 * (one_epoch.tune("sst2") - overhead), rel=0.05)
+    config.tune.epochs = 1
+    one_epoch = cost_model.CostModel(StudySettings.from_config(config, tmp_path), info, rate=1e12)
+    overhead = 3 * settings.cost.stage_overhead_s
+    seconds = lambda model: tune_stage.cost(types.SimpleNamespace(cost=model), "sst2")
+    assert seconds(cost) - overhead == pytest.approx(76 * (seconds(one_epoch) - overhead), rel=0.05)
 
 
 def test_power_configs_score_full_sets_with_five_seeds_and_draws_from_the_rest():

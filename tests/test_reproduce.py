@@ -15,7 +15,9 @@ pytest.importorskip("torch")
 import reproduce_fixtures as rf  # noqa: E402  (tests/ is on sys.path under pytest)
 from skillneurons_jax import io as project_io, layout  # noqa: E402
 from skillneurons_jax.pipeline import runner  # noqa: E402
-from skillneurons_jax.pipeline import plan, stages as st  # noqa: E402
+from skillneurons_jax.pipeline import build, plan  # noqa: E402
+from skillneurons_jax.pipeline.settings import StudySettings  # noqa: E402
+from skillneurons_jax.stages import registry  # noqa: E402
 from skillneurons_jax.pipeline.session import Session  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,7 +29,7 @@ class Interrupt(KeyboardInterrupt):
 
 
 def _settings(world, workdir, **kw):
-    return st.Settings.from_config(rf.config(world["model"], world["data"], **kw), workdir)
+    return StudySettings.from_config(rf.config(world["model"], world["data"], **kw), workdir)
 
 
 def _run(world, workdir, calls=None, interrupt_at=None, session=None, **run_kw):
@@ -38,7 +40,7 @@ def _run(world, workdir, calls=None, interrupt_at=None, session=None, **run_kw):
         if key == interrupt_at:
             raise Interrupt(key)
 
-    hooks = {kind: hook for kind in st.STAGE_KINDS}
+    hooks = {kind: hook for kind in registry.names()}
     res = runner.run_plan(_settings(world, workdir), printer=lambda *_: None, hooks=hooks, session=session,
                           **run_kw)
     return res, calls
@@ -159,7 +161,7 @@ def test_an_edited_config_reruns_what_it_changes_and_keeps_the_rest(world, done)
     def states(edit):
         config = rf.config(world["model"], world["data"])
         edit(config)
-        res = runner.run_plan(st.Settings.from_config(config, done["workdir"]), dry_run=True, printer=lambda *_: None)
+        res = runner.run_plan(StudySettings.from_config(config, done["workdir"]), dry_run=True, printer=lambda *_: None)
         rows = plan.describe(res["stages"], done["workdir"])
         return {r["key"] for r in rows if r["state"] == "todo"}
 
@@ -181,8 +183,8 @@ def test_an_edited_config_really_retrains_and_keeps_the_old_run(world, done, tmp
     config = rf.config(world["model"], world["data"])
     config.tune.max_steps_by_task = "mrpc:1"
     calls = []
-    hooks = {kind: calls.append for kind in st.STAGE_KINDS}
-    res = runner.run_plan(st.Settings.from_config(config, workdir), printer=lambda *_: None, hooks=hooks)
+    hooks = {kind: calls.append for kind in registry.names()}
+    res = runner.run_plan(StudySettings.from_config(config, workdir), printer=lambda *_: None, hooks=hooks)
     assert not res["failed"], res["failed"]
     assert f"tune/{M}/mrpc" in calls and f"tune/{M}/sst2" not in calls
     for seed in (0, 1):
@@ -192,7 +194,7 @@ def test_an_edited_config_really_retrains_and_keeps_the_old_run(world, done, tmp
         assert len(kept) == 1 and (kept[0] / "prompt.npy").read_bytes() == \
             layout.prompt_path(done["workdir"], M, "mrpc", seed).read_bytes()
         assert not list(layout.run_dir(workdir, M, "sst2", seed).parent.glob("*.superseded-*"))
-    res = runner.run_plan(st.Settings.from_config(config, workdir), printer=lambda *_: None)
+    res = runner.run_plan(StudySettings.from_config(config, workdir), printer=lambda *_: None)
     assert res["ran"] == 0                                    # and now it is done
 
 
@@ -205,7 +207,7 @@ def test_a_larger_budget_trains_on_from_the_checkpoint(world, done, tmp_path):
     config.tune.max_steps_by_task = "mrpc:4"
 
     def tune_stage(folder):                                  # the tune stage alone: what reads it is not asked
-        return next(s for s in st.build_plan(st.Settings.from_config(config, folder)) if s.key == f"tune/{M}/mrpc")
+        return next(s for s in build.build_plan(StudySettings.from_config(config, folder)) if s.key == f"tune/{M}/mrpc")
     tune_stage(workdir).run()
     fresh = tmp_path / "fresh"                               # the same 4-step tune stage, from scratch
     tune_stage(fresh).run()
@@ -228,8 +230,8 @@ def test_a_study_reuses_another_studys_finished_computation(world, done, tmp_pat
     # was step 2 again, the same prompt bytes, and its predictivity was then rightly copied.
     config.tune.max_steps_by_task = "mrpc:1"
     calls = []
-    hooks = {kind: calls.append for kind in st.STAGE_KINDS}
-    res = runner.run_plan(st.Settings.from_config(config, tmp_path / "w"), printer=lambda *_: None, hooks=hooks)
+    hooks = {kind: calls.append for kind in registry.names()}
+    res = runner.run_plan(StudySettings.from_config(config, tmp_path / "w"), printer=lambda *_: None, hooks=hooks)
     assert not res["failed"]
     new, old = tmp_path / "w", done["workdir"]
     for seed in (0, 1):
@@ -250,7 +252,7 @@ def test_a_study_reuses_another_studys_finished_computation(world, done, tmp_pat
     # copied): it names its immediate source and the first computation's commit and time (before, it failed with
     # "multiple values for keyword argument 'copied_from'")
     config.reuse_from = str(new)
-    res = runner.run_plan(st.Settings.from_config(config, tmp_path / "again"), printer=lambda *_: None)
+    res = runner.run_plan(StudySettings.from_config(config, tmp_path / "again"), printer=lambda *_: None)
     assert not res["failed"], res["failed"]
     original = json.loads(project_io.sidecar_path(layout.predictivity_path(old, M, "sst2")).read_text())
     twice = json.loads(project_io.sidecar_path(layout.predictivity_path(tmp_path / "again", M, "sst2")).read_text())
@@ -259,21 +261,21 @@ def test_a_study_reuses_another_studys_finished_computation(world, done, tmp_pat
     assert layout.predictivity_path(tmp_path / "again", M, "sst2").read_bytes() == sst2.read_bytes()
     with pytest.raises(ValueError, match="own workdir"):
         config.reuse_from = str(tmp_path / "w")
-        st.Settings.from_config(config, tmp_path / "w")
+        StudySettings.from_config(config, tmp_path / "w")
     with pytest.raises(ValueError, match="is not a folder"):
         config.reuse_from = str(tmp_path / "nowhere")
-        st.Settings.from_config(config, tmp_path / "w")
+        StudySettings.from_config(config, tmp_path / "w")
 
 
 def test_a_malformed_per_task_budget_is_an_error_before_any_work(world, tmp_path):
     config = rf.config(world["model"], world["data"])
     config.tune.max_steps_by_task = "sst-2:450"
     with pytest.raises(ValueError, match="--config.tune.max_steps_by_task.*unknown task 'sst-2'"):
-        st.Settings.from_config(config, tmp_path / "w")
+        StudySettings.from_config(config, tmp_path / "w")
     config = rf.config(world["model"], world["data"])
     config.tune.learning_rate = -1.0                  # named as this command spells it, not as launch.tune does
     with pytest.raises(ValueError, match=r"^--config\.tune\.learning_rate must be a positive finite number"):
-        st.Settings.from_config(config, tmp_path / "w")
+        StudySettings.from_config(config, tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 
@@ -306,7 +308,7 @@ def test_unknown_task_in_config_is_an_error(world, tmp_path):
 
 
 def test_pod_sharding_keeps_every_dependency_on_its_host(world, tmp_path):
-    stages = st.build_plan(_settings(world, tmp_path, tasks="sst2,mrpc,advsst2"), Session())
+    stages = build.build_plan(_settings(world, tmp_path, tasks="sst2,mrpc,advsst2"), Session())
     group = {s.key: s.group for s in stages}
     for s in stages:
         if s.kind != "report":
@@ -325,7 +327,7 @@ def test_pod_hosts_split_the_work_and_host_0_writes_the_report(world, done, tmp_
     import shutil
     w = tmp_path / "pod"
     shutil.copytree(done["workdir"], w)
-    stages = st.build_plan(_settings(world, w), Session())
+    stages = build.build_plan(_settings(world, w), Session())
     mine1 = {s.key for s in runner.host_stages(stages, 1, 2)[0]}
     victims = {1: next(k for k in mine1 if k.startswith("suppress/")),
                0: next(s.key for s in stages if s.kind == "suppress" and s.key not in mine1)}

@@ -16,8 +16,13 @@ from skillneurons_jax import io, layout  # noqa: E402
 from skillneurons_jax.data import tasks  # noqa: E402
 from skillneurons_jax.pipeline import runner  # noqa: E402
 from skillneurons_jax.pipeline import session as session_module  # noqa: E402
-from skillneurons_jax.pipeline import stages as st  # noqa: E402
-from skillneurons_jax.robust import summary, tuning  # noqa: E402
+from skillneurons_jax.pipeline import build, presence  # noqa: E402
+from skillneurons_jax.pipeline.settings import StudySettings  # noqa: E402
+from skillneurons_jax.robust import tune_stage as robust_tune_stage  # noqa: E402
+from skillneurons_jax.stages import predictivity as predictivity_stage  # noqa: E402
+from skillneurons_jax.stages import registry  # noqa: E402
+from skillneurons_jax.analysis import robust_tables as summary  # noqa: E402
+from skillneurons_jax.robust import tuning  # noqa: E402
 
 M = rf.MODEL
 SEEDS = (0, 1)
@@ -60,23 +65,23 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def done(world):
     workdir = world["root"] / "work"
-    settings = st.Settings.from_config(_config(world), workdir)
+    settings = StudySettings.from_config(_config(world), workdir)
     first = runner.run_plan(settings, printer=lambda *_: None)
     calls = []
-    hooks = {kind: calls.append for kind in st.STAGE_KINDS}
-    second = runner.run_plan(st.Settings.from_config(_config(world), workdir), printer=lambda *_: None, hooks=hooks)
+    hooks = {kind: calls.append for kind in registry.names()}
+    second = runner.run_plan(StudySettings.from_config(_config(world), workdir), printer=lambda *_: None, hooks=hooks)
     return {"workdir": workdir, "first": first, "second": second, "second_calls": calls}
 
 
 def test_stages_only_when_configured(world, tmp_path):
     def kinds(config):
-        return {s.kind for s in st.build_plan(st.Settings.from_config(config, tmp_path / "w"))}
+        return {s.kind for s in build.build_plan(StudySettings.from_config(config, tmp_path / "w"))}
 
     assert not {"robust_tune", "patching"} & kinds(_config(world, robust=False, patching=False))
     assert "robust_tune" in kinds(_config(world, patching=False))
     assert "patching" not in kinds(_config(world, patching=False))
     assert "robust_tune" not in kinds(_config(world, robust=False))
-    stages = {s.key: s for s in st.build_plan(st.Settings.from_config(_config(world), tmp_path / "w"))}
+    stages = {s.key: s for s in build.build_plan(StudySettings.from_config(_config(world), tmp_path / "w"))}
     anchored = stages[f"robust_tune/{M}/sst2/anchored"]
     assert anchored.deps == [f"predictivity/{M}/sst2"] and anchored.group == f"{M}/sst2" and anchored.cost_s > 0
     patch = stages[f"patching/{M}/sst2__advsst2.original"]
@@ -86,7 +91,7 @@ def test_stages_only_when_configured(world, tmp_path):
 
 def test_patching_skipped_without_the_annotated_file(world, tmp_path):
     data = rf.write_data(tmp_path / "data")          # dev.json only, no dev_ann.json
-    stages = {s.key: s for s in st.build_plan(st.Settings.from_config(_config(world, data=data), tmp_path / "w"))}
+    stages = {s.key: s for s in build.build_plan(StudySettings.from_config(_config(world, data=data), tmp_path / "w"))}
     reason = stages[f"patching/{M}/sst2__advsst2.original"].skip_reason
     assert reason and "dev_ann.json" in reason
     assert stages[f"robust_tune/{M}/sst2/anchored"].skip_reason is None
@@ -96,15 +101,15 @@ def test_bad_robust_config_is_refused(world, tmp_path):
     c = _config(world)
     c.robust.arms = "plain,sturdy"
     with pytest.raises(ValueError, match="robust.arms"):
-        st.Settings.from_config(c, tmp_path / "w")
+        StudySettings.from_config(c, tmp_path / "w")
     c = _config(world)
     c.robust.tasks = "advsst2"
     with pytest.raises(ValueError, match="clean tasks"):
-        st.Settings.from_config(c, tmp_path / "w")
+        StudySettings.from_config(c, tmp_path / "w")
     c = _config(world)
     c.robust.perturbations = {}
     with pytest.raises(ValueError, match="perturbation"):
-        st.Settings.from_config(c, tmp_path / "w")
+        StudySettings.from_config(c, tmp_path / "w")
 
 
 def test_robust_plan_runs_and_is_up_to_date_on_rerun(done):
@@ -119,7 +124,7 @@ def test_robust_plan_runs_and_is_up_to_date_on_rerun(done):
 
 def _plain_arm(world, done, workdir, *, reuse: bool, **tune_overrides):
     """tuning.tune_arm of the plain arm under `workdir` with the plan's settings (`tune_overrides` changed)."""
-    settings = st.Settings.from_config(_config(world), done["workdir"])
+    settings = StudySettings.from_config(_config(world), done["workdir"])
     tune_config = settings.tune.copy_and_resolve_references()
     for key, value in tune_overrides.items():
         tune_config[key] = value
@@ -212,7 +217,7 @@ def test_arm_predictivity_stages(world, done, tmp_path):
     w = done["workdir"]
     assert {f"robust_predictivity/{M}/sst2/{arm}" for arm in ("plain", "perturbed", "anchored")} <= set(
         done["first"]["executed"])
-    settings = st.Settings.from_config(_config(world), w)
+    settings = StudySettings.from_config(_config(world), w)
     fresh_root = tmp_path / "plain_again"
     shutil.copytree(layout.robust_arm_dir(w, "plain") / "prompts", fresh_root / "prompts")
     session = session_module.Session()
@@ -220,8 +225,11 @@ def test_arm_predictivity_stages(world, done, tmp_path):
         copied = layout.predictivity_path(layout.robust_arm_dir(w, "plain"), M, task)
         assert json.loads(io.sidecar_path(copied).read_text())["copied_from"] == str(
             layout.predictivity_path(w, M, task))
-        session.predictivity(str(world["model"]), task, SEEDS, str(fresh_root), settings.data_dir, settings.tune,
-                             options=settings.stats, max_examples=settings.max_examples, prompt_task="sst2")
+        predictivity_stage.predictivity(
+            session.setup(str(world["model"]), task, settings.tune), fresh_root, settings.data_dir, SEEDS,
+            model_path=str(world["model"]), max_text_tokens=int(settings.tune["max_text_tokens"]),
+            eval_batch_size=int(settings.tune["eval_batch_size"]), options=settings.stats,
+            max_examples=settings.max_examples, prompt_task="sst2", baseline_task="sst2")
         with np.load(layout.predictivity_path(w, M, task)) as main, \
                 np.load(layout.predictivity_path(fresh_root, M, task)) as fresh:
             np.testing.assert_array_equal(fresh["pred_per_seed"], main["pred_per_seed"])
@@ -244,12 +252,14 @@ def test_scored_set_kinds_and_within_type_targets(world, tmp_path):
     assert tasks.scored_kind("mrpc", "advqqp") == "adversarial transfer"
     assert tasks.scored_kind("sst2", "movierationales") == "transfer, same type"
     assert tasks.scored_kind("sst2", "qnli") == "transfer, other type"
-    settings = st.Settings.from_config(_config(world), tmp_path / "w")
-    plan_of = st.TaskPlan(present=["sst2", "movierationales", "qnli", "advsst2"], skipped={}, dropped={})
+    settings = StudySettings.from_config(_config(world), tmp_path / "w")
+    plan_of = presence.TaskPlan(present=["sst2", "movierationales", "qnli", "advsst2"], skipped={}, dropped={})
+    ctx = build.PlanContext(settings, None, plan_of)
     # its adversarial set, robust.extra_targets (mrpc, data present), the plan's other sentiment task
-    assert st.robust_scored_sets(settings, plan_of, "sst2") == ["advsst2", "mrpc", "movierationales"]
-    settings = dataclasses.replace(settings, robust=dataclasses.replace(settings.robust, transfer_within_type=False))
-    assert st.robust_scored_sets(settings, plan_of, "sst2") == ["advsst2", "mrpc"]
+    assert robust_tune_stage.scored_sets(ctx, "sst2") == ["advsst2", "mrpc", "movierationales"]
+    robust = dataclasses.replace(settings.kind("robust"), transfer_within_type=False)
+    ctx = build.PlanContext(settings.replace(kinds={**settings.kinds, "robust": robust}), None, plan_of)
+    assert robust_tune_stage.scored_sets(ctx, "sst2") == ["advsst2", "mrpc"]
 
 
 def test_two_tasks_measuring_one_adversarial_set_are_refused(world, tmp_path):
@@ -260,9 +270,9 @@ def test_two_tasks_measuring_one_adversarial_set_are_refused(world, tmp_path):
     c.robust.tasks = "sst2,mrpc"
     c.robust.extra_targets = "mrpc:advsst2"
     with pytest.raises(ValueError, match="advsst2"):
-        st.build_plan(st.Settings.from_config(c, tmp_path / "w"))
+        build.build_plan(StudySettings.from_config(c, tmp_path / "w"))
     c.robust.predictivity = False                                      # no predictivity file: allowed
-    assert any(s.key.startswith("robust_tune/") for s in st.build_plan(st.Settings.from_config(c, tmp_path / "w")))
+    assert any(s.key.startswith("robust_tune/") for s in build.build_plan(StudySettings.from_config(c, tmp_path / "w")))
 
 
 def test_patching_output(done):
@@ -292,7 +302,7 @@ def test_extra_targets_are_scored_where_their_data_is(world, tmp_path):
         c.tasks = "sst2,mrpc,advsst2"
         c.robust.tasks = "mrpc"
         c.robust.extra_targets = extra
-        stages = {s.key: s for s in st.build_plan(st.Settings.from_config(c, tmp_path / "w"))}
+        stages = {s.key: s for s in build.build_plan(StudySettings.from_config(c, tmp_path / "w"))}
         assert f"robust_tune/{M}/sst2/plain" not in stages
         return stages[f"robust_tune/{M}/mrpc/plain"].cost_s
 
@@ -301,4 +311,4 @@ def test_extra_targets_are_scored_where_their_data_is(world, tmp_path):
     c = _config(world)
     c.robust.extra_targets = "mrpc"
     with pytest.raises(ValueError, match="clean:target"):
-        st.Settings.from_config(c, tmp_path / "w")
+        StudySettings.from_config(c, tmp_path / "w")

@@ -1,4 +1,4 @@
-"""robust.summary.robust_tables on synthetic outputs: the per-arm table (intervals over seeds, paired differences
+"""analysis.robust_tables.robust_tables on synthetic outputs: the per-arm table (intervals over seeds, paired differences
 to the plain arm, clean-accuracy cost) and the patching table (skill vs random recovery per k)."""
 import functools
 import json
@@ -10,7 +10,7 @@ from scipy import stats
 
 from robust_outputs import patching_doc, write_arm_eval, write_patching, write_predictivity
 from skillneurons_jax import io, layout
-from skillneurons_jax.robust import summary
+from skillneurons_jax.analysis import robust_tables as summary
 
 
 def test_arm_rows_intervals_and_costs(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 from skillneurons_jax.models.ffn import Capture, InterceptFFN
 from skillneurons_jax.neurons import suppression as sup
+from skillneurons_jax.stages import suppress as suppress_stage
 
 L, N = 4, 300
 
@@ -112,8 +113,8 @@ def test_one_compiled_evaluation_serves_every_level():
         return h, jnp.stack(caught)
 
     masks = sup.skill_masks(make_pred(5), sup.DEFAULT_PERCENTS)
-    stacked = sup.stacked_interventions(masks, "zero")
-    outs = [run(sup.take(stacked, i)) for i in range(len(masks))]
+    stacked = suppress_stage.stacked_interventions(masks, "zero")
+    outs = [run(suppress_stage.take(stacked, i)) for i in range(len(masks))]
     assert len(traces) == 1
     for (_, neurons), mask in zip(outs, masks):
         caught = np.asarray(neurons)   # [L, B, T, N]
@@ -129,22 +130,22 @@ def test_mean_and_gaussian_interventions():
     means = np.linspace(-1, 1, N, dtype=np.float32)[None]
     baseline = np.broadcast_to(means[None, :, None, :], (3, 1, 4, N)).copy()
     np.testing.assert_allclose(sup.layer_means(baseline), means)
-    iv = sup.stacked_interventions(masks, "mean", means=sup.layer_means(baseline))
-    _, neurons = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=sup.take(iv, 2))
+    iv = suppress_stage.stacked_interventions(masks, "mean", means=sup.layer_means(baseline))
+    _, neurons = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=suppress_stage.take(iv, 2))
     m = masks[2][0]
     expected = np.broadcast_to(means[0, m], neurons.shape[:2] + (m.sum(),))
     np.testing.assert_allclose(np.asarray(neurons)[..., m], expected)
     _, clean = ffn.apply(params[0], x, layer=0, capture=Capture())
-    gs = sup.stacked_interventions(masks, "gaussian", scale=0.5, rng=jax.random.key(3))
-    _, noisy = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=sup.take(gs, 2))
+    gs = suppress_stage.stacked_interventions(masks, "gaussian", scale=0.5, rng=jax.random.key(3))
+    _, noisy = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=suppress_stage.take(gs, 2))
     diff = np.asarray(noisy - clean)
     assert (diff[..., ~m] == 0).all() and 0.3 < diff[..., m].std() < 0.7
     with pytest.raises(ValueError, match="needs means"):
-        sup.stacked_interventions(masks, "mean")
+        suppress_stage.stacked_interventions(masks, "mean")
     with pytest.raises(ValueError, match="means have shape"):
-        sup.stacked_interventions(masks, "mean", means=np.zeros((2, N)))
+        suppress_stage.stacked_interventions(masks, "mean", means=np.zeros((2, N)))
     with pytest.raises(ValueError, match="intervention kind"):
-        sup.stacked_interventions(masks, "ablate")
+        suppress_stage.stacked_interventions(masks, "ablate")
 
 
 def test_position_means_keep_each_position_and_fill_unseen_ones():
@@ -161,13 +162,13 @@ def test_position_means_keep_each_position_and_fill_unseen_ones():
     masks[1, 0, 3] = True
     per_position = np.zeros((1, 3, 7), np.float32)
     per_position[0, :, 3] = [1.0, 2.0, 3.0]
-    iv = sup.stacked_interventions(masks, "mean", means=per_position)
+    iv = suppress_stage.stacked_interventions(masks, "mean", means=per_position)
     _, clean = ffn.apply(params[0], x, layer=0, capture=Capture())
-    _, got = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=sup.take(iv, 1))
+    _, got = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=suppress_stage.take(iv, 1))
     np.testing.assert_array_equal(np.asarray(got)[:, :3, 3], np.broadcast_to([1.0, 2.0, 3.0], (2, 3)))
     np.testing.assert_array_equal(np.asarray(got)[:, 3:], np.asarray(clean)[:, 3:])
     with pytest.raises(ValueError, match="means have shape"):
-        sup.stacked_interventions(masks, "mean", means=np.zeros((2, 3, 7)))
+        suppress_stage.stacked_interventions(masks, "mean", means=np.zeros((2, 3, 7)))
 
 
 def test_train_std_and_relative_gaussian_scale():
@@ -188,10 +189,10 @@ def test_train_std_and_relative_gaussian_scale():
     # the per-neuron scale reaches the noise: neuron 2's noise is 50x neuron 0's
     ffn, params, x = _tiny_stack(num_layers=1, neurons=3)
     masks = np.ones((1, 1, 3), bool)
-    iv = sup.stacked_interventions(masks, "gaussian", scale=relative, rng=jax.random.key(0))
+    iv = suppress_stage.stacked_interventions(masks, "gaussian", scale=relative, rng=jax.random.key(0))
     x = jnp.tile(x, (40, 1, 1))
     _, clean = ffn.apply(params[0], x, layer=0, capture=Capture())
-    _, noisy = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=sup.take(iv, 0))
+    _, noisy = ffn.apply(params[0], x, layer=0, capture=Capture(), intervention=suppress_stage.take(iv, 0))
     noise_sd = np.asarray(noisy - clean).reshape(-1, 3).std(0)
     np.testing.assert_allclose(noise_sd, relative[0], rtol=0.15)
 

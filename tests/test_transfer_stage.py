@@ -10,6 +10,7 @@ pytest.importorskip("torch")
 import reproduce_fixtures as rf  # noqa: E402
 from skillneurons_jax.analysis import results  # noqa: E402
 from skillneurons_jax.pipeline.session import Session  # noqa: E402
+from skillneurons_jax.stages import transfer as transfer_stage  # noqa: E402
 
 SEEDS = (0, 1)
 
@@ -19,6 +20,12 @@ def _write_prompts(workdir, task, hidden, length=4, offset=0):
         path = workdir / "prompts" / rf.MODEL / task / f"seed_{s}" / "prompt.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, np.random.default_rng(offset + s).normal(size=(length, hidden)).astype(np.float32))
+
+
+def _transfer(session, model_path, source, targets, workdir, data_dir, tune_config):
+    """The plan's transfer stage body: the session's prepared targets, scored with `source`'s prompts."""
+    prepared = [session.transfer_target(model_path, t, data_dir, tune_config) for t in targets]
+    return transfer_stage.transfer(prepared, source, SEEDS, workdir, model_path=model_path, data_dir=data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def env(tmp_path_factory):
         _write_prompts(workdir, task, 16, offset=10 * i)
     cfg = rf.config(model, data).tune
     session = Session()
-    paths = session.transfer(str(model), "sst2", ["sst2", "mrpc", "advsst2"], SEEDS, workdir, data, cfg)
+    paths = _transfer(session, str(model), "sst2", ["sst2", "mrpc", "advsst2"], workdir, data, cfg)
     return {"model": model, "data": data, "workdir": workdir, "cfg": cfg, "session": session, "paths": paths}
 
 
@@ -77,8 +84,7 @@ def test_one_compiled_evaluation_per_target_for_all_sources(env, capsys, caplog)
     session = env["session"]
     before = {k: v for k, v in session.cache.items() if k[0] == "transfer"}
     with caplog.at_level("INFO", logger="skillneurons_jax.stages.transfer"):
-        session.transfer(str(env["model"]), "mrpc", ["sst2", "mrpc"], SEEDS, env["workdir"], env["data"],
-                         env["cfg"])
+        _transfer(session, str(env["model"]), "mrpc", ["sst2", "mrpc"], env["workdir"], env["data"], env["cfg"])
     # each pair's accuracy goes to the log (launch.reproduce: WORKDIR/logs/), not to the console
     assert capsys.readouterr().out == "" and "mrpc -> sst2: accuracy" in caplog.text
     after = {k: v for k, v in session.cache.items() if k[0] == "transfer"}

@@ -20,7 +20,9 @@ from skillneurons_jax import io as project_io
 from skillneurons_jax import layout
 from skillneurons_jax.analysis import provenance, report, results, verdicts
 from skillneurons_jax.analysis.sections import validation as validation_section
-from skillneurons_jax.pipeline import stages as plan_stages
+from skillneurons_jax.pipeline import build, presence, settings as study_settings
+from skillneurons_jax.pipeline import cost as cost_model
+from skillneurons_jax.pipeline.settings import StudySettings
 
 SHARED_DATA = pathlib.Path("/work/shared/data")
 MODEL = "tiny"
@@ -49,21 +51,21 @@ def _settings(model, data_dir, workdir, **overrides):
     config.models = str(model)
     for key, value in overrides.items():
         setattr(config, key, value)
-    return plan_stages.Settings.from_config(config, workdir, str(data_dir))
+    return StudySettings.from_config(config, workdir, str(data_dir))
 
 
 def test_validation_config_builds_the_plan(tiny_world, tmp_path):
     model, data_dir = tiny_world
     settings = _settings(model, data_dir, tmp_path)
-    assert settings.seeds == [0, 1, 2, 3, 4]              # issue #29's power: >= 5 seeds, seeds before levels
-    assert settings.levels == [0, 5, 15]
-    assert settings.random_draws == 5
+    assert settings.seeds == (0, 1, 2, 3, 4)              # issue #29's power: >= 5 seeds, seeds before levels
+    assert settings.suppression.levels == (0, 5, 15)
+    assert settings.suppression.random_draws == 5
     assert settings.adversarial_prompts == {"advqqp": "mrpc"}
-    tp = plan_stages.plan_tasks(settings)
+    tp = presence.plan_tasks(settings)
     assert set(tp.present) == {"sst2", "mrpc", "advsst2", "advqqp"}
     # the tasks whose files the tiny data lacks are skipped with the reason, not dropped
     assert set(tp.skipped) == {"movierationales", "qnli", "ethicsdeontology", "advqnli"}
-    stages = {s.key: s for s in plan_stages.build_plan(settings)}
+    stages = {s.key: s for s in build.build_plan(settings)}
     m = reproduce_fixtures.MODEL
     assert f"predictivity/{m}/advqqp" in stages
     assert set(stages[f"predictivity/{m}/advqqp"].deps) == {f"tune/{m}/mrpc", f"predictivity/{m}/mrpc"}
@@ -84,7 +86,7 @@ def test_patching_skips_a_set_scored_with_another_tasks_prompts(tiny_world, tmp_
     model, data_dir = tiny_world
     settings = _settings(model, data_dir, tmp_path,
                          patching=dict(percents="10", source="original", random_draws=1, random_seed=0))
-    keys = [s.key for s in plan_stages.build_plan(settings)]
+    keys = [s.key for s in build.build_plan(settings)]
     assert [k for k in keys if k.startswith("patching/")] == [f"patching/{reproduce_fixtures.MODEL}/sst2__advsst2"
                                                                ".original"]
 
@@ -92,7 +94,7 @@ def test_patching_skips_a_set_scored_with_another_tasks_prompts(tiny_world, tmp_
 def test_advqqp_needs_the_option_to_pair_with_mrpc(tiny_world, tmp_path):
     model, data_dir = tiny_world
     settings = _settings(model, data_dir, tmp_path, adversarial_prompts="")
-    tp = plan_stages.plan_tasks(settings)
+    tp = presence.plan_tasks(settings)
     assert "advqqp" not in tp.present and "qqp" in tp.skipped["advqqp"]
 
 
@@ -100,14 +102,14 @@ def test_advqqp_needs_the_option_to_pair_with_mrpc(tiny_world, tmp_path):
                                             ("advqqp:advsst2", "itself adversarial"), ("advqqp", "adversarial:clean")])
 def test_adversarial_prompts_errors(value, problem):
     with pytest.raises(ValueError, match=problem):
-        plan_stages.parse_adversarial_prompts(value)
+        study_settings.parse_adversarial_prompts(value)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "MANIFEST.md").exists(), reason="the shared real data is not here")
 def test_validation_plan_on_the_real_data_runs_every_task(tmp_path):
     config = validation_config.get_config()
-    settings = plan_stages.Settings.from_config(config, tmp_path, str(SHARED_DATA))
-    tp = plan_stages.plan_tasks(settings)
+    settings = StudySettings.from_config(config, tmp_path, str(SHARED_DATA))
+    tp = presence.plan_tasks(settings)
     assert set(tp.present) == set(config.tasks.split(",")), tp.skipped
 
 
@@ -118,7 +120,7 @@ def test_validation_plan_fits_its_120_minutes_by_the_calibrated_cost_model(tmp_p
     can quietly grow the study past it; the run's real time is printed in the document."""
     config = validation_config.get_config()
     assert config.cost.flops_per_second == 2.1e11 and config.cost.stage_overhead_s == 2.0
-    stages = plan_stages.build_plan(plan_stages.Settings.from_config(config, tmp_path, str(SHARED_DATA)))
+    stages = build.build_plan(StudySettings.from_config(config, tmp_path, str(SHARED_DATA)))
     kinds = collections.Counter(stage.kind for stage in stages)
     # five clean tasks (ETHICS justice left out by its probe), their adversarial sets, held-out test stages
     assert kinds == {"tune": 5, "predictivity": 8, "suppress": 13, "transfer": 10, "explorer": 5, "report": 1}, kinds
@@ -454,7 +456,7 @@ def test_tiny_run_pairs_advqqp_with_mrpc_and_writes_the_document(tiny_world, tmp
     config.suppression.levels = "0,10"
     config.suppression.random_draws = 1
     config.report.validation_doc = str(tmp_path / "docs" / "VALIDATION.md")
-    settings = plan_stages.Settings.from_config(config, tmp_path / "work")
+    settings = StudySettings.from_config(config, tmp_path / "work")
     runner.run_plan(settings, printer=lambda *_: None)
     m = reproduce_fixtures.MODEL
     sidecar = json.loads(results.predictivity_path(tmp_path / "work", m, "advqqp").with_suffix(".npz.json")

@@ -124,12 +124,7 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None, *,
     config = _plain_config(config_dict)
     out_dir = pathlib.Path(out_dir)
     io.check_tree_inside(workdir, skip=(layout.JAX_CACHE_DIR,))
-    try:      # fail before any work when the report cannot be written at all
-        out_dir.mkdir(parents=True, exist_ok=True)
-        io.atomic_write_text(out_dir / ".write_probe", "")
-        (out_dir / ".write_probe").unlink()
-    except OSError as error:
-        raise PermissionError(f"{out_dir}: cannot write the report there ({type(error).__name__}: {error})") from error
+    io.make_writable_folder(out_dir, what="report folder")      # fail before any work when it cannot be written
     context = ReportContext.create(pathlib.Path(workdir), out_dir, config)
     context.label_overlap = None if label_overlap is None else json.loads(json.dumps(dict(label_overlap)))
     _build_sections(context)

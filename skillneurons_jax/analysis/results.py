@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import re
 import zipfile
 from typing import Any, Iterable, Mapping
 
@@ -37,7 +36,7 @@ TASK_ORDER: tuple[str, ...] = _DISPLAY_ORDER        # the task table's display o
 TASK_TYPE: dict[str, str] = {name: spec.task_type for name, spec in _TASKS.items()}
 CLEAN_TASK: dict[str, str] = {name: spec.clean_task for name, spec in _TASKS.items() if spec.clean_task}
 
-STAGE_DIRS = ("prompts", "predictivity", "suppression", "transfer")
+STAGE_DIRS = (layout.PROMPTS_DIR, layout.PREDICTIVITY_DIR, layout.SUPPRESSION_DIR, layout.TRANSFER_DIR)
 _PAIR_SEP = layout.PAIR_SEPARATOR
 # Keys a predictivity sidecar may use for the model's accuracy / F1 per seed (first found wins).
 SIDECAR_ACCURACY_KEYS = ("model_accuracy", "accuracy")
@@ -130,26 +129,26 @@ def _visible(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:
 def discover(workdir) -> Inventory:
     workdir = pathlib.Path(workdir)
     prompts: dict[str, dict[str, list[int]]] = {}
-    for mdir in _model_dirs(workdir / "prompts"):
+    for mdir in _model_dirs(layout.stage_root(workdir, layout.PROMPTS_DIR)):
         for tdir in _model_dirs(mdir):
             seeds = []
             for sdir in _model_dirs(tdir):
-                m = re.fullmatch(r"seed_(\d+)", sdir.name)
-                if m and (sdir / "prompt.npy").exists():
-                    seeds.append(int(m.group(1)))
+                seed = layout.parse_seed_dir(sdir.name)
+                if seed is not None and layout.prompt_path(workdir, mdir.name, tdir.name, seed).exists():
+                    seeds.append(seed)
             if seeds:
                 prompts.setdefault(mdir.name, {})[tdir.name] = sorted(seeds)
     predictivity = {m.name: order_tasks(p.stem for p in _visible(m.glob("*.npz")))
-                    for m in _model_dirs(workdir / "predictivity")}
+                    for m in _model_dirs(layout.stage_root(workdir, layout.PREDICTIVITY_DIR))}
     pairs: dict[str, dict[str, list[tuple[str, str]]]] = {}
-    for stage in ("suppression", "transfer"):
+    for stage in (layout.SUPPRESSION_DIR, layout.TRANSFER_DIR):
         pairs[stage] = {}
-        for mdir in _model_dirs(workdir / stage):
-            found = [split_pair(p.stem) for p in _visible(mdir.glob("*.json")) if not p.name.endswith(".meta.json")]
+        for mdir in _model_dirs(layout.stage_root(workdir, stage)):
+            found = [split_pair(p.stem) for p in _visible(mdir.glob("*.json")) if not io.is_sidecar(p)]
             pairs[stage][mdir.name] = sorted(pr for pr in found if pr is not None)
     return Inventory(prompts=prompts, predictivity={k: v for k, v in predictivity.items() if v},
-                     suppression={k: v for k, v in pairs["suppression"].items() if v},
-                     transfer={k: v for k, v in pairs["transfer"].items() if v})
+                     suppression={k: v for k, v in pairs[layout.SUPPRESSION_DIR].items() if v},
+                     transfer={k: v for k, v in pairs[layout.TRANSFER_DIR].items() if v})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -273,9 +272,9 @@ def load_predictivity(workdir, model: str, task: str, arrays: Iterable[str] = ("
                         baseline=data.get("baseline"), meta=meta,
                         model_accuracy=_sidecar_metric(path, meta, SIDECAR_ACCURACY_KEYS),
                         model_f1=_sidecar_metric(path, meta, SIDECAR_F1_KEYS),
-                        model_confusion=_optional_confusion(path.with_name(path.name + ".json"),
+                        model_confusion=_optional_confusion(io.sidecar_path(path),
                                                             meta.get("model_confusion"), "model_confusion"),
-                        dev_label_counts=_optional_counts(path.with_name(path.name + ".json"),
+                        dev_label_counts=_optional_counts(io.sidecar_path(path),
                                                           meta.get("dev_label_counts"), "dev_label_counts"))
 
 
@@ -353,7 +352,7 @@ def load_decoder_pred(workdir, model: str, task: str) -> np.ndarray | None:
 
 
 def _load_sidecar(path: pathlib.Path) -> dict:
-    side = path.with_name(path.name + ".json")
+    side = io.sidecar_path(path)
     if not side.exists():
         return {}
     meta = load_json(side, what="sidecar")
@@ -365,7 +364,7 @@ def _load_sidecar(path: pathlib.Path) -> dict:
 def _sidecar_metric(path, meta: Mapping, keys: tuple[str, ...]) -> np.ndarray | None:
     for key in keys:
         if key in meta and meta[key] is not None:
-            side = path.with_name(path.name + ".json")
+            side = io.sidecar_path(path)
             arr = _float_list(side, meta[key], key)
             _check_unit_interval(side, arr, key)
             return arr
@@ -633,9 +632,9 @@ def load_data_facts(workdir, model: str, task: str, seeds: Iterable[int] = ()) -
     (`<task>.npz.json`), the own-prompt transfer sidecar (`<prompt>__<task>.meta.json`), then each seed's prompt
     sidecar (`prompt.npy.json`). Absent or unreadable files give an empty DataFacts (never raises)."""
     prompt = CLEAN_TASK.get(task, task)
-    candidates = [predictivity_path(workdir, model, task).with_name(f"{task}.npz.json"),
-                  transfer_path(workdir, model, prompt, task).with_suffix(".meta.json")]
-    candidates += [prompt_dir(workdir, model, task, s) / "prompt.npy.json" for s in seeds]
+    candidates = [io.sidecar_path(predictivity_path(workdir, model, task)),
+                  io.sidecar_path(transfer_path(workdir, model, prompt, task))]
+    candidates += [io.sidecar_path(layout.prompt_path(workdir, model, task, s)) for s in seeds]
     truncation, excluded, sources = None, None, []
     for path in candidates:
         try:
@@ -681,7 +680,7 @@ def load_tuning_runs(workdir, model: str, task: str, seeds: Iterable[int]) -> li
     """Best-by-dev accuracy per seed from `metrics.jsonl` (the prompt kept is the best by dev accuracy)."""
     runs = []
     for seed in seeds:
-        path = prompt_dir(workdir, model, task, seed) / "metrics.jsonl"
+        path = layout.metrics_path(workdir, model, task, seed)
         rows = [r for r in load_jsonl(path, what="tuning metrics") if "dev_accuracy" in r]
         if not rows:
             raise CorruptResultError(path, "no evaluation with 'dev_accuracy' in the tuning metrics")
@@ -711,10 +710,10 @@ def load_label_counts(workdir, model: str, task: str) -> tuple[list[int] | None,
     try:
         counts = load_predictivity(workdir, model, task, arrays=("pred",)).dev_label_counts
         if counts is not None:
-            return counts, str(predictivity_path(workdir, model, task)) + ".json"
+            return counts, str(io.sidecar_path(predictivity_path(workdir, model, task)))
     except (FileNotFoundError, CorruptResultError):
         pass
-    folder = pathlib.Path(workdir) / "suppression" / model
+    folder = layout.model_dir(workdir, layout.SUPPRESSION_DIR, model)
     for path in _visible(folder.glob(f"*{_PAIR_SEP}{task}.json")) if folder.is_dir() else []:
         pair = split_pair(path.stem)
         if pair is None or pair[1] != task:

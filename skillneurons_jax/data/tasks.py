@@ -429,7 +429,7 @@ def clean_task_of(task: str | TaskSpec) -> str:
 
 
 # What a set scored with prompts tuned on a clean task is to that task (scored_kind): the robustness study's
-# "scored set" column (robust.tuning, robust.summary).
+# "scored set" column (robust.tuning, analysis.robust_tables).
 CLEAN, ADVERSARIAL, ADVERSARIAL_TRANSFER = "clean", "adversarial", "adversarial transfer"
 TRANSFER_SAME_TYPE, TRANSFER_OTHER_TYPE = "transfer, same type", "transfer, other type"
 SCORED_KINDS = (CLEAN, ADVERSARIAL, ADVERSARIAL_TRANSFER, TRANSFER_SAME_TYPE, TRANSFER_OTHER_TYPE)

@@ -93,6 +93,19 @@ class StatsOptions:
             raise ValueError(f"unknown statistics option(s) {unknown}; known: {sorted(known)}")
         return cls(**items)
 
+    @classmethod
+    def from_config(cls, block, where: str = "--config.stats.") -> "StatsOptions":
+        """From a config block, with every error named as the command spells the field (`where` + name)."""
+        items = dict(block.to_dict() if hasattr(block, "to_dict") else (block or {}))
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(items) - set(known))
+        if unknown:
+            raise ValueError(f"{where}{unknown[0]}: unknown key (known: {', '.join(known)})")
+        try:
+            return cls(**items)
+        except ValueError as error:
+            raise ValueError(str(error).replace("StatsOptions.", where)) from None
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["subsample_sizes"] = list(self.subsample_sizes)

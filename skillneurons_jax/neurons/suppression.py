@@ -11,8 +11,8 @@ Selection (ARCHITECTURE.md "The method, exactly"):
     replacement. Draw d uses numpy Generator([seed, d]) and one permutation per layer, shared by all k, so
     random masks are nested across k as well and any run is reproducible from (seed, draws).
 
-Interventions (models.ffn.Intervention): "zero" (the paper), "mean", "gaussian" (keep the activation, add
-N(0, scale^2)).
+Interventions (built as models.ffn.Intervention by stages.suppress.stacked_interventions: statistics never
+import models): "zero" (the paper), "mean", "gaussian" (keep the activation, add N(0, scale^2)).
   * mean: `position_means(baseline)` [L, T, N] replaces position j by the TRAIN mean of position j (averaged over
     seeds), at the T positions the predictivity stage captured (the prompt with positions="prompt"; the prompt
     and the text with positions="all"); positions beyond T keep their activation, because no mean was measured
@@ -26,21 +26,18 @@ N(0, scale^2)).
 Per-example results (for the paired skill-vs-random test of analysis.robustness): `example_correctness` turns the
 evaluation's scores into 0/1 per dev example in file order, `suppression_example_fields` into the suppression
 JSON's optional fields `skill_correct`, `random_correct`, `labels`. Masks for many
-levels are stacked [K, L, N]; `stacked_interventions` gives one Intervention whose every leaf has the leading
-K axis, so one compiled evaluation serves every level (jax.vmap, jax.lax.map, or a Python loop over
+levels are stacked [K, L, N]; stages.suppress.stacked_interventions gives one Intervention whose every leaf has the
+leading K axis, so one compiled evaluation serves every level (jax.vmap, jax.lax.map, or a Python loop over
 `take(stacked, i)` — the shapes never change, so nothing recompiles).
 """
 from __future__ import annotations
 
 import warnings
 from fractions import Fraction
-from typing import Optional, Sequence
+from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from skillneurons_jax.models.ffn import Intervention
 
 SCOPES = ("layer", "global")
 DEFAULT_PERCENTS = (0, 1, 3, 5, 7, 9, 11, 13, 15)
@@ -221,53 +218,6 @@ def gaussian_scale(noise_scale: float, relative_to: str = "absolute", std=None):
     if std.ndim != 2:
         raise ValueError(f"std must be [layers, neurons]; got shape {std.shape}")
     return (np.float32(noise_scale) * std).astype(np.float32)
-
-
-def stacked_interventions(masks, kind: str = "zero", *, means=None, scale=None,
-                          rng: Optional[jax.Array] = None, positions=None) -> Intervention:
-    """One Intervention for masks bool [..., L, N]; every leaf gets the leading [...] axes.
-
-    kind "zero": a -> 0;  "mean": a -> means [L, N] (every position) or [L, T, N] (position j gets its own mean,
-    positions from T on untouched: `position_means`);  "gaussian": a -> a + scale * N(0, 1), scale a float or
-    [L, N] (`gaussian_scale`), with keys split from `rng` (one per mask). positions: bool [T_full] (which
-    positions of the full sequence) or None = all.
-    """
-    masks = jnp.asarray(masks, bool)
-    if masks.ndim < 2:
-        raise ValueError(f"masks must be [..., layers, neurons]; got shape {masks.shape}")
-    lead = masks.shape[:-2]
-    builders = {
-        "zero": lambda: Intervention.zero(masks),
-        "mean": lambda: (Intervention.position_mean(masks, means) if jnp.ndim(means) == 3
-                         else Intervention.mean(masks, _required(means, "means", kind))),
-        "gaussian": lambda: Intervention.gaussian(
-            masks, _required(scale, "scale", kind),
-            jax.random.split(_required(rng, "rng", kind), int(np.prod(lead, dtype=int))).reshape(
-                lead + jax.random.split(rng, 1).shape[1:])),
-    }
-    if kind not in builders:
-        raise ValueError(f"intervention kind {kind!r}; allowed: {INTERVENTION_KINDS}")
-    if kind == "mean" and means is not None:
-        shape, (layers, neurons) = tuple(jnp.shape(means)), tuple(masks.shape[-2:])
-        if shape != (layers, neurons) and not (len(shape) == 3 and shape[0] == layers and shape[2] == neurons):
-            raise ValueError(f"mean intervention: means have shape {shape}; expected [layers, neurons] = "
-                             f"{(layers, neurons)} or [layers, positions, neurons]")
-    iv = builders[kind]()
-    if positions is not None:
-        positions = jnp.asarray(positions, bool)
-        iv = iv.replace(positions=jnp.broadcast_to(positions, lead + positions.shape))
-    return iv
-
-
-def _required(value, name: str, kind: str):
-    if value is None:
-        raise ValueError(f"the {kind!r} intervention needs {name}")
-    return value
-
-
-def take(stacked: Intervention, index) -> Intervention:
-    """The Intervention for one level (index into the leading axes)."""
-    return jax.tree.map(lambda x: x[index], stacked)
 
 
 # ----------------------------------------------------------------------------------------------------------------

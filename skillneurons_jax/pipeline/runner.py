@@ -1,6 +1,6 @@
 """Running the plan: one host's share, the wait for the others, the report; the body of launch.reproduce.
 
-    result = run_plan(Settings.from_config(config, workdir), process_index=0, process_count=1)
+    result = run_plan(StudySettings.from_config(config, workdir), process_index=0, process_count=1)
 
 See launch/reproduce.py for the behaviour (resumable, --dry_run, absent data skipped, several hosts).
 """
@@ -13,16 +13,15 @@ import pathlib
 import sys
 import time
 from collections import Counter
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax
 
 from skillneurons_jax import io, layout
 from skillneurons_jax.analysis import headline
-from skillneurons_jax.data import tasks
-from skillneurons_jax.pipeline import hosts, plan
-from skillneurons_jax.pipeline import stages as plan_stages
+from skillneurons_jax.pipeline import build, hosts, plan, presence
 from skillneurons_jax.pipeline.session import Session
+from skillneurons_jax.pipeline.settings import StudySettings
 
 
 def check_workdir(workdir: pathlib.Path, *, create: bool = True) -> pathlib.Path:
@@ -31,34 +30,9 @@ def check_workdir(workdir: pathlib.Path, *, create: bool = True) -> pathlib.Path
     if not create:
         return io.check_writable_folder(workdir, what="workdir")
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"workdir {workdir} is not writable ({type(e).__name__}: {e}); choose another --workdir")
-    return workdir
-
-
-def apply_overrides(settings: plan_stages.Settings, *, seeds: Optional[Sequence[int]] = None,
-                    max_examples: Optional[int] = None, max_steps: Optional[int] = None,
-                    eval_every: Optional[int] = None, model_path: Optional[str] = None,
-                    task: Optional[str] = None, given: Sequence[str] = ()) -> None:
-    """Values given on the command line (their names in `given`) win over the config."""
-    if "seeds" in given:
-        settings.seeds = list(seeds)
-    if "max_examples" in given:
-        settings.max_examples = max_examples
-    if "max_steps" in given:  # one budget for every task: the config's per-task steps give way too
-        settings.tune.max_steps = max_steps
-        if "max_steps_by_task" in settings.tune:
-            settings.tune.max_steps_by_task = ""
-    if "eval_every" in given:
-        settings.tune.eval_every = eval_every
-    if "model_path" in given:
-        settings.models = [model_path]
-    if "task" in given:
-        settings.tasks, settings.optional_tasks = [tasks.get_task(task).name], []
+        return io.make_writable_folder(workdir, what="workdir")
+    except PermissionError as e:       # a user error (exit 2 in launch/): another --workdir
+        raise ValueError(f"{e} (--workdir)") from None
 
 
 def format_plan(stages, workdir, printer=print) -> dict:
@@ -75,7 +49,7 @@ def format_plan(stages, workdir, printer=print) -> dict:
     return {**counts, "todo_s": todo_s}
 
 
-def plan_summary(settings: plan_stages.Settings, task_plan, stages, workdir, mine=None) -> list[str]:
+def plan_summary(settings: StudySettings, task_plan, stages, workdir, mine=None) -> list[str]:
     """What the run will do, in two lines: models, tasks and seeds; stages to run by kind and the cost model's
     estimate of them (the progress lines then correct it by this run's measured stages). `stages`: the whole plan
     (what is pending is judged with every dependency present); `mine`: the keys this host runs (None: all)."""
@@ -144,7 +118,7 @@ def hold_study(workdir, *, process_index: int = 0, process_count: int = 1, dry_r
         yield workdir
 
 
-def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_index: int = 0,
+def run_plan(settings: StudySettings, *, dry_run: bool = False, process_index: int = 0,
              process_count: int = 1, wait_s: float = 0.0, poll_s: float = 30.0, printer=print,
              session: Optional[Session] = None, hooks=None, heartbeat_timeout_s: float = 100.0,
              study_held: bool = False) -> dict:
@@ -157,7 +131,7 @@ def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_i
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"--process_index {process_index} is not in [0, --process_count {process_count})")
     workdir = check_workdir(settings.workdir, create=not dry_run)
-    settings.workdir = workdir
+    settings = settings.replace(workdir=workdir)
     held = contextlib.nullcontext() if study_held else hold_study(
         workdir, process_index=process_index, process_count=process_count, dry_run=dry_run)
     with held:
@@ -166,13 +140,13 @@ def run_plan(settings: plan_stages.Settings, *, dry_run: bool = False, process_i
                          session=session, hooks=hooks, heartbeat_timeout_s=heartbeat_timeout_s)
 
 
-def _run_plan(settings: plan_stages.Settings, workdir: pathlib.Path, *, dry_run: bool, process_index: int,
+def _run_plan(settings: StudySettings, workdir: pathlib.Path, *, dry_run: bool, process_index: int,
               process_count: int, wait_s: float, poll_s: float, printer, session: Optional[Session], hooks,
               heartbeat_timeout_s: float) -> dict:
     """The body of run_plan, run while the workdir is held."""
     session = session or Session()
-    stages = plan_stages.build_plan(settings, session, hooks=hooks)
-    task_plan = plan_stages.plan_tasks(settings)
+    stages = build.build_plan(settings, session, hooks=hooks)
+    task_plan = presence.plan_tasks(settings)
     if task_plan.dropped:
         printer("[plan] optional tasks left out (no data): " + ", ".join(sorted(task_plan.dropped)))
     if dry_run:
@@ -223,10 +197,10 @@ def _run_plan(settings: plan_stages.Settings, workdir: pathlib.Path, *, dry_run:
     return result
 
 
-def enable_compilation_cache(settings: plan_stages.Settings) -> None:
+def enable_compilation_cache(settings: StudySettings) -> None:
     """XLA programs are cached under WORKDIR/.jax_cache: a rerun (or a stage with the same program) skips
     compilation. Off with --config.jax_cache=False."""
-    if not settings.config.get("jax_cache", True):
+    if not settings.jax_cache:
         return
     try:
         jax.config.update("jax_compilation_cache_dir", str(layout.jax_cache_dir(settings.workdir)))

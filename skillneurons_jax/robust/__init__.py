@@ -1,3 +1,6 @@
 """Robustness beyond the paper (issue 17): offline perturbations (perturb), skill-neuron-anchored prompt tuning
 (anchor), activation patching on adversarial inputs (patching) and AdvGLUE adversarial/original pairs (advglue).
 See docs/ROBUSTNESS.md."""
+
+# The robustness study's stage kinds register for the plan here (the core never imports this package).
+from skillneurons_jax.robust import predictivity_stage, stage, tune_stage  # noqa: E402,F401

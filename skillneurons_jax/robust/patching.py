@@ -68,6 +68,13 @@ class PatchingSettings:
             cfg["percents"] = tuple(float(p) for p in cfg["percents"].split(",") if p.strip())
         return cls(**cfg)
 
+    @classmethod
+    def from_config(cls, block, where: str = "--config.patching.") -> "PatchingSettings":
+        try:
+            return cls.from_mapping(block.to_dict() if hasattr(block, "to_dict") else block)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where.rstrip('.')}: {error}") from None
+
     def to_dict(self) -> dict:
         out = {**dataclasses.asdict(self), "percents": list(self.percents)}
         if self.random_from == "all":     # the default: settings recorded before the option existed stay equal

@@ -14,7 +14,9 @@ import numpy as np
 from skillneurons_jax import io, layout
 from skillneurons_jax.data import batches
 from skillneurons_jax.prompt import files
+from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.robust import advglue, patching
+from skillneurons_jax.stages import registry
 from skillneurons_jax.stages import suppress as suppress_stage
 from skillneurons_jax.stages.setup import hold
 
@@ -80,3 +82,46 @@ def patching_stage(setup, clean_task: str, seeds: Sequence[int], workdir, data_d
                             max_text_tokens=int(max_text_tokens), max_examples=max_examples,
                             sidecar={"model_path": str(model_path), "data_dir": str(data_dir),
                                      "max_examples": max_examples, "prompt_sha256": digests})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py; config.patching): patching/<m>/<clean>__<adv>.<source> for each adversarial
+# task present with its clean task's own prompts and skill neurons -> patching/<m>/<clean>__<adv>.<source>.json;
+# a skip when advglue/dev_ann.json is absent
+# ---------------------------------------------------------------------------------------------------------------
+def plan(ctx) -> None:
+    s, tp, m = ctx.study, ctx.tasks, ctx.model.name
+    settings = s.kind("patching")
+    if settings is None:
+        return
+    source = settings.source
+    # patching reads the clean task's own prompts and skill neurons: an adversarial set evaluated with another
+    # task's prompts (config adversarial_prompts, e.g. AdvQQP with MRPC's) has none to patch with
+    for adversarial in [a for a in tp.adversarial if s.prompt_task_of(a) == task_table.clean_task_of(a)]:
+        clean = task_table.clean_task_of(adversarial)
+        ctx.add(f"patching/{m}/{clean}__{adversarial}.{source}",
+                [layout.patching_path(ctx.workdir, m, clean, adversarial, source)],
+                args={"clean": clean, "adversarial": adversarial},
+                deps=[f"tune/{m}/{clean}", f"predictivity/{m}/{clean}"], group_task=clean,
+                settings=ctx.settings(clean, patching=settings),
+                skip_reason=advglue.skip_reason(adversarial, s.data_dir) if s.data_dir else
+                "no data_dir: the AdvGLUE dev set with original_* texts is read from <data_dir>/advglue/dev_ann.json")
+
+
+def cost(ctx, clean: str, adversarial: str) -> float:
+    """Per level: the skill patch and `random_draws` random ones; plus the unpatched and the source runs."""
+    settings = ctx.study.kind("patching")
+    _, dev, seq = ctx.cost.sizes(adversarial)
+    runs = len(settings.percents) * (1 + int(settings.random_draws)) + 2
+    return ctx.cost.seconds(runs * ctx.cost.forward(dev, seq))
+
+
+def run(ctx, clean: str, adversarial: str) -> dict:
+    s, path = ctx.study, ctx.model.path
+    return patching_stage(ctx.session.setup(path, adversarial, s.tune), clean, list(s.seeds), s.workdir, s.data_dir,
+                          s.kind("patching"), model_path=path, max_text_tokens=int(s.tune["max_text_tokens"]),
+                          batch_size=int(s.tune["eval_batch_size"]), max_examples=s.max_examples)
+
+
+KIND = registry.register("patching", patching.PatchingSettings, config_key="patching", plan=plan, cost=cost, run=run,
+                         order=130)

@@ -133,6 +133,29 @@ class RobustSettings:
         return cls(perturbations=perturb.PerturbationSet.from_mapping(dict(rates), str(mode)),
                    anchor=anchor.AnchorSettings.from_mapping(anchor_cfg), **cfg)
 
+    @classmethod
+    def from_config(cls, block, where: str = "--config.robust.") -> "RobustSettings":
+        """From the study config's block: task names as the task table spells them (unknown: ValueError)."""
+        try:
+            robust = cls.from_mapping(block)
+            return dataclasses.replace(
+                robust, tasks=tuple(task_table.get_task(t).name for t in robust.tasks),
+                extra_targets=tuple(f"{task_table.get_task(a).name}:{task_table.get_task(b).name}"
+                                    for a, b in robust.extra_targets))
+        except ValueError as error:
+            raise ValueError(f"{where.rstrip('.')}: {error}") from None
+
+    def check_study(self, study) -> None:
+        """Checks against the rest of the study (pipeline.settings.StudySettings): the arms' tasks are clean
+        tasks of config.tasks / optional_tasks."""
+        adversarial = [t for t in self.tasks if task_table.clean_task_of(t) != t]
+        absent = [t for t in self.tasks if t not in (*study.tasks, *study.optional_tasks)]
+        if absent:
+            raise ValueError(f"config.robust.tasks {absent} are not in config.tasks / optional_tasks")
+        if adversarial:
+            raise ValueError(f"config.robust.tasks {adversarial}: name clean tasks (the arms are tuned on a "
+                             "clean task and scored on its adversarial sets)")
+
     def arm(self, arm: str) -> anchor.AnchorSettings:
         """The AnchorSettings of one arm (one budget: only strength and perturbed_weight differ)."""
         common = {k: v for k, v in self.anchor.to_dict().items() if k not in ("strength", "perturbed_weight")}
@@ -266,7 +289,7 @@ def evaluate_arm(targets: Sequence[transfer_stage.TransferTarget], task: str, ar
                "transfer": {name: row for name, row in rows.items()
                             if row["kind"] in (task_table.TRANSFER_SAME_TYPE, task_table.TRANSFER_OTHER_TYPE)},
                "anchor": settings.arm(arm).to_dict(), "perturbations": settings.perturbations.to_dict(),
-               # the study's skill neurons (the anchor's; one set for every arm): robust.summary's predictivity table
+               # the study's skill neurons (the anchor's; one set for every arm): analysis.robust_tables's predictivity table
                "skill_neurons": {"top_percent": float(settings.anchor.top_percent),
                                  "scope": str(settings.anchor.scope)}}
         if jax.process_index() == 0:

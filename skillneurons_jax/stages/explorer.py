@@ -43,6 +43,8 @@ from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers
 from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.prompt import files
+from skillneurons_jax.stages import predictivity as predictivity_kind
+from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.predictivity import make_forward
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, hold, model_batches
 
@@ -201,3 +203,37 @@ def _record(setups, workdir, data_dir, seeds, output, *, model_path, max_text_to
         io.write_sidecar(output, **meta)
     return {"output": str(output), "tasks": meta["tasks"], "neurons": int(len(neurons)), "acc_check": check,
             "seconds": meta["seconds"]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py): explorer/<m>/<clean> for every clean task: its top neurons' dev activations
+# and those of the adversarial sets scored with its prompts, after their predictivity; one seed's dev pass each
+# (a quarter of a 2-seed predictivity stage's work) -> explorer/<m>/<clean>.npz (report/explorer.html reads it).
+# Planned after the held-out pass and before the robustness study (order 105).
+# ---------------------------------------------------------------------------------------------------------------
+def sets_of(ctx, clean: str) -> list[str]:
+    return [clean] + [a for a in ctx.tasks.present if a != clean and ctx.study.prompt_task_of(a) == clean]
+
+
+def plan(ctx) -> None:
+    m = ctx.model.name
+    for clean in ctx.tasks.clean:
+        sets = sets_of(ctx, clean)
+        out = layout.explorer_path(ctx.workdir, m, clean)
+        ctx.add(f"explorer/{m}/{clean}", [out, out.with_name(out.name + ".json")], args={"sets": tuple(sets)},
+                deps=[f"tune/{m}/{clean}"] + [f"predictivity/{m}/{t}" for t in sets], group_task=clean,
+                settings=ctx.settings(clean, explorer={"top_k": DEFAULT_TOP_K, "examples": DEFAULT_EXAMPLES}))
+
+
+def cost(ctx, sets) -> float:
+    return sum(predictivity_kind.cost(ctx, t) for t in sets) / 4
+
+
+def run(ctx, sets) -> dict:
+    s, path = ctx.study, ctx.model.path
+    return record_neurons([ctx.session.setup(path, t, s.tune) for t in sets], s.workdir, s.data_dir, list(s.seeds),
+                          model_path=path, max_text_tokens=int(s.tune["max_text_tokens"]),
+                          eval_batch_size=int(s.tune["eval_batch_size"]), max_examples=s.max_examples)
+
+
+KIND = registry.register("explorer", None, plan=plan, cost=cost, run=run, order=105)

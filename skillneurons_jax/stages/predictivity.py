@@ -41,6 +41,7 @@ from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.prompt import files, metrics, scoring
+from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, hold, sharded_batches
 
 log = logging.getLogger(__name__)
@@ -373,3 +374,52 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
     return {"output": str(out), "task": spec.name, "baseline_task": baseline_task,
             "model_accuracy": meta["model_accuracy"], "top_pred": float(encoder.pred.max()),
             "seconds": meta["seconds"]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py): predictivity/<m>/<task> for every task present -> predictivity/<m>/<task>.npz
+# (+ sidecar). An adversarial task uses its clean task's prompts and the clean TRAIN split for the baseline, stored
+# under its own name (trap 3); it depends on the clean task's predictivity so that baseline is computed once and
+# reused. config `adversarial_prompts` ("advqqp:mrpc") gives an adversarial set another clean task of its type
+# instead (StudySettings.prompt_task_of). Settings: config.stats (neurons.stats_options.StatsOptions).
+# ---------------------------------------------------------------------------------------------------------------
+def plan(ctx) -> None:
+    s, m = ctx.study, ctx.model.name
+    for task in ctx.tasks.present:
+        clean = s.prompt_task_of(task)
+        out = layout.predictivity_path(ctx.workdir, m, task)
+        deps = [f"tune/{m}/{clean}"] + ([f"predictivity/{m}/{clean}"] if clean != task else [])
+        # Only an override is passed on: otherwise the stage's default (the table's clean task) applies.
+        ctx.add(f"predictivity/{m}/{task}", [out, out.with_name(out.name + ".json")],
+                args={"task": task, "prompt_task": s.adversarial_prompts.get(task)}, deps=deps, group_task=clean,
+                settings=ctx.settings(clean, stats=s.stats))
+
+
+def cost(ctx, task: str, prompt_task: Optional[str] = None) -> float:
+    """TRAIN (the baseline: one pass for the mean, up to median_max_passes for the median; none for an
+    adversarial set, which reuses its clean task's) and dev; two compiled programs."""
+    cm, stats = ctx.cost, ctx.study.stats
+    train, dev, seq = cm.sizes(task)
+    if tasks.clean_task_of(task) != task:
+        train = 0         # the clean task's TRAIN baseline is reused
+    passes = 1 if stats.threshold == "mean" else stats.median_max_passes
+    return cm.seconds(cm.forward(train * passes + dev, seq), compiles=2)
+
+
+def run_in(ctx, task: str, workdir, *, prompt_task: Optional[str], reuse_from=None) -> dict:
+    """`predictivity` of `task` for the plan's model under the workdir-shaped root `workdir` (the study's, or a
+    robustness arm's: robust_predictivity); prompt_task: the clean task whose prompts and TRAIN baseline an
+    adversarial set uses (None: the task table's clean task); reuse_from: a root whose result of the same
+    computation is copied."""
+    s, path = ctx.study, ctx.model.path
+    return predictivity(ctx.session.setup(path, task, s.tune), workdir, s.data_dir, list(s.seeds), model_path=path,
+                        max_text_tokens=int(s.tune["max_text_tokens"]), eval_batch_size=int(s.tune["eval_batch_size"]),
+                        options=s.stats, max_examples=s.max_examples, prompt_task=prompt_task,
+                        baseline_task=prompt_task, reuse_from=reuse_from)
+
+
+def run(ctx, task: str, prompt_task: Optional[str] = None) -> dict:
+    return run_in(ctx, task, ctx.workdir, prompt_task=prompt_task, reuse_from=ctx.study.reuse_from)
+
+
+KIND = registry.register("predictivity", StatsOptions, config_key="stats", plan=plan, cost=cost, run=run, order=30)

@@ -26,6 +26,7 @@ position. Every mask is an array argument of ONE compiled evaluation; identical 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -35,14 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skillneurons_jax import io, layout, parallel
+from skillneurons_jax import fields, io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import tasks
+from skillneurons_jax.models.ffn import Intervention
 from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons import suppression
 from skillneurons_jax.neurons.predictivity import to_host
 from skillneurons_jax.neurons.stats_options import StatsOptions
 from skillneurons_jax.prompt import files, metrics, scoring
+from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.predictivity import STREAM_PREFIX
 from skillneurons_jax.stages.setup import TaskSetup, encode_split, hold, sharded_batches
 
@@ -139,6 +142,54 @@ def make_eval(readout, stream: str, mesh):
     return evaluate
 
 
+# The model's interventions built from the statistics' masks (neurons/ never imports models/).
+def stacked_interventions(masks, kind: str = "zero", *, means=None, scale=None,
+                          rng: Optional[jax.Array] = None, positions=None) -> Intervention:
+    """One Intervention for masks bool [..., L, N]; every leaf gets the leading [...] axes.
+
+    kind "zero": a -> 0;  "mean": a -> means [L, N] (every position) or [L, T, N] (position j gets its own mean,
+    positions from T on untouched: `position_means`);  "gaussian": a -> a + scale * N(0, 1), scale a float or
+    [L, N] (`gaussian_scale`), with keys split from `rng` (one per mask). positions: bool [T_full] (which
+    positions of the full sequence) or None = all.
+    """
+    masks = jnp.asarray(masks, bool)
+    if masks.ndim < 2:
+        raise ValueError(f"masks must be [..., layers, neurons]; got shape {masks.shape}")
+    lead = masks.shape[:-2]
+    builders = {
+        "zero": lambda: Intervention.zero(masks),
+        "mean": lambda: (Intervention.position_mean(masks, means) if jnp.ndim(means) == 3
+                         else Intervention.mean(masks, _required(means, "means", kind))),
+        "gaussian": lambda: Intervention.gaussian(
+            masks, _required(scale, "scale", kind),
+            jax.random.split(_required(rng, "rng", kind), int(np.prod(lead, dtype=int))).reshape(
+                lead + jax.random.split(rng, 1).shape[1:])),
+    }
+    if kind not in builders:
+        raise ValueError(f"intervention kind {kind!r}; allowed: {suppression.INTERVENTION_KINDS}")
+    if kind == "mean" and means is not None:
+        shape, (layers, neurons) = tuple(jnp.shape(means)), tuple(masks.shape[-2:])
+        if shape != (layers, neurons) and not (len(shape) == 3 and shape[0] == layers and shape[2] == neurons):
+            raise ValueError(f"mean intervention: means have shape {shape}; expected [layers, neurons] = "
+                             f"{(layers, neurons)} or [layers, positions, neurons]")
+    iv = builders[kind]()
+    if positions is not None:
+        positions = jnp.asarray(positions, bool)
+        iv = iv.replace(positions=jnp.broadcast_to(positions, lead + positions.shape))
+    return iv
+
+
+def _required(value, name: str, kind: str):
+    if value is None:
+        raise ValueError(f"the {kind!r} intervention needs {name}")
+    return value
+
+
+def take(stacked: Intervention, index) -> Intervention:
+    """The Intervention for one level (index into the leading axes)."""
+    return jax.tree.map(lambda x: x[index], stacked)
+
+
 def _unique_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """masks [M, L, N] -> (unique masks [U, L, N] in first-seen order, index [M] into them)."""
     seen: dict[bytes, int] = {}
@@ -216,7 +267,7 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
         std = suppression.neuron_train_std(baseline, baseline_sq) if relative else None
         kw.update(scale=suppression.gaussian_scale(noise_scale, noise_relative_to, std=std),
                   rng=jax.random.key(random_seed))
-    stacked = suppression.stacked_interventions(unique, intervention, **kw)
+    stacked = stacked_interventions(unique, intervention, **kw)
 
     mesh = parallel.make_mesh()
     evaluate = make_eval(readout, stream, mesh)
@@ -224,7 +275,7 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
     prompts = parallel.replicate(jnp.asarray(prompts_np), mesh)
     dev = encode_split(setup, split, data_dir, max_examples, int(max_text_tokens))   # dev, or the held-out test
     confusion = np.zeros((len(unique), len(seeds), 2, 2), np.int64)
-    interventions = [parallel.replicate(suppression.take(stacked, u), mesh) for u in range(len(unique))]
+    interventions = [parallel.replicate(take(stacked, u), mesh) for u in range(len(unique))]
     per_batch, offset = [], 0   # (scores [U, S, B, C], labels [B], index [B], example_mask [B]) for the paired test
     for b, batch in enumerate(sharded_batches(dev, batch_size, mesh)):
         on_mesh = parallel.shard_batch(batch, mesh)
@@ -268,3 +319,145 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
                          **batching.data_record({split: dev}))
     return {"output": str(out), "skill": {k: float(np.mean(v)) for k, v in result["skill"].items()},
             "random": {k: float(np.mean(v)) for k, v in result["random"].items()}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py): suppress/<m>/<src>__<tgt> for every task's own skill neurons (src == tgt),
+# clean -> adversarial pairs and config suppression.extra_pairs -> suppression/<m>/<src>__<tgt>.json; held out:
+# suppress/<m>/<task>__<task>.test on the task's TEST split -> test/suppression/<m>/<task>__<task>.json
+# ---------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SuppressionSettings:
+    """config.suppression, checked: levels (k, % of neurons), how the neurons are chosen and silenced, the random
+    controls, which targets get their own curves (None: every task of the plan) and the dev row cap (None: the
+    study's max_examples; the tighter of the two applies)."""
+    levels: tuple[float, ...] = tuple(suppression.DEFAULT_PERCENTS)
+    scope: str = "layer"
+    intervention: str = "zero"
+    noise_scale: float = 1.0
+    noise_relative_to: str = "absolute"     # "absolute" | "train_std" (sigma times each neuron's TRAIN std)
+    random_draws: int = 3
+    random_seed: int = 0
+    random_from: str = "all"                # "all" | "rest": random controls among every neuron or the non-skill
+    extra_pairs: tuple[tuple[str, str], ...] = ()
+    tasks: Optional[tuple[str, ...]] = None
+    max_examples: Optional[int] = None
+
+    FIELDS = ("levels", "scope", "intervention", "noise_scale", "noise_relative_to", "random_draws", "random_seed",
+              "random_from", "extra_pairs", "tasks", "max_examples")
+
+    @classmethod
+    def from_config(cls, block, where: str = "--config.suppression.") -> "SuppressionSettings":
+        block = fields.block_dict(block)
+        fields.refuse_unknown(block, cls.FIELDS, where)
+        get = block.get
+        try:
+            levels = tuple(float(k) for k in fields.as_list(get("levels", suppression.DEFAULT_PERCENTS)))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}levels={get('levels')!r}: allowed: numbers >= 0 and <= 100, "
+                             "comma-separated") from None
+        for k in levels:
+            fields.check(where + "levels", k, fields.Range(0, 100, integer=False))
+        scope, intervention = str(get("scope", "layer")), str(get("intervention", "zero"))
+        check_options(levels=levels, scope=scope, intervention=intervention, where=where)
+        noise_relative_to = get("noise_relative_to", "absolute")
+        if noise_relative_to not in suppression.NOISE_SCALES:
+            raise ValueError(f"{where}noise_relative_to {noise_relative_to!r}; allowed: {suppression.NOISE_SCALES}")
+        random_from = get("random_from", "all")
+        if random_from not in suppression.RANDOM_FROM:
+            raise ValueError(f"{where}random_from must be one of {suppression.RANDOM_FROM}, got {random_from!r}")
+        pairs = []
+        for p in fields.as_list(get("extra_pairs")):
+            src, _, tgt = str(p).partition(":")
+            if not tgt:
+                raise ValueError(f"{where}extra_pairs entry {p!r} must be 'source:target'")
+            pairs.append((tasks.get_task(src).name, tasks.get_task(tgt).name))
+        listed = fields.as_list(get("tasks"))
+        cap = get("max_examples")
+        return cls(levels=levels, scope=scope, intervention=intervention,
+                   noise_scale=fields.check(where + "noise_scale", get("noise_scale", 1.0),
+                                            fields.Range(0, integer=False)),
+                   noise_relative_to=str(noise_relative_to),
+                   random_draws=fields.check(where + "random_draws", get("random_draws", 3), fields.Range(0)),
+                   random_seed=fields.check(where + "random_seed", get("random_seed", 0), fields.Range(0)),
+                   random_from=str(random_from),
+                   extra_pairs=tuple(pairs),
+                   tasks=tuple(tasks.get_task(t).name for t in listed) if listed else None,   # unknown: error
+                   max_examples=fields.check(where + "max_examples", cap, fields.CAP))
+
+    def fingerprint(self, max_examples: Optional[int]) -> dict:
+        """What a suppression stage's outputs depend on among these settings (its plan.Stage settings), with the
+        dev cap in force (the tighter of this block's and the study's `max_examples`)."""
+        out = {"levels": list(self.levels), "scope": self.scope, "intervention": self.intervention,
+               "noise_scale": self.noise_scale, "noise_relative_to": self.noise_relative_to,
+               "random_draws": self.random_draws, "random_seed": self.random_seed,
+               "max_examples": smaller(self.max_examples, max_examples)}
+        if self.random_from != "all":    # the default stays out: stages recorded before the option existed stay done
+            out["random_from"] = self.random_from
+        return out
+
+    def curves_for(self, target: str) -> bool:
+        """Whether `target`'s own suppression curves are computed (config.suppression.tasks; None: every task)."""
+        return self.tasks is None or target in self.tasks
+
+
+def smaller(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    """The tighter of two caps (None = no cap)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def pairs_of(ctx) -> list[tuple[str, str]]:
+    """Each task's own skill neurons, clean -> adversarial, then the configured extra pairs (present ones)."""
+    tp, sp = ctx.tasks, ctx.study.suppression
+    pairs = [(t, t) for t in tp.present] + [(tp.prompt_task_of(a), a) for a in tp.adversarial]
+    pairs = [(src, tgt) for src, tgt in pairs if sp.curves_for(tgt)]
+    pairs += [(s, t) for s, t in sp.extra_pairs if s in tp.present and t in tp.present]
+    return list(dict.fromkeys(pairs))
+
+
+def plan(ctx) -> None:
+    s, m = ctx.study, ctx.model.name
+    fingerprint = s.suppression.fingerprint(s.max_examples)
+    for source, target in pairs_of(ctx):
+        deps = list(dict.fromkeys([f"predictivity/{m}/{source}", f"tune/{m}/{s.prompt_task_of(target)}"]))
+        ctx.add(f"suppress/{m}/{source}__{target}", [layout.suppression_path(ctx.workdir, m, source, target)],
+                args={"source": source, "target": target, "prompt_task": s.adversarial_prompts.get(target)},
+                deps=deps, group_task=s.prompt_task_of(target),
+                settings=ctx.settings(s.prompt_task_of(target), suppression=fingerprint))
+
+
+def held_out(ctx, task: str) -> None:
+    s, m = ctx.study, ctx.model.name
+    if not s.suppression.curves_for(task):
+        return
+    ctx.add(f"suppress/{m}/{task}__{task}.test", [layout.suppression_path(ctx.workdir, m, task, task, "test")],
+            args={"source": task, "target": task, "split": "test"},
+            deps=[f"predictivity/{m}/{task}", f"tune/{m}/{task}"], group_task=task,
+            settings=ctx.settings(task, suppression=s.suppression.fingerprint(s.max_examples), split="test"))
+
+
+def cost(ctx, source: str, target: str, prompt_task: Optional[str] = None, split: str = "dev") -> float:
+    """One pass over the target's rows per distinct mask (the skill mask and the random draws at each k > 0,
+    one unsuppressed pass for k = 0)."""
+    cm, sp = ctx.cost, ctx.study.suppression
+    _, dev, seq = cm.sizes(target)
+    if sp.max_examples is not None:
+        dev = min(dev, sp.max_examples)
+    levels = [k for k in sp.levels if k > 0]
+    masks = len(levels) * (1 + sp.random_draws) + (len(sp.levels) > len(levels))
+    return cm.seconds(masks * cm.forward(dev, seq))
+
+
+def run(ctx, source: str, target: str, prompt_task: Optional[str] = None, split: str = "dev") -> dict:
+    s, sp, path = ctx.study, ctx.study.suppression, ctx.model.path
+    return suppress(ctx.session.setup(path, target, s.tune), source, s.workdir, s.data_dir, list(s.seeds),
+                    model_path=path, max_text_tokens=int(s.tune["max_text_tokens"]),
+                    eval_batch_size=int(s.tune["eval_batch_size"]), max_examples=smaller(sp.max_examples,
+                                                                                         s.max_examples),
+                    levels=list(sp.levels), prompt_task=prompt_task, scope=sp.scope, intervention=sp.intervention,
+                    noise_scale=sp.noise_scale, noise_relative_to=sp.noise_relative_to,
+                    random_draws=sp.random_draws, random_seed=sp.random_seed, random_from=sp.random_from, split=split)
+
+
+KIND = registry.register("suppress", SuppressionSettings, config_key="suppression", plan=plan, cost=cost, run=run,
+                         held_out=held_out, order=40)

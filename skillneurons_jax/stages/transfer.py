@@ -31,6 +31,7 @@ import numpy as np
 from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.prompt import files, scoring
+from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, model_batches, round_up
 
 log = logging.getLogger(__name__)
@@ -108,3 +109,65 @@ def _transfer_one(target: TransferTarget, source: str, seeds: Sequence[int], wor
     # the log, not the console: the run ends with Table 1 and the transfer matrix is in the report
     log.info("transfer %s: %s -> %s: accuracy %.4f (seeds %s)", result["model"], source, result["target"],
              np.mean(result["accuracy"]), result["seeds"])
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py): transfer/<m>/<source> for every clean source, on every target present
+# (config transfer.enabled=False: only the source itself and its adversarial sets, which Table 1 needs)
+# -> transfer/<m>/<source>__<target>.json; held out: transfer/<m>/<task>.test, the task's own prompt on its TEST
+# split -> test/transfer/<m>/<task>__<task>.json
+# ---------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TransferSettings:
+    enabled: bool = True        # every source on every target; False: itself and its adversarial sets only
+
+    @classmethod
+    def from_config(cls, block, where: str = "--config.transfer.") -> "TransferSettings":
+        block = dict(block.to_dict() if hasattr(block, "to_dict") else (block or {}))
+        unknown = sorted(set(block) - {"enabled"})
+        if unknown:
+            raise ValueError(f"{where}{unknown[0]}: unknown key (known: enabled)")
+        return cls(enabled=bool(block.get("enabled", True)))
+
+
+def targets_of(ctx, source: str) -> list[str]:
+    """The tasks `source`'s prompts are scored on (TransferSettings.enabled)."""
+    tp = ctx.tasks
+    if ctx.study.transfer.enabled:
+        return list(tp.present)
+    return [source] + [a for a in tp.adversarial if tp.prompt_task_of(a) == source]
+
+
+def plan(ctx) -> None:
+    m, w = ctx.model.name, ctx.workdir
+    for source in ctx.tasks.clean:
+        targets = targets_of(ctx, source)
+        ctx.add(f"transfer/{m}/{source}", [layout.transfer_path(w, m, source, t) for t in targets],
+                args={"source": source, "targets": targets}, deps=[f"tune/{m}/{source}"], group_task=source,
+                settings=ctx.settings(source, targets=list(targets)))
+
+
+def held_out(ctx, task: str) -> None:
+    m = ctx.model.name
+    ctx.add(f"transfer/{m}/{task}.test", [layout.transfer_path(ctx.workdir, m, task, task, "test")],
+            args={"source": task, "targets": [task], "split": "test"}, deps=[f"tune/{m}/{task}"], group_task=task,
+            settings=ctx.settings(task, targets=[task], split="test"))
+
+
+def cost(ctx, source: str, targets: Sequence[str], split: str = "dev") -> float:
+    """One evaluation pass over each target's rows; one compiled program per target."""
+    cm = ctx.cost
+    flops = sum(cm.forward(cm.sizes(t)[1], cm.sizes(t)[2]) for t in targets)
+    return cm.seconds(flops, compiles=len(targets))
+
+
+def run(ctx, source: str, targets: Sequence[str], split: str = "dev") -> list:
+    s, path = ctx.study, ctx.model.path
+    prepared = [ctx.session.transfer_target(path, t, s.data_dir, s.tune, s.max_examples, split) for t in targets]
+    return transfer(prepared, source, list(s.seeds), s.workdir, model_path=path, data_dir=s.data_dir,
+                    max_examples=s.max_examples)
+
+
+KIND = registry.register("transfer", TransferSettings, config_key="transfer", plan=plan, cost=cost, run=run,
+                         held_out=held_out, order=20)

@@ -20,11 +20,14 @@ same data.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import pathlib
 import sys
 import time
+import types
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -35,6 +38,7 @@ from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers
 from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.prompt import checkpoint, hparams, soft_prompt, train
+from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, model_batches, round_up
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,16 @@ def parse_steps_by_task(text, field: str = "--config.tune.max_steps_by_task") ->
     return out
 
 
+# Every field of a tuning config (configs/tune.py); another key is a typo and refused.
+FIELDS = ("batch_size", "clip_norm", "dev_max_examples", "epochs", "eval_at_start", "eval_batch_size", "eval_every",
+          "group_by_length", "init", "init_std", "init_vocab_range", "keep_checkpoints", "learning_rate", "mask_slot",
+          "max_steps", "max_steps_by_task", "max_text_tokens", "patience", "prefix_positions", "progress",
+          "prompt_len", "readout", "tied_scale", "time_limit_s", "train_max_examples", "warmup_steps",
+          "weight_decay", "lr_schedule", "min_lr_fraction", "select_metric", "select_percent",
+          "select_without_originals", "reparam_hidden")
+# The tuning fields that the stages after tuning read (encoding and scoring); their prompts are their inputs.
+EVALUATION_TUNE_FIELDS = ("max_text_tokens", "eval_batch_size", "readout", "mask_slot", "prefix_positions",
+                          "tied_scale")
 # Tuning config fields that must be positive integers when set (None: the hyperparameter table gives them).
 POSITIVE_INT_FIELDS = ("max_text_tokens", "eval_batch_size", "epochs", "keep_checkpoints", "batch_size",
                        "train_max_examples", "dev_max_examples", "max_steps")
@@ -538,3 +552,85 @@ def _tune(setup: TaskSetup, seeds: Sequence[int], workdir, data_dir, tune_config
             "best_step": [int(s) for s in result.best_step],
             "prompts": [str(pathlib.Path(d) / layout.PROMPT_FILE) for d in run_dirs],
             "wall_s": round(time.time() - t_start, 1)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py): tune/<m>/<task> for every clean task of the plan, every seed in one
+# compiled loop -> prompts/<m>/<task>/seed_<s>/prompt.npy and metrics.jsonl
+# ---------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TuneSettings(Mapping):
+    """The tuning block (configs/tune.py's fields), checked (check_tune_config) and read-only. A mapping, as the
+    tuning body reads it; the None fields are the hyperparameter table's (resolve_tune_config, per task)."""
+    values: Mapping = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def __getattr__(self, name):        # settings.tune.max_steps, as the config spells it
+        if name.startswith("__") or name == "values":
+            raise AttributeError(name)
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self):
+        return len(self.values)
+
+    def to_dict(self) -> dict:
+        return dict(self.values)
+
+    @classmethod
+    def from_config(cls, block, where: str = "--config.tune.") -> "TuneSettings":
+        values = dict(block.to_dict() if hasattr(block, "to_dict") else (block or {}))
+        unknown = sorted(set(values) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"{where}{unknown[0]}: unknown key (known: {', '.join(FIELDS)})")
+        check_tune_config(values, where)
+        return cls(types.MappingProxyType(values))
+
+
+def plan(ctx) -> None:
+    m = ctx.model.name
+    for task in ctx.tasks.clean:
+        outs = ([layout.prompt_path(ctx.workdir, m, task, seed) for seed in ctx.study.seeds]
+                + [layout.metrics_path(ctx.workdir, m, task, seed) for seed in ctx.study.seeds])
+        ctx.add(f"tune/{m}/{task}", outs, args={"task": task}, group_task=task,
+                settings=ctx.settings(task, tune=ctx.tune_settings(task)))
+
+
+# A training step ~ forward + backward ~ 3 forwards.
+TRAIN_STEP_FACTOR = 3.0
+
+
+def cost(ctx, task: str) -> float:
+    """Training steps (x TRAIN_STEP_FACTOR forwards) plus the dev evaluations; three compiled programs."""
+    cm = ctx.cost
+    cfg = cm.tune_settings(task)
+    train_rows, dev, seq = cm.sizes(task, cfg.get("train_max_examples"), cfg.get("dev_max_examples"))
+    bs = int(cfg.get("batch_size") or 16)
+    per_epoch = max(train_rows // bs, 1)
+    steps = int(cfg.get("epochs") or 1) * per_epoch
+    if cfg.get("max_steps"):
+        steps = min(steps, int(cfg["max_steps"]))
+    every = int(cfg.get("eval_every") or 0) or per_epoch
+    evals = math.ceil(steps / every) + int(bool(cfg.get("eval_at_start")))
+    flops = TRAIN_STEP_FACTOR * cm.forward(steps * bs, seq) + evals * cm.forward(dev, seq)
+    return cm.seconds(flops, compiles=3)
+
+
+def run(ctx, task: str) -> dict:
+    """The plan's tune stage: a run that the config's time_limit_s stopped before its planned steps raises
+    RuntimeError (the stage is not done; a rerun resumes from the checkpoint); reuse_from's finished run of the
+    same computation is copied."""
+    s, path = ctx.study, ctx.model.path
+    return tune(ctx.session.setup(path, task, s.tune), list(s.seeds), s.workdir, s.data_dir, s.tune,
+                model_path=path, max_examples=s.max_examples, sidecar_extra={"stage": "tune"},
+                require_complete=True, reuse_from=s.reuse_from, replace_changed=True)
+
+
+KIND = registry.register("tune", TuneSettings, config_key="tune", plan=plan, cost=cost, run=run, order=10)

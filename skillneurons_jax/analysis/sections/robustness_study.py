@@ -1,7 +1,7 @@
 """The robustness study (issue 17): robust prompt arms (plain / perturbed / anchored) scored on the clean dev,
 the adversarial sets and other tasks of their type, the clean skill neurons' predictivity on adversarial data per
 arm, and activation patching of skill neurons on adversarial inputs. The numbers are
-robust.summary's tables (its module docstring defines every field); this section only renders them: a table per
+analysis.robust_tables's tables (its module docstring defines every field); this section only renders them: a table per
 kind, the patching recovery curves, the null hypotheses of the intervals, and summary.json "robustness_study".
 Writes nothing when the study did not run (no robust/ or patching/ outputs)."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from skillneurons_jax import io, layout
 from skillneurons_jax.analysis import figures, inference, provenance, results, robustness, verdicts
 from skillneurons_jax.analysis.document import Document
 from skillneurons_jax.analysis.report_context import LOAD_ERRORS, ReportContext, no_nan
-from skillneurons_jax.robust import summary as robust_summary
+from skillneurons_jax.analysis import robust_tables as robust_summary
 
 HEADING = "Robust prompts and activation patching (issue 17)"
 FIGURE = "figures/robustness/patching_recovery.png"
@@ -46,7 +46,7 @@ FIGURE_TITLE = "Activation patching: skill vs random neurons"
 
 
 def _tables(context: ReportContext) -> Optional[dict]:
-    """robust.summary's three tables (unreadable files listed as the report's problems), with each arm row's
+    """analysis.robust_tables's three tables (unreadable files listed as the report's problems), with each arm row's
     majority rate filled from the main study's label counts where its evaluation did not record one; None when
     the study did not run."""
     confidence = float(context.options["confidence"])
@@ -212,7 +212,7 @@ def _paired_drop(context: ReportContext, document, confidence: float) -> None:
 
 
 def _load(context: ReportContext, read: Callable, confidence: float) -> tuple[list[dict], bool]:
-    """(rows, readable): robust.summary raises ValueError naming the malformed file; it is listed, not raised."""
+    """(rows, readable): analysis.robust_tables raises ValueError naming the malformed file; it is listed, not raised."""
     try:
         return read(context.workdir, confidence), True
     except (*LOAD_ERRORS, ValueError) as error:
@@ -278,7 +278,7 @@ def _predictivity_text(row: dict) -> str:
 
 
 def _predictivity_cells(row: dict) -> tuple:
-    """One "predictivity" row of robust.summary -> PREDICTIVITY_HEADER's cells."""
+    """One "predictivity" row of analysis.robust_tables -> PREDICTIVITY_HEADER's cells."""
     target = row["adversarial"] if row["kind"] == "adversarial" else f"{row['adversarial']} ({row['kind']})"
     return (row["model"], row["task"], row["arm"], target, _seeds(row), row["n_neurons"],
             _with_interval(row, "clean_pred"), _with_interval(row, "adversarial_pred"),
@@ -290,7 +290,7 @@ def _predictivity_cells(row: dict) -> tuple:
 
 
 def _arm_cells(row: dict) -> tuple:
-    """One "arms" row of robust.summary -> ARM_HEADER's cells (clean cost only on clean rows)."""
+    """One "arms" row of analysis.robust_tables -> ARM_HEADER's cells (clean cost only on clean rows)."""
     scored = "clean dev" if row["split"] == "clean" else (
         row["target"] if row["split"] == "adversarial" else f"{row['target']} ({row['split']})")
     cost = _with_interval(row, "clean_cost", signed=True) if row["split"] == "clean" else "–"
@@ -301,7 +301,7 @@ def _arm_cells(row: dict) -> tuple:
 
 
 def _patching_cells(row: dict) -> tuple:
-    """One "patching" row of robust.summary -> PATCHING_HEADER's cells."""
+    """One "patching" row of analysis.robust_tables -> PATCHING_HEADER's cells."""
     n_examples = "–" if row["n_examples"] is None else row["n_examples"]
     return (row["model"], f"{row['clean']} → {row['adversarial']}", row["source"], f"{float(row['k']):g}",
             _seeds(row), n_examples, _percent(row["adversarial_mean"]), _percent(row["original_mean"]),

@@ -141,7 +141,7 @@ def premise_checked(verdict: verdicts.Verdict, below_target) -> verdicts.Verdict
 
 
 def _adversarial_prompts(config: dict) -> dict[str, str]:
-    """config["adversarial_prompts"] ("advqqp:mrpc") as a dict; the plan validated it (pipeline.stages)."""
+    """config["adversarial_prompts"] ("advqqp:mrpc") as a dict; the plan validated it (pipeline.settings)."""
     value = config.get("adversarial_prompts") or ""
     pairs = [p.split(":", 1) for p in str(value).split(",") if ":" in p]
     return {a.strip(): c.strip() for a, c in pairs}
