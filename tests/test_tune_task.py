@@ -1,4 +1,4 @@
-"""skillneurons_jax/stages/tune.py: the one tuning body of launch.tune and Session.tune — hyperparameter
+"""skillneurons_jax/stages/tune.py: the one tuning body of launch.tune and the plan's tune kind — hyperparameter
 resolution, the training batch schedule shared by the seeds, split caps, and a tiny in-process run."""
 import json
 
