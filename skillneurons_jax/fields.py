@@ -28,7 +28,7 @@ class Range:
             return self.describe()
         if self.integer and not (isinstance(value, int) or float(value).is_integer()):
             return self.describe()
-        if not math.isfinite(float(value)) and self.high != math.inf:
+        if math.isnan(float(value)) or (not math.isfinite(float(value)) and self.high != math.inf):
             return self.describe()
         if value < self.low or value > self.high or (self.open_low and value == self.low):
             return self.describe()

@@ -49,7 +49,7 @@ def test_each_numeric_field_is_checked_with_its_name_value_and_range(tmp_path, f
 def test_tune_block_and_stats_block_name_their_fields(tmp_path):
     with pytest.raises(ValueError, match=r"--config\.tune\.max_steps_by_task"):
         StudySettings.from_config(_config(tune__max_steps_by_task="tweetsairline:0"), tmp_path)
-    with pytest.raises(ValueError, match=r"--config\.tune\.batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"^--config\.tune\.batch_size=0: allowed: an integer >= 1"):
         StudySettings.from_config(_config(tune__batch_size=0), tmp_path)
     with pytest.raises(ValueError, match=r"--config\.stats\.median_bins"):
         StudySettings.from_config(_config(stats__median_bins=1), tmp_path)

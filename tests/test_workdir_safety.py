@@ -106,12 +106,12 @@ def run_cli(module, *args, timeout=600):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--max_examples", "-8"], "--max_examples must be a positive integer, got -8"),
-    (["--max_examples", "0"], "--max_examples must be a positive integer, got 0"),
-    (["--max_steps", "-1"], "--max_steps must be a positive integer, got -1"),
-    (["--eval_every", "-2"], "--eval_every must be >= 0"),
-    (["--config.batch_size=-4"], "--config.batch_size must be a positive integer"),
-    (["--config.learning_rate=-1.0"], "--config.learning_rate must be a positive finite number"),
+    (["--max_examples", "-8"], "--max_examples=-8: allowed: an integer >= 1, or None (no cap)"),
+    (["--max_examples", "0"], "--max_examples=0: allowed: an integer >= 1"),
+    (["--max_steps", "-1"], "--max_steps=-1: allowed: an integer >= 1"),
+    (["--eval_every", "-2"], "--eval_every=-2: allowed: an integer >= 0"),
+    (["--config.batch_size=-4"], "--config.batch_size=-4: allowed: an integer >= 1"),
+    (["--config.learning_rate=-1.0"], "--config.learning_rate=-1.0: allowed: a number > 0"),
 ])
 def test_bad_flags_exit_2_before_the_model_loads_and_write_nothing(tmp_path, flags, message):
     work = tmp_path / "work"

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from skillneurons_jax import io, layout, parallel
+from skillneurons_jax import fields, io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers
 from skillneurons_jax.data import tasks as task_table
@@ -114,40 +114,30 @@ POSITIVE_INT_FIELDS = ("max_text_tokens", "eval_batch_size", "epochs", "keep_che
 
 
 def check_tune_config(tune_config, prefix: str = "--config.") -> None:
-    """The config's values that are given, checked before anything is loaded or read (ValueError naming
-    `prefix` + FIELD: launch.tune's config is the tuning config itself, launch.reproduce's holds it under "tune.");
-    the hyperparameter table fills the None ones later and TrainConfig.validate checks again."""
+    """The config's values that are given, checked before anything is loaded or read (ValueError
+    `<prefix><field>=<value>: allowed: <range>`, fields.check: launch.tune's config is the tuning config itself,
+    launch.reproduce's holds it under "tune."); the hyperparameter table fills the None ones later and
+    TrainConfig.validate checks again."""
     get = tune_config.get
     soft_prompt.check_prompt_len(get("prompt_len", soft_prompt.DEFAULT_PROMPT_LEN))
     for field in POSITIVE_INT_FIELDS:
-        value = get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{prefix}{field} must be a positive integer (or unset), got {value!r}")
+        fields.check(f"{prefix}{field}", get(field), fields.Range(1, none="unset: the table's or no cap"))
     for field in ("eval_every", "warmup_steps", "patience"):
-        value = get(field)
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"{prefix}{field} must be an integer >= 0, got {value!r}")
+        fields.check(f"{prefix}{field}", get(field), fields.Range(0, none="unset"))
     parse_steps_by_task(get("max_steps_by_task"), f"{prefix}max_steps_by_task")
-    learning_rate = get("learning_rate")
-    if learning_rate is not None and not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < float("inf")):
-        raise ValueError(f"{prefix}learning_rate must be a positive finite number (or unset), got {learning_rate!r}")
+    fields.check(f"{prefix}learning_rate", get("learning_rate"),
+                 fields.Range(0, 1e6, integer=False, open_low=True, none="unset: the table's"))
     for field in ("clip_norm", "weight_decay", "time_limit_s"):
-        value = get(field)
-        if value is not None and value < 0:
-            raise ValueError(f"{prefix}{field} must be >= 0, got {value!r}")
+        fields.check(f"{prefix}{field}", get(field), fields.Range(0, integer=False, none="unset"))
     for field, choices in (("lr_schedule", train.LR_SCHEDULES), ("select_metric", train.SELECT_METRICS)):
         if get(field) is not None and get(field) not in choices:
             raise ValueError(f"{prefix}{field} must be one of {choices}, got {get(field)!r}")
-    fraction = get("min_lr_fraction")
-    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
-        raise ValueError(f"{prefix}min_lr_fraction must be in [0, 1], got {fraction!r}")
+    fields.check(f"{prefix}min_lr_fraction", get("min_lr_fraction"), fields.Range(0, 1, integer=False, none="unset"))
     for field in ("reparam_hidden", "select_percent"):
-        value = get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"{prefix}{field} must be an integer >= 0, got {value!r}")
+        fields.check(f"{prefix}{field}", get(field), fields.Range(0, none="unset"))
     if (get("select_percent") or 0) >= 100:
-        raise ValueError(f"{prefix}select_percent must be below 100 (0: select on the whole dev split), "
-                         f"got {get('select_percent')!r}")
+        raise ValueError(f"{prefix}select_percent={get('select_percent')!r}: allowed: an integer >= 0 and below 100 "
+                         "(0: select on the whole dev split)")
 
 
 def init_vocab_range(cfg: Mapping, vocab_size: int) -> tuple[int, int]:
