@@ -8,7 +8,6 @@ INSTALL_REQUIRES = [
     "flax>=0.12.8,<0.13",
     "optax>=0.2.8,<0.3",
     "orbax-checkpoint>=0.12.8,<0.13",
-    "chex>=0.1.92,<0.2",
     "absl-py>=2.5,<3",
     "ml_collections>=1.1,<2",
     "transformers>=5.23,<6",

@@ -274,7 +274,7 @@ def test_a_malformed_per_task_budget_is_an_error_before_any_work(world, tmp_path
         StudySettings.from_config(config, tmp_path / "w")
     config = rf.config(world["model"], world["data"])
     config.tune.learning_rate = -1.0                  # named as this command spells it, not as launch.tune does
-    with pytest.raises(ValueError, match=r"^--config\.tune\.learning_rate must be a positive finite number"):
+    with pytest.raises(ValueError, match=r"^--config\.tune\.learning_rate=-1\.0: allowed: a number > 0"):
         StudySettings.from_config(config, tmp_path / "w")
     assert not (tmp_path / "w").exists()
 

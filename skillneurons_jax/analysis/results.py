@@ -25,6 +25,7 @@ import numpy as np
 from skillneurons_jax import io, layout
 from skillneurons_jax.data.tasks import DISPLAY_ORDER as _DISPLAY_ORDER
 from skillneurons_jax.data.tasks import TASKS as _TASKS
+from skillneurons_jax.prompt import metrics
 
 # ----------------------------------------------------------------------------------------------------------------
 # The display order of the tasks: the paper's (sentiment, paraphrase, NLI, ethics, then the adversarial sets),
@@ -684,7 +685,7 @@ def load_tuning_runs(workdir, model: str, task: str, seeds: Iterable[int]) -> li
         rows = [r for r in load_jsonl(path, what="tuning metrics") if "dev_accuracy" in r]
         if not rows:
             raise CorruptResultError(path, "no evaluation with 'dev_accuracy' in the tuning metrics")
-        best = max(rows, key=lambda r: float(r["dev_accuracy"]))
+        best = metrics.best_evaluation(rows)       # the training's own rule (first best wins ties)
         acc = float(best["dev_accuracy"])
         if not 0.0 <= acc <= 1.0:
             raise CorruptResultError(path, f"'dev_accuracy' {acc} is outside [0, 1]")

@@ -76,3 +76,25 @@ def summary(conf) -> dict:
     return {"accuracy": float(accuracy(conf)), "f1": float(f1(conf)),
             "balanced_accuracy": float(balanced_accuracy(conf)), "majority_rate": float(majority_rate(conf)),
             "examples": int(conf.sum())}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# THE rule that picks the best checkpoint: training keeps a seed's prompt when an evaluation improves on it
+# (prompt.train.record_evaluation), and the analysis reads that same choice back from metrics.jsonl
+# (analysis.results.load_tuning_runs). Strictly greater dev accuracy: the first best wins ties.
+# ---------------------------------------------------------------------------------------------------------------
+def improves(accuracy, best):
+    """accuracy [S] > best [S] (elementwise, strict): whether an evaluation replaces the kept prompt."""
+    return np.asarray(accuracy) > np.asarray(best)
+
+
+def best_evaluation(rows, key: str = "dev_accuracy") -> dict:
+    """The row the training kept, of `rows` (one seed's evaluations in order, each with `key`): the first row
+    that no later row improves on (`improves`)."""
+    best = None
+    for row in rows:
+        if best is None or improves(float(row[key]), float(best[key])):
+            best = row
+    if best is None:
+        raise ValueError(f"no evaluation with {key!r}")
+    return best

@@ -316,7 +316,7 @@ def record_evaluation(state: TrainState, at_step: int, prompts: np.ndarray, conf
     accuracy, f1 = metrics.accuracy(confusion), metrics.f1(confusion)
     if select_metric == "balanced_accuracy":
         accuracy = metrics.balanced_accuracy(confusion)
-    improved = accuracy > state.best_accuracy
+    improved = metrics.improves(accuracy, state.best_accuracy)
     new = dataclasses.replace(
         state,
         best_prompts=np.where(improved[:, None, None], prompts, state.best_prompts),
