@@ -20,7 +20,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from skillneurons_jax import io, models, parallel  # noqa: E402
 from skillneurons_jax.data import readers, tasks  # noqa: E402
-from skillneurons_jax.pipeline import settings  # noqa: E402
+from skillneurons_jax import fields  # noqa: E402
 from skillneurons_jax.prompt import files  # noqa: E402
 from skillneurons_jax.prompt.readout import ReadoutSettings  # noqa: E402
 from skillneurons_jax.stages.setup import DevRows, TaskSetup, make_setup  # noqa: E402
@@ -71,8 +71,8 @@ def define_config(default_file: str) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """--seeds "0,1,2" -> [0, 1, 2] (pipeline.settings.parse_seeds: distinct integers >= 0)."""
-    return list(settings.parse_seeds(text, "--seeds"))
+    """--seeds "0,1,2" -> [0, 1, 2] (fields.parse_seeds: distinct integers >= 0)."""
+    return list(fields.parse_seeds(text, "--seeds"))
 
 
 def require(*names: str) -> None:
@@ -106,7 +106,7 @@ def check_flags(*, tasks_read=(), workdir: bool = True) -> None:
     the tasks in `tasks_read` whose files are not shipped with a package (the offline tweets tasks need none)."""
     parse_seeds(FLAGS.seeds)
     for name in ("max_examples", "max_steps", "eval_every"):      # the config's table of ranges
-        settings.check_field(name, getattr(FLAGS, name), f"--{name}")
+        fields.check_field(name, getattr(FLAGS, name), f"--{name}")
     if workdir:
         io.check_writable_folder(FLAGS.workdir, what="--workdir")
     if FLAGS.data_dir in (None, ""):

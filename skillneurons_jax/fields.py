@@ -81,3 +81,42 @@ def refuse_unknown(block: Mapping, known, where: str) -> None:
     unknown = sorted(set(block) - set(known))
     if unknown:
         raise ValueError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+
+
+# The study config's own fields (pipeline/settings.py) and the launch scripts' flags that share them.
+# field (as the config spells it below the study config) -> allowed range. The tuning block's own fields are
+# checked by stages.tune.check_tune_config (its launch script reads that block alone).
+RANGES: dict[str, Range] = {
+    "max_examples": CAP,
+    "max_steps": Range(1, none="the config's budget"),
+    "eval_every": Range(0, none="the config's; 0 = once per epoch"),
+    "seeds": Range(0),
+    "analysis.n_permutations": Range(1),
+    "analysis.permutation_seed": Range(0),
+    "analysis.alpha": Range(0, 1, integer=False, open_low=True),
+    "analysis.confidence": Range(0, 1, integer=False, open_low=True),
+    "analysis.dpi": Range(1),
+    "analysis.top_fraction": Range(0, 1, integer=False, open_low=True),
+    "analysis.type_permutations": Range(1),
+    "analysis.type_exact_max": Range(1),
+    "analysis.sign_flips": Range(1),
+    "cost.flops_per_second": Range(0, integer=False, open_low=True, none="the backend's default rate"),
+    "cost.stage_overhead_s": Range(0, integer=False),
+}
+
+
+def check_field(field: str, value, spelled: Optional[str] = None):
+    """`value` if RANGES[field] allows it, else ValueError `<spelled>=<value>: allowed: <range>` (check).
+    `spelled`: the name as the command spells it (default `--config.<field>`). Integers come back as int."""
+    return check(spelled or f"--config.{field}", value, RANGES[field])
+
+
+def parse_seeds(value, spelled: str) -> tuple[int, ...]:
+    """Distinct non-negative integers from "0,1,2" or a sequence; ValueError naming `spelled`."""
+    try:
+        seeds = [int(s) for s in as_list(value)]
+    except (TypeError, ValueError):
+        raise ValueError(f"{spelled}={value!r}: allowed: distinct integers >= 0, comma-separated") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"{spelled}={value!r}: allowed: distinct integers >= 0, comma-separated")
+    return tuple(seeds)

@@ -379,8 +379,8 @@ def make_writable_folder(path, *, what: str = "folder") -> pathlib.Path:
         atomic_write_text(path / ".write_probe", "")
         (path / ".write_probe").unlink()
     except OSError as error:
-        raise PermissionError(f"{what} {path} is not writable ({type(error).__name__}: {error}); choose another "
-                              f"{what}") from error
+        raise PermissionError(f"{what} {path} is not writable: cannot write the {what} there "
+                              f"({type(error).__name__}: {error})") from error
     return path
 
 

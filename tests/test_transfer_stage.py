@@ -99,9 +99,7 @@ def test_a_prompt_of_another_model_or_a_missing_one_is_a_clear_error(env, tmp_pa
         path.parent.mkdir(parents=True)
         np.save(path, np.zeros((4, 768), np.float32))
     with pytest.raises(ValueError, match=r"seed_0/prompt.npy.*does not fit"):
-        env["session"].transfer(str(env["model"]), "sst2", ["mrpc"], SEEDS, workdir, env["data"],
-                        env["cfg"])
+        _transfer(env["session"], str(env["model"]), "sst2", ["mrpc"], workdir, env["data"], env["cfg"])
     with pytest.raises(FileNotFoundError, match="no tuned prompt for task 'mrpc'"):
-        env["session"].transfer(str(env["model"]), "mrpc", ["sst2"], SEEDS, workdir, env["data"],
-                        env["cfg"])
+        _transfer(env["session"], str(env["model"]), "mrpc", ["sst2"], workdir, env["data"], env["cfg"])
     assert not (workdir / "transfer").exists()

@@ -94,7 +94,7 @@ def test_evaluate_reproduces_dev_accuracy_and_reads_torch_prompts(tiny, tuned):
     (("--task", "sst3"), "unknown task 'sst3'"),
     (("--model_path", "/nonexistent/model"), "does not exist"),
     (("--config.prompt_len=0",), "prompt length must be a positive integer, got 0"),
-    (("--seeds", "0,x"), "--seeds must be comma-separated integers"),
+    (("--seeds", "0,x"), "--seeds='0,x': allowed: distinct integers >= 0, comma-separated"),
 ])
 def test_bad_input_is_a_clear_error(tiny, args, message):
     base = {"--model_path": tiny["model"], "--task": "sst2", "--data_dir": tiny["data"],

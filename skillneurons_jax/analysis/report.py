@@ -124,7 +124,7 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None, *,
     config = _plain_config(config_dict)
     out_dir = pathlib.Path(out_dir)
     io.check_tree_inside(workdir, skip=(layout.JAX_CACHE_DIR,))
-    io.make_writable_folder(out_dir, what="report folder")      # fail before any work when it cannot be written
+    io.make_writable_folder(out_dir, what="report")      # fail before any work when it cannot be written
     context = ReportContext.create(pathlib.Path(workdir), out_dir, config)
     context.label_overlap = None if label_overlap is None else json.loads(json.dumps(dict(label_overlap)))
     _build_sections(context)

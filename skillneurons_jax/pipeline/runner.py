@@ -32,7 +32,7 @@ def check_workdir(workdir: pathlib.Path, *, create: bool = True) -> pathlib.Path
     try:
         return io.make_writable_folder(workdir, what="workdir")
     except PermissionError as e:       # a user error (exit 2 in launch/): another --workdir
-        raise ValueError(f"{e} (--workdir)") from None
+        raise ValueError(f"{e}; choose another --workdir") from None
 
 
 def format_plan(stages, workdir, printer=print) -> dict:
@@ -131,7 +131,6 @@ def run_plan(settings: StudySettings, *, dry_run: bool = False, process_index: i
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"--process_index {process_index} is not in [0, --process_count {process_count})")
     workdir = check_workdir(settings.workdir, create=not dry_run)
-    settings = settings.replace(workdir=workdir)
     held = contextlib.nullcontext() if study_held else hold_study(
         workdir, process_index=process_index, process_count=process_count, dry_run=dry_run)
     with held:
@@ -143,7 +142,8 @@ def run_plan(settings: StudySettings, *, dry_run: bool = False, process_index: i
 def _run_plan(settings: StudySettings, workdir: pathlib.Path, *, dry_run: bool, process_index: int,
               process_count: int, wait_s: float, poll_s: float, printer, session: Optional[Session], hooks,
               heartbeat_timeout_s: float) -> dict:
-    """The body of run_plan, run while the workdir is held."""
+    """The body of run_plan, run while the workdir is held (`workdir`: the checked one)."""
+    settings = settings.replace(workdir=workdir)
     session = session or Session()
     stages = build.build_plan(settings, session, hooks=hooks)
     task_plan = presence.plan_tasks(settings)
