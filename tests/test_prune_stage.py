@@ -12,7 +12,7 @@ from skillneurons_jax import layout  # noqa: E402
 from skillneurons_jax.analysis.report import build_report  # noqa: E402
 from skillneurons_jax.models import load_pretrained  # noqa: E402
 from skillneurons_jax.pipeline import runner  # noqa: E402
-from skillneurons_jax.pipeline import stages as st  # noqa: E402
+from skillneurons_jax.pipeline.settings import StudySettings  # noqa: E402
 from skillneurons_jax.prompt.readout import ReadoutSettings  # noqa: E402
 from skillneurons_jax.stages.prune import PruneSettings, keep_masks, prune  # noqa: E402
 from skillneurons_jax.stages.setup import make_setup  # noqa: E402
@@ -26,7 +26,7 @@ def test_prune_writes_the_models_the_result_and_the_report_section(tmp_path):
     c.suppression.levels = "0,10"
     c.suppression.random_draws = 1
     workdir = tmp_path / "work"
-    assert not runner.run_plan(st.Settings.from_config(c, workdir), printer=lambda *_: None)["failed"]
+    assert not runner.run_plan(StudySettings.from_config(c, workdir), printer=lambda *_: None)["failed"]
     loaded = load_pretrained(model)
     setup = make_setup(loaded, "sst2", ReadoutSettings.from_config(c.tune))
     prune(setup, workdir, data, [0, 1], model_path=str(model), max_text_tokens=c.tune.max_text_tokens,

@@ -21,7 +21,6 @@ from skillneurons_jax import layout
 from skillneurons_jax.analysis import provenance, report, results, verdicts
 from skillneurons_jax.analysis.sections import validation as validation_section
 from skillneurons_jax.pipeline import build, presence, settings as study_settings
-from skillneurons_jax.pipeline import cost as cost_model
 from skillneurons_jax.pipeline.settings import StudySettings
 
 SHARED_DATA = pathlib.Path("/work/shared/data")

@@ -24,6 +24,8 @@ class ReportSettings:
     validation_command: str = ""      # printed in it: what regenerates it
     robustness_doc: str = ""          # likewise for sections/robustness_study.py (configs/robust.py)
     robustness_command: str = ""
+    results_doc: str = ""             # the study's measured figures as one document (sections/results.py)
+    results_command: str = ""
 
     @classmethod
     def from_config(cls, block, where: str = "--config.report.") -> "ReportSettings":
@@ -31,7 +33,7 @@ class ReportSettings:
         fields.refuse_unknown(block, [f.name for f in dataclasses.fields(cls)], where)
         return cls(enabled=bool(block.get("enabled", True)),
                    **{k: str(block.get(k) or "") for k in ("validation_doc", "validation_command", "robustness_doc",
-                                                           "robustness_command")})
+                                                           "robustness_command", "results_doc", "results_command")})
 
 
 def report_config(ctx) -> dict:
