@@ -119,10 +119,10 @@ def test_corrupted_output_recomputes_the_stage_and_its_dependents_only(world, do
     (w / "transfer" / M / "mrpc__sst2.json").unlink()
     res, calls = _run(world, w)
     assert not res["failed"]
-    # advsst2's statistics and what reads them (its own suppression curve), mrpc's transfer, and the report;
-    # not sst2's statistics, nor any tuning
+    # advsst2's statistics and what reads them (its own suppression curve, sst2's explorer record, which holds
+    # advsst2's top neurons), mrpc's transfer, and the report; not sst2's statistics, nor any tuning
     assert sorted(calls) == sorted([f"predictivity/{M}/advsst2", f"suppress/{M}/advsst2__advsst2",
-                                    f"transfer/{M}/mrpc", "report"])
+                                    f"explorer/{M}/sst2", f"transfer/{M}/mrpc", "report"])
     res, calls = _run(world, w)
     assert calls == []
 

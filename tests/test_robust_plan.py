@@ -125,11 +125,11 @@ def test_robust_plan_runs_and_is_up_to_date_on_rerun(done):
 def _plain_arm(world, done, workdir, *, reuse: bool, **tune_overrides):
     """tuning.tune_arm of the plain arm under `workdir` with the plan's settings (`tune_overrides` changed)."""
     settings = StudySettings.from_config(_config(world), done["workdir"])
-    tune_config = settings.tune.copy_and_resolve_references()
+    tune_config = settings.tune.to_dict()
     for key, value in tune_overrides.items():
         tune_config[key] = value
     setup = session_module.Session().setup(str(world["model"]), "sst2", tune_config)
-    return tuning.tune_arm(setup, "plain", settings.robust, SEEDS, workdir, settings.data_dir, tune_config,
+    return tuning.tune_arm(setup, "plain", settings.kind("robust"), SEEDS, workdir, settings.data_dir, tune_config,
                            model_path=str(world["model"]), max_examples=settings.max_examples,
                            reuse_tune_stage=reuse)
 
