@@ -121,6 +121,7 @@ def power(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.suppression.max_examples = 400                  # 8x the old 48 rows; SST-2's measurement part is ~560
     c.suppression.random_draws = 5
     c.suppression.random_from = "rest"                # controls drawn from the neurons outside the skill set
+    c.prune = ml_collections.ConfigDict({"keep_percent": 2.0, "tasks": "sst2"})  # section 6.1 on the learned task
     c.cost.flops_per_second = 2.1e11                  # calibrated on this host (docstring)
     c.cost.stage_overhead_s = 2.0
     return c

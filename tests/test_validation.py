@@ -18,6 +18,7 @@ import reproduce_fixtures
 from configs import validation as validation_config
 from skillneurons_jax import io as project_io
 from skillneurons_jax import layout
+from skillneurons_jax import robust  # noqa: F401  (registers the robust kinds, as launch.reproduce does)
 from skillneurons_jax.analysis import provenance, report, results, verdicts
 from skillneurons_jax.analysis.sections import validation as validation_section
 from skillneurons_jax.pipeline import build, presence, settings as study_settings
@@ -122,7 +123,7 @@ def test_validation_plan_fits_its_120_minutes_by_the_calibrated_cost_model(tmp_p
     stages = build.build_plan(StudySettings.from_config(config, tmp_path, str(SHARED_DATA)))
     kinds = collections.Counter(stage.kind for stage in stages)
     # five clean tasks (ETHICS justice left out by its probe), their adversarial sets, held-out test stages
-    assert kinds == {"tune": 5, "predictivity": 8, "suppress": 13, "transfer": 10, "explorer": 5, "report": 1}, kinds
+    assert kinds == {"tune": 5, "predictivity": 8, "suppress": 13, "transfer": 10, "explorer": 5, "prune": 1, "report": 1}, kinds
     assert sum(stage.cost_s for stage in stages) <= 120 * 60
 
 

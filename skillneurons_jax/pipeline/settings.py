@@ -30,6 +30,7 @@ from skillneurons_jax.data import tasks as task_table
 # The core stage kinds register themselves at import (stages/registry.py orders them by number, not by import).
 from skillneurons_jax.stages import explorer as _explorer_kind  # noqa: F401
 from skillneurons_jax.stages import predictivity as _predictivity_kind  # noqa: F401
+from skillneurons_jax.stages import prune as _prune_kind  # noqa: F401
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages import report as _report_kind  # noqa: F401
 from skillneurons_jax.stages import suppress as _suppress_kind  # noqa: F401

@@ -34,11 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skillneurons_jax import io, layout, parallel
+from skillneurons_jax import fields, io, layout, parallel
+from skillneurons_jax.data import tasks
 from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.models.prune import prune_params, save_checkpoint
 from skillneurons_jax.neurons import suppression
 from skillneurons_jax.prompt import files, scoring
+from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, sharded_batches
 
 
@@ -55,11 +57,32 @@ class PruneSettings:
     train_examples: Optional[int] = None
     tasks: Optional[tuple[str, ...]] = None
 
-    def __post_init__(self):
-        if not 0 < float(self.keep_percent) <= 100:
-            raise ValueError(f"prune keep_percent={self.keep_percent!r}: allowed: a number > 0 and <= 100")
-        if int(self.random_draws) < 0:
-            raise ValueError(f"prune random_draws={self.random_draws!r}: allowed: an integer >= 0")
+    FIELDS = ("enabled", "keep_percent", "layers", "random_draws", "random_seed", "train_examples", "tasks")
+
+    @classmethod
+    def from_config(cls, block, where: str = "--config.prune.") -> "PruneSettings":
+        block = fields.block_dict(block)
+        fields.refuse_unknown(block, cls.FIELDS, where)
+        get = block.get
+        enabled = get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"{where}enabled={enabled!r}: allowed: True or False")
+        try:
+            layers = tuple(int(x) for x in fields.as_list(get("layers")))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}layers={get('layers')!r}: allowed: layer indices (0-based, comma-separated), "
+                             "or empty (the upper two thirds)") from None
+        for layer in layers:
+            fields.check(where + "layers", layer, fields.Range(0))
+        listed = fields.as_list(get("tasks"))
+        return cls(enabled=enabled,
+                   keep_percent=fields.check(where + "keep_percent", get("keep_percent", 2.0),
+                                             fields.Range(0, 100, integer=False, open_low=True)),
+                   layers=layers,
+                   random_draws=fields.check(where + "random_draws", get("random_draws", 1), fields.Range(0)),
+                   random_seed=fields.check(where + "random_seed", get("random_seed", 0), fields.Range(0)),
+                   train_examples=fields.check(where + "train_examples", get("train_examples"), fields.CAP),
+                   tasks=tuple(tasks.get_task(t).name for t in listed) if listed else None)
 
     def pruned_layers(self, num_layers: int) -> list[int]:
         """The configured layers (checked against the model), or the upper two thirds."""
@@ -214,3 +237,34 @@ def _prune(setup, workdir, data_dir, seeds, *, model_path, max_text_tokens, eval
             "accuracy": {k: float(np.mean(result[k]["accuracy"])) for k in ("unpruned", "pruned")},
             "random_accuracy": float(np.mean([r["accuracy"] for r in result["random"]])) if random_rows else None}
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py): prune/<m>/<task> for every clean task of the plan when config.prune is on
+# -> prune/<m>/<task>.json and prune/<m>/<task>/seed_<s>/ (the pruned checkpoints)
+# ---------------------------------------------------------------------------------------------------------------
+def plan(ctx) -> None:
+    s, m, settings = ctx.study, ctx.model.name, ctx.settings_of("prune")
+    if settings is None or not settings.enabled:
+        return
+    for task in [t for t in ctx.tasks.clean if settings.tasks is None or t in settings.tasks]:
+        ctx.add(f"prune/{m}/{task}", [layout.prune_path(ctx.workdir, m, task)], args={"task": task},
+                deps=[f"predictivity/{m}/{task}", f"tune/{m}/{task}"], group_task=task,
+                settings=ctx.settings(task, prune=settings.fingerprint(s.max_examples)))
+
+
+def cost(ctx, task: str) -> float:
+    """The capturing pass over the TRAIN rows, and 1 + draws evaluations of the dev rows per seed (the unpruned
+    evaluation scores every seed at once: counted as one more pass per seed)."""
+    cm, settings = ctx.cost, ctx.settings_of("prune")
+    train, dev, seq = cm.sizes(task, train_cap=_smaller(settings.train_examples, ctx.study.max_examples))
+    return cm.seconds(cm.forward(train, seq) + (2 + settings.random_draws) * cm.forward(dev, seq), compiles=3)
+
+
+def run(ctx, task: str) -> dict:
+    s, path = ctx.study, ctx.model.path
+    return prune(ctx.session.setup(path, task, s.tune), s.workdir, s.data_dir, list(s.seeds), model_path=path,
+                 max_text_tokens=int(s.tune["max_text_tokens"]), eval_batch_size=int(s.tune["eval_batch_size"]),
+                 settings=ctx.settings_of("prune"), max_examples=s.max_examples)
+
+
+KIND = registry.register("prune", PruneSettings, config_key="prune", plan=plan, cost=cost, run=run, order=50)
