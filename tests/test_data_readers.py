@@ -67,7 +67,7 @@ def test_qnli_train_file_is_used_and_labels_flip(tmp_path):
 def test_qnli_carved_from_dev_when_train_missing(tmp_path, caplog):
     rows = [(str(i), f"q{i}?", f"s{i}.", "entailment" if i % 3 else "not_entailment") for i in range(200)]
     write(tmp_path, "glue/QNLI/dev.tsv", tsv(QNLI_HEADER, *rows))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         train = read_split("qnli", "train", tmp_path)
         dev = read_split("qnli", "dev", tmp_path)
     assert "carved" in caplog.text and "dev.tsv" in caplog.text
@@ -93,7 +93,7 @@ def test_mnli_binarized_neutral_dropped_and_counted(tmp_path, caplog):
                                              _mnli_row(2, "P2", "H2", "contradiction", 12)))
     write(tmp_path, "glue/MNLI/dev_matched.tsv", tsv(MNLI_DEV, _mnli_row(0, "P", "H", "neutral", 16),
                                                    _mnli_row(1, "P", "H", "contradiction", 16)))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         train = read_split("mnli", "train", tmp_path)
     # text_a = hypothesis, text_b = premise (the original's order); 1 = entailment, 0 = contradiction.
     assert train.examples == [Example("H0", "P0", 1), Example("H2", "P2", 0)]

@@ -219,5 +219,6 @@ def test_paired_drop_table_by_exact_mcnemar(tmp_path):
     markdown = _build(tmp_path, workdir).index_md.read_text()
     assert "paired by example" in markdown
     # 12 discordant pairs, all original-right: one-sided binomial p = 0.5^12 = 0.000244 in each seed
-    assert "| m | sst2 → advsst2 | seeds × examples | n = 30 pairs | +40.0 [" in markdown
+    # 2 seeds: below inference.MIN_BOOTSTRAP_SEEDS the interval is the t interval over seeds
+    assert "| m | sst2 → advsst2 | seeds | n = 30 pairs | +40.0 [" in markdown
     assert "| 12/0, 12/0 | 0.0002441 | 0.0002441 | yes |" in markdown

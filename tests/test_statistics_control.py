@@ -204,3 +204,31 @@ def test_planted_effect_verdicts():
 def test_t_claim_p_edge_cases(values):
     p = inference.t_claim_p(values, 0.0)
     assert (p == 0.0) if len(values) > 1 else p is None
+
+
+def test_bootstrap_needs_enough_seeds_where_prompts_differ_by_seed():
+    """Where the seed effect dominates (prompts of different seeds differ, as in the default study), the crossed
+    bootstrap over 2 seeds undercovers, so the verdicts use it only from MIN_BOOTSTRAP_SEEDS seeds on; with 2 seeds a
+    suppression verdict falls back to the t interval over seeds, which covers."""
+    rng = np.random.default_rng(3)
+    reps, seeds, examples = 300, 2, 60
+    d = (rng.normal(0, 0.1, (reps, seeds, 1)) + rng.normal(0, 0.3, (reps, 1, examples))
+         + rng.normal(0, 0.1, (reps, seeds, examples)))
+    boot_cover = np.mean([b.interval[0] <= 0 <= b.interval[1]
+                          for b in (inference.two_level_bootstrap(x, n_boot=300, seed=i) for i, x in enumerate(d))])
+    t_cover = np.mean([low <= 0 <= high for low, high in (verdicts.seed_interval(x.mean(1))[0] for x in d)])
+    assert boot_cover < 0.85 and t_cover >= 0.9, (boot_cover, t_cover)
+    assert inference.MIN_BOOTSTRAP_SEEDS >= 5
+    # the verdict with 2 seeds: outcomes recorded, yet the interval is the seeds' t interval
+    ks = [0.0, 10.0]
+    skill = np.array([[0.8, 0.7], [0.5, 0.68]])                       # [K, S]
+    random = np.array([[[0.8, 0.7]], [[0.75, 0.70]]])                 # [K, D, S]
+    e = 40
+    skill_correct = np.stack([np.stack([rng.random(e) < a for a in row]) for row in skill])           # [K, S, E]
+    random_correct = np.stack([np.stack([np.stack([rng.random(e) < a for a in draw]) for draw in row])
+                               for row in random])                                                    # [K, D, S, E]
+    res = results.Suppression(path="synthetic", model="m", source="sst2", target="sst2", ks=np.array(ks), skill=skill,
+                              random=random,
+                              skill_correct=skill_correct, random_correct=random_correct)
+    v = verdicts.suppression_verdict("F5", res)
+    assert "bootstrap" not in v.interval_units and v.interval_units.startswith("seeds"), v.interval_units

@@ -14,7 +14,7 @@ random draws, then mean ± SEM over seeds (seeds are the independent units; draw
 
 Skill vs random (`compare_levels`), per level k, difference = random accuracy - skill accuracy (positive: the
 skill neurons hurt more):
-  * interval: with per-example outcomes, a two-level bootstrap over seeds and examples of the per-(seed, example)
+  * interval: with per-example outcomes and at least inference.MIN_BOOTSTRAP_SEEDS seeds, a two-level bootstrap over seeds and examples of the per-(seed, example)
     difference (inference.two_level_bootstrap: every seed is scored on the same rows, so an interval over seeds
     alone leaves out the rows' sampling error); without them a t interval over seeds of the per-seed difference
     (random draws averaged per seed: seeds are the independent units); with one seed, a t interval over the draws
@@ -299,7 +299,7 @@ def compare_levels(res: results.Suppression, *, confidence: float = 0.95, alpha:
         p, exact, flips, n = None, False, 0, None
         if res.skill_correct is not None and res.random_correct is not None:
             per_seed_example = res.random_correct[i].mean(0) - res.skill_correct[i]              # [S, E]
-            if per_seed_example.shape[0] >= 2:
+            if per_seed_example.shape[0] >= inference.MIN_BOOTSTRAP_SEEDS:
                 boot = inference.two_level_bootstrap(per_seed_example, confidence=confidence, seed=seed)
                 interval, units = boot.interval, "seeds × examples (two-level bootstrap)"
             per_example = per_seed_example.mean(0)                                               # [E]

@@ -35,8 +35,8 @@ The findings, as tested here (Ackermann & Ohmer 2023, building on Wang et al. 20
       A result without per-example labels (no majority rate) is not checked.
 
 Intervals: a two-sided t interval of the mean over prompt seeds (robustness.difference_interval) at `confidence`;
-for the accuracy differences of F5 / F6b, when the result records per-example outcomes, a two-level bootstrap over
-seeds and examples (inference.two_level_bootstrap: every seed is scored on the same rows, so the seed interval
+for the accuracy differences of F2's drop and F5 / F6b, when the result records per-example outcomes and has at least
+inference.MIN_BOOTSTRAP_SEEDS seeds, a two-level bootstrap over seeds and examples (inference.two_level_bootstrap: every seed is scored on the same rows, so the seed interval
 alone leaves out the rows' sampling error). With one seed there is no interval and the verdict is inconclusive.
 
 Every verdict has a p-value: the finding's own test where it has one (F1, F4: task-type permutation; F3a: the
@@ -279,18 +279,25 @@ def f2_drop(task: str, prompt_task: str, original_correct: np.ndarray, adversari
     if first.shape != second.shape or first.ndim != 2:
         raise ValueError(f"{task}: original and adversarial outcomes must both be [seeds, examples], got "
                          f"{first.shape} and {second.shape}")
-    boot = inference.two_level_bootstrap(first - second, confidence=confidence, n_boot=n_boot, seed=seed)
     tests = [inference.exact_mcnemar(a, b) for a, b in zip(first, second)]
     p = max(t["p_value"] for t in tests)
-    interval = boot.interval if first.shape[0] >= 2 else None
+    if first.shape[0] >= inference.MIN_BOOTSTRAP_SEEDS:
+        boot = inference.two_level_bootstrap(first - second, confidence=confidence, n_boot=n_boot, seed=seed)
+        estimate, interval, mde = boot.estimate, boot.interval, inference.mde(boot.se, confidence)
+        units = f"seeds × examples (two-level bootstrap, {boot.n_boot})"
+    else:
+        per_seed = (first - second).mean(1)
+        estimate = float(per_seed.mean())
+        interval, units = seed_interval(per_seed, 0.0, confidence)
+        mde = seed_mde(per_seed, confidence)
     counts = ", ".join(f"{t['b']}/{t['c']}" for t in tests)
     return Verdict("F2", f"{task} drop ({prompt_task} prompts)", "clean prompts score lower on the adversarial "
                    "examples than on their originals", "accuracy on originals − on adversarial versions",
-                   boot.estimate, 0.0, interval, f"seeds × examples (two-level bootstrap, {boot.n_boot})",
+                   estimate, 0.0, interval, units,
                    confidence, f"exact McNemar per seed, largest p over the {len(tests)} seeds (null: no paired "
-                   f"difference)", p, decide(boot.estimate, interval, 0.0, p_value=p, alpha=alpha),
+                   f"difference)", p, decide(estimate, interval, 0.0, p_value=p, alpha=alpha),
                    note=f"n = {first.shape[1]} pairs; discordant pairs (original right / adversarial right) per "
-                        f"seed: {counts}", mde=inference.mde(boot.se, confidence), family="F2 drop")
+                        f"seed: {counts}", mde=mde, family="F2 drop")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -426,12 +433,12 @@ def suppression_verdict(finding: str, res: results.Suppression, *, alpha: float 
     skill = np.asarray(res.skill, np.float64)[levels].mean(0)            # [S]
     random = np.asarray(res.random, np.float64)[levels].mean(0)          # [D, S]
     estimate = float(random.mean(0).mean() - skill.mean())
-    if res.skill_correct is not None and res.random_correct is not None:
+    if (res.skill_correct is not None and res.random_correct is not None
+            and np.asarray(res.skill_correct).shape[-2] >= inference.MIN_BOOTSTRAP_SEEDS):
         per_example = (np.asarray(res.random_correct, np.float64)[levels].mean((0, 1))
                        - np.asarray(res.skill_correct, np.float64)[levels].mean(0))          # [S, E]
         boot = inference.two_level_bootstrap(per_example, confidence=confidence, n_boot=n_boot, seed=seed)
         interval, units, p = boot.interval, f"seeds × examples (two-level bootstrap, {boot.n_boot})", boot.p_value
-        interval = interval if per_example.shape[0] >= 2 else None
         mde = inference.mde(boot.se, confidence)
     else:
         interval, units = robustness.difference_interval(skill, random, confidence)
