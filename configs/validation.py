@@ -122,6 +122,8 @@ def power(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.suppression.random_draws = 5
     c.suppression.random_from = "rest"                # controls drawn from the neurons outside the skill set
     c.prune = ml_collections.ConfigDict({"keep_percent": 2.0, "tasks": "sst2"})  # section 6.1 on the learned task
+    c.stats.label_permutations = 100                  # Pred's null at each split's n: floors, F3a/F3b tests
+    c.stats.subsample_sizes = "78,148"                # Pred at the AdvGLUE sets' n: matched-n drops
     c.cost.flops_per_second = 2.1e11                  # calibrated on this host (docstring)
     c.cost.stage_overhead_s = 2.0
     return c
