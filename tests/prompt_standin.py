@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from skillneurons_jax.prompt import soft_prompt, train
+
 VOCAB, HIDDEN, CLASSES, PROMPT_LEN = 50, 8, 2, 4
 
 
@@ -67,3 +69,11 @@ def train_batches(data, batch_size):
 def dev_batches(data, batch_size):
     n = len(data["labels"])
     return [_batch(data, np.arange(i, min(i + batch_size, n)), batch_size) for i in range(0, n, batch_size)]
+
+
+def run_training(data, cfg, seeds, batch_size, **kw):
+    """prompt.train.train on the stand-in: `data` = (train, dev) from make_data, prompts from init_prompts."""
+    train_data, dev_data = data
+    init = soft_prompt.init_prompts(seeds, PROMPT_LEN, HIDDEN)
+    return train.train(score_fn, make_params(), init, seeds, train_batches(train_data, batch_size),
+                       dev_batches(dev_data, batch_size), cfg, **kw)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import prompt_standin as st
-from skillneurons_jax.prompt import soft_prompt as sp
 from skillneurons_jax.prompt import train as T
 
 SEEDS = [0, 1]
@@ -20,10 +19,7 @@ def data():
 
 
 def _run(data, cfg, **kw):
-    train_data, dev_data = data
-    init = sp.init_prompts(SEEDS, st.PROMPT_LEN, st.HIDDEN)
-    return T.train(st.score_fn, st.make_params(), init, SEEDS, st.train_batches(train_data, B),
-                   st.dev_batches(dev_data, B), cfg, **kw)
+    return st.run_training(data, cfg, SEEDS, B, **kw)
 
 
 def _cfg(**kw):
