@@ -638,12 +638,13 @@ def study_verdicts(workdir, model: str, clean_tasks: Sequence[str], adversarial:
         def f5_slot0(task=task):       # beside the default, where the stage ran with exclude_slots=(0,)
             if not layout.suppression_slots_excluded_path(workdir, model, task, task).exists():
                 return None
-            found = suppression_verdict("F5", results.load_suppression(workdir, model, task, task,
-                                                                       slot0_excluded=True),
-                                        alpha=alpha, confidence=confidence, n_flips=flips, seed=seed)
-            return dataclasses.replace(found, subject=f"{task} (slot 0 excluded)", family="F5 slot 0 excluded",
-                                       note=found.note + "; skill neurons selected with prompt slot 0 (the readout "
-                                                         "slot) left out of Pred")
+            result = results.load_suppression(workdir, model, task, task, slot0_excluded=True)
+            slots = results.load_json(result.path, what="suppression result").get("excluded_prompt_slots", [0])
+            label = "slot 0" if slots == [0] else "slots " + ",".join(str(j) for j in slots)
+            found = suppression_verdict("F5", result, alpha=alpha, confidence=confidence, n_flips=flips, seed=seed)
+            return dataclasses.replace(found, subject=f"{task} ({label} excluded)", family=f"F5 {label} excluded",
+                                       note=found.note + f"; skill neurons selected with prompt {label} (slot 0: "
+                                                         "the readout slot) left out of Pred")
         attempt(f"F5 {task} (slot 0 excluded)", f5_slot0)
     controls = dict(controls or {})
 

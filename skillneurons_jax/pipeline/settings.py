@@ -13,7 +13,8 @@ every launch script with `check_field` (the same table of ranges).
 Each stage kind owns the typed settings of its config block (stages/registry.py: `config_key`,
 `settings_type.from_config`): tune (stages.tune.TuneSettings), stats (neurons.stats_options.StatsOptions, the
 predictivity kind's), suppression (stages.suppress.SuppressionSettings), transfer (stages.transfer.
-TransferSettings), report (stages.report.ReportSettings), and, where skillneurons_jax.robust is imported, robust
+TransferSettings), report (stages.report.ReportSettings), the optional control (stages.control.ControlSettings:
+F6a's control pairs), suppress_slots (stages.suppress_slots.SlotSettings) and probe (stages.probe.ProbeSettings), and, where skillneurons_jax.robust is imported, robust
 and patching. `StudySettings.kind(name)` returns a kind's settings; a block of a kind that is not registered is
 an unknown key.
 """
@@ -28,12 +29,14 @@ from skillneurons_jax.fields import as_list, plain, refuse_unknown
 from skillneurons_jax.analysis.report_context import DEFAULT_OPTIONS as ANALYSIS_OPTIONS
 from skillneurons_jax.data import tasks as task_table
 # The core stage kinds register themselves at import (stages/registry.py orders them by number, not by import).
+from skillneurons_jax.stages import control as _control_kind  # noqa: F401
 from skillneurons_jax.stages import explorer as _explorer_kind  # noqa: F401
 from skillneurons_jax.stages import predictivity as _predictivity_kind  # noqa: F401
 from skillneurons_jax.stages import prune as _prune_kind  # noqa: F401
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages import report as _report_kind  # noqa: F401
 from skillneurons_jax.stages import suppress as _suppress_kind  # noqa: F401
+from skillneurons_jax.stages import suppress_slots as _suppress_slots_kind  # noqa: F401
 from skillneurons_jax.stages import transfer as _transfer_kind  # noqa: F401
 from skillneurons_jax.stages import tune as _tune_kind  # noqa: F401
 

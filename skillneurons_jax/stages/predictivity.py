@@ -242,7 +242,8 @@ def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, m
         clean = tasks.clean_task_of(tasks.get_task(control_for))
         if clean == control_for:
             raise ValueError(f"control_for={control_for!r} is not an adversarial task")
-        if tasks.clean_task_of(setup.task) in (clean, control_for) or setup.task.name in (clean, control_for):
+        related = (clean, control_for, prompt_task or clean)     # an adversarial set may use another clean prompt
+        if tasks.clean_task_of(setup.task) in related or setup.task.name in related:
             raise ValueError(f"the control set of {control_for!r} must be unrelated to it; got {setup.task.name!r}")
         baseline_task, prompt_task = baseline_task or clean, prompt_task or clean
         output = layout.control_predictivity_path(workdir, setup.loaded.name, control_for)
@@ -403,7 +404,17 @@ def cost(ctx, task: str, prompt_task: Optional[str] = None) -> float:
     if tasks.clean_task_of(task) != task:
         train = 0         # the clean task's TRAIN baseline is reused
     passes = 1 if stats.threshold == "mean" else stats.median_max_passes
-    return cm.seconds(cm.forward(train * passes + dev, seq), compiles=2)
+    return cm.seconds(cm.forward(train * passes + dev, seq) + column_flops(ctx, dev), compiles=2)
+
+
+def column_flops(ctx, dev: int) -> float:
+    """FLOPs of the label columns (stats.label_permutations, subsample_sizes) over `dev` rows: each batch's fired
+    bits [S, L, B, T, N] meet its columns [B, C] in one einsum, 2 S L T N C FLOPs per row (T: the captured
+    positions; C: the permutations plus the draws of every subsample size below the split's n)."""
+    cm, stats = ctx.cost, ctx.study.stats
+    columns = stats.label_permutations + stats.subsample_draws * sum(int(m) < dev for m in stats.subsample_sizes)
+    positions = cm.P + (cm.max_text if stats.positions == "all" else 0)
+    return 2.0 * cm.S * cm.L * positions * cm.F * columns * dev
 
 
 def run_in(ctx, task: str, workdir, *, prompt_task: Optional[str], reuse_from=None) -> dict:

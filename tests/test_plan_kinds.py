@@ -1,0 +1,125 @@
+"""The optional stage kinds control (F6a's control pairs), suppress_slots (F5 with prompt slot 0 left out) and
+probe (the learnability reference) in the plan: which stages, their dependencies and outputs, their settings
+checked, and, run on a tiny random BERT, the analysis reading their outputs (the F6a verdict against its control,
+the F5 slot-0-excluded row, the probe beside Table 1)."""
+from __future__ import annotations
+
+import json
+import re
+
+import ml_collections
+import pytest
+
+import reproduce_fixtures as rf
+from skillneurons_jax import io, layout
+from skillneurons_jax.analysis import verdicts
+from skillneurons_jax.pipeline import build
+from skillneurons_jax.pipeline.settings import StudySettings
+from skillneurons_jax.stages.control import ControlSettings
+from skillneurons_jax.stages.suppress_slots import SlotSettings
+
+M = rf.MODEL
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan_kinds")
+    return {"root": root, "model": rf.make_model(root), "data": rf.write_data(root / "data")}
+
+
+def _config(world, tasks="sst2,mrpc,advsst2", **blocks):
+    c = rf.config(world["model"], world["data"], tasks=tasks)
+    c.suppression.levels = "0,50"
+    c.suppression.random_draws = 1
+    c.transfer.enabled = False
+    c.held_out = ml_collections.ConfigDict({"enabled": False})
+    for key, block in blocks.items():
+        setattr(c, key, ml_collections.ConfigDict(block))
+    return c
+
+
+def _plan(world, tmp_path, **blocks):
+    return {s.key: s for s in build.build_plan(StudySettings.from_config(_config(world, **blocks), tmp_path))}
+
+
+def test_control_and_slot_stages_are_planned_with_their_deps_and_outputs(world, tmp_path):
+    plain = _plan(world, tmp_path)
+    assert not [k for k in plain if k.startswith(("control/", "suppress_slots/"))]     # off without their blocks
+    stages = _plan(world, tmp_path, control={"enabled": True}, suppress_slots={"tasks": "sst2"})
+    # the existing stages are untouched: same keys and the same settings fingerprints
+    assert {k: (s.settings, s.outputs) for k, s in plain.items() if k != "report"} == \
+        {k: (s.settings, s.outputs) for k, s in stages.items() if k in plain and k != "report"}
+    control = stages[f"control/{M}/advsst2"]
+    assert set(control.deps) == {f"tune/{M}/sst2", f"predictivity/{M}/sst2"} and not control.skip_reason
+    assert control.outputs[0] == layout.control_predictivity_path(tmp_path, M, "advsst2")
+    assert control.settings["control"] == {"adversarial": "advsst2", "control_task": "mrpc"}   # another type
+    assert control.group == f"{M}/sst2" and control.cost_s > 0
+    slots = stages[f"suppress_slots/{M}/sst2__sst2"]
+    assert set(slots.deps) == {f"predictivity/{M}/sst2", f"tune/{M}/sst2"}
+    assert slots.outputs[0] == layout.suppression_slots_excluded_path(tmp_path, M, "sst2", "sst2")
+    assert slots.settings["suppression"] == {**plain[f"suppress/{M}/sst2__sst2"].settings["suppression"],
+                                             "excluded_prompt_slots": [0]}
+    assert f"suppress_slots/{M}/mrpc__mrpc" not in stages                  # tasks: sst2 only
+    assert {f"control/{M}/advsst2", f"suppress_slots/{M}/sst2__sst2"} <= set(stages["report"].deps)
+
+
+def test_a_control_without_a_qualifying_set_is_a_skip_stage_that_says_why(world, tmp_path):
+    c = _config(world, tasks="sst2,advsst2", control={"enabled": True})
+    stages = {s.key: s for s in build.build_plan(StudySettings.from_config(c, tmp_path))}
+    assert "another type" in stages[f"control/{M}/advsst2"].skip_reason
+
+
+@pytest.mark.parametrize("cls, block, message", [
+    (ControlSettings, {"pairs": "advsst2:sst2x"}, "sst2x"),
+    (ControlSettings, {"pairs": "advsst2:movierationales"}, "another task type"),
+    (ControlSettings, {"pairs": "sst2:mrpc"}, "not an adversarial set"),
+    (ControlSettings, {"pairs": "advsst2"}, "'adversarial:control'"),
+    (ControlSettings, {"tasks": "sst2"}, "clean task"),
+    (ControlSettings, {"set": "mrpc"}, "--config.control.set: unknown key"),
+    (SlotSettings, {"slots": "0,x"}, "--config.suppress_slots.slots='0,x'"),
+    (SlotSettings, {"slots": "-1"}, "--config.suppress_slots.slots='-1'"),
+    (SlotSettings, {"tasks": "advsst2"}, "adversarial set"),
+    (SlotSettings, {"slot": 0}, "--config.suppress_slots.slot: unknown key"),
+])
+def test_their_settings_are_checked_with_field_and_problem(cls, block, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cls.from_config(block)
+
+
+def test_explicit_control_pairs_replace_the_rule(world, tmp_path):
+    assert ControlSettings.from_config({"pairs": "advsst2:mrpc"}).pairs == (("advsst2", "mrpc"),)
+    assert SlotSettings.from_config({}).slots == (0,)
+    c = _config(world, control={"pairs": "advsst2:mrpc"}, suppress_slots={"slots": "9"})
+    with pytest.raises(ValueError, match=r"suppress_slots.slots=\[9\]: the prompts have 4 slots"):
+        build.build_plan(StudySettings.from_config(c, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def ran(world):
+    pytest.importorskip("torch")
+    from skillneurons_jax.pipeline import runner
+    workdir = world["root"] / "work"
+    c = _config(world, control={"enabled": True}, suppress_slots={"tasks": "sst2"})
+    c.report.validation_doc = str(world["root"] / "docs" / "VALIDATION.md")
+    result = runner.run_plan(StudySettings.from_config(c, workdir), printer=lambda *_: None)
+    assert not result["failed"], result["failed"]
+    return workdir
+
+
+@pytest.mark.slow
+def test_the_stages_run_and_the_verdicts_use_their_outputs(world, ran):
+    control = layout.control_predictivity_path(ran, M, "advsst2")
+    meta = json.loads(io.sidecar_path(control).read_text())
+    assert (meta["task"], meta["control_for"], meta["prompt_task"], meta["baseline_task"]) == \
+        ("mrpc", "advsst2", "sst2", "sst2")
+    adv = json.loads(io.sidecar_path(layout.predictivity_path(ran, M, "advsst2")).read_text())
+    assert meta["n_dev"] == adv["n_dev"]                              # the control has the adversarial set's size
+    slots = json.loads(layout.suppression_slots_excluded_path(ran, M, "sst2", "sst2").read_text())
+    assert slots["excluded_prompt_slots"] == [0]
+    found = verdicts.study_verdicts(ran, M, ["sst2", "mrpc"], {"advsst2": "sst2"}).verdicts
+    f6a = next(v for v in found if v.finding == "F6a")
+    assert "control pair" in f6a.test and "ρ(control" in f6a.statistic
+    assert any(v.finding == "F5" and v.subject == "sst2 (slot 0 excluded)" for v in found)
+    assert not any(v.finding == "F5" and v.subject == "mrpc (slot 0 excluded)" for v in found)
+    text = (world["root"] / "docs" / "VALIDATION.md").read_text()
+    assert "| F5 | sst2 (slot 0 excluded) |" in text and "ρ(control mrpc, clean)" in text
