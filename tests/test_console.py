@@ -76,6 +76,30 @@ def test_routine_data_notes_are_not_warnings(caplog):
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+def test_select_part_and_annotated_originals_are_not_warnings(tmp_path, caplog):
+    """A dev split's select/measure carve and the AdvGLUE originals matched through dev_ann.json are recorded in the
+    data record: INFO, not console warnings at every stage of a study."""
+    from skillneurons_jax.data import readers
+    glue = tmp_path / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    rows = [f"a film number {i} that is {'good' if i % 2 else 'bad'} .\t{i % 2}" for i in range(40)]
+    (glue / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (glue / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[:10]) + "\n")
+    adv = tmp_path / "advglue"
+    adv.mkdir()
+    record = {"idx": 0, "sentence": "a film nmber 3 that is good .", "original_sentence": rows[3].split("\t")[0],
+              "label": 1}
+    (adv / "dev.json").write_text(json.dumps({"sst2": [{k: record[k] for k in ("idx", "sentence", "label")}]}))
+    (adv / "dev_ann.json").write_text(json.dumps({"sst2": [record]}))
+    with caplog.at_level(logging.INFO, logger="skillneurons_jax.data.readers"):
+        split = readers.read_split("sst2", "dev", tmp_path, part=readers.Part("measure", 30), exclude_originals=True)
+    assert split.excluded_adversarial_originals == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("left out 1 examples that are originals" in m for m in messages)
+    assert any("the measure part" in m for m in messages)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_the_results_document_holds_the_measured_figures_with_their_provenance(built):
     workdir, out, summary = built
     doc = (workdir.parent / "docs" / "RESULTS.md").read_text()

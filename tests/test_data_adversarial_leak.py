@@ -42,7 +42,7 @@ def test_originals_are_left_out_of_the_carved_train_split_and_counted(tmp_path, 
     before = _train_questions(tmp_path)                     # no AdvGLUE file yet: nothing to exclude
     in_train = sorted(int(q.split()[-1].rstrip("?")) for q in before)[:20]
     _advqnli(tmp_path, in_train)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         train = read_split("qnli", "train", tmp_path)
     questions = {e.text_a for e in train.examples}
     assert not any(f"Where is place {i}?" in questions for i in in_train)      # the old code kept all 20

@@ -485,7 +485,10 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
         if originals is not None:
             examples, excluded = adversarial.exclude_originals(examples, originals, spec.originals_match)
             match = f"{originals.method}: {', '.join(originals.sources)}"
-            log.warning("task %s split %s: left out %d examples that are originals of %s records (matched by "
+            # a routine, recorded drop (the split's data record) when the annotated originals are read; a warning
+            # only where the match falls back to the adversarial text (it may miss or over-match)
+            note = log.info if originals.method == "original_fields" else log.warning
+            note("task %s split %s: left out %d examples that are originals of %s records (matched by "
                         "%s%s)%s", spec.name, split, excluded, "/".join(originals.tasks), match,
                         "" if spec.originals_match == "pair" else f", on {spec.originals_match} alone",
                         "" if originals.method == "original_fields" else
@@ -494,7 +497,7 @@ def read_split(task, split: str, data_dir, max_examples: int | None = None, *, a
     if part is not None:
         total = len(examples)
         examples = [e for e in examples if part.keeps(e)]
-        log.warning("task %s split %s: the %s part (select_percent=%d): %d of %d rows", spec.name, split, part.role,
+        log.info("task %s split %s: the %s part (select_percent=%d): %d of %d rows", spec.name, split, part.role,
                     part.select_percent, len(examples), total)
     if not examples:
         raise DataFormatError(source, None, f"split {split!r} of task {spec.name!r} has no examples")
