@@ -7,7 +7,14 @@ import pathlib
 import numpy as np
 
 from skillneurons_jax import io as project_io
-from skillneurons_jax.analysis import results
+from skillneurons_jax.analysis import report, results
+from skillneurons_jax.pipeline import settings as _core_kinds  # noqa: F401  (importing it registers the core kinds)
+from skillneurons_jax.stages import registry
+
+
+def build_report(workdir, out_dir, config=None, **kwargs):
+    """analysis.report.build_report with every registered stage kind's sections, as the report stage builds it."""
+    return report.build_report(workdir, out_dir, config, sections=registry.sections(), **kwargs)
 
 
 def write_predictivity(workdir, model: str, task: str, pred: np.ndarray, *, seeds: int = 2, tokens: int = 3,

@@ -7,7 +7,7 @@ import pytest
 from matplotlib import image as mimage
 
 import analysis_synthetic as syn
-from skillneurons_jax.analysis import figures, report, results, specificity
+from skillneurons_jax.analysis import figures, results, specificity
 
 MODEL = "tiny-bert"
 KS = [0, 5, 15]
@@ -47,7 +47,7 @@ def test_report_with_partial_and_corrupt_inputs(tmp_path):
     syn.write_text(bad_supp, '{"ks": [0, 5], "skill": ')                      # truncated JSON
     out = tmp_path / "report"
     config = {"tasks": "sst2,imdb,movierationales,mrpc,advsst2,qqp", "analysis": {"n_permutations": 49, "dpi": 40}}
-    rep = report.build_report(wd, out, config)
+    rep = syn.build_report(wd, out, config)
 
     assert rep.errors == []
     md, html = rep.index_md.read_text(), rep.index_html.read_text()
@@ -94,19 +94,19 @@ def test_report_shows_t5_decoder_predictivity(tmp_path):
     arrays = dict(np.load(path))
     np.savez(path, **arrays, decoder_pred=rng.uniform(0.5, 1, (3, 20)),
              decoder_null_pred_layer_mean=np.full((4, 3), 0.6), decoder_null_pred_layer_max=np.full((4, 3), 0.7))
-    rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 0, "dpi": 30}})
+    rep = syn.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 0, "dpi": 30}})
     assert rep.errors == [] and "decoder_predictivity_layers_sst2.png" in {p.name for p in rep.figures}
     assert rep.problems == []                     # the decoder's permutation floor is read (and drawn)
     np.savez(path, **arrays, decoder_pred=rng.uniform(0.5, 1, (3, 20)), decoder_null_pred_layer_mean=np.zeros(3))
-    rep = report.build_report(wd, tmp_path / "out1", {"analysis": {"n_permutations": 0, "dpi": 30}})
+    rep = syn.build_report(wd, tmp_path / "out1", {"analysis": {"n_permutations": 0, "dpi": 30}})
     assert any("decoder_null_pred_layer_mean" in p and str(path) in p for p in rep.problems)
     np.savez(path, **arrays, decoder_pred=np.zeros((3, 20)))
-    rep = report.build_report(wd, tmp_path / "out2", {"analysis": {"n_permutations": 0, "dpi": 30}})
+    rep = syn.build_report(wd, tmp_path / "out2", {"analysis": {"n_permutations": 0, "dpi": 30}})
     assert any("decoder_pred" in p and str(path) in p for p in rep.problems)
 
 
 def test_report_on_empty_workdir_lists_that_nothing_exists(tmp_path):
-    rep = report.build_report(tmp_path / "nothing", tmp_path / "out", {"tasks": ["sst2"]})
+    rep = syn.build_report(tmp_path / "nothing", tmp_path / "out", {"tasks": ["sst2"]})
     assert rep.errors == [] and rep.figures == []
     assert any("no results at all" in m for m in rep.missing)
     assert any("task sst2" in m for m in rep.missing)
@@ -119,7 +119,7 @@ def test_report_accepts_config_dict_objects_and_single_task(tmp_path):
     wd = tmp_path / "w"
     syn.write_predictivity(wd, MODEL, "sst2", rng.uniform(0.5, 1, (2, 20)), model_accuracy=[0.9])
     cfg = ml_collections.ConfigDict({"tasks": ["sst2"], "analysis": {"neuron_accuracy_boxes": False}})
-    rep = report.build_report(wd, tmp_path / "out", cfg)
+    rep = syn.build_report(wd, tmp_path / "out", cfg)
     assert rep.errors == []
     assert any("task specificity" in m and "at least 2" in m for m in rep.missing)
     assert {p.name for p in rep.figures} >= {"predictivity_per_layer.png", "predictivity_layers_sst2.png"}
@@ -133,7 +133,7 @@ def test_report_section_failure_is_listed_not_raised(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("synthetic bug")
     monkeypatch.setattr(figures, "transfer_heatmap", boom)
-    rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 9, "dpi": 40}})
+    rep = syn.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 9, "dpi": 40}})
     figure_errors = [e for e in rep.errors if "synthetic bug" in e]
     assert len(figure_errors) == 2 and all("transfer_" in e for e in figure_errors)   # absolute and relative
     section_errors = [e for e in rep.errors if e.startswith("task specificity")]
@@ -146,7 +146,7 @@ def test_unwritable_out_dir_fails_early_and_clearly(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="cannot write the report"):
-        report.build_report(tmp_path, blocker / "report", {})
+        syn.build_report(tmp_path, blocker / "report", {})
 
 
 def test_report_states_verdicts_balanced_accuracy_majority_and_data_facts(tmp_path):
@@ -177,7 +177,7 @@ def test_report_states_verdicts_balanced_accuracy_majority_and_data_facts(tmp_pa
                labels=labels.tolist())
     supp.write_text(json.dumps(obj))
 
-    rep = report.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 19, "dpi": 40,
+    rep = syn.build_report(wd, tmp_path / "out", {"analysis": {"n_permutations": 19, "dpi": 40,
                                                                   "sign_flips": 999}})
     assert rep.errors == []
     md = rep.index_md.read_text()
@@ -208,12 +208,12 @@ def test_suppression_curves_left_out_by_the_config_are_said_once_not_listed_as_m
     wd = _workdir(tmp_path)
     config = {"tasks": "sst2,imdb,mrpc,advsst2", "suppression": {"tasks": "sst2,advsst2"},
               "analysis": {"n_permutations": 0, "dpi": 30}}
-    rep = report.build_report(wd, tmp_path / "out", config)
+    rep = syn.build_report(wd, tmp_path / "out", config)
     missing = "\n".join(rep.missing)
     assert "suppression:" not in missing                       # imdb and mrpc were not asked for
     said = re.findall(r"Not computed, by the configuration[^\n]*", rep.index_md.read_text())
     assert len(said) == 1 and "imdb" in said[0] and "mrpc" in said[0] and "sst2," not in said[0].split(":")[-1]
-    rep = report.build_report(wd, tmp_path / "out2", {**config, "suppression": {"tasks": ""}})
+    rep = syn.build_report(wd, tmp_path / "out2", {**config, "suppression": {"tasks": ""}})
     assert str(results.suppression_path(wd, MODEL, "imdb", "imdb")) in "\n".join(rep.missing)   # "": every task
 
 
@@ -233,24 +233,24 @@ def test_the_specificity_table_shows_the_label_dependence_the_pipeline_measured(
 
     independent = {"pairs": [pair("sst2", "imdb", 0, None), pair("sst2", "mrpc", 0, None),
                              pair("imdb", "mrpc", 120, 0.03)], "splits": ["train", "dev", "test"]}
-    md = report.build_report(wd, tmp_path / "a", config, label_overlap=independent).index_md.read_text()
+    md = syn.build_report(wd, tmp_path / "a", config, label_overlap=independent).index_md.read_text()
     assert re.search(r"\| sst2 \| mrpc \| different \| no \| 0 \(disjoint\) \|", md)
     assert re.search(r"\| imdb \| mrpc \| different \| no \| 120 \(r = \+0\.03\) \|", md)
     assert "Every measured pair of different task types (2) is disjoint or below |r| = 0.1" in md
 
     dependent = {**independent, "pairs": [pair("sst2", "imdb", 0, None), pair("sst2", "mrpc", 400, -0.82),
                                           pair("imdb", "mrpc", 120, 0.03)]}
-    rep = report.build_report(wd, tmp_path / "b", config, label_overlap=dependent)
+    rep = syn.build_report(wd, tmp_path / "b", config, label_overlap=dependent)
     md = rep.index_md.read_text()
     assert "not shown to have nearly independent labels: sst2/mrpc (400 (r = -0.82))" in md
     assert "Every measured pair" not in md
     saved = json.loads(rep.summary.read_text())["specificity"][MODEL]["label_overlap"]
     assert saved["pairs"][1]["pearson_r"] == -0.82
 
-    md = report.build_report(wd, tmp_path / "c", config).index_md.read_text()
+    md = syn.build_report(wd, tmp_path / "c", config).index_md.read_text()
     assert "Shared texts (label r): not measured (the report was built without the datasets" in md
     assert re.search(r"\| sst2 \| mrpc \| different \| no \| – \|", md)
-    md = report.build_report(wd, tmp_path / "d", config,
+    md = syn.build_report(wd, tmp_path / "d", config,
                              label_overlap={"error": "ValueError: x.tsv line 3: no label"}).index_md.read_text()
     assert "not measured (ValueError: x.tsv line 3: no label)" in md
 
@@ -263,7 +263,7 @@ def test_report_puts_the_probe_and_the_rule_beside_table_1(tmp_path):
     probe_file = wd / "probe" / MODEL / "sst2.json"
     probe_file.parent.mkdir(parents=True)
     probe_file.write_text(json.dumps({"reference": "joint/mean", "probes": {"joint/mean": {"dev": row}}}))
-    rep = report.build_report(wd, tmp_path / "out", {"tasks": ["sst2"], "analysis": {"neuron_accuracy_boxes": False}})
+    rep = syn.build_report(wd, tmp_path / "out", {"tasks": ["sst2"], "analysis": {"neuron_accuracy_boxes": False}})
     md = rep.index_md.read_text()
     assert "Learnability: prompts beside the frozen-feature probe" in md and "0.560 [0.520, 0.600]" in md
     record = json.loads((tmp_path / "out" / "summary.json").read_text())["learnability"][0]

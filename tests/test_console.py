@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import analysis_synthetic as synth  # noqa: E402  (tests/ is on sys.path under pytest)
-from skillneurons_jax.analysis import headline, report
+from skillneurons_jax.analysis import headline
 from skillneurons_jax.pipeline import runner
 
 MODEL = "tiny"
@@ -27,7 +27,7 @@ def built(tmp_path_factory):
         synth.write_transfer(workdir, MODEL, source, task, acc, seeds=[0, 1])
     skill, random = synth.suppression_arrays(KS, 2, 1, rng)
     synth.write_suppression(workdir, MODEL, "sst2", "sst2", KS, skill, random)
-    out = report.build_report(workdir, workdir / "report", {
+    out = synth.build_report(workdir, workdir / "report", {
         "analysis": {"n_permutations": 10, "type_permutations": 10},
         "report": {"results_doc": str(workdir.parent / "docs" / "RESULTS.md"), "results_command": "python -m x"}})
     return workdir, out, json.loads(out.summary.read_text())

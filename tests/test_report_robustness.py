@@ -9,9 +9,10 @@ import pytest
 from matplotlib import image as mimage
 from scipy import stats
 
+import analysis_synthetic as synth
 from robust_outputs import patching_doc, write_arm_eval, write_patching, write_predictivity
 from skillneurons_jax import layout
-from skillneurons_jax.analysis import figures, report, results
+from skillneurons_jax.analysis import figures, results
 from skillneurons_jax.analysis.sections import robustness_study
 
 CONFIG = {"analysis": {"n_permutations": 0, "dpi": 30}}
@@ -26,7 +27,7 @@ def _write_arms(workdir):
 
 
 def _build(tmp_path, workdir):
-    return report.build_report(workdir, tmp_path / "report", CONFIG)
+    return synth.build_report(workdir, tmp_path / "report", CONFIG)
 
 
 def test_section_tables_figure_and_summary(tmp_path):
@@ -147,7 +148,7 @@ def test_the_robustness_document_is_generated_beside_its_figure(tmp_path):
     doc_path = tmp_path / "docs" / "ROBUSTNESS_RESULTS.md"
     config = {**CONFIG, "seeds": "0,1,2", "report": {"robustness_doc": str(doc_path),
                                                      "robustness_command": "python -m launch.reproduce X"}}
-    rep = report.build_report(workdir, tmp_path / "report", config)
+    rep = synth.build_report(workdir, tmp_path / "report", config)
     assert rep.errors == [] and rep.problems == []
     text = doc_path.read_text()
     assert "do not edit by hand" in text and "- Command: `python -m launch.reproduce X`" in text
@@ -165,7 +166,7 @@ def test_the_robustness_document_is_generated_beside_its_figure(tmp_path):
                                            "seeds": [0], "accuracy": [0.5], "f1": [0.5], "n_dev": sum(counts),
                                            "split": "dev", "label_counts": counts}))
     config["reuse_from"] = str(reused)
-    report.build_report(workdir, tmp_path / "report3", config)
+    synth.build_report(workdir, tmp_path / "report3", config)
     text = doc_path.read_text()
     assert "| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | 75.0† | 55.0 [42.6, 67.4]" in text
     assert "† The set's majority rate from the study this one reused" in text
@@ -173,14 +174,14 @@ def test_the_robustness_document_is_generated_beside_its_figure(tmp_path):
     del config["reuse_from"]
     # without the option no document is written
     doc_path.unlink()
-    report.build_report(workdir, tmp_path / "report2", CONFIG)
+    synth.build_report(workdir, tmp_path / "report2", CONFIG)
     assert not list((tmp_path / "docs").glob("*.md"))
     # a malformed confusion is named, not a crash of the document
     arm = layout.robust_eval_path(workdir, "m", "sst2", "plain")
     broken = json.loads(arm.read_text())
     broken["clean"]["confusion"] = 5
     arm.write_text(json.dumps(broken))
-    rep = report.build_report(workdir, tmp_path / "report4", config)
+    rep = synth.build_report(workdir, tmp_path / "report4", config)
     assert doc_path.exists() and any("'confusion' must be" in problem for problem in rep.problems), rep.problems
 
 

@@ -6,13 +6,18 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 
+import analysis_synthetic as synth
 from configs import default
 from skillneurons_jax.pipeline import build, settings as study_settings
 from skillneurons_jax.pipeline.settings import StudySettings
+from skillneurons_jax.analysis.report_context import Section
 from skillneurons_jax.stages import registry
+from skillneurons_jax.stages import report as report_stage
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -143,6 +148,31 @@ def test_a_new_kind_joins_the_config_and_the_plan_by_registering(tmp_path, monke
     monkeypatch.setattr(registry, "_KINDS", {k: v for k, v in registry._KINDS.items() if k != "echo"})
     with pytest.raises(ValueError, match=r"--config\.echo: unknown key"):
         StudySettings.from_config(c, tmp_path / "w")
+
+
+def test_a_new_kinds_report_section_joins_the_report_by_registering(tmp_path, monkeypatch):
+    """A kind's `sections` are drawn in every model's block of the report the report stage builds, after the core
+    kinds' sections in the registry's order (transfer 20, predictivity 30, suppress 40, prune 50, then echo 60)."""
+    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))
+    assert [s.title for s in registry.sections()] == ["transfer", "predictivity", "task specificity",
+                                                      "suppression", "pruning"]
+
+    def echo_section(context, model):
+        context.document.h(3, "Echo")
+        context.document.p(f"echo of {model}")
+
+    registry.register("echo", None, plan=lambda ctx: None, cost=lambda ctx: 0.0, run=lambda ctx: None, order=60,
+                      sections=[Section("echo", echo_section)])
+    assert [s.title for s in registry.sections()][-2:] == ["pruning", "echo"]
+    work = tmp_path / "w"
+    synth.write_predictivity(work, "m", "sst2", np.full((2, 4), 0.6))
+    ctx = types.SimpleNamespace(study=types.SimpleNamespace(workdir=work, data_dir=None),
+                                tasks=types.SimpleNamespace(clean=()))
+    markdown = report_stage.run(ctx, cfg={"analysis": {"n_permutations": 0}}).index_md.read_text()
+    assert markdown.index("## Model m") < markdown.index("Predictivity") < markdown.index("echo of m")
+    with pytest.raises(TypeError, match="not Section"):
+        registry.register("echo2", None, plan=lambda ctx: None, cost=lambda ctx: 0.0, run=lambda ctx: None,
+                          sections=[echo_section])
 
 
 def test_check_field_table_covers_the_flags_of_the_launch_scripts():

@@ -19,7 +19,7 @@ from configs import validation as validation_config
 from skillneurons_jax import io as project_io
 from skillneurons_jax import layout
 from skillneurons_jax import robust  # noqa: F401  (registers the robust kinds, as launch.reproduce does)
-from skillneurons_jax.analysis import provenance, report, results, verdicts
+from skillneurons_jax.analysis import provenance, results, verdicts
 from skillneurons_jax.analysis.sections import validation as validation_section
 from skillneurons_jax.pipeline import build, presence, settings as study_settings
 from skillneurons_jax.pipeline.settings import StudySettings
@@ -383,7 +383,7 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     config["tasks"] = clean + ["advqqp"]
     config["report"]["validation_doc"] = str(doc)
     config["analysis"].update(n_permutations=20, sign_flips=200, dpi=30)
-    built = report.build_report(workdir, workdir / "report", config)
+    built = synth.build_report(workdir, workdir / "report", config)
     assert built.errors == []
     text = doc.read_text()
     for header in verdicts.VERDICT_HEADER[:3]:

@@ -5,9 +5,12 @@ of what is missing or unreadable. It never crashes on absent or corrupt inputs (
 writes out_dir/index.md, out_dir/index.html (same content, relative links), out_dir/figures/<model>/*.png,
 out_dir/summary.json (the numbers behind the tables and figures) and the sidecar out_dir/index.md.json.
 
+    build_report(workdir, out_dir, config_dict, sections=[Section(title, build), ...]) -> Report
 Sections (analysis/sections/, one module each, sharing a report_context.ReportContext): header, Table 1
-(accuracy), then per model transfer, predictivity, task specificity, suppression; then the robustness study (issue
-17; robustness_study.py, absent when the study did not run); then configuration and gaps.
+(accuracy), then per model the `sections` given, in their order (the stage kinds' sections: the report stage
+passes every registered kind's, e.g. transfer, predictivity, task specificity, suppression, pruning; none given:
+the models' blocks hold their headings only); then the robustness study (issue 17; robustness_study.py, absent
+when the study did not run); then configuration and gaps.
 
 config_dict["report"]["results_doc"], when set, names a markdown file that sections/results.py writes: the
 study's measured figures (provenance, findings, Table 1, transfer, specificity; config_dict["report"]
@@ -34,17 +37,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from skillneurons_jax import io, layout
 from skillneurons_jax.analysis import explorer, headline
 from skillneurons_jax.analysis.document import Document
-from skillneurons_jax.analysis.report_context import (DEFAULT_OPTIONS, ReportContext, dedupe, no_nan,
+from skillneurons_jax.analysis.report_context import (DEFAULT_OPTIONS, ReportContext, Section, dedupe, no_nan,
                                                       relative_path)
-from skillneurons_jax.analysis.sections import (accuracy, appendix, predictivity, prune, results, robustness_study,
-                                               specificity, suppression, transfer, validation)
+from skillneurons_jax.analysis.sections import accuracy, appendix, results, robustness_study, validation
 
-__all__ = ["DEFAULT_OPTIONS", "Report", "build_report"]
+__all__ = ["DEFAULT_OPTIONS", "Report", "Section", "build_report"]
 
 TITLE = "Skill neurons: results report"
 
@@ -82,18 +84,15 @@ def _findings(context: ReportContext, at: int) -> None:
     context.document.blocks[at:at] = findings.blocks
 
 
-def _build_sections(context: ReportContext) -> None:
+def _build_sections(context: ReportContext, sections: Sequence[Section]) -> None:
     context.section("neuron explorer", lambda: _explorer(context))
     context.section("header", lambda: appendix.header(context))
     at = len(context.document.blocks)
     context.section("accuracy table", lambda: accuracy.build(context))
     for model in context.inventory.models:
         context.document.h(2, f"Model {model}")
-        context.section(f"transfer ({model})", lambda: transfer.build(context, model))
-        context.section(f"predictivity ({model})", lambda: predictivity.build(context, model))
-        context.section(f"task specificity ({model})", lambda: specificity.build(context, model))
-        context.section(f"suppression ({model})", lambda: suppression.build(context, model))
-        context.section(f"pruning ({model})", lambda: prune.build(context, model))
+        for section in sections:
+            context.section(f"{section.title} ({model})", lambda: section.build(context, model))
     context.section("robustness study", lambda: robustness_study.build(context))
     context.section("configuration", lambda: appendix.configuration(context))
     appendix.gaps(context)
@@ -115,9 +114,10 @@ def _write(context: ReportContext) -> Report:
                   missing=context.missing, problems=context.problems, errors=context.errors)
 
 
-def build_report(workdir, out_dir, config_dict: Mapping | None = None, *,
+def build_report(workdir, out_dir, config_dict: Mapping | None = None, *, sections: Sequence[Section] = (),
                  label_overlap: Mapping | None = None) -> Report:
     """Gathers every table and figure the results under `workdir` allow into `out_dir` (see the module docstring).
+    `sections`: the per-model sections, in order (stages.report.sections(): every registered stage kind's).
     `label_overlap`: the datasets' label dependence measured by the caller (None: not measured, and said so).
     Raises only when `out_dir` cannot be written, or (io.OutsideFolder, before anything is read) when a symbolic
     link in `workdir` leads out of it: the report reads nothing outside the workdir it is given."""
@@ -127,7 +127,7 @@ def build_report(workdir, out_dir, config_dict: Mapping | None = None, *,
     io.make_writable_folder(out_dir, what="report")      # fail before any work when it cannot be written
     context = ReportContext.create(pathlib.Path(workdir), out_dir, config)
     context.label_overlap = None if label_overlap is None else json.loads(json.dumps(dict(label_overlap)))
-    _build_sections(context)
+    _build_sections(context, tuple(sections))
     validation_doc = (config.get("report") or {}).get("validation_doc")
     if validation_doc:      # configs/validation.py: the findings document, regenerated with every report
         context.section("validation document", lambda: validation.write(context, validation_doc))

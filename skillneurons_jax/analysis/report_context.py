@@ -3,6 +3,8 @@ written, and what the sections collect (figures, missing / unreadable results, f
 
 A section is a function `(context, model) -> None` (or `(context) -> None` for the model-independent ones) in
 analysis/sections/; it appends to `context.document` and `context.summary` and records problems instead of raising.
+A stage kind's per-model section travels as a `Section` (the kind declares it at registration; the report stage
+hands them to analysis.report.build_report in the registry's order).
 """
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ DEFAULT_OPTIONS = {"n_permutations": 1000, "permutation_seed": 0, "alpha": 0.05,
                    "neuron_accuracy_boxes": True, "type_permutations": 10000, "type_exact_max": 100000,
                    "sign_flips": 10000, "confidence": 0.95}
 LOAD_ERRORS = (FileNotFoundError, results.CorruptResultError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One part of each model's block of the report: `build(context, model)` appends its tables and figures (nothing
+    when its results are absent); `title` names it where it fails ("<title> (<model>): <error>")."""
+    title: str
+    build: Callable[["ReportContext", str], None]
 
 
 @dataclasses.dataclass

@@ -35,6 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.analysis.report_context import Section
+from skillneurons_jax.analysis.sections import predictivity as predictivity_section
+from skillneurons_jax.analysis.sections import specificity as specificity_section
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import tasks
 from skillneurons_jax.models.ffn import Capture
@@ -433,4 +436,6 @@ def run(ctx, task: str, prompt_task: Optional[str] = None) -> dict:
     return run_in(ctx, task, ctx.workdir, prompt_task=prompt_task, reuse_from=ctx.study.reuse_from)
 
 
-KIND = registry.register("predictivity", StatsOptions, config_key="stats", plan=plan, cost=cost, run=run, order=30)
+KIND = registry.register("predictivity", StatsOptions, config_key="stats", plan=plan, cost=cost, run=run, order=30,
+                         sections=[Section("predictivity", predictivity_section.build),
+                                   Section("task specificity", specificity_section.build)])

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from skillneurons_jax import fields, io, layout, parallel
+from skillneurons_jax.analysis.report_context import Section
+from skillneurons_jax.analysis.sections import prune as prune_section
 from skillneurons_jax.data import tasks
 from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.models.prune import prune_params, save_checkpoint
@@ -267,4 +269,5 @@ def run(ctx, task: str) -> dict:
                  settings=ctx.settings_of("prune"), max_examples=s.max_examples)
 
 
-KIND = registry.register("prune", PruneSettings, config_key="prune", plan=plan, cost=cost, run=run, order=50)
+KIND = registry.register("prune", PruneSettings, config_key="prune", plan=plan, cost=cost, run=run, order=50,
+                         sections=[Section("pruning", prune_section.build)])

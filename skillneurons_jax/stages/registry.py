@@ -11,6 +11,9 @@ The plan (pipeline/build.py) is built by iterating `kinds()` (ordered by `order`
      which the core never imports: robust_tune 110, robust_predictivity 120, patching 130);
 then, once for the whole study, the `scope="study"` kinds (the report) with every other stage known.
 The order fixes the plan's stage list, which the report's settings record: keep a kind's number once chosen.
+A kind's report sections (`sections=`: analysis.report_context.Section(title, build(context, model)), from its
+analysis/sections/ module) are drawn in each model's block of the report in the same order (stages/report.py
+hands `sections()` to analysis.report.build_report): registering the kind adds its section.
 
 What a kind's functions receive (`ctx`, built by pipeline/build.py; the kind never imports pipeline/):
   ctx.study      pipeline.settings.StudySettings (frozen; `ctx.study.kind(name)` is this kind's typed settings)
@@ -30,7 +33,7 @@ What a kind's functions receive (`ctx`, built by pipeline/build.py; the kind nev
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Kind:
     held_out: Optional[Callable] = None   # held_out(ctx, task) -> None: its stages on a task's TEST split
     order: int = 100                      # position in the plan (see the module docstring)
     scope: str = "model"                  # "model": planned per model; "study": once, last (the report)
+    sections: tuple = ()                  # its report sections (analysis.report_context.Section), per model
 
 
 HELD_OUT_ORDER = 100
@@ -52,15 +56,21 @@ _KINDS: dict[str, Kind] = {}
 
 def register(name: str, settings_type=None, *, plan: Callable, cost: Callable, run: Callable,
              config_key: Optional[str] = None, held_out: Optional[Callable] = None, order: int = HELD_OUT_ORDER,
-             scope: str = "model") -> Kind:
+             scope: str = "model", sections: Sequence = ()) -> Kind:
     """Registers a stage kind (at import of its module) and returns it. `settings_type`, when a config block
     (`config_key`) belongs to the kind, must offer `from_config(block, where) -> instance` (ValueError naming
-    `where` + field for a bad value). Registering a name twice with other functions is an error."""
+    `where` + field for a bad value). `sections`: its report sections (each with `title` and `build(context,
+    model)`). Registering a name twice with other functions is an error."""
     if scope not in ("model", "study"):
         raise ValueError(f"stage kind {name!r}: scope {scope!r}; allowed: 'model', 'study'")
     if config_key is not None and not hasattr(settings_type, "from_config"):
         raise TypeError(f"stage kind {name!r}: its settings type {settings_type!r} has no from_config")
-    kind = Kind(name, settings_type, plan, cost, run, config_key, held_out, int(order), scope)
+    sections = tuple(sections)
+    bad = [s for s in sections
+           if not isinstance(getattr(s, "title", None), str) or not callable(getattr(s, "build", None))]
+    if bad:
+        raise TypeError(f"stage kind {name!r}: sections {bad!r} are not Section(title, build)")
+    kind = Kind(name, settings_type, plan, cost, run, config_key, held_out, int(order), scope, sections)
     old = _KINDS.get(name)
     if old is not None and old != kind:
         raise ValueError(f"stage kind {name!r} is registered twice")
@@ -71,6 +81,11 @@ def register(name: str, settings_type=None, *, plan: Callable, cost: Callable, r
 def kinds() -> list[Kind]:
     """Every registered kind: model-scope kinds by `order`, then study-scope ones (by `order`)."""
     return sorted(_KINDS.values(), key=lambda k: (k.scope == "study", k.order, k.name))
+
+
+def sections() -> list:
+    """Every kind's report sections, in the kinds' order."""
+    return [section for kind in kinds() for section in kind.sections]
 
 
 def get(name: str) -> Kind:

@@ -1,5 +1,6 @@
 """Stage kind report: analysis.report.build_report over the whole workdir -> report/index.html, index.md,
-summary.json, figures/. Planned once for the study, after every other stage (soft dependencies: it runs even when
+summary.json, figures/, with every registered stage kind's report sections (registry.sections()) in each model's
+block. Planned once for the study, after every other stage (soft dependencies: it runs even when
 some failed or were skipped, and lists them as missing); group "report" (host 0 of a pod).
 
 Settings: config.report (enabled, and the documents the validation and robustness studies write beside the
@@ -84,7 +85,7 @@ def cost(ctx, cfg: dict) -> float:
 
 def run(ctx, cfg: dict):
     s = ctx.study
-    return report_builder.build_report(s.workdir, layout.report_dir(s.workdir), cfg,
+    return report_builder.build_report(s.workdir, layout.report_dir(s.workdir), cfg, sections=registry.sections(),
                                        label_overlap=measure_label_overlap(ctx.tasks.clean, s.data_dir))
 
 

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from skillneurons_jax import fields, io, layout, parallel
+from skillneurons_jax.analysis.report_context import Section
+from skillneurons_jax.analysis.sections import suppression as suppression_section
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import tasks
 from skillneurons_jax.models.ffn import Intervention
@@ -460,4 +462,4 @@ def run(ctx, source: str, target: str, prompt_task: Optional[str] = None, split:
 
 
 KIND = registry.register("suppress", SuppressionSettings, config_key="suppression", plan=plan, cost=cost, run=run,
-                         held_out=held_out, order=40)
+                         held_out=held_out, order=40, sections=[Section("suppression", suppression_section.build)])

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from skillneurons_jax import io, layout, parallel
+from skillneurons_jax.analysis.report_context import Section
+from skillneurons_jax.analysis.sections import transfer as transfer_section
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.prompt import files, scoring
 from skillneurons_jax.stages import registry
@@ -170,4 +172,4 @@ def run(ctx, source: str, targets: Sequence[str], split: str = "dev") -> list:
 
 
 KIND = registry.register("transfer", TransferSettings, config_key="transfer", plan=plan, cost=cost, run=run,
-                         held_out=held_out, order=20)
+                         held_out=held_out, order=20, sections=[Section("transfer", transfer_section.build)])
