@@ -421,6 +421,37 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert figures and sum(f.stat().st_size for f in figures) < 2 * 1024 * 1024
 
 
+def test_learning_curves_section_reads_every_evaluation_and_the_probe(tmp_path):
+    """The document shows each clean task's selection-rows curve (mean +- sd over the seeds evaluated at a step,
+    a seed that stopped early dropping out), the step each seed kept, the last gain and the probe's reference."""
+    workdir, doc = tmp_path / "work", tmp_path / "docs" / "VALIDATION.md"
+    curves = {0: [0.55, 0.70, 0.74], 1: [0.57, 0.72, 0.76], 2: [0.59, 0.68]}      # seed 2 stopped after step 200
+    for seed, values in curves.items():
+        d = results.prompt_dir(workdir, MODEL, "sst2", seed)
+        project_io.atomic_save_npy(d / "prompt.npy", np.zeros((4, 8), np.float32))
+        best = 0
+        for i, value in enumerate(values):
+            best = (i + 1) * 100 if value >= max(values[: i + 1]) else best
+            project_io.append_jsonl(d / "metrics.jsonl", {
+                "step": (i + 1) * 100, "dev_accuracy": value + 0.01, "dev_balanced_accuracy": value,
+                "dev_examples": 60, "train_loss": 0.7 - 0.1 * i, "best_step": best})
+    project_io.atomic_write_json(layout.probe_path(workdir, MODEL, "sst2"), {
+        "reference": "joint/mean", "probes": {"joint/mean": {"dev": {"balanced_accuracy": 0.78}}}})
+    config = validation_config.get_config().to_dict()
+    config["tasks"] = ["sst2"]
+    config["report"]["validation_doc"] = str(doc)
+    config["analysis"].update(dpi=30)
+    synth.build_report(workdir, workdir / "report", config)
+    text = doc.read_text()
+    assert "## Learning curves (tiny)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| sst2 | 60 | 3 |"))
+    assert "100: 0.570 +- 0.020 (3)" in row and "300: 0.750 +- 0.014 (2)" in row
+    assert "| 300, 300, 200 |" in row and "+0.057" in row and row.endswith("| 0.780 |")
+    assert (doc.parent / "validation" / f"{MODEL}_learning_curves.png").stat().st_size > 0
+    record = json.loads((doc.parent / "validation" / "verdicts.json").read_text())["learning_curves"][MODEL]["sst2"]
+    assert record["seeds_evaluated"] == [3, 3, 2] and record["probe_reference"] == 0.78
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # End to end on the tiny world: AdvQQP really runs on the MRPC prompts and baseline, and the document is written
 # ------------------------------------------------------------------------------------------------------------------

@@ -320,6 +320,33 @@ def patching_recovery_curves(panels: Sequence[PatchingPanel], out_path, *, title
     return _finish_panels(fig, axes, len(panels), title, figsize, out_path, dpi)
 
 
+def learning_curves(curves: Sequence, references: Mapping[str, float], out_path, *, title: str,
+                    figsize=None, dpi: int = 100) -> pathlib.Path:
+    """One panel: each task's selection-rows balanced accuracy over training steps, mean over the seeds evaluated
+    at that step with a band of +-1 sd (ddof = 1), and its probe reference (dashed, when given) and chance (0.5).
+    curves: analysis.results.TuningCurve per task; references: {task: balanced accuracy}."""
+    if not curves:
+        raise ValueError("no tuning curves to plot")
+    figsize = figsize or (7.0, 4.2)
+    fig = _figure(figsize)
+    ax = fig.subplots(1, 1)
+    for c in curves:
+        values = np.asarray(c.balanced, float)
+        mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values])
+        sd = np.array([np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else 0.0 for v in values])
+        ax.plot(c.steps, mean, marker="o", markersize=3, color=task_color(c.task), label=c.task)
+        ax.fill_between(c.steps, mean - sd, mean + sd, color=task_color(c.task), alpha=0.15, linewidth=0)
+        if references.get(c.task) is not None:
+            ax.axhline(float(references[c.task]), color=task_color(c.task), linestyle="--", linewidth=1)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (balanced)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("balanced accuracy (selection rows)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.suptitle(_wrap(title, figsize[0]))
+    return _save(fig, out_path, dpi)
+
+
 def predictivity_per_layer(preds: Mapping[str, np.ndarray], out_path, *, title: str, top_fraction: float = 0.01,
                            figsize=None, dpi: int = 100,
                            floors: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> pathlib.Path:

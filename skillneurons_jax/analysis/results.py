@@ -696,6 +696,51 @@ def load_tuning_runs(workdir, model: str, task: str, seeds: Iterable[int]) -> li
     return runs
 
 
+@dataclasses.dataclass(frozen=True)
+class TuningCurve:
+    """Every evaluation of one task's tuning runs, step by step over seeds (the selection rows' scores: the rows
+    the checkpoint is chosen on, not the measurement rows the statistics use).
+
+    steps [E]; balanced, accuracy, train_loss [E, S] (NaN where a seed has no evaluation at that step, e.g. it
+    stopped early); best_steps [S]; rows: the selection rows scored per evaluation."""
+
+    task: str
+    seeds: tuple[int, ...]
+    steps: np.ndarray
+    balanced: np.ndarray
+    accuracy: np.ndarray
+    train_loss: np.ndarray
+    best_steps: np.ndarray
+    rows: int | None
+
+
+def load_tuning_curve(workdir, model: str, task: str, seeds: Iterable[int]) -> TuningCurve:
+    """The evaluations of `task`'s tuning runs (metrics.jsonl per seed) on one step grid."""
+    seeds = tuple(int(s) for s in seeds)
+    per_seed = []
+    for seed in seeds:
+        path = layout.metrics_path(workdir, model, task, seed)
+        rows = [r for r in load_jsonl(path, what="tuning metrics") if "dev_accuracy" in r]
+        if not rows:
+            raise CorruptResultError(path, "no evaluation with 'dev_accuracy' in the tuning metrics")
+        per_seed.append(rows)
+    steps = np.array(sorted({int(r["step"]) for rows in per_seed for r in rows}), dtype=np.int64)
+    grids = {key: np.full((steps.size, len(seeds)), np.nan) for key in
+             ("dev_balanced_accuracy", "dev_accuracy", "train_loss")}
+    for j, rows in enumerate(per_seed):
+        for r in rows:
+            i = int(np.searchsorted(steps, int(r["step"])))
+            for key, grid in grids.items():
+                if r.get(key) is not None:
+                    grid[i, j] = float(r[key])
+    # the training records the step of the prompt it keeps so far (by its selection metric) in every row
+    best = np.array([int(rows[-1].get("best_step", -1)) for rows in per_seed])
+    examples = {int(r["dev_examples"]) for rows in per_seed for r in rows if r.get("dev_examples") is not None}
+    return TuningCurve(task=task, seeds=seeds, steps=steps, balanced=grids["dev_balanced_accuracy"],
+                       accuracy=grids["dev_accuracy"], train_loss=grids["train_loss"], best_steps=best,
+                       rows=examples.pop() if len(examples) == 1 else None)
+
+
 def load_label_counts(workdir, model: str, task: str) -> tuple[list[int] | None, str | None]:
     """Dev examples per label of `task` (for the majority-class rate) and where they were read, from the first
     readable of: the own-prompt transfer JSON (`label_counts`, else its `confusion` row sums), the predictivity

@@ -6,7 +6,8 @@ Called by analysis.report.build_report after the other sections when config["rep
 a path (configs/validation.py), so rerunning the study regenerates it. It records the command
 (config["report"]["validation_command"]), the commit, the machine, the run time (the span of the stage outputs'
 timestamps), Table 1 (dev; held-out test where a result records one) with the majority rate and whether the
-prompts reach 10 points above it, the verdict table (analysis.verdicts: statistic, interval, test, verdict, and
+prompts reach 10 points above it, each clean task's learning curve on its selection rows beside the probe's
+reference, the verdict table (analysis.verdicts: statistic, interval, test, verdict, and
 the rule), the key figures copied beside it (docs/validation/*.png, under 2 MB in all), and, per finding, what
 differs from the paper's setting and what that means for the verdict.
 """
@@ -21,7 +22,7 @@ import shutil
 import numpy as np
 
 from skillneurons_jax import io
-from skillneurons_jax.analysis import provenance, results, robustness, verdicts
+from skillneurons_jax.analysis import figures, learnability, provenance, results, robustness, verdicts
 from skillneurons_jax.analysis.sections import accuracy
 from skillneurons_jax.analysis.document import Document
 from skillneurons_jax.analysis.report_context import ReportContext, no_nan, relative_path
@@ -76,11 +77,12 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
                f"{context.workdir}; do not edit by hand: rerun the command to regenerate it.")
     document.ul(provenance.header_items(context.workdir, context.config, context.inventory.models,
                                         report_cfg.get("validation_command")))
-    summary = {"verdicts": {}, "table1": {}, "problems": {}}
+    summary = {"verdicts": {}, "table1": {}, "problems": {}, "learning_curves": {}}
     for model in context.inventory.models:
         entries = _entries(context, model, adversarial_prompts)
         below_target = _table1(context, document, model, entries, summary)
         clean = [t for t in context.tasks(model) if results.clean_task(t) is None and t in _present(context, model)]
+        _learning_curves(context, document, model, clean, figure_dir, doc_path.parent, summary)
         adversarial = {t: adversarial_prompts.get(t) or results.clean_task(t) for t in context.tasks(model)
                        if results.clean_task(t) is not None}
         found = verdicts.study_verdicts(context.workdir, model, clean, adversarial,
@@ -212,6 +214,60 @@ def _table1(context: ReportContext, document: Document, model: str, entries, sum
     summary["table1"][model] = {"records": robustness.accuracy_records(entries), "below_target": missed,
                                 "test_records": robustness.accuracy_records(test_entries)}
     return missed
+
+
+def _learning_curves(context: ReportContext, document: Document, model: str, clean: list[str],
+                     figure_dir: pathlib.Path, doc_dir: pathlib.Path, summary: dict) -> None:
+    """Each clean task's tuning runs evaluation by evaluation (the selection rows: the checkpoint choice), with
+    the frozen-feature probe's reference beside them when the study has its results: whether the recipe still
+    gained when the budget ended, and how far from the probe it stopped."""
+    curves, problems = [], []
+    for task in clean:
+        seeds = context.inventory.prompts.get(model, {}).get(task)
+        if not seeds:
+            continue
+        try:
+            curves.append(results.load_tuning_curve(context.workdir, model, task, seeds))
+        except (FileNotFoundError, results.CorruptResultError) as error:
+            problems.append(f"{task}: {error}")
+    if not curves:
+        return
+    probes = learnability.load_probes(context.workdir, model)
+    references = {t: learnability.reference_balanced(probes[t]) for t in probes}
+    document.h(2, f"Learning curves ({model})")
+    document.p("Balanced accuracy on each clean task's selection rows (the dev part checkpoints are chosen on, "
+               "disjoint from the measurement rows of Table 1 and every statistic), mean +- sd (ddof = 1) over the "
+               "seeds evaluated at that step (a seed that stopped early drops out); 'best step' is the evaluation "
+               "each seed kept; 'last gain' is each seed's change over its own last two evaluations, mean over seeds (a "
+               "positive value: the prompts were still learning when the budget or early stopping ended them). The probe column is the frozen-feature linear "
+               "probe's reference balanced accuracy on the task's dev split (stage `probe`; '-' where the study "
+               "ran none).")
+    rows, record = [], {}
+    for c in curves:
+        mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in c.balanced])
+        sd = np.array([np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else np.nan for v in c.balanced])
+        seen = np.isfinite(c.balanced).sum(axis=1)
+        cells = [f"{int(step)}: {m:.3f} +- {d:.3f} ({int(k)})" if np.isfinite(d) else f"{int(step)}: {m:.3f} ({int(k)})"
+                 for step, m, d, k in zip(c.steps, mean, sd, seen)]
+        gains = [v[np.isfinite(v)][-1] - v[np.isfinite(v)][-2] for v in c.balanced.T if np.isfinite(v).sum() > 1]
+        gain = float(np.mean(gains)) if gains else float("nan")
+        ref = references.get(c.task)
+        rows.append([c.task, "-" if c.rows is None else str(c.rows), str(len(c.seeds)), "; ".join(cells),
+                     ", ".join(str(int(b)) for b in c.best_steps), "-" if not np.isfinite(gain) else f"{gain:+.3f}",
+                     "-" if ref is None else f"{ref:.3f}"])
+        record[c.task] = {"steps": c.steps.tolist(), "balanced_mean": mean.tolist(), "balanced_sd": sd.tolist(),
+                          "seeds_evaluated": seen.tolist(), "best_steps": c.best_steps.tolist(), "rows": c.rows,
+                          "probe_reference": ref}
+    document.table(["task", "selection rows", "seeds", "step: balanced acc mean +- sd (seeds)", "best step per seed",
+                    "last gain", "probe (dev, balanced)"], rows)
+    if problems:
+        document.p("No curve: " + "; ".join(problems))
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    out = figures.learning_curves(curves, references, figure_dir / f"{model}_learning_curves.png",
+                                  title=f"{model}: balanced accuracy on the selection rows during tuning "
+                                        f"(dashed: probe reference)", dpi=int(context.options.get("dpi", 70)))
+    document.img(str(out.relative_to(doc_dir)), f"{model}: learning curves")
+    summary["learning_curves"][model] = record
 
 
 def _figures(context: ReportContext, document: Document, model: str, figure_dir: pathlib.Path,
