@@ -6,7 +6,8 @@ model accuracy and suppression.
 
 The prompts of all seeds are one vmapped argument of one compiled step, so S seeds cost one compile per batch
 length. Stages whose forward does more than score (predictivity captures activations, suppression intervenes)
-turn their scores into counts with `seed_confusion`, the same counting the step does.
+turn their scores into counts with `seed_confusion`, the same counting the step does. The batches go through
+the one evaluation loop (eval_loop).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from skillneurons_jax import parallel
-from skillneurons_jax.prompt import metrics
+from skillneurons_jax.prompt import eval_loop, metrics
 
 ScoreFn = Callable[[Any, jax.Array, Mapping[str, jax.Array]], jax.Array]
 
@@ -52,16 +53,22 @@ def make_eval_step(score_fn: ScoreFn, mesh):
 
 def evaluate(eval_step, prompts, params, batches: Sequence[Mapping[str, np.ndarray]], mesh
              ) -> tuple[np.ndarray, np.ndarray]:
-    """Confusion counts [S, C, C] and mean loss [S] of every seed's prompt over all `batches`."""
-    confusion, loss_sum, examples = None, None, 0
-    for batch in batches:
-        counts, losses = eval_step(prompts, params, parallel.shard_batch(batch, mesh, batch_axis=0))
-        confusion = np.asarray(counts) if confusion is None else confusion + np.asarray(counts)
-        loss_sum = np.asarray(losses, np.float64) if loss_sum is None else loss_sum + np.asarray(losses)
-        examples += int(np.sum(batch["example_mask"]))
-    if confusion is None:
-        raise ValueError("no dev batches: the dev split is empty")
-    return confusion, loss_sum / max(examples, 1)
+    """Confusion counts [S, C, C] and mean loss [S] of every seed's prompt over all `batches` (eval_loop: one
+    global batch size, filler rows masked by the step)."""
+    confusion, loss_sum = eval_loop.Sum(), eval_loop.Sum(np.float64)   # per-batch float32 sums, added in float64
+    examples = 0
+
+    def accumulate(placed, out):
+        nonlocal examples
+        counts, losses = out
+        confusion.add(counts)
+        loss_sum.add(losses)
+        examples += placed.examples
+
+    # host_only=(): every key of the batch goes to the step, as the callers' batches are made for it
+    eval_loop.run(lambda placed: eval_step(prompts, params, placed.device), batches, mesh, accumulate,
+                  host_only=(), empty="no dev batches: the dev split is empty")
+    return confusion.total, loss_sum.total / max(examples, 1)
 
 
 def per_seed(confusion: np.ndarray) -> dict[str, list[float]]:

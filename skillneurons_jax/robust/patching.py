@@ -16,6 +16,7 @@ adversarial and the original accuracy per seed. `to_json` writes the suppression
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterable, Mapping, Optional, Sequence
 
 import jax
@@ -24,7 +25,7 @@ import numpy as np
 
 from skillneurons_jax.models.ffn import Capture, Intervention
 from skillneurons_jax.neurons import suppression
-from skillneurons_jax.prompt import metrics
+from skillneurons_jax.prompt import eval_loop, metrics
 
 SOURCES = ("original", "mean")
 DEFAULT_PERCENTS = tuple(range(1, 16))
@@ -183,39 +184,60 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
     n_examples = 0
     adv_correct = [[] for _ in range(num_seeds)]
     orig_correct = [[] for _ in range(num_seeds)]
+    adversarial = [adv for adv, _ in pairs]
+
+    def step(s, prompt, placed) -> dict:
+        """Every run of seed s on one adversarial batch (and its original): scores [B, C] unpatched ("adv"), on
+        the original ("orig", source "original"), patched per level ("skill" [K]) and per level and draw
+        ("random" [K][D])."""
+        adv, orig = placed.host, pairs[placed.number][1]
+        batch_size = placed.size
+        zeros = jnp.zeros((num_layers, batch_size, prompt_len, num_neurons), jnp.float32)
+        out = {"adv": run(params, prompt, placed.device, none, zeros)[0], "orig": None}
+        if settings.source == "original":
+            if orig is None or np.shape(orig["input_ids"])[0] != batch_size:
+                raise ValueError("patching source 'original' needs an original batch of the adversarial "
+                                 "batch's size for every batch")
+            if not np.array_equal(np.asarray(orig["labels"]), np.asarray(adv["labels"])):
+                raise ValueError("an original batch's labels differ from its adversarial batch's: the rows "
+                                 "are not aligned")
+            out["orig"], values = run(params, prompt, orig, none, zeros)
+        else:
+            values = jnp.broadcast_to(jnp.asarray(baseline[s])[:, None], zeros.shape)
+        out["skill"] = [run(params, prompt, placed.device, jnp.asarray(masks[k]), values)[0]
+                        for k in range(num_levels)]
+        out["random"] = [[run(params, prompt, placed.device, jnp.asarray(controls[d, k]), values)[0]
+                          for d in range(draws)] for k in range(num_levels)]
+        return out
+
+    def accumulate(s, placed, out) -> None:
+        """Counts seed s's runs on one batch on the host (labels and real rows: the adversarial batch's)."""
+        nonlocal num_labels, conf_skill, conf_random, conf_adv, conf_orig, n_examples
+        adv = placed.host
+        if num_labels is None:
+            num_labels = out["adv"].shape[-1]
+            conf_skill = np.zeros((num_levels, num_seeds, num_labels, num_labels), np.int64)
+            conf_random = np.zeros((num_levels, draws, num_seeds, num_labels, num_labels), np.int64)
+            conf_adv = np.zeros((num_seeds, num_labels, num_labels), np.int64)
+            conf_orig = np.zeros((num_seeds, num_labels, num_labels), np.int64)
+        conf_adv[s] += _confusion(out["adv"], adv)
+        adv_correct[s].append(_correct(out["adv"], adv))
+        if s == 0:
+            n_examples += placed.examples
+        if out["orig"] is not None:
+            conf_orig[s] += _confusion(out["orig"], adv)
+            orig_correct[s].append(_correct(out["orig"], adv))
+        for k in range(num_levels):
+            conf_skill[k, s] += _confusion(out["skill"][k], adv)
+            for d in range(draws):
+                conf_random[k, d, s] += _confusion(out["random"][k][d], adv)
+
     for s in range(num_seeds):
         prompt = prompts[s]
-        for adv, orig in pairs:
-            batch_size = np.shape(adv["input_ids"])[0]
-            zeros = jnp.zeros((num_layers, batch_size, prompt_len, num_neurons), jnp.float32)
-            adv_scores, _ = run(params, prompt, adv, none, zeros)
-            if num_labels is None:
-                num_labels = adv_scores.shape[-1]
-                conf_skill = np.zeros((num_levels, num_seeds, num_labels, num_labels), np.int64)
-                conf_random = np.zeros((num_levels, draws, num_seeds, num_labels, num_labels), np.int64)
-                conf_adv = np.zeros((num_seeds, num_labels, num_labels), np.int64)
-                conf_orig = np.zeros((num_seeds, num_labels, num_labels), np.int64)
-            conf_adv[s] += _confusion(adv_scores, adv)
-            adv_correct[s].append(_correct(adv_scores, adv))
-            if s == 0:
-                n_examples += int(np.sum(adv["example_mask"]))
-            if settings.source == "original":
-                if orig is None or np.shape(orig["input_ids"])[0] != batch_size:
-                    raise ValueError("patching source 'original' needs an original batch of the adversarial "
-                                     "batch's size for every batch")
-                if not np.array_equal(np.asarray(orig["labels"]), np.asarray(adv["labels"])):
-                    raise ValueError("an original batch's labels differ from its adversarial batch's: the rows "
-                                     "are not aligned")
-                orig_scores, values = run(params, prompt, orig, none, zeros)
-                conf_orig[s] += _confusion(orig_scores, adv)
-                orig_correct[s].append(_correct(orig_scores, adv))
-            else:
-                values = jnp.broadcast_to(jnp.asarray(baseline[s])[:, None], zeros.shape)
-            for k in range(num_levels):
-                conf_skill[k, s] += _confusion(run(params, prompt, adv, jnp.asarray(masks[k]), values)[0], adv)
-                for d in range(draws):
-                    conf_random[k, d, s] += _confusion(
-                        run(params, prompt, adv, jnp.asarray(controls[d, k]), values)[0], adv)
+        # mesh None and every key passed: the patch run is a plain jit on the default device reading the batches
+        # exactly as given, so its arithmetic stays the measured one
+        eval_loop.run(functools.partial(step, s, prompt), adversarial, None, functools.partial(accumulate, s),
+                      host_only=())
     original = metrics.accuracy(conf_orig) if settings.source == "original" else np.full(num_seeds, np.nan)
     return PatchingResult(percents=settings.percents, skill=metrics.accuracy(conf_skill),
                           random=metrics.accuracy(conf_random), skill_f1=metrics.f1(conf_skill),

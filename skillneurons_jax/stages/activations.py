@@ -24,6 +24,7 @@ import numpy as np
 
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.models.ffn import Capture
+from skillneurons_jax.prompt import eval_loop
 
 MIN_BUCKET = 8
 
@@ -100,16 +101,27 @@ def activations(loaded, texts: list[str], *, batch_size: int, max_tokens: int, d
     decoder_acts = (np.zeros((cfg.num_decoder_layers, examples, len(decoder_ids), cfg.intermediate), np.float32)
                     if decoder_ids is not None else None)
 
+    def batches():
+        """[B, length] token ids and mask per planned batch; filler rows (example_mask False, index -1) keep one
+        shape per bucket."""
+        for rows, length in plan_batches(lengths, batch_size, longest):
+            ids = np.full((batch_size, length), pad_id, np.int32)
+            mask = np.zeros((batch_size, length), np.int32)
+            ids[:len(rows)] = tokens[rows, :length]
+            mask[:len(rows)] = np.arange(length)[None, :] < lengths[rows][:, None]
+            index = np.full(batch_size, -1, np.int64)
+            index[:len(rows)] = rows
+            yield {"input_ids": ids, "attention_mask": mask, "example_mask": index >= 0, "index": index}
+
     forward = make_forward(loaded, decoder_ids)
-    for rows, length in plan_batches(lengths, batch_size, longest):
-        ids = np.full((batch_size, length), pad_id, np.int32)   # filler rows keep one shape per bucket
-        mask = np.zeros((batch_size, length), np.int32)
-        ids[:len(rows)] = tokens[rows, :length]
-        mask[:len(rows)] = np.arange(length)[None, :] < lengths[rows][:, None]
-        neurons, decoder_neurons = forward(loaded.params, ids, mask)
-        acts[:, rows, :length] = np.asarray(neurons)[:, :len(rows)]
+    # mesh None: the forward is a plain jit on the default device, as launch.activations has always run it
+    for placed, (neurons, decoder_neurons) in eval_loop.outputs(
+            lambda b: forward(loaded.params, b.host["input_ids"], b.host["attention_mask"]), batches(), None):
+        keep = placed.keep
+        rows, length = placed.host["index"][keep], placed.host["input_ids"].shape[1]
+        acts[:, rows, :length] = np.asarray(neurons)[:, keep]
         if decoder_acts is not None:
-            decoder_acts[:, rows] = np.asarray(decoder_neurons)[:, :len(rows)]
+            decoder_acts[:, rows] = np.asarray(decoder_neurons)[:, keep]
 
     out = {"activations": acts, "tokens": tokens, "lengths": lengths}
     if decoder_acts is not None:

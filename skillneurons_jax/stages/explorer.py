@@ -36,13 +36,12 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers
 from skillneurons_jax.models.ffn import Capture
-from skillneurons_jax.prompt import files
+from skillneurons_jax.prompt import eval_loop, files
 from skillneurons_jax.stages import predictivity as predictivity_kind
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.predictivity import make_forward
@@ -169,13 +168,11 @@ def _record(setups, workdir, data_dir, seeds, output, *, model_path, max_text_to
         encoded = batching.encode(data.examples, loaded.tokenizer, setup.task, loaded.family,
                                   max_text_tokens=max_text_tokens)
         act = np.zeros((len(encoded), len(neurons)), np.float32)
-        for batch in model_batches(encoded, eval_batch_size, buckets=buckets_for([encoded]), sort_by_length=True,
-                                   keys=MODEL_KEYS + ("index",)):
-            index = batch.pop("index")
-            values = run(params, prompts, parallel.shard_batch(batch, mesh))
-            if jax.process_count() > 1:
-                values = multihost_utils.process_allgather(values, tiled=True)
-            values = np.asarray(values)
+        batches = model_batches(encoded, eval_batch_size, buckets=buckets_for([encoded]), sort_by_length=True,
+                                keys=MODEL_KEYS + ("index",))
+        for placed, values in eval_loop.outputs(lambda b: run(params, prompts, b.device), batches, mesh):
+            index = placed.host["index"]
+            values = eval_loop.gathered(values)       # rows split over the hosts of a multi-host program
             keep = index >= 0
             act[index[keep]] = values[keep]
         labels = np.asarray(encoded.labels, np.int32)

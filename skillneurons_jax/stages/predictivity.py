@@ -43,7 +43,7 @@ from skillneurons_jax.data import tasks
 from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons.stats_options import StatsOptions
-from skillneurons_jax.prompt import files, metrics, scoring
+from skillneurons_jax.prompt import eval_loop, files, metrics, scoring
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, encode_split, hold, sharded_batches
 
@@ -86,17 +86,18 @@ def _blocks(forward, params, prompts, batch_seq, mesh, prompt_len: int, position
     each batch's counts [S, C, C] (scoring.seed_confusion: the model's accuracy on the same pass); with
     `columns` int [E, C] (statistics.label_columns, rows in file order), each block carries its rows' columns
     (the batches must then hold "index")."""
-    for batch in batch_seq:
-        batch = dict(batch)
-        index = batch.pop("index", None)
-        on_mesh = parallel.shard_batch(batch, mesh)
+    def step(placed):
         block_columns = None
         if columns is not None:
-            index = np.asarray(index)
+            index = np.asarray(placed.host["index"])
             block_columns = parallel.shard_batch(
                 {"columns": np.where(index[:, None] >= 0, columns[np.maximum(index, 0)], -1).astype(np.int32)},
                 mesh)["columns"]
-        scores, streams = forward(params, prompts, on_mesh)
+        return block_columns, forward(params, prompts, placed.device)
+
+    # the statistics accumulate on the devices: each batch's blocks are handed to them as they come
+    for placed, (block_columns, (scores, streams)) in eval_loop.outputs(step, batch_seq, mesh):
+        on_mesh = placed.device
         if confusion is not None:
             confusion.append(np.asarray(statistics.to_host(
                 scoring.seed_confusion(scores, on_mesh["labels"], on_mesh["example_mask"]))))

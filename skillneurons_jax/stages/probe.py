@@ -28,6 +28,7 @@ from skillneurons_jax import io, layout
 from skillneurons_jax.analysis import linear_probe
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers, tasks
+from skillneurons_jax.prompt import eval_loop
 
 ENCODINGS = ("joint", "separate")
 FEATURES = ("mean", "slot0")
@@ -92,10 +93,12 @@ def features(loaded, encoded: batching.Encoded, batch_size: int, pool=None) -> d
     pool = pool or make_pool(loaded)
     hidden = loaded.config.hidden
     out = {name: np.zeros((len(encoded), hidden), np.float32) for name in FEATURES}
-    for batch in batching.iterate(encoded, batch_size, seed=None, sort_by_length=True):
-        keep = batch["example_mask"]
-        mean, slot0 = pool(loaded.params, batch["input_ids"], batch["attention_mask"])
-        rows = batch["index"][keep]
+    batches = batching.iterate(encoded, batch_size, seed=None, sort_by_length=True)
+    # mesh None: the pool is a plain jit on the default device (one compile per bucket length)
+    for placed, (mean, slot0) in eval_loop.outputs(
+            lambda b: pool(loaded.params, b.host["input_ids"], b.host["attention_mask"]), batches, None):
+        keep = placed.host["example_mask"]
+        rows = placed.host["index"][keep]
         out["mean"][rows] = np.asarray(mean)[keep]
         out["slot0"][rows] = np.asarray(slot0)[keep]
     return out

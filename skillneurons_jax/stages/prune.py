@@ -27,6 +27,7 @@ positions, most of the sequence, out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Optional, Sequence
 
@@ -41,7 +42,7 @@ from skillneurons_jax.data import tasks
 from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.models.prune import prune_params, save_checkpoint
 from skillneurons_jax.neurons import suppression
-from skillneurons_jax.prompt import files, scoring
+from skillneurons_jax.prompt import eval_loop, files, scoring
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, sharded_batches
 
@@ -140,13 +141,22 @@ def train_means(setup: TaskSetup, prompts, encoded, batch_size: int, mesh) -> tu
     params = parallel.replicate(setup.loaded.params, mesh)
     total = np.zeros((prompts.shape[0], setup.loaded.config.num_layers, setup.loaded.config.intermediate))
     positions = 0
+
+    def step(prompt, placed):
+        return sums(params, prompt, placed.device)
+
+    def accumulate(s, placed, out):
+        nonlocal positions
+        acts, n = out
+        total[s] += np.asarray(acts, np.float64)
+        positions += int(round(float(n)))
+
     for s in range(prompts.shape[0]):
         prompt = parallel.replicate(jnp.asarray(prompts[s]), mesh)
         positions = 0
-        for batch in sharded_batches(encoded, batch_size, mesh, buckets=buckets_for([encoded])):
-            acts, n = sums(params, prompt, parallel.shard_batch(batch, mesh))
-            total[s] += np.asarray(acts, np.float64)
-            positions += int(round(float(n)))
+        eval_loop.run(functools.partial(step, prompt),
+                      sharded_batches(encoded, batch_size, mesh, buckets=buckets_for([encoded])), mesh,
+                      functools.partial(accumulate, s))
     return total / max(positions, 1), positions
 
 

@@ -46,7 +46,7 @@ from skillneurons_jax.neurons import predictivity as statistics
 from skillneurons_jax.neurons import suppression
 from skillneurons_jax.neurons.predictivity import to_host
 from skillneurons_jax.neurons.stats_options import StatsOptions
-from skillneurons_jax.prompt import files, metrics, scoring
+from skillneurons_jax.prompt import eval_loop, files, metrics, scoring
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.predictivity import STREAM_PREFIX
 from skillneurons_jax.stages.setup import TaskSetup, encode_split, hold, sharded_batches
@@ -279,17 +279,22 @@ def _suppress(setup: TaskSetup, source_task: str, workdir, data_dir, seeds: Sequ
     confusion = np.zeros((len(unique), len(seeds), 2, 2), np.int64)
     interventions = [parallel.replicate(take(stacked, u), mesh) for u in range(len(unique))]
     per_batch, offset = [], 0   # (scores [U, S, B, C], labels [B], index [B], example_mask [B]) for the paired test
-    for b, batch in enumerate(sharded_batches(dev, batch_size, mesh)):
-        on_mesh = parallel.shard_batch(batch, mesh)
+
+    def step(placed):   # every mask on the one placed batch; the batch number keys its Gaussian noise
+        return [evaluate(params, prompts, placed.device, iv, placed.number) for iv in interventions]
+
+    def accumulate(placed, outs):
+        nonlocal offset
         batch_scores = []
-        for u, iv in enumerate(interventions):
-            batch_confusion, scores = evaluate(params, prompts, on_mesh, iv, b)
+        for u, (batch_confusion, scores) in enumerate(outs):
             confusion[u] += to_host(batch_confusion)
             batch_scores.append(to_host(scores))
-        rows = np.asarray(batch["example_mask"], bool)       # file order (sharded_batches without sorting)
+        rows = placed.keep                                    # file order (sharded_batches without sorting)
         example_index = np.where(rows, offset + np.cumsum(rows) - 1, -1)
         offset += int(rows.sum())
-        per_batch.append((np.stack(batch_scores), np.asarray(batch["labels"]), example_index, rows))
+        per_batch.append((np.stack(batch_scores), np.asarray(placed.host["labels"]), example_index, rows))
+
+    eval_loop.run(step, sharded_batches(dev, batch_size, mesh), mesh, accumulate)
     correct, example_labels = suppression.example_correctness(per_batch, offset)
     accuracy, f1 = metrics.accuracy(confusion)[index], metrics.f1(confusion)[index]     # [(1 + D) K, S]
     n_levels, draws = len(levels), random_draws
