@@ -123,3 +123,23 @@ def test_the_stages_run_and_the_verdicts_use_their_outputs(world, ran):
     assert not any(v.finding == "F5" and v.subject == "mrpc (slot 0 excluded)" for v in found)
     text = (world["root"] / "docs" / "VALIDATION.md").read_text()
     assert "| F5 | sst2 (slot 0 excluded) |" in text and "ρ(control mrpc, clean)" in text
+
+
+def test_held_out_suppression_can_be_left_out_while_the_test_accuracy_stays(world, tmp_path):
+    """config.suppression.held_out = False drops the suppression curves on the TEST split, keeps the test
+    transfer (accuracy) stages and leaves every other stage's fingerprint as it was; a non-bool is refused."""
+    def plan(**suppression):
+        c = _config(world)
+        c.held_out = ml_collections.ConfigDict({"enabled": True})
+        c.transfer.enabled = True
+        for key, value in suppression.items():
+            c.suppression[key] = value
+        return {s.key: s for s in build.build_plan(StudySettings.from_config(c, tmp_path))}
+    full, lean = plan(), plan(held_out=False)
+    dropped = {k for k in full if k not in lean}
+    assert dropped and all(k.startswith("suppress/") and k.endswith(".test") for k in dropped)
+    assert [k for k in lean if k.startswith("transfer/") and k.endswith(".test")]
+    assert {k: (s.settings, s.outputs) for k, s in lean.items() if k != "report"} == \
+        {k: (s.settings, s.outputs) for k, s in full.items() if k in lean and k != "report"}
+    with pytest.raises(ValueError, match=r"suppression\.held_out='no'"):
+        plan(held_out="no")

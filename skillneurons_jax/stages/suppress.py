@@ -349,9 +349,10 @@ class SuppressionSettings:
     extra_pairs: tuple[tuple[str, str], ...] = ()
     tasks: Optional[tuple[str, ...]] = None
     max_examples: Optional[int] = None
+    held_out: bool = True                   # also the curves on each task's held-out TEST split (config.held_out on)
 
     FIELDS = ("levels", "scope", "intervention", "noise_scale", "noise_relative_to", "random_draws", "random_seed",
-              "random_from", "extra_pairs", "tasks", "max_examples")
+              "random_from", "extra_pairs", "tasks", "max_examples", "held_out")
 
     @classmethod
     def from_config(cls, block, where: str = "--config.suppression.") -> "SuppressionSettings":
@@ -390,7 +391,8 @@ class SuppressionSettings:
                    random_from=str(random_from),
                    extra_pairs=tuple(pairs),
                    tasks=tuple(tasks.get_task(t).name for t in listed) if listed else None,   # unknown: error
-                   max_examples=fields.check(where + "max_examples", cap, fields.CAP))
+                   max_examples=fields.check(where + "max_examples", cap, fields.CAP),
+                   held_out=_flag(get("held_out", True), where + "held_out"))
 
     def fingerprint(self, max_examples: Optional[int]) -> dict:
         """What a suppression stage's outputs depend on among these settings (its plan.Stage settings), with the
@@ -406,6 +408,12 @@ class SuppressionSettings:
     def curves_for(self, target: str) -> bool:
         """Whether `target`'s own suppression curves are computed (config.suppression.tasks; None: every task)."""
         return self.tasks is None or target in self.tasks
+
+
+def _flag(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}={value!r}: allowed: True or False")
+    return value
 
 
 def smaller(a: Optional[int], b: Optional[int]) -> Optional[int]:
@@ -435,7 +443,7 @@ def plan(ctx) -> None:
 
 def held_out(ctx, task: str) -> None:
     s, m = ctx.study, ctx.model.name
-    if not s.suppression.curves_for(task):
+    if not s.suppression.held_out or not s.suppression.curves_for(task):
         return
     ctx.add(f"suppress/{m}/{task}__{task}.test", [layout.suppression_path(ctx.workdir, m, task, task, "test")],
             args={"source": task, "target": task, "split": "test"},
