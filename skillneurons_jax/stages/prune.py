@@ -12,7 +12,18 @@ Writes  WORKDIR/prune/<model>/<task>/seed_<s>/      the pruned model of seed s (
           {"model", "task", "seeds", "keep_percent", "layers" (pruned, 0-based), "intermediate_sizes",
            "unpruned": {accuracy, f1, confusion per seed}, "pruned": {...}, "random": [{...} per draw],
            "random_draws", "random_seed", "n_dev", "majority_rate", "n_train", "train_positions",
-           "eval_seconds": {"unpruned", "pruned"} (the dev pass of each, same batches), "model_dirs"}
+           "eval_seconds": {"unpruned", "pruned"} (the dev pass of each, same batches), "model_dirs",
+           and with continue_steps > 0 "continued": {"steps", "recipe", "select_metric", "n_select", "pruned",
+           "random" (accuracy, f1, confusion per seed, after continued tuning), "best_step" and "select_score"
+           ({"pruned": [S], "random": [[S] per draw]}), "curves" (likewise, each run's evaluations on the select
+           rows: step, accuracy, balanced accuracy, train loss), "seconds"}}
+
+Continued prompt tuning (settings.continue_steps > 0; Wang et al. 2022 tune the prompt on the pruned model): each
+seed's prompt is tuned on for continue_steps updates on each pruned model (the skill-kept one and every random-kept
+control, the same steps), with the task's own tuning recipe (stages.tune: resolve_tune_config, train_config,
+make_train_batches; prompt.train.train is the loop) and its checkpoint selection: the best prompt by the recipe's
+select_metric on the dev rows the tune stage selects on (DevRows "select"), the starting prompt (step 0) included
+as a candidate; the selected prompt is then measured on the same dev rows as everything else ("measure").
 
 In each pruned layer (default: the upper two thirds) the top keep_percent % neurons by Pred stay (at least one);
 the controls keep the same number of uniformly random neurons per layer (neurons.suppression.random_masks). A
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from typing import Optional, Sequence
 
@@ -42,16 +54,19 @@ from skillneurons_jax.data import tasks
 from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.models.prune import prune_params, save_checkpoint
 from skillneurons_jax.neurons import suppression
-from skillneurons_jax.prompt import eval_loop, files, scoring
+from skillneurons_jax.prompt import eval_loop, files, scoring, train
 from skillneurons_jax.stages import registry
-from skillneurons_jax.stages.setup import TaskSetup, buckets_for, encode_split, hold, sharded_batches
+from skillneurons_jax.stages import tune as tune_stage
+from skillneurons_jax.stages.setup import (TaskSetup, buckets_for, encode_split, hold, model_batches, round_up,
+                                           sharded_batches)
 
 
 @dataclasses.dataclass(frozen=True)
 class PruneSettings:
     """config.prune (absent: no pruning; present: on unless enabled=False): the percentage of neurons kept per pruned
     layer, which layers (() = the upper two thirds), the random controls, the rows of the capturing pass over TRAIN
-    (None: the study's cap) and which clean tasks (None: every clean task of the plan)."""
+    (None: the study's cap), which clean tasks (None: every clean task of the plan), and continue_steps: updates of
+    continued prompt tuning on each pruned model (0: none, the prompts as tuned on the unpruned model)."""
     enabled: bool = True
     keep_percent: float = 2.0
     layers: tuple[int, ...] = ()
@@ -59,8 +74,10 @@ class PruneSettings:
     random_seed: int = 0
     train_examples: Optional[int] = None
     tasks: Optional[tuple[str, ...]] = None
+    continue_steps: int = 0
 
-    FIELDS = ("enabled", "keep_percent", "layers", "random_draws", "random_seed", "train_examples", "tasks")
+    FIELDS = ("enabled", "keep_percent", "layers", "random_draws", "random_seed", "train_examples", "tasks",
+              "continue_steps")
 
     @classmethod
     def from_config(cls, block, where: str = "--config.prune.") -> "PruneSettings":
@@ -85,7 +102,8 @@ class PruneSettings:
                    random_draws=fields.check(where + "random_draws", get("random_draws", 1), fields.Range(0)),
                    random_seed=fields.check(where + "random_seed", get("random_seed", 0), fields.Range(0)),
                    train_examples=fields.check(where + "train_examples", get("train_examples"), fields.CAP),
-                   tasks=tuple(tasks.get_task(t).name for t in listed) if listed else None)
+                   tasks=tuple(tasks.get_task(t).name for t in listed) if listed else None,
+                   continue_steps=fields.check(where + "continue_steps", get("continue_steps", 0), fields.Range(0)))
 
     def pruned_layers(self, num_layers: int) -> list[int]:
         """The configured layers (checked against the model), or the upper two thirds."""
@@ -98,8 +116,13 @@ class PruneSettings:
         return sorted(set(self.layers))
 
     def fingerprint(self, max_examples: Optional[int]) -> dict:
-        return {"keep_percent": self.keep_percent, "layers": list(self.layers), "random_draws": self.random_draws,
-                "random_seed": self.random_seed, "train_examples": _smaller(self.train_examples, max_examples)}
+        """What the outputs depend on. continue_steps only when set: a stage without continued tuning keeps the
+        fingerprint it had before the option existed (the recipe it would use is the tune stage's, a dependency)."""
+        out = {"keep_percent": self.keep_percent, "layers": list(self.layers), "random_draws": self.random_draws,
+               "random_seed": self.random_seed, "train_examples": _smaller(self.train_examples, max_examples)}
+        if self.continue_steps:
+            out["continue_steps"] = self.continue_steps
+        return out
 
 
 def _smaller(a: Optional[int], b: Optional[int]) -> Optional[int]:
@@ -169,20 +192,65 @@ def _evaluate(step, params, prompts, batches, mesh) -> tuple[dict, float]:
     return scoring.per_seed(confusion), time.perf_counter() - t0
 
 
+class ContinuedTuning:
+    """Continued prompt tuning of one task's prompts on pruned models: the task's resolved tuning recipe
+    (stages.tune.resolve_tune_config of `tune_config`) for `steps` updates, its TRAIN rows and batches as the tune
+    stage makes them, and its checkpoint selection on the dev "select" rows, the starting prompt (step 0) a
+    candidate. `run` calls prompt.train.train (no files, nothing resumed): one seed's prompt on one params tree."""
+
+    def __init__(self, setup: TaskSetup, tune_config, steps: int, data_dir, max_examples: Optional[int], mesh):
+        loaded, task = setup.loaded, setup.task.name
+        cfg = tune_stage.resolve_tune_config(tune_config, loaded.name, loaded.family, task, max_steps=steps)
+        self.config = dataclasses.replace(tune_stage.train_config(cfg), eval_at_start=True, progress=False,
+                                          time_limit_s=0.0)
+        self.train_enc = encode_split(setup, "train", data_dir, cfg.get("train_max_examples") or max_examples,
+                                      cfg["max_text_tokens"])
+        select = encode_split(setup, "dev", data_dir, cfg.get("dev_max_examples") or max_examples,
+                              cfg["max_text_tokens"], role="select")
+        buckets = buckets_for([self.train_enc, select])
+        self.select_batches = list(model_batches(select, round_up(cfg["eval_batch_size"],
+                                                                  parallel.num_data_shards(mesh)),
+                                                 buckets=buckets, sort_by_length=True))
+        self.train_batches = tune_stage.make_train_batches(self.train_enc, int(cfg["batch_size"]), buckets,
+                                                           bool(cfg["group_by_length"]))
+        self.n_select, self.mesh, self.steps = len(select), mesh, int(steps)
+
+    def recipe(self) -> dict:
+        """The training settings used (prompt.train.TrainConfig's fingerprint, its budget and schedule)."""
+        return {**self.config.fingerprint(), "max_steps": self.config.max_steps, "epochs": self.config.epochs,
+                "eval_every": self.config.eval_every, "eval_at_start": True, "train_examples": len(self.train_enc)}
+
+    def run(self, score_fn, params, prompt, seed: int) -> tuple[np.ndarray, dict]:
+        """(the selected prompt [P, H], {"best_step", "select_score" (its select_metric on the select rows),
+        "curve": [{"step", "select_accuracy", "select_balanced_accuracy", "train_loss"} per evaluation]}) after
+        tuning `prompt` [P, H] on `params` (seed: the data order of the tune stage's run of that seed)."""
+        result = train.train(score_fn, params, np.asarray(prompt)[None], [int(seed)], self.train_batches,
+                             self.select_batches, self.config, pad_id=self.train_enc.pad_id, mesh=self.mesh,
+                             description=f"continued tuning, seed {seed}")
+        curve = [{"step": r["step"], "select_accuracy": r["dev_accuracy"],
+                  "select_balanced_accuracy": r["dev_balanced_accuracy"], "train_loss": r["train_loss"]}
+                 for r in result.history]
+        return result.best_prompts[0], {"best_step": int(result.best_step[0]),
+                                        "select_score": float(result.best_accuracy[0]), "curve": curve}
+
+
 def prune(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, model_path, max_text_tokens: int,
-          eval_batch_size: int, settings: PruneSettings = PruneSettings(), max_examples: Optional[int] = None
-          ) -> dict:
+          eval_batch_size: int, settings: PruneSettings = PruneSettings(), max_examples: Optional[int] = None,
+          tune_config=None) -> dict:
     """Prunes `setup.task`'s model by its skill neurons, evaluates it against random-kept controls and writes the
-    files of the module docstring; returns a summary dict."""
+    files of the module docstring; returns a summary dict. `tune_config`: the study's tuning block (the recipe of
+    continued tuning; needed only when settings.continue_steps > 0)."""
+    if settings.continue_steps and tune_config is None:
+        raise ValueError("prune: continue_steps > 0 needs the tuning settings (tune_config) for its recipe")
     output = layout.prune_path(workdir, setup.loaded.name, setup.task.name)
     with hold(output, f"prune {setup.loaded.name}/{setup.task.name}"):
         return _prune(setup, workdir, data_dir, [int(s) for s in seeds], model_path=model_path,
                       max_text_tokens=int(max_text_tokens), eval_batch_size=int(eval_batch_size), settings=settings,
-                      max_examples=max_examples, output=output)
+                      max_examples=max_examples, output=output, tune_config=tune_config)
 
 
 def _prune(setup, workdir, data_dir, seeds, *, model_path, max_text_tokens, eval_batch_size, settings, max_examples,
-           output) -> dict:
+           output, tune_config) -> dict:
     t0 = time.time()
     loaded, task = setup.loaded, setup.task.name
     config = loaded.config
@@ -212,21 +280,40 @@ def _prune(setup, workdir, data_dir, seeds, *, model_path, max_text_tokens, eval
     unpruned, unpruned_s = _evaluate(scoring.make_eval_step(setup.readout.score_fn(), mesh), loaded.params,
                                      prompts, batches, mesh)
     pruned_rows, random_rows, pruned_s, dirs = [], [[] for _ in range(len(random))], 0.0, []
-    step = None      # skill and random models have the same widths: one compiled step serves them all
+    step = score_fn = None      # skill and random models have the same widths: one compiled step serves them all
+    tuning = (ContinuedTuning(setup, tune_config, settings.continue_steps, data_dir, max_examples, mesh)
+              if settings.continue_steps else None)
+    # per arm: [(measured row, run info) per seed] for "pruned", one such list per draw for "random"
+    continued = {"pruned": [], "random": [[] for _ in range(len(random))]}
+    t_continued = 0.0
+
+    def tune_on(params, s, runs):
+        """Continued tuning of seed s's prompt on `params`, measured on the dev measurement rows."""
+        nonlocal t_continued
+        t = time.perf_counter()
+        prompt, info = tuning.run(score_fn, params, prompts[s], seeds[s])
+        runs.append((_evaluate(step, params, prompt[None], batches, mesh)[0], info))
+        t_continued += time.perf_counter() - t
+
     for s, seed in enumerate(seeds):
         params, cfg = prune_params(loaded.params, config, skill, means[s])
         if step is None:
             small = dataclasses.replace(loaded, module=type(loaded.module)(cfg), params=params, config=cfg)
-            step = scoring.make_eval_step(setup.readout_settings.build(small, setup.label_words).score_fn(), mesh)
+            score_fn = setup.readout_settings.build(small, setup.label_words).score_fn()
+            step = scoring.make_eval_step(score_fn, mesh)
         row, seconds = _evaluate(step, params, prompts[s:s + 1], batches, mesh)
         pruned_rows.append(row)
         pruned_s += seconds
         if jax.process_index() == 0:
             dirs.append(str(save_checkpoint(layout.pruned_model_dir(workdir, loaded.name, task, seed), params, cfg,
                                             source_folder=loaded.path, tokenizer=loaded.tokenizer)))
+        if tuning is not None:
+            tune_on(params, s, continued["pruned"])
         for d, keep in enumerate(random):
             params_r, _ = prune_params(loaded.params, config, keep, means[s])
             random_rows[d].append(_evaluate(step, params_r, prompts[s:s + 1], batches, mesh)[0])
+            if tuning is not None:
+                tune_on(params_r, s, continued["random"][d])
 
     def join(rows):   # per-seed rows of single-seed evaluations -> one per-seed dict
         return {k: [r[k][0] for r in rows] for k in ("accuracy", "f1", "confusion")}
@@ -240,14 +327,28 @@ def _prune(setup, workdir, data_dir, seeds, *, model_path, max_text_tokens, eval
               "n_train": int(len(train.lengths)), "train_positions": positions,
               "means": "TRAIN mean over every real position (prompt and text), per seed",
               "eval_seconds": {"unpruned": unpruned_s, "pruned": pruned_s}, "model_dirs": dirs}
+    if tuning is not None:
+        def info(key):    # {"pruned": [S], "random": [[S] per draw]} of one run field
+            return {"pruned": [i[key] for _, i in continued["pruned"]],
+                    "random": [[i[key] for _, i in runs] for runs in continued["random"]]}
+
+        result["continued"] = {"steps": tuning.steps, "recipe": tuning.recipe(),
+                               "select_metric": tuning.config.select_metric, "n_select": tuning.n_select,
+                               "pruned": join([row for row, _ in continued["pruned"]]),
+                               "random": [join([row for row, _ in runs]) for runs in continued["random"]],
+                               "best_step": info("best_step"), "select_score": info("select_score"),
+                               "curves": info("curve"), "seconds": t_continued}
     if jax.process_index() == 0:
         io.atomic_write_json(output, result)
         io.write_sidecar(output, stage="prune", model=loaded.name, task=task, seeds=seeds,
                          model_path=str(model_path), prompt_sha256=digests,
                          settings=settings.fingerprint(max_examples), predictivity=str(pred_path))
-    return {"output": str(output), "task": task, "seconds": time.time() - t0,
-            "accuracy": {k: float(np.mean(result[k]["accuracy"])) for k in ("unpruned", "pruned")},
-            "random_accuracy": float(np.mean([r["accuracy"] for r in result["random"]])) if random_rows else None}
+    summary = {"output": str(output), "task": task, "seconds": time.time() - t0,
+               "accuracy": {k: float(np.mean(result[k]["accuracy"])) for k in ("unpruned", "pruned")},
+               "random_accuracy": float(np.mean([r["accuracy"] for r in result["random"]])) if random_rows else None}
+    if tuning is not None:
+        summary["continued_accuracy"] = float(np.mean(result["continued"]["pruned"]["accuracy"]))
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,17 +367,32 @@ def plan(ctx) -> None:
 
 def cost(ctx, task: str) -> float:
     """The capturing pass over the TRAIN rows, and 1 + draws evaluations of the dev rows per seed (the unpruned
-    evaluation scores every seed at once: counted as one more pass per seed)."""
+    evaluation scores every seed at once: counted as one more pass per seed); with continue_steps, per seed and
+    pruned model (1 + draws) the tune stage's training step priced at the unpruned model's FLOPs (an upper bound:
+    the pruned FFNs are smaller), two evaluations of the select rows and more (one per eval_every), one more
+    measurement, and a train and an eval program each (compiled once, then read from the compilation cache)."""
     cm, settings = ctx.cost, ctx.settings_of("prune")
-    train, dev, seq = cm.sizes(task, train_cap=_smaller(settings.train_examples, ctx.study.max_examples))
-    return cm.seconds(cm.forward(train, seq) + (2 + settings.random_draws) * cm.forward(dev, seq), compiles=3)
+    train_rows, dev, seq = cm.sizes(task, train_cap=_smaller(settings.train_examples, ctx.study.max_examples))
+    flops = cm.forward(train_rows, seq) + (2 + settings.random_draws) * cm.forward(dev, seq)
+    compiles = 3
+    if settings.continue_steps:
+        cfg = cm.tune_settings(task)
+        steps, bs = settings.continue_steps, int(cfg.get("batch_size") or 16)
+        _, select, _ = cm.sizes(task, cfg.get("train_max_examples"), cfg.get("dev_max_examples"))
+        select = select * (cfg.get("select_percent") or 100) / 100
+        evals = 1 + math.ceil(steps / (int(cfg.get("eval_every") or 0) or steps))
+        models = 1 + settings.random_draws
+        flops += models * (tune_stage.TRAIN_STEP_FACTOR * cm.forward(steps * bs, seq) + evals * cm.forward(select, seq)
+                           + cm.forward(dev, seq))
+        compiles += 2 * models * len(ctx.study.seeds)
+    return cm.seconds(flops, compiles=compiles)
 
 
 def run(ctx, task: str) -> dict:
     s, path = ctx.study, ctx.model.path
     return prune(ctx.session.setup(path, task, s.tune), s.workdir, s.data_dir, list(s.seeds), model_path=path,
                  max_text_tokens=int(s.tune["max_text_tokens"]), eval_batch_size=int(s.tune["eval_batch_size"]),
-                 settings=ctx.settings_of("prune"), max_examples=s.max_examples)
+                 settings=ctx.settings_of("prune"), max_examples=s.max_examples, tune_config=s.tune)
 
 
 KIND = registry.register("prune", PruneSettings, config_key="prune", plan=plan, cost=cost, run=run, order=50,

@@ -1,7 +1,9 @@
 """Skill-neuron pruning (Wang et al. 2022, section 6.1): the pruned model's accuracy with the same prompt against the
 unpruned model and against models keeping as many random neurons per layer, one row per task (stage prune), and a
-figure. Intervals are t intervals over prompt seeds (the unit of replication), of the per-seed difference (random
-draws averaged per seed); null: no difference; one comparison per task and row, no multiplicity correction."""
+figure; where the stage continued tuning the prompts on the pruned models (continue_steps), a second table with
+the accuracies after it beside those before. Intervals are t intervals over prompt seeds (the unit of
+replication), of the per-seed difference (random draws averaged per seed); null: no difference; one comparison per
+task and row, no multiplicity correction."""
 from __future__ import annotations
 
 import json
@@ -38,19 +40,33 @@ def _interval_text(a, b, confidence: float) -> str:
     return f"{100 * mean:+.1f} [{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}] ({units})"
 
 
+def _arms(row: dict) -> dict:
+    """Accuracy per seed of each arm of a result (random draws averaged per seed); the continued arms when run."""
+    arms = {"unpruned": np.asarray(row["unpruned"]["accuracy"]), "pruned": np.asarray(row["pruned"]["accuracy"])}
+    if row["random"]:
+        arms["random"] = np.mean([r["accuracy"] for r in row["random"]], axis=0)
+    continued = row.get("continued")
+    if continued:
+        arms["pruned, tuned on"] = np.asarray(continued["pruned"]["accuracy"])
+        if continued["random"]:
+            arms["random, tuned on"] = np.mean([r["accuracy"] for r in continued["random"]], axis=0)
+    return arms
+
+
 def draw(rows: list[dict], out_path, dpi: int):
-    """Grouped bars per task: unpruned, pruned (skill neurons kept), random neurons kept; a dot per seed (draws
-    averaged) and the dev majority rate as a dashed line."""
+    """Grouped bars per task: unpruned, pruned (skill neurons kept), random neurons kept (and both after continued
+    tuning, where run); a dot per seed (draws averaged) and the dev majority rate as a dashed line."""
     fig = figures._figure((1.6 + 1.4 * len(rows), 3.2))
     ax = fig.add_subplot(1, 1, 1)
-    colors = {"unpruned": "0.55", "pruned": "tab:blue", "random": "tab:orange"}
+    colors = {"unpruned": "0.55", "pruned": "tab:blue", "random": "tab:orange", "pruned, tuned on": "navy",
+              "random, tuned on": "darkorange"}
     for i, row in enumerate(rows):
-        arms = {"unpruned": np.asarray(row["unpruned"]["accuracy"]), "pruned": np.asarray(row["pruned"]["accuracy"])}
-        if row["random"]:
-            arms["random"] = np.mean([r["accuracy"] for r in row["random"]], axis=0)
+        arms = _arms(row)
+        many = len(arms) > 3                     # with the continued arms: narrower bars around the task's tick
+        spacing, width = (0.81 / len(arms), 0.79 / len(arms) - 0.02) if many else (0.27, 0.25)
         for j, (arm, values) in enumerate(arms.items()):
-            x = i + (j - 1) * 0.27
-            ax.bar(x, values.mean(), 0.25, color=colors[arm], label=arm if i == 0 else None)
+            x = i + (j - (len(arms) - 1) / 2 if many else j - 1) * spacing
+            ax.bar(x, values.mean(), width, color=colors[arm], label=arm if i == 0 else None)
             ax.plot(np.full(values.shape, x), values, "k.", ms=3)
         ax.hlines(row["majority_rate"], i - 0.45, i + 0.45, colors="k", linestyles="dashed", lw=0.8,
                   label="majority rate" if i == 0 else None)
@@ -103,6 +119,43 @@ def build(context: ReportContext, model: str) -> None:
                         "unpruned": un.tolist(), "pruned": pr.tolist(),
                         "random": None if rnd is None else rnd.tolist()})
     document.table(header, table)
+    _continued(context, rows, summary, confidence)
     context.summary.setdefault("prune", {})[model] = summary
     context.figure(draw, f"figures/prune_{model}.png", "Pruned vs unpruned vs random neurons kept (dev accuracy; "
                    "dots: seeds; dashed: majority rate)", rows)
+
+
+def _continued(context: ReportContext, rows: list[dict], summary: list[dict], confidence: float) -> None:
+    """The table after continued prompt tuning (rows whose stage ran it), beside the same prompts before it; its
+    numbers join the summary rows (`continued`)."""
+    tuned = [(r, row) for r, row in zip(rows, summary) if r.get("continued")]
+    if not tuned:
+        return
+    first = tuned[0][0]["continued"]
+    context.document.p(
+        f"After continued prompt tuning: each seed's prompt tuned on for {first['steps']} updates on each pruned "
+        "model (skill-kept and random-kept alike) with the task's own tuning recipe, the best prompt chosen by "
+        f"{first['select_metric'].replace('_', ' ')} on the dev selection rows (n = {first['n_select']}; the "
+        "starting prompt, step 0, a candidate), then measured on the same dev rows as above. The unpruned model "
+        "keeps its prompt (no further tuning). Same intervals and null as above.")
+    header = ["task", "seeds", "n dev", "majority", "unpruned", "pruned (before)", "pruned, tuned on",
+              "random kept (before)", "random kept, tuned on", "tuned on: pruned - random",
+              "tuned on: pruned - unpruned", "best step (pruned, per seed)"]
+    table = []
+    for r, row in tuned:
+        c = r["continued"]
+        un, before = np.asarray(r["unpruned"]["accuracy"]), np.asarray(r["pruned"]["accuracy"])
+        after = np.asarray(c["pruned"]["accuracy"])
+        rnd_before = np.asarray([d["accuracy"] for d in r["random"]]) if r["random"] else None
+        rnd_after = np.asarray([d["accuracy"] for d in c["random"]]) if c["random"] else None
+        table.append((r["task"], str(len(r["seeds"])), str(r["n_dev"]), format_percent(r["majority_rate"]),
+                      format_percent(un.mean()), format_percent(before.mean()), format_percent(after.mean()),
+                      "-" if rnd_before is None else format_percent(rnd_before.mean()),
+                      "-" if rnd_after is None else format_percent(rnd_after.mean()),
+                      "-" if rnd_after is None else _interval_text(rnd_after.mean(0), after[None], confidence),
+                      _interval_text(un, after[None], confidence),
+                      ", ".join(str(x) for x in c["best_step"]["pruned"])))
+        row["continued"] = {"steps": c["steps"], "n_select": c["n_select"], "select_metric": c["select_metric"],
+                            "pruned": after.tolist(), "random": None if rnd_after is None else rnd_after.tolist(),
+                            "best_step": c["best_step"]}
+    context.document.table(header, table)
