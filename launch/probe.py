@@ -39,9 +39,11 @@ def main(argv):
     for name in names:
         tasks.get_task(name)
     common.check_flags(tasks_read=names)
-    settings = probe.ProbeSettings(train_cap=FLAGS.train_cap, eval_cap=FLAGS.eval_cap, seed=FLAGS.probe_seed,
-                                   encodings=FLAGS.encodings, batch_size=FLAGS.batch_size,
-                                   max_text_tokens=FLAGS.max_text_tokens)
+    # the one parsing of the probe's settings (config.probe's too), its errors named as the flags spell them
+    settings = probe.ProbeSettings.from_config(
+        {"train_cap": FLAGS.train_cap, "eval_cap": FLAGS.eval_cap, "seed": FLAGS.probe_seed,
+         "encodings": FLAGS.encodings, "batch_size": FLAGS.batch_size, "max_text_tokens": FLAGS.max_text_tokens},
+        where="--", spelled={"seed": "probe_seed"})
     if not names:   # the document alone: no model to load, its name is the folder's (models.load_pretrained's rule)
         _write_document(models.resolve_path(FLAGS.model_path)[1])
         return

@@ -12,10 +12,11 @@ import pytest
 
 import reproduce_fixtures as rf
 from skillneurons_jax import io, layout
-from skillneurons_jax.analysis import verdicts
+from skillneurons_jax.analysis import report, verdicts
 from skillneurons_jax.pipeline import build
 from skillneurons_jax.pipeline.settings import StudySettings
 from skillneurons_jax.stages.control import ControlSettings
+from skillneurons_jax.stages.probe import ProbeSettings
 from skillneurons_jax.stages.suppress_slots import SlotSettings
 
 M = rf.MODEL
@@ -80,6 +81,11 @@ def test_a_control_without_a_qualifying_set_is_a_skip_stage_that_says_why(world,
     (SlotSettings, {"slots": "-1"}, "--config.suppress_slots.slots='-1'"),
     (SlotSettings, {"tasks": "advsst2"}, "adversarial set"),
     (SlotSettings, {"slot": 0}, "--config.suppress_slots.slot: unknown key"),
+    (ProbeSettings, {"train_cap": 0}, "--config.probe.train_cap=0: allowed: an integer >= 1"),
+    (ProbeSettings, {"encodings": "sometimes"}, "--config.probe.encodings='sometimes'"),
+    (ProbeSettings, {"splits": "dev,train"}, "--config.probe.splits='dev,train'"),
+    (ProbeSettings, {"tasks": "advsst2"}, "adversarial set"),
+    (ProbeSettings, {"train_rows": 5}, "--config.probe.train_rows: unknown key"),
 ])
 def test_their_settings_are_checked_with_field_and_problem(cls, block, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -143,3 +149,61 @@ def test_held_out_suppression_can_be_left_out_while_the_test_accuracy_stays(worl
         {k: (s.settings, s.outputs) for k, s in full.items() if k in lean and k != "report"}
     with pytest.raises(ValueError, match=r"suppression\.held_out='no'"):
         plan(held_out="no")
+
+
+PROBE = {"train_cap": 20, "batch_size": 8, "max_text_tokens": 12}
+
+
+def test_probe_stages_are_planned_for_every_clean_task_without_dependencies(world, tmp_path):
+    stages = _plan(world, tmp_path, probe=PROBE)
+    for task in ("sst2", "mrpc"):
+        st = stages[f"probe/{M}/{task}"]
+        assert st.deps == [] and st.outputs[0] == layout.probe_path(tmp_path, M, task) and st.cost_s > 0
+        assert st.settings == {"model": M, "probe": ProbeSettings.from_config(PROBE).to_dict()}
+        assert f"probe/{M}/{task}" in stages["report"].deps
+    assert f"probe/{M}/advsst2" not in stages
+    only = _plan(world, tmp_path, probe={**PROBE, "tasks": "mrpc"})
+    assert [k for k in only if k.startswith("probe/")] == [f"probe/{M}/mrpc"]
+    # launch.probe parses its flags with the same settings type, errors named as the flags spell them
+    with pytest.raises(ValueError, match=re.escape("--probe_seed=-1: allowed")):
+        ProbeSettings.from_config({"seed": -1}, where="--", spelled={"seed": "probe_seed"})
+
+
+@pytest.mark.slow
+def test_the_probe_reference_stands_beside_table_1_and_its_rule_leaves_tasks_out(world, ran, tmp_path):
+    from skillneurons_jax.pipeline import runner
+    c = _config(world, control={"enabled": True}, suppress_slots={"tasks": "sst2"}, probe=PROBE)
+    c.held_out = ml_collections.ConfigDict({"enabled": True})
+    doc = tmp_path / "VALIDATION.md"
+    c.report.validation_doc = str(doc)
+    result = runner.run_plan(StudySettings.from_config(c, ran), printer=lambda *_: None)
+    assert not result["failed"], result["failed"]
+    probes = {t: json.loads(layout.probe_path(ran, M, t).read_text()) for t in ("sst2", "mrpc")}
+    assert probes["sst2"]["settings"]["train_cap"] == 20
+    text = doc.read_text()
+    assert "Learnability (tiny-bert): the prompts beside the frozen-feature probe, dev and test" in text
+    for task, r in probes.items():
+        ref = r["probes"][r["reference"]]
+        for split in ("dev", "test"):
+            lo, hi = ref[split]["interval"]
+            cell = f"{ref[split]['balanced_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+            assert re.search(rf"\| {M} \| {task} \| {split} \| 2 \| \d+ \| [\d.]+ \| [\d.]+ ± [\d.]+ \| "
+                             rf"[\d.]+ ± [\d.]+ \| {re.escape(cell)} \|", text), (task, split)
+    # the rule, from the study's own probes: sst2's probe and prompts made near chance -> left out of the verdicts
+    # (with AdvSST-2, scored with its prompts); MRPC's probe far above chance -> kept
+    probe_file = layout.probe_path(ran, M, "sst2")
+    edited = probes["sst2"]
+    edited["probes"][edited["reference"]]["dev"]["balanced_accuracy"] = 0.5
+    probe_file.write_text(json.dumps(edited))
+    side = io.sidecar_path(layout.predictivity_path(ran, M, "sst2"))
+    meta = json.loads(side.read_text())
+    meta["model_confusion"] = [[[4, 4], [4, 4]] for _ in meta["model_confusion"]]
+    side.write_text(json.dumps(meta))
+    config = json.loads((ran / "report" / "index.md.json").read_text())["config"]
+    config["report"]["validation_doc"] = str(tmp_path / "V2.md")
+    report.build_report(ran, tmp_path / "out", config)
+    text = (tmp_path / "V2.md").read_text()
+    assert "Left out of the verdicts by the rule: sst2 (probe dev balanced accuracy 0.500 and prompts' 0.500" in text
+    assert "| F5 | mrpc |" in text and "| F5 | sst2" not in text and "| F6a |" not in text
+    saved = json.loads((tmp_path / "validation" / "verdicts.json").read_text())
+    assert saved["learnability"][M]["beyond_model"].keys() == {"sst2"}

@@ -148,7 +148,16 @@ def test_rule_rows_put_the_probe_beside_the_prompts():
     rows, records = learnability.rule_rows(entries, {("m", "hard"): result(0.55), ("m", "easy"): result(0.78)})
     assert [r["task"] for r in records] == ["hard", "easy"]               # adversarial rows are not judged
     assert [r["beyond_model"] for r in records] == [True, False]
-    assert rows[0][2] == "0.520" and rows[0][4] == "0.550 [0.530, 0.570]" and rows[0][6].startswith("yes")
+    # one row per split: dev (the rule's) and test (the probe's test figure; no held-out prompt entry given)
+    assert [r[:3] for r in rows] == [["m", "hard", "dev"], ["m", "hard", "test"], ["m", "easy", "dev"],
+                                     ["m", "easy", "test"]]
+    assert rows[0][7] == "52.0 ± 2.8" and rows[0][8] == "0.550 [0.530, 0.570]" and rows[0][10].startswith("yes")
+    assert rows[1][6] == "-" and rows[1][8] == "0.550 [0.530, 0.570]" and rows[1][10] == ""
+    held = [robustness.AccuracyEntry("m", "hard", "hard", np.array([0.6, 0.6]), balanced_accuracy=np.array([0.6, 0.6]),
+                                     n_examples=80, label_counts=[60, 20])]
+    rows, records = learnability.rule_rows(entries, {("m", "hard"): result(0.55)}, test_entries=held)
+    assert rows[1][3:8] == ["2", "80", "75.0", "60.0 ± 0.0", "60.0 ± 0.0"]
+    assert records[0]["prompt_balanced_accuracy_test"] == 0.6 and records[0]["majority_rate_test"] == 0.75
 
 
 def test_learning_curves_document_reads_the_metrics_and_evaluations(tmp_path):

@@ -78,6 +78,14 @@ def test_validation_config_builds_the_plan(tiny_world, tmp_path):
     transfer_outputs = {p.name for p in stages[f"transfer/{m}/mrpc"].outputs}
     assert {"mrpc__advqqp.json", "mrpc__sst2.json", "mrpc__advsst2.json"} <= transfer_outputs
     assert "report" in stages
+    # the checks of issues #29/#30 as stages of their own: F6a's control pairs (another task type, at least the
+    # set's size), F5 with slot 0 left out (the tasks the probe rule names, present here: SST-2), the probes
+    assert {k: stages[k].settings["control"]["control_task"] for k in stages if k.startswith("control/")} == \
+        {f"control/{m}/advsst2": "mrpc", f"control/{m}/advqqp": "sst2"}
+    assert stages[f"control/{m}/advqqp"].deps == [f"tune/{m}/mrpc", f"predictivity/{m}/mrpc"]
+    assert [k for k in stages if k.startswith("suppress_slots/")] == [f"suppress_slots/{m}/sst2__sst2"]
+    assert sorted(k for k in stages if k.startswith("probe/")) == [f"probe/{m}/mrpc", f"probe/{m}/sst2"]
+    assert stages[f"probe/{m}/sst2"].settings["probe"]["train_cap"] == 4000
 
 
 def test_patching_skips_a_set_scored_with_another_tasks_prompts(tiny_world, tmp_path):
@@ -123,9 +131,9 @@ def test_validation_plan_fits_its_120_minutes_by_the_calibrated_cost_model(tmp_p
     stages = build.build_plan(StudySettings.from_config(config, tmp_path, str(SHARED_DATA)))
     kinds = collections.Counter(stage.kind for stage in stages)
     # five clean tasks (ETHICS justice left out by its probe), their adversarial sets, held-out test accuracy;
-    # suppression curves for the two learned tasks and SST-2's adversarial set, on dev only; the checks
+    # suppression curves for the two learned tasks and SST-2's adversarial set, on dev only; the checks and probes
     assert kinds == {"tune": 5, "predictivity": 8, "suppress": 3, "transfer": 10, "explorer": 5, "prune": 1,
-                     "control": 3, "suppress_slots": 2, "report": 1}, kinds
+                     "control": 3, "suppress_slots": 2, "probe": 5, "report": 1}, kinds
     assert sum(stage.cost_s for stage in stages) <= 120 * 60
 
 

@@ -29,15 +29,26 @@ def beyond_model(probe_balanced: Optional[float], prompt_balanced: Optional[floa
     return probe_balanced < 0.5 + margin and prompt_balanced < 0.5 + margin
 
 
-RULE_HEADER = ["model", "task", "prompt balanced acc (dev, mean over seeds)", "seeds",
-               "probe balanced acc (dev) [95 % CI]", "probe (test)", "beyond this model"]
+RULE_HEADER = ["model", "task", "split", "seeds", "n", "majority (%)", "prompt accuracy (%)",
+               "prompt balanced acc (%)", "probe balanced acc [95 % CI]", "probe n", "beyond this model"]
 
 
-def rule_rows(entries: Sequence, probes: Mapping[tuple, Mapping], margin: float = NEAR_CHANCE_MARGIN
-              ) -> tuple[list[list[str]], list[dict]]:
+def _pct(values) -> str:
+    """Mean ± std over seeds (ddof = 1, the report's one convention; 0 for one seed) in percent."""
+    v = np.atleast_1d(np.asarray(values, np.float64))
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return f"{100 * v.mean():.1f} ± {100 * sd:.1f}"
+
+
+def rule_rows(entries: Sequence, probes: Mapping[tuple, Mapping], margin: float = NEAR_CHANCE_MARGIN,
+              test_entries: Sequence = ()) -> tuple[list[list[str]], list[dict]]:
     """Table rows and summary records of the rule for Table 1's entries (analysis.robustness.AccuracyEntry: model,
-    task, balanced_accuracy [S]) whose (model, task) has a probe result in `probes`."""
+    task, accuracy / balanced_accuracy [S], n_examples, majority_rate) whose (model, task) has a probe result in
+    `probes`: one row per split, dev (the rule's) and, where `test_entries` (the held-out Table 1) has the task,
+    test, each with the prompts' accuracy, balanced accuracy, majority rate and n beside the probe reference's
+    balanced accuracy and interval on the same split."""
     rows, records = [], []
+    tests = {(e.model, e.task): e for e in test_entries}
     for e in entries:
         result = probes.get((e.model, e.task))
         if result is None or e.task != e.prompt_task:
@@ -46,14 +57,37 @@ def rule_rows(entries: Sequence, probes: Mapping[tuple, Mapping], margin: float 
         ref = result["probes"][result["reference"]]
         dev, test = ref.get("dev"), ref.get("test")
         verdict = beyond_model(None if dev is None else dev["balanced_accuracy"], prompt, margin)
-        rows.append([e.model, e.task, "-" if prompt is None else f"{prompt:.3f}",
-                     str(len(np.atleast_1d(e.accuracy))), _cell(dev)[0], _cell(test)[0],
-                     {True: "yes: left out of findings needing a learned prompt", False: "no",
-                      None: "unknown"}[verdict]])
+        held = tests.get((e.model, e.task))
+        for split, entry, probe_row in (("dev", e, dev), ("test", held, test)):
+            if entry is None and probe_row is None:
+                continue
+            rows.append([e.model, e.task, split,
+                         "-" if entry is None else str(len(np.atleast_1d(entry.accuracy))),
+                         "-" if entry is None or entry.n_examples is None else str(entry.n_examples),
+                         "-" if entry is None or entry.majority_rate is None else f"{100 * entry.majority_rate:.1f}",
+                         "-" if entry is None else _pct(entry.accuracy),
+                         "-" if entry is None or entry.balanced_accuracy is None else _pct(entry.balanced_accuracy),
+                         _cell(probe_row)[0], _cell(probe_row)[1],
+                         {True: "yes: left out of findings needing a learned prompt", False: "no",
+                          None: "unknown"}[verdict] if split == "dev" else ""])
+        test_prompt = None if held is None or held.balanced_accuracy is None else float(
+            np.mean(held.balanced_accuracy))
         records.append({"model": e.model, "task": e.task, "prompt_balanced_accuracy": prompt,
+                        "prompt_accuracy": float(np.mean(e.accuracy)), "majority_rate": e.majority_rate,
+                        "n": e.n_examples, "prompt_balanced_accuracy_test": test_prompt,
+                        "prompt_accuracy_test": None if held is None else float(np.mean(held.accuracy)),
+                        "majority_rate_test": None if held is None else held.majority_rate,
                         "probe_reference": result["reference"], "probe_dev": dev, "probe_test": test,
                         "beyond_model": verdict, "margin": margin})
     return rows, records
+
+
+def beyond_tasks(records: Sequence[Mapping]) -> dict[tuple[str, str], str]:
+    """{(model, task): why} of the records (rule_rows) the rule calls beyond this model."""
+    return {(r["model"], r["task"]): (f"probe dev balanced accuracy {r['probe_dev']['balanced_accuracy']:.3f} and "
+                                      f"prompts' {r['prompt_balanced_accuracy']:.3f}, both below "
+                                      f"{0.5 + r['margin']:.2f}")
+            for r in records if r["beyond_model"]}
 
 
 def load_probes(workdir, model: str) -> dict[str, dict]:

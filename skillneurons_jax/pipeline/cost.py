@@ -64,6 +64,12 @@ class CostModel:
         per_token = 2 * self.L * (4 * self.H * self.H + 2 * self.H * self.F + 2 * seq * self.H)
         return examples * seq * per_token * self.S
 
+    def frozen_forward(self, examples: float, mean_tokens: float, max_text: int) -> float:
+        """FLOPs of one pass of the model alone (no prompt, one copy: e.g. the probe's features) over `examples`
+        texts of `mean_tokens` tokens, cut at `max_text`."""
+        seq = PADDING_FACTOR * min(mean_tokens, max_text)
+        return examples * seq * 2 * self.L * (4 * self.H * self.H + 2 * self.H * self.F + 2 * seq * self.H)
+
     def seconds(self, flops: float, compiles: int = 1) -> float:
         return round(self.overhead_s * compiles + flops / self.rate, 1)
 

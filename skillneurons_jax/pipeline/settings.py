@@ -32,6 +32,7 @@ from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.stages import control as _control_kind  # noqa: F401
 from skillneurons_jax.stages import explorer as _explorer_kind  # noqa: F401
 from skillneurons_jax.stages import predictivity as _predictivity_kind  # noqa: F401
+from skillneurons_jax.stages import probe as _probe_kind  # noqa: F401
 from skillneurons_jax.stages import prune as _prune_kind  # noqa: F401
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages import report as _report_kind  # noqa: F401

@@ -24,11 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skillneurons_jax import io, layout
+from skillneurons_jax import fields, io, layout
 from skillneurons_jax.analysis import linear_probe
 from skillneurons_jax.data import batches as batching
 from skillneurons_jax.data import readers, tasks
 from skillneurons_jax.prompt import eval_loop
+from skillneurons_jax.stages import registry
 
 ENCODINGS = ("joint", "separate")
 FEATURES = ("mean", "slot0")
@@ -40,7 +41,9 @@ SINGLE_TEMPLATES = {"roberta": "encoder_single", "bert": "encoder_single", "t5":
 class ProbeSettings:
     """train_cap: train rows fitted on (a random subset of that size, by `seed`); eval_cap: rows per dev / test
     split (None: all); encodings: "joint", "both" (joint and, for pair tasks, separate) or "auto" (both for a
-    checkpoint without an LM head, i.e. a sentence encoder, joint otherwise)."""
+    checkpoint without an LM head, i.e. a sentence encoder, joint otherwise). As the plan's kind (config.probe;
+    absent or empty: no probe stages): `enabled` and `tasks` (the clean tasks probed; None: every clean task of the
+    plan), which the result does not depend on (`to_dict` leaves them out)."""
     train_cap: int = 4000
     eval_cap: int | None = None
     seed: int = 0
@@ -48,6 +51,44 @@ class ProbeSettings:
     batch_size: int = 64
     max_text_tokens: int = 128
     splits: tuple[str, ...] = ("dev", "test")
+    enabled: bool = True
+    tasks: tuple[str, ...] | None = None
+
+    FIELDS = ("train_cap", "eval_cap", "seed", "encodings", "batch_size", "max_text_tokens", "splits", "enabled",
+              "tasks")
+    PLAN_ONLY = ("enabled", "tasks")
+
+    @classmethod
+    def from_config(cls, block, where: str = "--config.probe.", spelled=None) -> "ProbeSettings":
+        """THE parsing of the probe's settings, for config.probe and launch.probe's flags (`where` "--" and
+        `spelled` {field: flag name} where a flag is named otherwise): unknown keys refused, every number checked,
+        one ValueError naming the field as the command spells it."""
+        block = {k: v for k, v in fields.block_dict(block).items()}
+        fields.refuse_unknown(block, cls.FIELDS, where)
+        name = lambda field: where + (spelled or {}).get(field, field)      # noqa: E731
+        get = block.get
+        out = {}
+        for field, rule in (("train_cap", fields.Range(1)), ("batch_size", fields.Range(1)),
+                            ("max_text_tokens", fields.Range(1)), ("seed", fields.Range(0)),
+                            ("eval_cap", fields.CAP)):
+            if field in block:
+                out[field] = fields.check(name(field), get(field), rule)
+        if "encodings" in block:
+            if get("encodings") not in ENCODING_CHOICES:
+                raise ValueError(f"{name('encodings')}={get('encodings')!r}: allowed: {', '.join(ENCODING_CHOICES)}")
+            out["encodings"] = str(get("encodings"))
+        if "splits" in block:
+            splits = tuple(fields.as_list(get("splits")))
+            if not splits or not set(splits) <= {"dev", "test"}:
+                raise ValueError(f"{name('splits')}={get('splits')!r}: allowed: dev, test (comma-separated)")
+            out["splits"] = splits
+        listed = [tasks.get_task(t) for t in fields.as_list(get("tasks"))]        # unknown name: ValueError
+        for spec in listed:
+            if spec.clean_task is not None:
+                raise ValueError(f"{name('tasks')}: {spec.name!r} is an adversarial set without a train split; "
+                                 f"probe its clean task {spec.clean_task!r}")
+        return cls(**out, enabled=bool(get("enabled", True)),
+                   tasks=tuple(s.name for s in listed) if listed else None)
 
     def __post_init__(self):
         if self.encodings not in ENCODING_CHOICES:
@@ -61,7 +102,8 @@ class ProbeSettings:
             raise ValueError(f"probe splits must be among dev, test; got {self.splits}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """What a probe result depends on (recorded in it; the plan's fingerprint)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.PLAN_ONLY}
 
 
 def encodings_for(loaded, spec: tasks.TaskSpec, settings: ProbeSettings) -> tuple[str, ...]:
@@ -177,3 +219,44 @@ def probe(loaded, task, data_dir, workdir, settings: ProbeSettings = ProbeSettin
     io.write_sidecar(path, stage="probe", model=loaded.name, task=spec.name, settings=settings.to_dict(),
                      data_dir=str(data_dir), config=config)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage kind (stages/registry.py): probe/<m>/<task> for every clean task of the plan (config.probe.tasks: a
+# subset) -> WORKDIR/probe/<m>/<task>.json (+ .meta.json). No dependency: learnability is measured first, from the
+# frozen model alone; the report puts the reference beside Table 1 and applies analysis.learnability's rule.
+# ---------------------------------------------------------------------------------------------------------------
+def plan(ctx) -> None:
+    m, settings = ctx.model.name, ctx.settings_of("probe")
+    if settings is None or not settings.enabled:
+        return
+    for task in [t for t in ctx.tasks.clean if settings.tasks is None or t in settings.tasks]:
+        out = layout.probe_path(ctx.workdir, m, task)
+        ctx.add(f"probe/{m}/{task}", [out, io.sidecar_path(out)], args={"task": task}, group_task=task,
+                settings={"model": m, "probe": settings.to_dict()})
+
+
+def cost(ctx, task: str) -> float:
+    """One forward pass of the frozen model (no prompt, one "seed") over the fitted train rows and the scored
+    splits (the test split counted at the dev split's size), twice for a pair task whose texts may also be encoded
+    alone; the fits (L-BFGS, at most 500 iterations of two [n, d] products for each strength of the grid and the
+    refit) are counted at their iteration limit."""
+    cm, settings = ctx.cost, ctx.settings_of("probe")
+    train, dev, mean_tokens = tasks.size_hint(task)
+    train = min(train, settings.train_cap)
+    dev = dev if settings.eval_cap is None else min(dev, settings.eval_cap)
+    rows = train + dev * len(settings.splits)
+    encodings = 2 if tasks.get_task(task).is_pair and settings.encodings != "joint" else 1
+    flops = encodings * cm.frozen_forward(rows, mean_tokens, settings.max_text_tokens)
+    dims = cm.H * (1 if encodings == 1 else 5)          # joint: H; separate: [u, v, |u-v|, u*v] = 4H
+    fits = len(FEATURES) * (len(linear_probe.L2_GRID) + 1) * 500 * 4 * train * dims
+    return cm.seconds(flops + fits, compiles=2 * encodings)
+
+
+def run(ctx, task: str) -> dict:
+    s, path = ctx.study, ctx.model.path
+    return probe(ctx.session.load(path), task, s.data_dir, ctx.workdir, ctx.settings_of("probe"),
+                 config={"model_path": str(path)})
+
+
+KIND = registry.register("probe", ProbeSettings, config_key="probe", plan=plan, cost=cost, run=run, order=5)

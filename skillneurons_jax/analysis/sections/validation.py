@@ -6,8 +6,10 @@ Called by analysis.report.build_report after the other sections when config["rep
 a path (configs/validation.py), so rerunning the study regenerates it. It records the command
 (config["report"]["validation_command"]), the commit, the machine, the run time (the span of the stage outputs'
 timestamps), Table 1 (dev; held-out test where a result records one) with the majority rate and whether the
-prompts reach 10 points above it, each clean task's learning curve on its selection rows beside the probe's
-reference, the verdict table (analysis.verdicts: statistic, interval, test, verdict, and
+prompts reach 10 points above it, the study's own probe reference beside each clean task on dev and test
+(stage probe) with the learnability rule applied (a task beyond this model is left out of the verdicts), each
+clean task's learning curve on its selection rows beside the probe's reference, the verdict table (analysis.verdicts:
+statistic, interval, test, verdict, and
 the rule), the key figures copied beside it (docs/validation/*.png, under 2 MB in all), and, per finding, what
 differs from the paper's setting and what that means for the verdict.
 """
@@ -77,14 +79,17 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
                f"{context.workdir}; do not edit by hand: rerun the command to regenerate it.")
     document.ul(provenance.header_items(context.workdir, context.config, context.inventory.models,
                                         report_cfg.get("validation_command")))
-    summary = {"verdicts": {}, "table1": {}, "problems": {}, "learning_curves": {}}
+    summary = {"verdicts": {}, "table1": {}, "problems": {}, "learning_curves": {}, "learnability": {}}
     for model in context.inventory.models:
         entries = _entries(context, model, adversarial_prompts)
         below_target = _table1(context, document, model, entries, summary)
+        beyond = _learnability(context, document, model, entries, summary)
         clean = [t for t in context.tasks(model) if results.clean_task(t) is None and t in _present(context, model)]
         _learning_curves(context, document, model, clean, figure_dir, doc_path.parent, summary)
+        clean = [t for t in clean if t not in beyond]      # the learnability rule: left out of the verdicts
         adversarial = {t: adversarial_prompts.get(t) or results.clean_task(t) for t in context.tasks(model)
                        if results.clean_task(t) is not None}
+        adversarial = {t: c for t, c in adversarial.items() if c not in beyond}
         found = verdicts.study_verdicts(context.workdir, model, clean, adversarial,
                                         majority_rates={e.task: e.majority_rate for e in entries
                                                         if e.majority_rate is not None},
@@ -123,6 +128,31 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
     io.atomic_write_json(figure_dir / "verdicts.json", no_nan(summary))
     context.summary["validation"] = {"document": str(written), **no_nan(summary)}
     return written
+
+
+def _learnability(context: ReportContext, document: Document, model: str, entries, summary: dict) -> dict:
+    """The study's own probes (stage probe) beside Table 1 on dev and test, and the learnability rule applied:
+    returns {task: why} of the clean tasks beyond this model, which the verdicts leave out."""
+    try:
+        probes = {(model, task): r for task, r in learnability.load_probes(context.workdir, model).items()}
+    except (OSError, ValueError) as error:
+        context.problem(error)
+        probes = {}
+    test_entries = [e for e in accuracy.held_out_entries(context, report_problems=False) if e.model == model]
+    rows, records = learnability.rule_rows(entries, probes, test_entries=test_entries)
+    document.h(3, f"Learnability ({model}): the prompts beside the frozen-feature probe, dev and test")
+    if not rows:
+        document.p("No probe result was found (WORKDIR/probe/; config.probe plans the stage): the learnability "
+                   "rule was not applied.")
+        summary["learnability"][model] = {"records": [], "beyond_model": {}}
+        return {}
+    document.p(accuracy.LEARNABILITY_TEXT)
+    document.table(learnability.RULE_HEADER, rows)
+    beyond = {task: why for (_, task), why in learnability.beyond_tasks(records).items()}
+    document.p("Left out of the verdicts by the rule: " + ("; ".join(f"{t} ({why})" for t, why in beyond.items())
+                                                          if beyond else "none") + ".")
+    summary["learnability"][model] = {"records": records, "beyond_model": beyond}
+    return beyond
 
 
 def premise_checked(verdict: verdicts.Verdict, below_target) -> verdicts.Verdict:
