@@ -425,8 +425,10 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert "No label-permutation null recorded for" in index
     assert "accuracy on the held-out test split" in text
     assert f"| {MODEL} | sst2 | sst2 | 3 | – | – | 72.0 ± 2.0 |" in text      # std over seeds with ddof = 1
-    # Table 1 labels AdvQQP with the prompt it really used
+    # Table 1 labels AdvQQP with the prompt it really used, in the document and in the report (and its console)
     assert "| advqqp | mrpc |" in text
+    summary = json.loads((workdir / "report" / "summary.json").read_text())
+    assert next(r for r in summary["accuracy"] if r["task"] == "advqqp")["prompt"] == "mrpc"
     figures = list((doc.parent / "validation").glob("*.png"))
     assert figures and sum(f.stat().st_size for f in figures) < 2 * 1024 * 1024
 
@@ -446,7 +448,8 @@ def test_learning_curves_section_reads_every_evaluation_and_the_probe(tmp_path):
                 "step": (i + 1) * 100, "dev_accuracy": value + 0.01, "dev_balanced_accuracy": value,
                 "dev_examples": 60, "train_loss": 0.7 - 0.1 * i, "best_step": best})
     project_io.atomic_write_json(layout.probe_path(workdir, MODEL, "sst2"), {
-        "reference": "joint/mean", "probes": {"joint/mean": {"dev": {"balanced_accuracy": 0.78}}}})
+        "reference": "joint/mean", "probes": {"joint/mean": {"dev": {
+            "balanced_accuracy": 0.78, "interval": [0.75, 0.81], "n": 872, "majority_rate": 0.509}}}})
     config = validation_config.get_config().to_dict()
     config["tasks"] = ["sst2"]
     config["report"]["validation_doc"] = str(doc)

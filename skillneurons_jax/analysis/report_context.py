@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from skillneurons_jax.analysis import results
+from skillneurons_jax.analysis import results, transfer
 from skillneurons_jax.analysis.document import Document
 
 DEFAULT_OPTIONS = {"n_permutations": 1000, "permutation_seed": 0, "alpha": 0.05, "dpi": 100, "top_fraction": 0.01,
@@ -98,10 +98,22 @@ class ReportContext:
     def model_accuracy(self, model: str) -> dict[str, float]:
         return {e.task: float(np.mean(e.accuracy)) for e in self.accuracy_entries if e.model == model}
 
+    def prompt_task(self, task: str) -> str:
+        """The task whose prompts `task` is scored with: the config's `adversarial_prompts` pairing (AdvQQP with
+        MRPC's), else the task's own (its clean task for an adversarial set)."""
+        return adversarial_prompts(self.config).get(task) or transfer.own_prompt_task(task)
+
     def majority_rates(self, model: str) -> dict[str, float]:
         """task -> majority-class rate of its dev split, where Table 1 found label counts."""
         return {e.task: e.majority_rate for e in self.accuracy_entries
                 if e.model == model and e.majority_rate is not None}
+
+
+def adversarial_prompts(config: dict) -> dict[str, str]:
+    """config["adversarial_prompts"] ("advqqp:mrpc") as a dict; the plan validated it (pipeline.settings)."""
+    value = config.get("adversarial_prompts") or ""
+    pairs = [p.split(":", 1) for p in str(value).split(",") if ":" in p]
+    return {a.strip(): c.strip() for a, c in pairs}
 
 
 def config_tasks(config: dict) -> list[str] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from skillneurons_jax import layout
-from skillneurons_jax.analysis import learnability, results, robustness, transfer
+from skillneurons_jax.analysis import learnability, results, robustness
 from skillneurons_jax.analysis.report_context import ReportContext, relative_path
 from skillneurons_jax.prompt import metrics
 
@@ -27,7 +27,7 @@ def build(context: ReportContext) -> None:
         for task in context.tasks(model):
             entry = accuracy_entry(context, model, task)
             if entry is None:
-                own = results.transfer_path(context.workdir, model, transfer.own_prompt_task(task), task)
+                own = results.transfer_path(context.workdir, model, context.prompt_task(task), task)
                 context.missing.append(f"accuracy: no result for model {model}, task {task} (looked for {own}, "
                                        f"the predictivity sidecar's 'model_accuracy' and the tuning metrics)")
             else:
@@ -111,7 +111,7 @@ def held_out_entries(context: ReportContext, report_problems: bool = True) -> li
 def accuracy_entry(context: ReportContext, model: str, task: str) -> robustness.AccuracyEntry | None:
     """The first readable source of a task's accuracy (transfer JSON, predictivity sidecar, tuning logs), with
     balanced accuracy, label counts and data facts filled in from wherever they were recorded."""
-    prompt = transfer.own_prompt_task(task)
+    prompt = context.prompt_task(task)
     workdir = context.workdir
 
     def from_transfer():
