@@ -21,25 +21,22 @@ an unknown key.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import pathlib
+import pkgutil
 from typing import Any, Mapping, Optional
 
 from skillneurons_jax import fields
 from skillneurons_jax.fields import as_list, plain, refuse_unknown
 from skillneurons_jax.analysis.report_context import DEFAULT_OPTIONS as ANALYSIS_OPTIONS
 from skillneurons_jax.data import tasks as task_table
-# The core stage kinds register themselves at import (stages/registry.py orders them by number, not by import).
-from skillneurons_jax.stages import control as _control_kind  # noqa: F401
-from skillneurons_jax.stages import explorer as _explorer_kind  # noqa: F401
-from skillneurons_jax.stages import predictivity as _predictivity_kind  # noqa: F401
-from skillneurons_jax.stages import probe as _probe_kind  # noqa: F401
-from skillneurons_jax.stages import prune as _prune_kind  # noqa: F401
+from skillneurons_jax import stages as _stages_package
 from skillneurons_jax.stages import registry
-from skillneurons_jax.stages import report as _report_kind  # noqa: F401
-from skillneurons_jax.stages import suppress as _suppress_kind  # noqa: F401
-from skillneurons_jax.stages import suppress_slots as _suppress_slots_kind  # noqa: F401
-from skillneurons_jax.stages import transfer as _transfer_kind  # noqa: F401
-from skillneurons_jax.stages import tune as _tune_kind  # noqa: F401
+
+# Every module of skillneurons_jax/stages/ is imported here, so a core stage kind registers itself by existing:
+# adding one is its own module, not an edit of a list (registry orders kinds by number, not by import).
+for _module in pkgutil.iter_modules(_stages_package.__path__):
+    importlib.import_module(f"{_stages_package.__name__}.{_module.name}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
