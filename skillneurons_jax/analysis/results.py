@@ -677,14 +677,20 @@ class TuningRun:
     best_dev_balanced_accuracy: float | None = None
 
 
+def _evaluations(workdir, model: str, task: str, seed: int) -> tuple[pathlib.Path, list[dict]]:
+    """(metrics.jsonl path, its evaluation rows in order) of one seed's tuning run; none is an error."""
+    path = layout.metrics_path(workdir, model, task, seed)
+    rows = [r for r in load_jsonl(path, what="tuning metrics") if "dev_accuracy" in r]
+    if not rows:
+        raise CorruptResultError(path, "no evaluation with 'dev_accuracy' in the tuning metrics")
+    return path, rows
+
+
 def load_tuning_runs(workdir, model: str, task: str, seeds: Iterable[int]) -> list[TuningRun]:
     """Best-by-dev accuracy per seed from `metrics.jsonl` (the prompt kept is the best by dev accuracy)."""
     runs = []
     for seed in seeds:
-        path = layout.metrics_path(workdir, model, task, seed)
-        rows = [r for r in load_jsonl(path, what="tuning metrics") if "dev_accuracy" in r]
-        if not rows:
-            raise CorruptResultError(path, "no evaluation with 'dev_accuracy' in the tuning metrics")
+        path, rows = _evaluations(workdir, model, task, seed)
         best = metrics.best_evaluation(rows)       # the training's own rule (first best wins ties)
         acc = float(best["dev_accuracy"])
         if not 0.0 <= acc <= 1.0:
@@ -717,13 +723,7 @@ class TuningCurve:
 def load_tuning_curve(workdir, model: str, task: str, seeds: Iterable[int]) -> TuningCurve:
     """The evaluations of `task`'s tuning runs (metrics.jsonl per seed) on one step grid."""
     seeds = tuple(int(s) for s in seeds)
-    per_seed = []
-    for seed in seeds:
-        path = layout.metrics_path(workdir, model, task, seed)
-        rows = [r for r in load_jsonl(path, what="tuning metrics") if "dev_accuracy" in r]
-        if not rows:
-            raise CorruptResultError(path, "no evaluation with 'dev_accuracy' in the tuning metrics")
-        per_seed.append(rows)
+    per_seed = [_evaluations(workdir, model, task, seed)[1] for seed in seeds]
     steps = np.array(sorted({int(r["step"]) for rows in per_seed for r in rows}), dtype=np.int64)
     grids = {key: np.full((steps.size, len(seeds)), np.nan) for key in
              ("dev_balanced_accuracy", "dev_accuracy", "train_loss")}
