@@ -331,9 +331,8 @@ def learning_curves(curves: Sequence, references: Mapping[str, float], out_path,
     fig = _figure(figsize)
     ax = fig.subplots(1, 1)
     for c in curves:
-        values = np.asarray(c.balanced, float)
-        mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in values])
-        sd = np.array([np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else 0.0 for v in values])
+        mean, sd, _ = c.balanced_summary()
+        sd = np.nan_to_num(sd)                     # one seed at a step: no band
         ax.plot(c.steps, mean, marker="o", markersize=3, color=task_color(c.task), label=c.task)
         ax.fill_between(c.steps, mean - sd, mean + sd, color=task_color(c.task), alpha=0.15, linewidth=0)
         if references.get(c.task) is not None:

@@ -719,6 +719,14 @@ class TuningCurve:
     best_steps: np.ndarray
     rows: int | None
 
+    def balanced_summary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean [E], sd [E] with ddof = 1 (NaN under 2 seeds), seeds evaluated [E]) of the balanced accuracy per
+        step over the seeds evaluated there."""
+        seen = np.isfinite(self.balanced).sum(axis=1)
+        mean = np.array([np.nanmean(v) if k else np.nan for v, k in zip(self.balanced, seen)])
+        sd = np.array([np.nanstd(v, ddof=1) if k > 1 else np.nan for v, k in zip(self.balanced, seen)])
+        return mean, sd, seen
+
 
 def load_tuning_curve(workdir, model: str, task: str, seeds: Iterable[int]) -> TuningCurve:
     """The evaluations of `task`'s tuning runs (metrics.jsonl per seed) on one step grid."""

@@ -268,9 +268,7 @@ def _learning_curves(context: ReportContext, document: Document, model: str, cle
                "ran none).")
     rows, record = [], {}
     for c in curves:
-        mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in c.balanced])
-        sd = np.array([np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else np.nan for v in c.balanced])
-        seen = np.isfinite(c.balanced).sum(axis=1)
+        mean, sd, seen = c.balanced_summary()
         cells = [f"{int(step)}: {m:.3f} +- {d:.3f} ({int(k)})" if np.isfinite(d) else f"{int(step)}: {m:.3f} ({int(k)})"
                  for step, m, d, k in zip(c.steps, mean, sd, seen)]
         gains = [v[np.isfinite(v)][-1] - v[np.isfinite(v)][-2] for v in c.balanced.T if np.isfinite(v).sum() > 1]
