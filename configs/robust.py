@@ -79,8 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.suppression.tasks = "sst2"
     c.suppression.extra_pairs = ""
     c.report.validation_doc = ""                      # docs/VALIDATION.md is the validation config's
-    # F6a's control pairs, F5 without slot 0 and the probes answer the validation document: not planned here
-    del c.control, c.suppress_slots, c.probe
+    # F6a's control pairs, F5 without slot 0 and the probes answer the validation document
+    # (and pruning too: the validation document's), not planned here
+    del c.control, c.suppress_slots, c.probe, c.prune
     c.report.robustness_doc = "docs/ROBUSTNESS_RESULTS.md"   # relative to the directory the command runs in
     c.report.robustness_command = COMMAND
     c.robust = ml_collections.ConfigDict(dict(

@@ -1,6 +1,8 @@
 """robust.patching and Intervention.patch: a run patched with its own activations is bit-identical; a layer
 patched at every neuron with another run's activations reproduces that run where the architecture implies it;
 skill and random selections have equal sizes per layer; one compile serves every mask."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from skillneurons_jax.analysis import results  # noqa: E402
 from skillneurons_jax.models.ffn import Capture, InterceptFFN, Intervention  # noqa: E402
 from skillneurons_jax.neurons import suppression  # noqa: E402
 from skillneurons_jax.robust import patching  # noqa: E402
@@ -98,7 +101,7 @@ def test_patch_values_are_checked():
         iv.apply(jnp.ones((4, 5, 6)), 0)
 
 
-def test_curves_compile_once_and_select_equal_counts(tiny):
+def test_curves_compile_once_and_select_equal_counts(tiny, tmp_path):
     loaded, readout, _, adv, orig, prompts = tiny
     run = patching.make_patch_run(readout, fx.P)
     layers, neurons, _ = _shape(loaded, adv)
@@ -132,6 +135,19 @@ def test_curves_compile_once_and_select_equal_counts(tiny):
     assert np.array_equal(doc["original_correct"], result.original_correct)
     assert doc["ks"] == [0, 5, 10, 50] and doc["skill"]["0"] == result.adversarial.tolist()
     assert len(doc["random"]["5"]) == 3 and len(doc["random"]["5"][0]) == 2
+    # per level, draw, seed and example, patched: they average to the accuracies, and the suppression reader
+    # (its consistency checks included) takes the file with them
+    n = result.n_examples
+    assert result.skill_correct.shape == (3, 2, n) and result.random_correct.shape == (3, 3, 2, n)
+    np.testing.assert_allclose(result.skill_correct.mean(-1), result.skill)
+    np.testing.assert_allclose(result.random_correct.mean(-1), result.random)
+    np.testing.assert_array_equal(result.labels, fx.LABELS[:n])
+    assert doc["skill_correct"]["0"] == doc["adversarial_correct"] and len(doc["random_correct"]["0"]) == 3
+    path = tmp_path / "sst2__advsst2.original.json"
+    path.write_text(json.dumps(doc))
+    loaded_doc = results.read_suppression(path, "tiny", "sst2", "advsst2")
+    assert loaded_doc.skill_correct.shape == (4, 2, n) and loaded_doc.random_correct.shape == (4, 3, 2, n)
+    np.testing.assert_array_equal(loaded_doc.skill_correct[1:], result.skill_correct)
 
 
 def test_patching_with_the_same_input_restores_nothing_and_mean_patches_the_baseline(tiny):

@@ -451,6 +451,13 @@ def load_suppression(workdir, model: str, source: str, target: str, *, slot0_exc
     (layout.suppression_slots_excluded_path)."""
     path = (layout.suppression_slots_excluded_path(workdir, model, source, target) if slot0_excluded
             else suppression_path(workdir, model, source, target))
+    return read_suppression(path, model, source, target)
+
+
+def read_suppression(path, model: str, source: str, target: str) -> Suppression:
+    """One file of the suppression JSON format (load_suppression's; robust.patching writes it too), its fields
+    `model`, `source` and `target`, where present, checked against the arguments."""
+    path = pathlib.Path(path)
     obj = load_json(path, what=f"suppression result {source} -> {target}")
     if not isinstance(obj, dict):
         raise CorruptResultError(path, "suppression result must be a JSON object")

@@ -114,6 +114,11 @@ class PatchingResult:
     # source "mean"): the paired clean-vs-adversarial drop's exact McNemar test (analysis.verdicts.f2_drop)
     adversarial_correct: np.ndarray | None = None
     original_correct: np.ndarray | None = None
+    # 0/1 per level, (draw,) seed and example, patched: skill [K, S, E], random [K, D, S, E]; labels [E] (the
+    # suppression JSON's per-example fields: the per-example paired test of skill against random patches)
+    skill_correct: np.ndarray | None = None
+    random_correct: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
     def to_json(self, **fields) -> dict:
         """The suppression JSON format (ks with k = 0 = unpatched; skill / random per seed) plus
@@ -137,7 +142,20 @@ class PatchingResult:
                 **({} if self.adversarial_correct is None else
                    {"adversarial_correct": np.asarray(self.adversarial_correct, int).tolist()}),
                 **({} if self.original_correct is None else
-                   {"original_correct": np.asarray(self.original_correct, int).tolist()})}
+                   {"original_correct": np.asarray(self.original_correct, int).tolist()}),
+                **self._per_example_fields(draws)}
+
+    def _per_example_fields(self, draws: int) -> dict:
+        """The suppression JSON's skill_correct / random_correct / labels, level "0" the unpatched run (as in
+        `skill` and `random`); {} when the result holds none."""
+        if self.skill_correct is None or self.adversarial_correct is None or self.labels is None:
+            return {}
+        adv = np.asarray(self.adversarial_correct, int).tolist()
+        skill = {"0": adv, **{str(k): np.asarray(self.skill_correct[i], int).tolist()
+                              for i, k in enumerate(self.percents)}}
+        random = {"0": [adv] * draws, **{str(k): np.asarray(self.random_correct[i], int).tolist()
+                                         for i, k in enumerate(self.percents)}}
+        return {"skill_correct": skill, "random_correct": random, "labels": np.asarray(self.labels, int).tolist()}
 
 
 def _correct(scores, batch) -> np.ndarray:
@@ -184,6 +202,9 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
     n_examples = 0
     adv_correct = [[] for _ in range(num_seeds)]
     orig_correct = [[] for _ in range(num_seeds)]
+    skill_correct = [[[] for _ in range(num_seeds)] for _ in range(num_levels)]                 # [K][S][batches]
+    random_correct = [[[[] for _ in range(num_seeds)] for _ in range(draws)] for _ in range(num_levels)]
+    labels = []
     adversarial = [adv for adv, _ in pairs]
 
     def step(s, prompt, placed) -> dict:
@@ -224,13 +245,16 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
         adv_correct[s].append(_correct(out["adv"], adv))
         if s == 0:
             n_examples += placed.examples
+            labels.append(np.asarray(adv["labels"])[np.asarray(adv["example_mask"], bool)])
         if out["orig"] is not None:
             conf_orig[s] += _confusion(out["orig"], adv)
             orig_correct[s].append(_correct(out["orig"], adv))
         for k in range(num_levels):
             conf_skill[k, s] += _confusion(out["skill"][k], adv)
+            skill_correct[k][s].append(_correct(out["skill"][k], adv))
             for d in range(draws):
                 conf_random[k, d, s] += _confusion(out["random"][k][d], adv)
+                random_correct[k][d][s].append(_correct(out["random"][k][d], adv))
 
     for s in range(num_seeds):
         prompt = prompts[s]
@@ -246,7 +270,11 @@ def patching_curves(run, params, prompts, batch_pairs: Iterable[tuple], pred, se
                           n_examples=n_examples, settings=settings,
                           adversarial_correct=np.stack([np.concatenate(c) for c in adv_correct]),
                           original_correct=(np.stack([np.concatenate(c) for c in orig_correct])
-                                            if settings.source == "original" else None))
+                                            if settings.source == "original" else None),
+                          skill_correct=np.asarray([[np.concatenate(c) for c in level] for level in skill_correct]),
+                          random_correct=np.asarray([[[np.concatenate(c) for c in draw] for draw in level]
+                                                     for level in random_correct]),
+                          labels=np.concatenate(labels))
 
 
 def pair_batches(adversarial_batches: Sequence[Mapping], original_batches: Sequence[Mapping]) -> list[tuple]:
