@@ -18,9 +18,10 @@ Ends with DIR/report/index.html and index.md (tables, figures, the config, and w
   (see pipeline/presence.py); the report lists that task as missing. An unwritable workdir, an unknown task or a
   malformed config fail before any work.
 - Several hosts (independent processes sharing one workdir on a shared file system): `--process_index i
-  --process_count n` runs host i's share: the stage groups (`<model>/<clean task>`, which hold every dependency
-  of their stages) dealt round-robin in sorted order (pipeline.plan.shard). Host 0 then waits (polling every
-  --poll_s, at most --wait_s) until every other host's stages are done and builds the report; rerunning any host
+  --process_count n` runs host i's share: the stage groups (`<model>/<clean task>`; each robust arm is one of its
+  own) dealt round-robin in sorted order (pipeline.plan.shard); a stage that needs another host's stage waits for
+  it. Host 0 then waits (polling every --poll_s, at most --wait_s) until every other host's stages are done and
+  builds the report; rerunning any host
   resumes its share. A host's devices all serve its own stages (data parallel over its local mesh). For one JAX
   program spanning all hosts instead (jax.distributed, --distributed), leave --process_count at 1: every host
   then walks the same plan and only process 0 writes.
@@ -49,8 +50,9 @@ common.define_config("default.py")
 flags.DEFINE_bool("dry_run", False, "List the plan (stages, state, estimated seconds) and exit without work.")
 flags.DEFINE_integer("process_index", 0, "This host's index among --process_count hosts sharing the workdir.")
 flags.DEFINE_integer("process_count", 1, "Hosts sharing the plan (each runs whole stage groups).")
-flags.DEFINE_float("wait_s", 7 * 24 * 3600.0, "Host 0: the longest wait for the other hosts before the report.")
-flags.DEFINE_float("poll_s", 30.0, "Host 0: seconds between checks of the other hosts' progress.")
+flags.DEFINE_float("wait_s", 7 * 24 * 3600.0, "The longest wait for other hosts: for a stage of theirs that one of this "
+                   "host's needs, and (host 0) for all of theirs before the report.")
+flags.DEFINE_float("poll_s", 30.0, "Seconds between checks of the other hosts' progress.")
 flags.DEFINE_string("accelerator", "h100-sxm", "--dry_run: also estimate the whole sweep on this accelerator: a name "
                     "of skillneurons_jax.accelerators.PEAKS or its peak FLOP/s per chip (e.g. 989e12).")
 flags.DEFINE_integer("accelerator_chips", 1, "--dry_run: chips of --accelerator (data parallel).")

@@ -76,3 +76,22 @@ def test_host_0_stops_waiting_for_a_lost_host_within_the_timeout(tmp_path):
     with pytest.raises(hosts.HostLost):
         runner.wait_for_others([stage], tmp_path, wait_s=60, poll_s=0.1, printer=lambda _: None, watch=watch)
     assert time.time() - t0 < 10
+
+
+def test_a_stage_waiting_for_a_finished_host_that_lacks_its_dependency_is_told_why(tmp_path):
+    """runner.wait_for_stages: the owner of the awaited stage finished its share without it (it failed there):
+    the wait ends with the reason instead of running to --wait_s; a done stage ends it at once."""
+    need = plan.Stage("predictivity/m/sst2", "predictivity", [tmp_path / "pred.npz"], lambda: None, group="m/sst2")
+    watch = hosts.Watch(tmp_path, 0, 2, FINGERPRINT, timeout_s=30)
+    _record(tmp_path, 1, finished=True)
+    t0 = time.time()
+    reason = runner.wait_for_stages([need], [need], tmp_path, {"m/sst2": 1}, wait_s=60, poll_s=0.1,
+                                    printer=lambda _: None, watch=watch)
+    assert reason == "dependency predictivity/m/sst2 (host 1) finished its share without it"
+    assert time.time() - t0 < 10
+    assert "not done after 0 s" in runner.wait_for_stages([need], [need], tmp_path, {"m/sst2": 1}, wait_s=0,
+                                                            poll_s=0.1, printer=lambda _: None)
+    (tmp_path / "pred.npz").write_bytes(b"x")
+    plan.mark_done(need, tmp_path, 1.0)
+    assert runner.wait_for_stages([need], [need], tmp_path, {"m/sst2": 1}, wait_s=60, poll_s=0.1,
+                                  printer=lambda _: None, watch=watch) is None

@@ -1,10 +1,11 @@
 """The stage plan: skips finished stages, recomputes corrupted ones, keeps dependency order, shards by group."""
 import json
+import threading
 
 import pytest
 
 from skillneurons_jax import io, layout
-from skillneurons_jax.pipeline import plan
+from skillneurons_jax.pipeline import plan, runner
 
 
 def _stages(tmp_path, calls):
@@ -189,3 +190,50 @@ def test_a_rerun_that_leaves_the_outputs_unchanged_keeps_the_seconds_that_comput
     assert (record()["seconds"], record()["rerun_seconds"]) == (300.0, 2.0)
     plan.run(stage("B", 40.0, {"v": 3}), tmp_path, printer=lambda *_: None)      # a new output: its own time
     assert record()["seconds"] == 40.0 and "rerun_seconds" not in record()
+
+
+def test_hosts_wait_for_each_others_stages_in_the_plans_order(tmp_path):
+    """A stage may depend on another host's group: each host runs its share in the whole plan's order and waits
+    for the other's stage (runner.wait_for_stages). The list order here would make host 0 run b, which waits for
+    x, which waits for host 0's a, first: a deadlock unless the host keeps the plan's order (plan.order_within)."""
+    calls = []
+
+    def writer(name):
+        def run():
+            calls.append(name)
+            io.atomic_write_text(tmp_path / f"{name}.txt", name)
+        return run
+
+    stages = [plan.Stage("b", "x", [tmp_path / "b.txt"], writer("b"), deps=["x"], group="g1"),
+              plan.Stage("x", "x", [tmp_path / "x.txt"], writer("x"), deps=["a"], group="g2"),
+              plan.Stage("a", "x", [tmp_path / "a.txt"], writer("a"), group="g1")]
+    owners = plan.host_of_groups(stages, 2)
+    assert owners == {"g1": 0, "g2": 1}
+    assert [s.key for s in plan.order_within(plan.shard(stages, 0, 2), plan.shard(stages, 1, 2))] == ["a", "b"]
+    results, errors = {}, []
+
+    def host(index):
+        mine = plan.shard(stages, index, 2)
+        others = [s for s in stages if s not in mine]
+        try:
+            results[index] = plan.run(
+                mine, tmp_path, printer=lambda *_: None, elsewhere=others,
+                wait_for=lambda deps: runner.wait_for_stages(deps, stages, tmp_path, owners, wait_s=20, poll_s=0.05,
+                                                             printer=lambda *_: None))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert calls == ["a", "x", "b"]
+    assert results[0]["executed"] == ["a", "b"] and results[1]["executed"] == ["x"]
+    # the record of b hashes x's output as its input: a single-host rerun finds everything done
+    assert plan.run(stages, tmp_path, printer=lambda *_: None)["ran"] == 0
+    # a host without a way to wait is told which stage it lacks
+    (tmp_path / "x.txt").unlink()
+    with pytest.raises(ValueError, match="depends on x, which another host runs"):
+        plan.run(plan.shard(stages, 0, 2), tmp_path, printer=lambda *_: None, elsewhere=plan.shard(stages, 1, 2))

@@ -230,3 +230,19 @@ def test_prompt_train_with_the_robust_step(tiny):
         anchor.make_loss(readout, settings, fx.P), targets), **common)
     assert anchored.steps == plain.steps == 2 and np.isfinite(anchored.prompts).all()
     assert not np.allclose(anchored.prompts, plain.prompts)
+    # the manipulation check: each evaluation row logs the loss's terms (train_ce, train_perturbed_ce,
+    # train_anchor) beside train_loss; the perturbed control measures the anchor term without training on it
+    # (monitor): its prompts are the unmonitored control's, and its term is the anchored arm's at the start
+    row = anchored.history[-1]
+    assert row["train_loss"] == pytest.approx(row["train_ce"] + row["train_perturbed_ce"] + row["train_anchor"],
+                                              rel=1e-5)
+    assert "train_anchor" not in plain.history[-1]
+    control = anchor.arm_settings("perturbed", 1.0, top_percent=20, margin=0.1)
+    unmonitored = prompt_train.train(readout.score_fn(), step_factory=anchor.step_factory(
+        anchor.make_loss(readout, control, fx.P), None), **common)
+    monitored = prompt_train.train(readout.score_fn(), step_factory=anchor.step_factory(
+        anchor.make_loss(readout, control, fx.P, monitor=True), targets), **common)
+    np.testing.assert_allclose(monitored.prompts, unmonitored.prompts, rtol=1e-5, atol=1e-6)
+    assert monitored.history[-1]["train_anchor"] > 0 and unmonitored.history[-1]["train_anchor"] == 0
+    assert monitored.history[-1]["train_loss"] == pytest.approx(
+        monitored.history[-1]["train_ce"] + monitored.history[-1]["train_perturbed_ce"], rel=1e-5)

@@ -12,22 +12,36 @@ Reads (nothing else, nothing written):
   model, task, arm, target, split (data.tasks.scored_kind: "clean" | "adversarial" | "adversarial transfer" |
   "transfer, same type" | "transfer, other type"), seeds, n_seeds, n_dev, majority_rate (from the evaluation's
   confusion; None where it was not recorded), accuracy_mean, accuracy_low,
-  accuracy_high (a Student-t interval over seeds, None below 2 seeds), and against the plain arm of the same model
-  and task, paired by seed (None for the plain arm itself, or when the plain arm is absent or has other seeds):
-  vs_plain_mean / vs_plain_low / vs_plain_high = arm - plain accuracy; on clean rows also clean_cost_mean / _low
-  / _high = plain - arm (what robustness cost on clean data; > 0 is a loss).
+  accuracy_high, interval (how the intervals of the row were computed: "seeds x examples (two-level bootstrap)"
+  where the evaluation recorded per-example outcomes and there are at least inference.MIN_BOOTSTRAP_SEEDS seeds,
+  else "seeds (t)": a Student-t interval over seeds, None below 2 seeds), and against the plain arm of the same
+  model and task, paired by seed (and by example where recorded; None for the plain arm itself, or when the plain
+  arm is absent or has other seeds): vs_plain_mean / vs_plain_low / vs_plain_high = arm - plain accuracy,
+  vs_plain_p (two-sided per-example paired sign-flip test, None without per-example outcomes) and vs_plain_p_holm
+  (Holm over every vs-plain p of the table: one family); on clean rows also clean_cost_mean / _low / _high = plain
+  - arm (what robustness cost on clean data; > 0 is a loss). The anchored arm's rows also carry the decisive
+  contrast against its control, anchored - perturbed (the anchor term alone: both arms see the same perturbed
+  batches): vs_perturbed_mean / _low / _high / _p / _p_holm (Holm over the anchored rows: one family); None on
+  the other arms' rows.
 "predictivity": one row per (model, task, arm, adversarial set): the clean skill neurons' Pred per arm
   (predictivity_rows' docstring defines its fields, and the selection caveat of its clean column).
 "patching": one row per (model, clean, adversarial, patch source, k > 0):
   seeds, n_seeds, n_examples, adversarial_mean (unpatched), original_mean (None for source "mean"),
   skill_mean / _low / _high (accuracy with the top-k % skill neurons patched), random_mean (over draws and seeds),
   skill_recovery_mean = skill - unpatched, random_recovery_mean = random - unpatched, skill_minus_random_mean /
-  _low / _high (paired by seed, random averaged over draws first), fraction_recovered = skill recovery / (original
-  - unpatched) when that gap is > 0 (source "original"), else None.
+  _low / _high (paired by seed and, where the file has per-example outcomes, by example; random averaged over draws
+  first), skill_minus_random_p (one-sided per-example paired sign-flip test of skill > random; None without
+  per-example outcomes), skill_minus_random_p_holm (Holm over the levels of one clean -> adversarial pair and
+  source: one family), interval (as in "arms"), fraction_recovered = skill recovery / (original - unpatched) when
+  that gap is > 0 (source "original"), else None.
 
-Intervals: mean +- t(confidence, n - 1) * sd / sqrt(n) over seeds (seeds are the unit: prompts of one seed share
-every example). The null of a paired interval is "no difference between the two arms (or skill and random
-patches) on average over seeds": an interval that excludes 0 rejects it at 1 - confidence; with 3 seeds it is wide.
+Intervals: with per-example outcomes and at least inference.MIN_BOOTSTRAP_SEEDS seeds, the percentile interval of a
+two-level bootstrap over seeds and examples (inference.two_level_bootstrap: every seed is scored on the same rows,
+so an interval over seeds alone leaves out the rows' sampling error); otherwise mean +- t(confidence, n - 1) * sd /
+sqrt(n) over seeds. The null of a paired interval is "no difference between the two arms (or skill and random
+patches) on average": an interval that excludes 0 rejects it at 1 - confidence. The per-example tests' null: for
+every example the two conditions are exchangeable (the sign of its seed-mean difference is a fair coin); unit of
+replication: the example (the seeds averaged first).
 """
 from __future__ import annotations
 
@@ -35,13 +49,13 @@ import json
 import math
 import pathlib
 import zipfile
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy import stats
 
 from skillneurons_jax import io, layout
-from skillneurons_jax.analysis import specificity
+from skillneurons_jax.analysis import inference, results, robustness, specificity
 from skillneurons_jax.data import tasks as task_table
 from skillneurons_jax.neurons import suppression
 
@@ -81,6 +95,62 @@ def _stats(prefix: str, values, confidence) -> dict:
     return {f"{prefix}_mean": mean, f"{prefix}_low": low, f"{prefix}_high": high}
 
 
+def _paired(prefix: str, diff: Optional[np.ndarray], by_seed: np.ndarray, confidence: float,
+            alternative: str = "two-sided") -> dict:
+    """prefix_mean / _low / _high / _p of a paired difference: diff [S, E] per seed and example (None where not
+    recorded: a t interval over the per-seed differences by_seed [S], no p). p: the per-example sign-flip test
+    (robustness.sign_flip_test) of the seed-mean differences, two-sided or "greater" (one-sided, > 0)."""
+    if diff is None:
+        return {**_stats(prefix, by_seed, confidence), f"{prefix}_p": None}
+    if diff.shape[0] >= inference.MIN_BOOTSTRAP_SEEDS:
+        boot = inference.two_level_bootstrap(diff, confidence=confidence)
+        out = {f"{prefix}_mean": boot.estimate, f"{prefix}_low": boot.interval[0], f"{prefix}_high": boot.interval[1]}
+    else:
+        out = _stats(prefix, diff.mean(axis=1), confidence)
+    per_example = diff.mean(axis=0)
+    greater = robustness.sign_flip_test(per_example)[0]
+    p = greater if alternative == "greater" else min(1.0, 2 * min(greater, robustness.sign_flip_test(-per_example)[0]))
+    return {**out, f"{prefix}_p": float(p)}
+
+
+def _interval_basis(per_example: Optional[np.ndarray]) -> str:
+    return ("seeds x examples (two-level bootstrap)"
+            if per_example is not None and per_example.shape[0] >= inference.MIN_BOOTSTRAP_SEEDS else "seeds (t)")
+
+
+def _outcomes(path, name: str, row: dict, n_seeds: int) -> Optional[np.ndarray]:
+    """A scored set's per-example outcomes correct [S, E] (robust.tuning.evaluate_arm), checked against its
+    accuracies; None when the evaluation did not record them."""
+    if row.get("correct") is None:
+        return None
+    try:
+        correct = np.asarray(row["correct"], np.float64)
+    except (TypeError, ValueError):
+        correct = None
+    if correct is None or correct.ndim != 2 or correct.shape != (n_seeds, int(row["n_dev"])):
+        raise ValueError(f"{path} ({name}): 'correct' must be [{n_seeds} seeds, {row['n_dev']} examples] of 0/1, "
+                         f"got shape {None if correct is None else correct.shape}")
+    if not np.isin(correct, (0, 1)).all():
+        raise ValueError(f"{path} ({name}): 'correct' must hold 0/1 per example")
+    if np.abs(correct.mean(axis=1) - np.asarray(row["accuracy"], np.float64)).max() > 1e-6:
+        raise ValueError(f"{path} ({name}): 'correct' does not average to 'accuracy' (a corrupt file)")
+    return correct
+
+
+def _same_rows(row: dict, other: dict) -> bool:
+    """Whether two arms' per-example outcomes are of the same rows (same labels in the same order)."""
+    return row.get("labels") is not None and row.get("labels") == other.get("labels")
+
+
+def _holm(rows: list[dict], field: str, where: Callable[[dict], bool]) -> None:
+    """rows[field + "_holm"]: Holm over the rows `where` holds (one family; None where p is None)."""
+    family = [row for row in rows if where(row)]
+    for row, p in zip(family, inference.holm([row.get(field) for row in family])):
+        row[f"{field}_holm"] = p
+    for row in rows:
+        row.setdefault(f"{field}_holm", None)
+
+
 def _arm_files(workdir: pathlib.Path) -> list[pathlib.Path]:
     root = workdir / layout.ROBUST_DIR
     return sorted(p for p in root.glob(f"*/{layout.ROBUST_EVAL_DIR}/*/*.json") if not p.name.endswith(".meta.json"))
@@ -104,36 +174,52 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
                 if shape is None or len(shape) != 3 or shape[1] != shape[2] or shape[0] != len(doc["seeds"]):
                     raise ValueError(f"{path} ({name}): 'confusion' must be one [classes, classes] matrix per seed, "
                                      f"got shape {shape}")
+            row["_correct"] = _outcomes(path, name, row, len(doc["seeds"]))
         docs[(doc["model"], doc["task"], doc["arm"])] = doc
     order = {"plain": 0, "perturbed": 1, "anchored": 2}
     rows = []
+    def reference(doc, other_arm, split, target):
+        """The row of `other_arm` (same model and task, same seeds) for one scored set; None when absent."""
+        other = docs.get((doc["model"], doc["task"], other_arm))
+        if other is None or other is doc or other["seeds"] != doc["seeds"]:
+            return None
+        return other["clean"] if split == "clean" else {**other["adversarial"], **other.get("transfer", {})}.get(target)
+
+    def contrast(prefix, row, base):
+        """arm - base on one scored set, paired by seed and (both recorded, same rows) by example."""
+        by_seed = np.asarray(row["accuracy"], np.float64) - np.asarray(base["accuracy"], np.float64)
+        both = row["_correct"] is not None and base["_correct"] is not None and _same_rows(row, base)
+        return _paired(prefix, row["_correct"] - base["_correct"] if both else None, by_seed, confidence)
+
+    empty = {f"{prefix}_{field}": None for prefix in ("vs_plain", "vs_perturbed")
+             for field in ("mean", "low", "high", "p")}
     for (model, task, arm), doc in sorted(docs.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9),
                                                                           kv[0][2])):
-        plain = docs.get((model, task, "plain"))
-        paired = plain is not None and arm != "plain" and plain["seeds"] == doc["seeds"]
         others = {**doc["adversarial"], **doc.get("transfer", {})}
         scored = [("clean", task, doc["clean"])] + [(row.get("kind", "adversarial"), name, row)
                                                      for name, row in sorted(others.items())]
         for split, target, row in scored:
+            correct = row["_correct"]
+            accuracy = (_paired("accuracy", correct, np.asarray(row["accuracy"], np.float64), confidence)
+                        if correct is not None else _stats("accuracy", row["accuracy"], confidence))
+            accuracy.pop("accuracy_p", None)
             out = {"model": model, "task": task, "arm": arm, "target": target, "split": split,
                    "seeds": list(doc["seeds"]), "n_seeds": len(doc["seeds"]), "n_dev": int(row["n_dev"]),
-                   "majority_rate": _majority_rate(row.get("confusion")),
-                   **_stats("accuracy", row["accuracy"], confidence)}
-            base = None
-            if paired:
-                base = (plain["clean"] if split == "clean"
-                        else {**plain["adversarial"], **plain.get("transfer", {})}.get(target))
-            if base is None:
-                out.update(vs_plain_mean=None, vs_plain_low=None, vs_plain_high=None)
-            else:
-                diff = np.asarray(row["accuracy"], np.float64) - np.asarray(base["accuracy"], np.float64)
-                out.update(_stats("vs_plain", diff, confidence))
+                   "majority_rate": _majority_rate(row.get("confusion")), **accuracy,
+                   "interval": _interval_basis(correct), **empty}
+            base = reference(doc, "plain", split, target)
+            if base is not None:
+                out.update(contrast("vs_plain", row, base))
+            control = reference(doc, "perturbed", split, target) if arm == "anchored" else None
+            if control is not None:
+                out.update(contrast("vs_perturbed", row, control))
             if split == "clean":
-                if base is None:
-                    out.update(clean_cost_mean=None, clean_cost_low=None, clean_cost_high=None)
-                else:
-                    out.update(_stats("clean_cost", -diff, confidence))
+                negated = {"mean": "mean", "low": "high", "high": "low"}       # plain - arm: the bounds swap
+                out.update({f"clean_cost_{field}": None if out[f"vs_plain_{source}"] is None
+                            else -out[f"vs_plain_{source}"] for field, source in negated.items()})
             rows.append(out)
+    _holm(rows, "vs_plain_p", lambda row: row["vs_plain_p"] is not None)
+    _holm(rows, "vs_perturbed_p", lambda row: row["vs_perturbed_p"] is not None)
     return rows
 
 
@@ -155,6 +241,10 @@ def patching_rows(workdir, confidence: float = 0.95) -> list[dict]:
         _need(doc, path, "model", "source", "target", "seeds", "ks", "skill", "random", "adversarial_accuracy",
               "original_accuracy", "patch_source")
         adversarial = np.asarray(doc["adversarial_accuracy"], np.float64)
+        # per-example outcomes (the suppression format's optional fields, checked against the accuracies)
+        per_example = (results.read_suppression(path, doc["model"], doc["source"], doc["target"])
+                       if doc.get("skill_correct") is not None else None)
+        level_of = {} if per_example is None else {float(k): i for i, k in enumerate(per_example.ks)}
         original = doc["original_accuracy"]
         original = None if any(a is None for a in original) else np.asarray(original, np.float64)
         for k in doc["ks"]:
@@ -167,16 +257,28 @@ def patching_rows(workdir, confidence: float = 0.95) -> list[dict]:
             random = np.asarray(doc["random"][key], np.float64).mean(axis=0)      # [D, S] -> [S]
             gap = None if original is None else float(original.mean() - adversarial.mean())
             recovery = float(skill.mean() - adversarial.mean())
+            skill_correct = diff = None
+            if per_example is not None:
+                i = level_of[float(k)]
+                skill_correct = per_example.skill_correct[i].astype(np.float64)                  # [S, E]
+                diff = skill_correct - per_example.random_correct[i].astype(np.float64).mean(axis=0)
+            skill_stats = _paired("skill", skill_correct, skill, confidence)
+            skill_stats.pop("skill_p")
             rows.append({"model": doc["model"], "clean": doc["source"], "adversarial": doc["target"],
                          "source": doc["patch_source"], "k": k, "seeds": list(doc["seeds"]),
                          "n_seeds": len(doc["seeds"]), "n_examples": doc.get("n_examples"),
                          "adversarial_mean": float(adversarial.mean()),
                          "original_mean": None if original is None else float(original.mean()),
-                         **_stats("skill", skill, confidence), "random_mean": float(random.mean()),
+                         **skill_stats, "random_mean": float(random.mean()),
                          "skill_recovery_mean": recovery,
                          "random_recovery_mean": float(random.mean() - adversarial.mean()),
-                         **_stats("skill_minus_random", skill - random, confidence),
+                         **_paired("skill_minus_random", diff, skill - random, confidence, "greater"),
+                         "interval": _interval_basis(skill_correct),
                          "fraction_recovered": recovery / gap if gap is not None and gap > 0 else None})
+    for family in {(r["model"], r["clean"], r["adversarial"], r["source"]) for r in rows}:
+        _holm(rows, "skill_minus_random_p",
+              lambda r, family=family: (r["model"], r["clean"], r["adversarial"], r["source"]) == family
+              and r["skill_minus_random_p"] is not None)
     return rows
 
 

@@ -190,13 +190,20 @@ def order(stages: Sequence[Stage]) -> list[Stage]:
     return out
 
 
+def host_of_groups(stages: Sequence[Stage], count: int) -> dict[str, int]:
+    """{group: the host that runs it}: groups dealt round-robin over `count` hosts in sorted order."""
+    if count < 1:
+        raise ValueError(f"host count {count} is not >= 1")
+    return {g: i % count for i, g in enumerate(sorted({s.group for s in stages}))}
+
+
 def shard(stages: Sequence[Stage], index: int, count: int) -> list[Stage]:
-    """The stages this host runs: whole groups, dealt round-robin over hosts (dependencies stay in a group)."""
+    """The stages this host runs: whole groups, dealt round-robin over hosts (host_of_groups). A group holds its
+    task's stages; a stage may depend on another group's (plan.run's `elsewhere`: it waits for them)."""
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"host index {index} is not in [0, {count})")
-    groups = sorted({s.group for s in stages})
-    mine = {g for i, g in enumerate(groups) if i % count == index}
-    return [s for s in stages if s.group in mine]
+    hosts = host_of_groups(stages, count)
+    return [s for s in stages if hosts[s.group] == index]
 
 
 def describe(stages: Sequence[Stage], workdir: pathlib.Path) -> list[dict]:
@@ -218,11 +225,20 @@ def describe(stages: Sequence[Stage], workdir: pathlib.Path) -> list[dict]:
     return rows
 
 
-def pending(stages: Sequence[Stage], workdir: pathlib.Path) -> list[Stage]:
-    """The stages a run would execute, in order: those not done, and everything downstream of them."""
-    by_key = {s.key: s for s in stages}
+def order_within(stages: Sequence[Stage], elsewhere: Sequence[Stage] = ()) -> list[Stage]:
+    """`stages` in the topological order of the whole plan (`stages` plus `elsewhere`, the stages other hosts
+    run): a host that waits for a dependency of another host's therefore never holds back a stage of its own
+    that the other host's stage needs (the earliest unfinished stage of the plan can always run)."""
+    mine = {s.key for s in stages}
+    return [s for s in order([*stages, *elsewhere]) if s.key in mine]
+
+
+def pending(stages: Sequence[Stage], workdir: pathlib.Path, elsewhere: Sequence[Stage] = ()) -> list[Stage]:
+    """The stages a run would execute, in order: those not done, and everything downstream of them (a dependency
+    in `elsewhere`, another host's, counts through its outputs, which a stage's record hashes as its inputs)."""
+    by_key = {s.key: s for s in [*elsewhere, *stages]}
     out, keys = [], set()
-    for s in order(stages):
+    for s in order_within(stages, elsewhere):
         if s.skip_reason:
             continue
         if any(d in keys for d in s.deps) or not is_done(s, workdir, stage_inputs(s, by_key)):
@@ -263,18 +279,23 @@ class EtaClock:
 
 
 def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
-        continue_on_error: bool = False) -> dict:
+        continue_on_error: bool = False, elsewhere: Sequence[Stage] = (),
+        wait_for: Optional[Callable[[Sequence[Stage]], Optional[str]]] = None) -> dict:
     """Runs every stage not yet done, in dependency order, printing 'stage i of N' and the time left.
 
     A stage that was only pending because something upstream had to run is checked again when its turn comes:
-    if its inputs came back byte-identical it is up to date and is not run. Returns {"ran": count run,
-    "executed": [keys run], "failed": {key: reason}, "skipped": {key: reason}, "up_to_date": [keys],
-    "already_done": [keys found done before the run started]}."""
+    if its inputs came back byte-identical it is up to date and is not run. `elsewhere`: the plan's stages that
+    other hosts run; a stage depending on some of them first calls `wait_for(those stages)`, which returns when
+    they are done (None) or says why they will not be (the stage then fails like one whose dependency failed).
+    Returns {"ran": count run, "executed": [keys run], "failed": {key: reason}, "skipped": {key: reason},
+    "up_to_date": [keys], "already_done": [keys found done before the run started]}."""
     workdir = pathlib.Path(workdir)
-    by_key = {s.key: s for s in stages}
-    todo = pending(stages, workdir)
+    by_key = {s.key: s for s in [*elsewhere, *stages]}
+    other_keys = {s.key for s in elsewhere} - {s.key for s in stages}
+    todo = pending(stages, workdir, elsewhere)
     todo_keys = {s.key for s in todo}
-    already_done = [s.key for s in order(stages) if not s.skip_reason and s.key not in todo_keys]
+    already_done = [s.key for s in order_within(stages, elsewhere)
+                    if not s.skip_reason and s.key not in todo_keys]
     skipped = {s.key: s.skip_reason for s in stages if s.skip_reason}
     for key, reason in skipped.items():
         printer(f"[plan] skip {key}: {reason}")
@@ -287,6 +308,16 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
         inputs = stage_inputs(s, by_key)
         left = todo[i - 1:]
         blocked = [] if s.soft_deps else [d for d in s.deps if d in failed or d in skipped]
+        external = [by_key[d] for d in s.deps if d in other_keys]
+        if not blocked and external:
+            if wait_for is None:
+                raise ValueError(f"stage {s.key} depends on {external[0].key}, which another host runs, and this "
+                                 "run has no way to wait for it")
+            reason = wait_for(external)
+            if reason is not None and not s.soft_deps:
+                failed[s.key] = reason
+                printer(f"[plan] {i}/{len(todo)} {s.key}: not run ({reason})")
+                continue
         if blocked:
             failed[s.key] = f"dependency {blocked[0]} did not finish"
             printer(f"[plan] {i}/{len(todo)} {s.key}: not run ({failed[s.key]})")

@@ -104,6 +104,28 @@ def wait_for_others(stages, workdir, wait_s: float, poll_s: float, printer=print
         time.sleep(max(0.0, min(poll_s, deadline - time.time())))
 
 
+def wait_for_stages(deps, stages, workdir, owners: dict, wait_s: float, poll_s: float, printer=print,
+                    watch: Optional[hosts.Watch] = None) -> Optional[str]:
+    """Waits (polling every poll_s, at most wait_s) until the stages `deps`, which other hosts run, are done;
+    returns None then, else why they will not be: their host (owners: {group: host}) finished its share without
+    them, or the wait ran out. With `watch`, each poll checks the other hosts' heartbeats (hosts.HostLost)."""
+    by_key = {s.key: s for s in stages}
+    deadline = time.time() + wait_s
+    while True:
+        left = [d for d in deps if not plan.is_done(d, workdir, plan.stage_inputs(d, by_key))]
+        if not left:
+            return None
+        finished = watch.check() if watch is not None else []
+        gone = [d for d in left if owners.get(d.group) in finished
+                and not plan.is_done(d, workdir, plan.stage_inputs(d, by_key))]
+        if gone:
+            return f"dependency {gone[0].key} (host {owners[gone[0].group]}) finished its share without it"
+        if time.time() >= deadline:
+            return f"dependency {left[0].key} of another host is not done after {wait_s:.0f} s"
+        printer(f"[plan] waiting for {len(left)} stage(s) of another host (e.g. {left[0].key})")
+        time.sleep(max(0.0, min(poll_s, deadline - time.time())))
+
+
 @contextlib.contextmanager
 def hold_study(workdir, *, process_index: int = 0, process_count: int = 1, dry_run: bool = False):
     """One study per workdir: holds WORKDIR/.study.lock (layout.study_lock_path, io.stage_lock: pid, host and start
@@ -172,9 +194,16 @@ def _run_plan(settings: StudySettings, workdir: pathlib.Path, *, dry_run: bool, 
         watch = hosts.Watch(workdir, process_index, process_count, fingerprint, heartbeat_timeout_s)
         heartbeat = hosts.Heartbeat(workdir, process_index, process_count, fingerprint,
                                     interval_s=max(0.2, min(poll_s, heartbeat_timeout_s / 4))).start()
+        mine_keys = {s.key for s in mine}
+        elsewhere = [s for s in stages if s.key not in mine_keys and s.kind != "report"]
+        owners = plan.host_of_groups([s for s in stages if s.kind != "report" and not s.skip_reason],
+                                     process_count)
         try:
             watch.check()                     # the hosts that started before this one
-            result = plan.run(mine, workdir, printer=printer, continue_on_error=settings.continue_on_error)
+            result = plan.run(mine, workdir, printer=printer, continue_on_error=settings.continue_on_error,
+                              elsewhere=elsewhere,
+                              wait_for=lambda deps: wait_for_stages(deps, stages, workdir, owners, wait_s, poll_s,
+                                                                    printer, watch=watch))
         except BaseException:
             heartbeat.stop()                  # not finished: host 0 reports this host lost after the timeout
             raise

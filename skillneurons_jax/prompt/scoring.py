@@ -3,6 +3,8 @@ model accuracy and suppression.
 
     step = make_eval_step(readout.score_fn(), mesh)
     confusion, mean_loss = evaluate(step, prompts [S, P, H], params, batches, mesh)   # [S, C, C], [S]
+    correct, labels = example_outcomes(make_outcome_step(score_fn, mesh), prompts, params, batches, mesh)
+                                                                                     # [S, E], [E] (row order)
 
 The prompts of all seeds are one vmapped argument of one compiled step, so S seeds cost one compile per batch
 length. Stages whose forward does more than score (predictivity captures activations, suppression intervenes)
@@ -69,6 +71,38 @@ def evaluate(eval_step, prompts, params, batches: Sequence[Mapping[str, np.ndarr
     eval_loop.run(lambda placed: eval_step(prompts, params, placed.device), batches, mesh, accumulate,
                   host_only=(), empty="no dev batches: the dev split is empty")
     return confusion.total, loss_sum.total / max(examples, 1)
+
+
+def make_outcome_step(score_fn: ScoreFn, mesh):
+    """jit (prompts [S, P, H], params, batch [B, ...]) -> correct int8 [S, B]: whether each seed's answer (argmax,
+    as the confusion counts it) is the row's label (filler rows: the caller drops them)."""
+
+    def outcome_batch(prompts, params, batch):
+        scores = jax.vmap(lambda prompt: score_fn(params, prompt, batch))(prompts)          # [S, B, C]
+        return (jnp.argmax(scores, axis=-1) == batch["labels"][None]).astype(jnp.int8)
+
+    return jax.jit(outcome_batch, out_shardings=parallel.replicated(mesh))
+
+
+def example_outcomes(outcome_step, prompts, params, batches: Sequence[Mapping[str, np.ndarray]], mesh
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(correct int8 [S, E], labels [E]) of every seed's prompt on every real row of `batches`, in the split's row
+    order (the batches' "index"; data.batches.iterate), for paired per-example tests between prompts scored on
+    the same rows."""
+    correct, labels, index = [], [], []
+
+    def accumulate(placed, out):
+        correct.append(placed.real(out, axis=1))
+        labels.append(placed.real(placed.host["labels"]))
+        index.append(placed.real(placed.host["index"]) if "index" in placed.host else None)
+
+    eval_loop.run(lambda placed: outcome_step(prompts, params, placed.device), batches, mesh, accumulate,
+                  empty="no dev batches: the dev split is empty")
+    correct, labels = np.concatenate(correct, axis=1), np.concatenate(labels).astype(np.int32)
+    if all(i is not None for i in index):                   # else the batches' order is the rows' order
+        order = np.argsort(np.concatenate(index), kind="stable")
+        correct, labels = correct[:, order], labels[order]
+    return correct, labels
 
 
 def per_seed(confusion: np.ndarray) -> dict[str, list[float]]:

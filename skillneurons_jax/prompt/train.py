@@ -478,8 +478,10 @@ def resume(run_files: RunFiles, fingerprint: dict, state: TrainState) -> tuple[T
 
 def evaluation_rows(state: TrainState, seeds: Sequence[int], at_step: int, schedule: Schedule,
                     confusion: np.ndarray, dev_loss: np.ndarray, train_loss: Optional[np.ndarray],
-                    elapsed_s: float, stopped_early: Optional[int]) -> list[dict]:
-    """One metrics.jsonl row per seed for an evaluation (state: after `record_evaluation`)."""
+                    elapsed_s: float, stopped_early: Optional[int],
+                    train_terms: Optional[Mapping[str, np.ndarray]] = None) -> list[dict]:
+    """One metrics.jsonl row per seed for an evaluation (state: after `record_evaluation`); train_terms
+    {name: [S]}, the mean of each term of another loss since the last evaluation, as train_<name>."""
     accuracy, f1 = metrics.accuracy(confusion), metrics.f1(confusion)
     rows = []
     for i, seed in enumerate(seeds):
@@ -489,7 +491,8 @@ def evaluation_rows(state: TrainState, seeds: Sequence[int], at_step: int, sched
                "dev_examples": int(confusion[i].sum()),
                "train_loss": None if train_loss is None else float(train_loss[i]),
                "best_dev_accuracy": float(state.best_accuracy[i]), "best_step": int(state.best_step[i]),
-               "elapsed_s": round(elapsed_s, 3)}
+               "elapsed_s": round(elapsed_s, 3),
+               **{f"train_{name}": float(value[i]) for name, value in (train_terms or {}).items()}}
         if stopped_early is not None:
             row["stopped_early"] = int(stopped_early)
         rows.append(row)
@@ -509,7 +512,8 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
     resumption; run_info: fields compared on resume and recorded in the prompt sidecars (model, task, prompt
     init...); sidecar: further fields for the sidecars only (the full config, paths, device count).
     step_factory: (tx, mesh) -> a train step with make_train_step's signature, for another loss (robust.anchor);
-    None = make_train_step(score_fn, ...). Evaluation always uses score_fn.
+    None = make_train_step(score_fn, ...). Its loss may be {"loss": [S], <term>: [S], ...}: each term's mean
+    since the last evaluation is logged as train_<term> beside train_loss. Evaluation always uses score_fn.
     Raises TrainingDiverged on a NaN/inf loss (nothing is saved for that step).
     """
     cfg = cfg.validate()
@@ -559,7 +563,7 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
     # a run resumed after patience stopped it stays stopped
     stopped_early = step if resumed_from is not None and patience_reached(state, cfg) else None
 
-    def evaluation(at_step, prompts_now, train_loss) -> bool:
+    def evaluation(at_step, prompts_now, train_loss, train_terms=None) -> bool:
         """Evaluates, updates the state, writes the rows and prompts; True when patience says stop."""
         nonlocal state, last_accuracy, stopped_early
         prompts_now = fold_fn(prompts_now)                # the plain [S, P, H] prompts (reparameterised: folded)
@@ -570,7 +574,7 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
         if stop:
             stopped_early = int(at_step)
         rows = evaluation_rows(state, seeds, at_step, schedule, confusion, dev_loss, train_loss,
-                               time.time() - t0, stopped_early if stop else None)
+                               time.time() - t0, stopped_early if stop else None, train_terms)
         if run_files is not None:
             run_files.write_evaluation(rows, state, improved)
         history.extend(rows)
@@ -580,7 +584,7 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
         evaluation(0, prompts, None)
 
     bar = _progress(cfg.progress and jax.process_index() == 0, schedule.total_steps, step, description)
-    loss_sum, loss_count = np.zeros(len(seeds)), 0
+    loss_sum, loss_count, term_sums = np.zeros(len(seeds)), 0, {}
     # The loss of a step is read on the host one step later, while the next step computes: reading it right
     # away would make the host wait for every step before it stacks and transfers the next batch. `pending` is
     # (step index, loss [S] on the device) of the step dispatched last and not yet read; a non-finite loss
@@ -594,11 +598,17 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
             return
         at, device_loss = pending
         pending = None
+        terms = {}
+        if isinstance(device_loss, Mapping):           # another loss's terms beside it (step_factory)
+            terms = {name: np.asarray(value) for name, value in device_loss.items() if name != "loss"}
+            device_loss = device_loss["loss"]
         loss = np.asarray(device_loss)
         if not np.all(np.isfinite(loss)):
             _diverged(loss, seeds, at, run_files)
         loss_sum += loss
         loss_count += 1
+        for name, value in terms.items():
+            term_sums[name] = term_sums.get(name, 0.0) + value
         bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}", dev_acc=f"{last_accuracy:.4f}")
 
     try:
@@ -613,9 +623,11 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
             out_of_time = bool(cfg.time_limit_s) and time.time() - t0 > cfg.time_limit_s
             if schedule.evaluates_at(step) or out_of_time:
                 settle()
-                stop = evaluation(step, prompts, loss_sum / loss_count)
-                loss_sum, loss_count = np.zeros(len(seeds)), 0
-                bar.set_postfix(loss=f"{float(np.mean(np.asarray(loss))):.4f}", dev_acc=f"{last_accuracy:.4f}")
+                stop = evaluation(step, prompts, loss_sum / loss_count,
+                                  {name: total / loss_count for name, total in term_sums.items()})
+                loss_sum, loss_count, term_sums = np.zeros(len(seeds)), 0, {}
+                bar.set_postfix(loss=f"{float(np.mean(np.asarray(_loss_of(loss)))):.4f}",
+                                dev_acc=f"{last_accuracy:.4f}")
                 if run_files is not None:
                     state = dataclasses.replace(state, prompts=jax.tree.map(np.asarray, prompts),
                                                 opt_state=jax.tree.map(np.asarray, opt_state), step=step)
@@ -631,6 +643,11 @@ def train(score_fn: ScoreFn, params: Any, init_prompts, seeds: Sequence[int], tr
     return TrainResult(prompts=np.asarray(fold_fn(prompts)), best_prompts=state.best_prompts,
                        best_accuracy=state.best_accuracy, best_f1=state.best_f1, best_step=state.best_step,
                        steps=step, resumed_from=resumed_from, history=history, stopped_early=stopped_early)
+
+
+def _loss_of(loss):
+    """The loss [S] of a train step's output: the array, or the "loss" of {"loss": ..., <term>: ...}."""
+    return loss["loss"] if isinstance(loss, Mapping) else loss
 
 
 def _diverged(loss: np.ndarray, seeds: Sequence[int], step: int, run_files: Optional[RunFiles]) -> None:

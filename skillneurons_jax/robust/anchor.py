@@ -258,12 +258,15 @@ def adversarial_delta(readout, params, prompt, batch, epsilon: float, steps: int
     return jax.lax.stop_gradient(delta)
 
 
-def make_loss(readout, settings: AnchorSettings, prompt_length: int) -> Callable:
+def make_loss(readout, settings: AnchorSettings, prompt_length: int, *, monitor: bool = False) -> Callable:
     """(params, prompt [P, H], batch, target AnchorTarget [L, P, N] | None) -> (loss, aux {ce, perturbed_ce,
     anchor}). `readout` is prompt.readout.Readout; its `scores` with `capture=Capture(0, P)` reads the prompt's
     neurons. Off (`settings.active` False): exactly cross_entropy(readout.scores(params, prompt, batch)[0], ...),
-    prompt.train's plain loss, the same operations."""
+    prompt.train's plain loss, the same operations. `monitor` (an active arm with strength 0, the perturbed
+    control): the anchor term is measured with the target all the same, without a gradient and outside the loss,
+    so that the arms' logs show what the anchor changed (the manipulation check)."""
     capture = Capture(start=0, length=int(prompt_length))
+    measure = settings.uses_neurons or monitor
 
     def plain(params, prompt, batch, target=None):
         loss = cross_entropy(readout.scores(params, prompt, batch)[0], batch["labels"], batch["example_mask"])
@@ -273,10 +276,11 @@ def make_loss(readout, settings: AnchorSettings, prompt_length: int) -> Callable
         return plain
 
     def combined(params, prompt, batch, target=None):
-        if settings.uses_neurons and target is None:
-            raise ValueError("the anchor term (strength > 0) needs an AnchorTarget (robust.anchor.anchor_targets)")
+        if measure and target is None:
+            raise ValueError("the anchor term (strength > 0, or monitored) needs an AnchorTarget "
+                             "(robust.anchor.anchor_targets)")
         labels, example_mask = batch["labels"], batch["example_mask"]
-        need_clean_neurons = settings.uses_neurons and settings.mode == "clean"
+        need_clean_neurons = measure and settings.mode == "clean"
         clean_scores, clean_out = readout.scores(params, prompt, batch,
                                                  capture=capture if need_clean_neurons else None)
         ce = cross_entropy(clean_scores, labels, example_mask)
@@ -285,11 +289,10 @@ def make_loss(readout, settings: AnchorSettings, prompt_length: int) -> Callable
         if settings.epsilon > 0:
             extra["text_delta"] = adversarial_delta(readout, params, prompt, view, settings.epsilon,
                                                     int(settings.adversarial_steps))
-        scores, out = readout.scores(params, prompt, view, capture=capture if settings.uses_neurons else None,
-                                     **extra)
+        scores, out = readout.scores(params, prompt, view, capture=capture if measure else None, **extra)
         perturbed_ce = cross_entropy(scores, labels, example_mask)
         anchor = jnp.zeros_like(ce)
-        if settings.uses_neurons:
+        if measure:
             if out.neurons.shape[2] != target.weight.shape[1]:
                 raise ValueError(f"the anchor target covers {target.weight.shape[1]} prompt positions; the prompt "
                                  f"has {out.neurons.shape[2]} (a predictivity file of another prompt length or "
@@ -299,7 +302,11 @@ def make_loss(readout, settings: AnchorSettings, prompt_length: int) -> Callable
                                    margin=settings.margin)
             else:
                 anchor = clean_term(out.neurons, clean_out.neurons, example_mask, target)
-        loss = ce + settings.perturbed_weight * perturbed_ce + settings.strength * anchor
+        if not settings.uses_neurons:
+            anchor = jax.lax.stop_gradient(anchor)            # monitored only: not part of the loss
+            loss = ce + settings.perturbed_weight * perturbed_ce
+        else:
+            loss = ce + settings.perturbed_weight * perturbed_ce + settings.strength * anchor
         return loss, {"ce": ce, "perturbed_ce": perturbed_ce, "anchor": anchor}
 
     return combined
@@ -323,16 +330,18 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, mesh):
 
 def step_factory(loss_fn: Callable, targets: Optional[AnchorTarget]) -> Callable:
     """For prompt.train.train(step_factory=...): (tx, mesh) -> (prompts, opt_state, params, batch) ->
-    (prompts, opt_state, loss [S]), the robust step with the seeds' targets [S, L, P, N] (replicated) bound.
-    Batches with perturbed text must have one width across seeds (with_perturbed(length=...))."""
+    (prompts, opt_state, {"loss": [S], "ce": [S], "perturbed_ce": [S], "anchor": [S]}), the robust step with the
+    seeds' targets [S, L, P, N] (replicated) bound; the training loop logs each term's mean since the last
+    evaluation beside the loss (train_ce, train_perturbed_ce, train_anchor). Batches with perturbed text must have
+    one width across seeds (with_perturbed(length=...))."""
 
     def factory(tx, mesh):
         step = make_train_step(loss_fn, tx, mesh)
         bound = None if targets is None else parallel.replicate(targets, mesh)
 
         def run(prompts, opt_state, params, batch):
-            prompts, opt_state, loss, _ = step(prompts, opt_state, params, batch, bound)
-            return prompts, opt_state, loss
+            prompts, opt_state, loss, aux = step(prompts, opt_state, params, batch, bound)
+            return prompts, opt_state, {"loss": loss, **aux}
 
         return run
 

@@ -37,7 +37,8 @@ def plan(ctx) -> None:
                     # the plain arm copies the main study's results: after them, so that they exist to be copied
                     deps=[f"robust_tune/{m}/{task}/{arm}"] + ([f"predictivity/{m}/{t}" for t in measured
                                                                if t in tp.present] if arm == "plain" else []),
-                    group_task=task, settings=ctx.settings(task, stats=ctx.study.stats, arm=arm, measured=list(measured)),
+                    group_task=tune_stage.arm_group(task, arm),
+                    settings=ctx.settings(task, stats=ctx.study.stats, arm=arm, measured=list(measured)),
                     after=f"robust_tune/{m}/{task}/{arm}")      # each arm's tuning, then its predictivity
 
 

@@ -3,7 +3,8 @@
 robust_tune/<m>/<task>/<arm>: the clean task's prompts of one arm (plain | perturbed | anchored; robust.tuning)
 with the tune stage's seeds and budget -> robust/<arm>/prompts/<m>/<task>/seed_<s>/, scored on the clean dev, the
 task's AdvGLUE sets and its other scored sets (scored_sets: robust.extra_targets, the plan's clean tasks of its
-type) -> robust/<arm>/eval/<m>/<task>.json; after predictivity/<m>/<task>. The plain arm copies the tune stage's
+type) -> robust/<arm>/eval/<m>/<task>.json; after predictivity/<m>/<task>. Each arm is a stage group
+(arm_group), so the hosts of a pod train the arms side by side. The plain arm copies the tune stage's
 prompts (the same computation, stages.tune.copy_finished_run checks it) instead of training them again.
 """
 from __future__ import annotations
@@ -47,6 +48,12 @@ def scored_sets(ctx, task: str) -> list[str]:
     return scored
 
 
+def arm_group(task: str, arm: str) -> str:
+    """An arm's stages are a stage group of their own (with its robust_predictivity stage): the hosts of a pod
+    train the arms side by side, each waiting for the clean task's predictivity."""
+    return f"{task}/{arm}"
+
+
 def plan(ctx) -> None:
     robust, m, w = ctx.study.kind("robust"), ctx.model.name, ctx.workdir
     for task in robust_tasks(ctx):
@@ -56,7 +63,7 @@ def plan(ctx) -> None:
                     + [layout.robust_metrics_path(w, m, task, arm, seed) for seed in ctx.study.seeds]
                     + [layout.robust_eval_path(w, m, task, arm)])
             ctx.add(f"robust_tune/{m}/{task}/{arm}", outs, args={"task": task, "arm": arm, "adversarial": adversarial},
-                    deps=[f"predictivity/{m}/{task}"], group_task=task,
+                    deps=[f"predictivity/{m}/{task}"], group_task=arm_group(task, arm),
                     settings=ctx.settings(task, tune=ctx.tune_settings(task), arm=arm, scored=list(adversarial),
                                           robust={"perturbations": robust.perturbations,
                                                   "neighbour_k": robust.neighbour_k,

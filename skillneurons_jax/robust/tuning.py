@@ -15,7 +15,8 @@ prompts instead of training them again. Outputs go under layout.robust_arm_dir(w
 tree.
 
 The evaluation writes layout.robust_eval_path(workdir, model, task, arm):
-    {"model", "task", "arm", "seeds", "clean": {"target", "accuracy": [S], "f1": [S], "n_dev", "kind"},
+    {"model", "task", "arm", "seeds", "clean": {"target", "accuracy": [S], "f1": [S], "n_dev", "kind", "confusion":
+     [S][C][C], "correct": [S][E] 0/1 per seed and row (the split's row order), "labels": [E]},
      "adversarial": {<adv task>: {same fields}}, "transfer": {<other clean task>: {same fields}},
      "anchor": AnchorSettings, "perturbations": PerturbationSet, "skill_neurons": {"top_percent", "scope"}}
 "kind" is data.tasks.scored_kind(task, target): clean | adversarial (the task's own AdvGLUE set) | adversarial transfer
@@ -250,8 +251,11 @@ def tune_arm(setup: TaskSetup, arm: str, settings: RobustSettings, seeds: Sequen
     step_factory, extend, extra = None, None, {"robust_arm": arm}
     if arm_settings.active:
         cfg = tune_stage.resolve_tune_config(tune_config, loaded.name, loaded.family, task)
-        targets = (load_targets(workdir, loaded, task, seeds, arm_settings) if arm_settings.uses_neurons else None)
-        loss = anchor.make_loss(setup.readout, arm_settings, int(cfg["prompt_len"]))
+        # the perturbed control measures the anchored arm's term too (not trained on): the manipulation check
+        monitor = not arm_settings.uses_neurons and settings.anchor.uses_neurons
+        targets = (load_targets(workdir, loaded, task, seeds, arm_settings)
+                   if arm_settings.uses_neurons or monitor else None)
+        loss = anchor.make_loss(setup.readout, arm_settings, int(cfg["prompt_len"]), monitor=monitor)
         step_factory = anchor.step_factory(loss, targets)
         if any(p.rate > 0 for p in settings.perturbations.perturbations):
             extend = perturbed_batches(setup, settings, seeds)

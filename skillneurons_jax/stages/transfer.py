@@ -68,17 +68,25 @@ def prepare_target(setup: TaskSetup, data_dir, *, max_text_tokens: int, eval_bat
                           batching.data_record({split: encoded}))
 
 
-def transfer_pair(target: TransferTarget, source: str, seeds: Sequence[int], workdir) -> dict:
-    """Accuracy and F1 per seed of `source`'s prompts on the target's dev split (target verbalizer)."""
+def transfer_pair(target: TransferTarget, source: str, seeds: Sequence[int], workdir, *,
+                  outcomes: bool = False) -> dict:
+    """Accuracy and F1 per seed of `source`'s prompts on the target's dev split (target verbalizer); with
+    `outcomes`, also "correct" [S][E] (0/1 per seed and row, the split's row order) and "labels" [E]
+    (scoring.example_outcomes: for paired per-example tests between prompts scored on the same rows)."""
     setup = target.setup
     # load_tuned_prompts checks each file against the model and the readout settings it was tuned with
     prompts_np, digests = files.load_tuned_prompts(workdir, setup.loaded, setup.readout, source,
                                                    [int(s) for s in seeds], target.max_text_tokens)
     prompts = parallel.replicate(jnp.asarray(prompts_np), target.mesh)
     confusion, _ = scoring.evaluate(target.eval_step, prompts, target.params, target.batches, target.mesh)
-    return {"model": setup.loaded.name, "source": source, "target": setup.task.name, "prompt_task": source,
-            "seeds": [int(s) for s in seeds], **scoring.per_seed(confusion),
-            "n_dev": int(target.n_dev), "split": target.split, "prompt_sha256": digests}
+    row = {"model": setup.loaded.name, "source": source, "target": setup.task.name, "prompt_task": source,
+           "seeds": [int(s) for s in seeds], **scoring.per_seed(confusion),
+           "n_dev": int(target.n_dev), "split": target.split, "prompt_sha256": digests}
+    if outcomes:
+        step = scoring.make_outcome_step(setup.readout.score_fn(), target.mesh)
+        correct, labels = scoring.example_outcomes(step, prompts, target.params, target.batches, target.mesh)
+        row.update(correct=correct.astype(int).tolist(), labels=labels.tolist())
+    return row
 
 
 def transfer(targets: Sequence[TransferTarget], source: str, seeds: Sequence[int], workdir, *, model_path,
