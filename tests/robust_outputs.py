@@ -11,20 +11,31 @@ from skillneurons_jax import io, layout
 
 def write_arm_eval(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m", task="sst2",
                    adversarial_task="advsst2", n_clean=100, n_adversarial=40, top_percent=50.0, scope="layer",
-                   clean_label_counts=None):
+                   clean_label_counts=None, clean_correct=None, adversarial_correct=None):
     """One arm's evaluation: `clean` and `adversarial` are accuracies [S], one per seed in `seeds`.
     clean_label_counts ([C]): the clean row also records a confusion per seed whose rows (gold labels) sum to
-    them (only the label counts are read from it: its cells are not the accuracies')."""
+    them (only the label counts are read from it: its cells are not the accuracies').
+    clean_correct / adversarial_correct ([S, E] 0/1): per-example outcomes (their means replace the accuracies,
+    their E the n; labels all 0)."""
     path = layout.robust_eval_path(workdir, model, task, arm)
-    clean_row = {"target": task, "accuracy": clean, "f1": clean, "n_dev": n_clean}
+
+    def outcomes(row, correct):
+        if correct is not None:
+            correct = np.asarray(correct, int)
+            row.update(accuracy=correct.mean(axis=1).tolist(), f1=correct.mean(axis=1).tolist(),
+                       n_dev=int(correct.shape[1]), correct=correct.tolist(), labels=[0] * correct.shape[1])
+        return row
+
+    clean_row = outcomes({"target": task, "accuracy": clean, "f1": clean, "n_dev": n_clean}, clean_correct)
     if clean_label_counts is not None:
         # rows (gold labels) sum to the counts, columns do not: [[c0 - 5, 5], [0, c1]]
         counts = [int(c) for c in clean_label_counts]
         clean_row["confusion"] = [[[counts[0] - 5, 5], [0, counts[1]]] for _ in seeds]
     doc = {"model": model, "task": task, "arm": arm, "seeds": list(seeds),
            "clean": clean_row,
-           "adversarial": {adversarial_task: {"target": adversarial_task, "accuracy": adversarial,
-                                              "f1": adversarial, "n_dev": n_adversarial}},
+           "adversarial": {adversarial_task: outcomes({"target": adversarial_task, "accuracy": adversarial,
+                                                       "f1": adversarial, "n_dev": n_adversarial},
+                                                      adversarial_correct)},
            "anchor": {"strength": 1.0 if arm == "anchored" else 0.0},
            "skill_neurons": {"top_percent": top_percent, "scope": scope}}
     io.atomic_write_json(path, doc)

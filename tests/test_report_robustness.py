@@ -46,28 +46,30 @@ def test_section_tables_figure_and_summary(tmp_path):
     # vs plain: [.55-.40, .50-.45, .60-.50] = [.15, .05, .10] -> +10.0 ± 12.4 (sd 0.05 again)
     half = T2 * 0.05 / math.sqrt(3)
     assert round(100 * half, 1) == 12.4
-    assert "| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | – | 55.0 [42.6, 67.4] | +10.0 [-2.4, +22.4] | – |" in markdown
+    # (no per-example outcomes in these files: t intervals over seeds, no p; anchored - perturbed: no perturbed arm)
+    assert ("| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | – | 55.0 [42.6, 67.4] | +10.0 [-2.4, +22.4] | – | – | – "
+            "| – |") in markdown
     # anchored on the clean dev: [.86, .90, .85] -> 87.0 ± t(2) * sqrt(.0007) / sqrt(3) = ± 6.6; cost plain - anchored
     # = [.04, .02, .03] -> +3.0 ± t(2) * 0.01 / sqrt(3) = ± 2.5
-    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | – | 87.0 [80.4, 93.6] | -3.0 [-5.5, -0.5] | " \
-           "+3.0 [+0.5, +5.5] |" in markdown
-    assert "| m | sst2 | plain | clean dev | 0,1,2 | 100 | 60.0 | 90.0 [85.0, 95.0] | – | – |" in markdown
+    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | – | 87.0 [80.4, 93.6] | -3.0 [-5.5, -0.5] | – | – | " \
+           "– | +3.0 [+0.5, +5.5] |" in markdown
+    assert "| m | sst2 | plain | clean dev | 0,1,2 | 100 | 60.0 | 90.0 [85.0, 95.0] | – | – | – | – | – |" in markdown
 
     # patching at k = 5: unpatched [.4, .5] -> 45.0, original [.9, .8] -> 85.0, skill [.7, .7] -> 70.0 (sd 0),
     # random per seed (mean over draws) [.45, .55] -> 50.0; skill - random [.25, .15] -> +20.0 ± t(1) * sd / sqrt(2)
     # with sd = 0.1 / sqrt(2): ± 63.5; recovered (70 - 45) / (85 - 45) = 62.5%
     assert round(100 * T1 * (0.1 / math.sqrt(2)) / math.sqrt(2), 1) == 63.5
     assert "| m | sst2 → advsst2 | original | 5 | 0,1 | 30 | 45.0 | 85.0 | 70.0 [70.0, 70.0] | 50.0 | " \
-           "+20.0 [-43.5, +83.5] | 62.5 |" in markdown
+           "+20.0 [-43.5, +83.5] | – | 62.5 |" in markdown
     assert "| m | sst2 → advsst2 | mean | 5 | 0,1 | 30 | 45.0 | – | 70.0 [70.0, 70.0] | 50.0 | " \
-           "+20.0 [-43.5, +83.5] | – |" in markdown
+           "+20.0 [-43.5, +83.5] | – | – |" in markdown
 
     figure = tmp_path / "report" / robustness_study.FIGURE
     assert figure.exists() and figure in rep.figures
     assert f"]({robustness_study.FIGURE})" in markdown and f'src="{robustness_study.FIGURE}"' in html
 
     study = json.loads(rep.summary.read_text())["robustness_study"]
-    assert set(study) == {"arms", "predictivity", "patching"}           # docs/interfaces.md's keys, no more
+    assert set(study) == {"arms", "manipulation", "predictivity", "patching"}   # docs/interfaces.md's keys, no more
     assert [(r["arm"], r["split"]) for r in study["arms"]] == [("plain", "clean"), ("plain", "adversarial"),
                                                                ("anchored", "clean"), ("anchored", "adversarial")]
     assert study["arms"][0]["vs_plain_mean"] is None

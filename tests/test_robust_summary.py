@@ -53,7 +53,7 @@ def test_patching_rows_skill_vs_random(tmp_path):
 
 
 def test_empty_and_malformed(tmp_path):
-    assert summary.robust_tables(tmp_path) == {"arms": [], "predictivity": [], "patching": []}
+    assert summary.robust_tables(tmp_path) == {"arms": [], "manipulation": [], "predictivity": [], "patching": []}
     path = layout.robust_eval_path(tmp_path, "m", "sst2", "plain")
     path.parent.mkdir(parents=True)
     path.write_text("{\n  \"model\": \n")
@@ -111,3 +111,99 @@ def test_predictivity_rows_of_the_clean_skill_neurons_per_arm(tmp_path):
     layout.predictivity_path(layout.robust_arm_dir(tmp_path, "plain"), "m", "advsst2").unlink()
     with pytest.raises(ValueError, match="advsst2.npz is missing"):
         summary.robust_tables(tmp_path)
+
+
+def test_arm_rows_with_per_example_outcomes_bootstrap_over_seeds_and_examples_and_test_per_example(tmp_path):
+    """Every seed scored on the same rows: with per-example outcomes the intervals are two-level bootstraps (seeds
+    x examples), so five seeds that agree exactly still leave the rows' sampling error (a t interval over seeds
+    would have zero width); the decisive contrast anchored - perturbed gets a per-example sign-flip p, Holm within
+    its family; a real effect is found, no effect is not."""
+    rng = np.random.default_rng(0)
+    seeds, n = (0, 1, 2, 3, 4), 300
+    plain = np.tile(rng.random(n) < 0.7, (5, 1)).astype(int)                  # every seed the same answers
+    perturbed = plain.copy()
+    anchored = plain.copy()
+    wrong = np.flatnonzero(plain[0] == 0)[:40]
+    anchored[:, wrong] = 1                                                     # +40 rows right: +13.3 points
+    adversarial_plain = (rng.random((5, 80)) < 0.4).astype(int)
+    adversarial_noise = adversarial_plain.copy()
+    flip = rng.choice(80, 10, replace=False)
+    adversarial_noise[:, flip] = 1 - adversarial_noise[:, flip]               # no systematic effect
+    for arm, clean, adv in (("plain", plain, adversarial_plain), ("perturbed", perturbed, adversarial_plain),
+                            ("anchored", anchored, adversarial_noise)):
+        write_arm_eval(tmp_path, arm, None, None, seeds=seeds, clean_correct=clean, adversarial_correct=adv)
+    rows = {(r["arm"], r["split"]): r for r in summary.arm_rows(tmp_path)}
+    clean_plain = rows[("plain", "clean")]
+    assert clean_plain["interval"] == "seeds x examples (two-level bootstrap)"
+    assert clean_plain["accuracy_high"] - clean_plain["accuracy_low"] > 0.05     # binomial: about +-5.2 points
+    assert clean_plain["vs_perturbed_mean"] is None and clean_plain["vs_plain_mean"] is None
+    decisive = rows[("anchored", "clean")]
+    assert decisive["vs_perturbed_mean"] == pytest.approx(40 / n)
+    assert decisive["vs_perturbed_low"] > 0 and decisive["vs_perturbed_p"] < 0.001
+    assert decisive["vs_perturbed_p_holm"] <= 2 * decisive["vs_perturbed_p"] + 1e-12
+    assert decisive["clean_cost_mean"] == pytest.approx(-40 / n) and decisive["clean_cost_high"] < 0
+    null = rows[("anchored", "adversarial")]
+    assert null["vs_perturbed_p"] > 0.05 and null["vs_perturbed_low"] < 0 < null["vs_perturbed_high"]
+    assert rows[("perturbed", "clean")]["vs_perturbed_mean"] is None       # only the anchored arm's contrast
+    # a file whose outcomes do not average to its accuracies is corrupt
+    path = write_arm_eval(tmp_path, "perturbed", None, None, seeds=seeds, clean_correct=perturbed,
+                          adversarial_correct=adversarial_plain)
+    doc = json.loads(path.read_text())
+    doc["clean"]["accuracy"][0] += 0.1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="does not average to 'accuracy'"):
+        summary.arm_rows(tmp_path)
+
+
+def test_patching_rows_with_per_example_outcomes_test_skill_against_random_per_example(tmp_path):
+    """Patching files with per-example outcomes: skill - random gets a two-level bootstrap interval and a one-sided
+    per-example sign-flip p (Holm over the levels of one pair); the means stay the accuracies'."""
+    rng = np.random.default_rng(1)
+    seeds, n, draws = [0, 1, 2, 3, 4], 60, 2
+    adversarial = (rng.random((5, n)) < 0.3).astype(int)
+    skill = {"5": np.maximum(adversarial, (rng.random((5, n)) < 0.5)).astype(int),        # recovers
+             "10": adversarial.copy()}                                                  # does nothing
+    random = {k: np.stack([adversarial] * draws) for k in skill}
+    mean = lambda a: a.mean(axis=-1).tolist()  # noqa: E731
+    doc = {"model": "m", "source": "sst2", "target": "advsst2", "seeds": seeds, "ks": [0, 5, 10],
+           "skill": {"0": mean(adversarial), **{k: mean(v) for k, v in skill.items()}},
+           "random": {"0": [mean(adversarial)] * draws, **{k: mean(v) for k, v in random.items()}},
+           "skill_correct": {"0": adversarial.tolist(), **{k: v.tolist() for k, v in skill.items()}},
+           "random_correct": {"0": [adversarial.tolist()] * draws, **{k: v.tolist() for k, v in random.items()}},
+           "labels": [1] * n, "adversarial_accuracy": mean(adversarial), "original_accuracy": [0.9] * 5,
+           "patch_source": "original", "n_examples": n}
+    write_patching(tmp_path, doc)
+    rows = {float(r["k"]): r for r in summary.patching_rows(tmp_path)}
+    assert rows[5.0]["interval"] == "seeds x examples (two-level bootstrap)"
+    assert rows[5.0]["skill_minus_random_mean"] == pytest.approx(float(np.mean(skill["5"] - adversarial)))
+    assert rows[5.0]["skill_minus_random_low"] > 0 and rows[5.0]["skill_minus_random_p"] < 0.001
+    assert rows[10.0]["skill_minus_random_p"] == pytest.approx(1.0) and rows[10.0]["skill_minus_random_p_holm"] == 1
+    assert rows[5.0]["skill_minus_random_p_holm"] == pytest.approx(min(1, 2 * rows[5.0]["skill_minus_random_p"]))
+
+
+def test_manipulation_rows_compare_the_anchor_term_of_the_arms_step_by_step(tmp_path):
+    """The arms' tuning logs (train_ce, train_perturbed_ce, train_anchor per evaluation) -> one row per arm and
+    step, seed means, the term weighted by the arm's strength; the plain arm and rows without the terms are left
+    out."""
+    seeds = (0, 1)
+    for arm, strength in (("plain", 0.0), ("perturbed", 0.0), ("anchored", 2.0)):
+        path = write_arm_eval(tmp_path, arm, [0.8, 0.8], [0.5, 0.5], seeds=seeds)
+        doc = json.loads(path.read_text())
+        doc["anchor"] = {"strength": strength}
+        path.write_text(json.dumps(doc))
+        for seed in seeds:
+            log = layout.robust_metrics_path(tmp_path, "m", "sst2", arm, seed)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            anchor = 0.5 if arm != "anchored" else 0.1 + 0.1 * seed
+            rows = [{"seed": seed, "step": 0, "dev_accuracy": 0.5}]       # the start: no training terms yet
+            rows += [{"seed": seed, "step": step, "dev_accuracy": 0.7, "dev_balanced_accuracy": 0.6 + 0.1 * seed,
+                      "train_loss": 1.0, "train_ce": 0.4, "train_perturbed_ce": 0.6, "train_anchor": anchor}
+                     for step in (100, 200)]
+            log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = summary.manipulation_rows(tmp_path)
+    assert [(r["step"], r["arm"]) for r in rows] == [(100, "perturbed"), (100, "anchored"), (200, "perturbed"),
+                                                     (200, "anchored")]
+    anchored = rows[1]
+    assert anchored["anchor_mean"] == pytest.approx(0.15) and anchored["weighted_anchor_mean"] == pytest.approx(0.3)
+    assert anchored["seeds"] == [0, 1] and anchored["dev_balanced_accuracy_mean"] == pytest.approx(0.65)
+    assert rows[0]["anchor_mean"] == pytest.approx(0.5) and rows[0]["weighted_anchor_mean"] == 0

@@ -1,6 +1,6 @@
 """The robustness study's tables (issue 17) from the plan's outputs, for a report section to render:
 
-    tables = robust_tables(workdir)      # {"arms": [row, ...], "predictivity": [row, ...], "patching": [...]}
+    tables = robust_tables(workdir)      # {"arms": [row, ...], "manipulation": [...], "predictivity": [...], "patching": [...]}
 
 Reads (nothing else, nothing written):
   robust/<arm>/eval/<model>/<task>.json                 (robust.tuning.evaluate_arm)
@@ -23,6 +23,8 @@ Reads (nothing else, nothing written):
   contrast against its control, anchored - perturbed (the anchor term alone: both arms see the same perturbed
   batches): vs_perturbed_mean / _low / _high / _p / _p_holm (Holm over the anchored rows: one family); None on
   the other arms' rows.
+"manipulation": one row per (model, task, arm, evaluation step) of the arms trained on perturbed batches: the
+  loss's terms during training (manipulation_rows' docstring).
 "predictivity": one row per (model, task, arm, adversarial set): the clean skill neurons' Pred per arm
   (predictivity_rows' docstring defines its fields, and the selection caveat of its clean column).
 "patching": one row per (model, clean, adversarial, patch source, k > 0):
@@ -221,6 +223,46 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
     _holm(rows, "vs_plain_p", lambda row: row["vs_plain_p"] is not None)
     _holm(rows, "vs_perturbed_p", lambda row: row["vs_perturbed_p"] is not None)
     return rows
+
+
+MANIPULATION_TERMS = ("ce", "perturbed_ce", "anchor")
+
+
+def manipulation_rows(workdir) -> list[dict]:
+    """The manipulation check: what the anchor term did during training. One row per (model, task, arm, step) of
+    the arms trained on perturbed batches (perturbed, anchored) whose tuning logs record the loss's terms (each
+    evaluation row of robust/<arm>/prompts/<model>/<task>/seed_<s>/metrics.jsonl: train_ce, train_perturbed_ce,
+    train_anchor = each term's mean over the steps since the previous evaluation; robust.anchor.make_loss: the
+    perturbed control measures the anchored arm's term without training on it). Fields: model, task, arm, step,
+    seeds, n_seeds, strength, ce_mean, perturbed_ce_mean, anchor_mean (the unweighted term, mean over seeds),
+    weighted_anchor_mean (strength x term: its share of the anchored arm's loss), dev_balanced_accuracy_mean (the
+    checkpoint-selection rows'). The check: the anchored arm's term should fall below the control's."""
+    workdir = pathlib.Path(workdir)
+    rows = []
+    for path in _arm_files(workdir):
+        doc = _read(path)
+        _need(doc, path, "model", "task", "arm", "seeds")
+        if doc["arm"] == "plain":
+            continue
+        by_step: dict[int, list[dict]] = {}
+        for seed in doc["seeds"]:
+            log_path = layout.robust_metrics_path(workdir, doc["model"], doc["task"], doc["arm"], int(seed))
+            if not log_path.exists():
+                continue
+            for row in results.load_jsonl(log_path, what="tuning metrics"):
+                if all(f"train_{term}" in row for term in MANIPULATION_TERMS) and "step" in row:
+                    by_step.setdefault(int(row["step"]), []).append(row)
+        strength = float((doc.get("anchor") or {}).get("strength") or 0.0)
+        for step, group in sorted(by_step.items()):
+            mean = {term: float(np.mean([float(r[f"train_{term}"]) for r in group])) for term in MANIPULATION_TERMS}
+            balanced = [float(r["dev_balanced_accuracy"]) for r in group if r.get("dev_balanced_accuracy") is not None]
+            rows.append({"model": doc["model"], "task": doc["task"], "arm": doc["arm"], "step": step,
+                         "seeds": sorted(int(r["seed"]) for r in group if "seed" in r), "n_seeds": len(group),
+                         "strength": strength, **{f"{term}_mean": value for term, value in mean.items()},
+                         "weighted_anchor_mean": strength * mean["anchor"],
+                         "dev_balanced_accuracy_mean": float(np.mean(balanced)) if balanced else None})
+    order = {"perturbed": 0, "anchored": 1}
+    return sorted(rows, key=lambda r: (r["model"], r["task"], r["step"], order.get(r["arm"], 9), r["arm"]))
 
 
 def _majority_rate(confusion) -> Optional[float]:
@@ -437,7 +479,8 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
 
 
 def robust_tables(workdir, confidence: float = 0.95) -> dict:
-    """{"arms": arm_rows, "predictivity": predictivity_rows, "patching": patching_rows} of the outputs under
-    `workdir` (empty lists when the study did not run). ValueError naming the file for a malformed output."""
-    return {"arms": arm_rows(workdir, confidence), "predictivity": predictivity_rows(workdir, confidence),
-            "patching": patching_rows(workdir, confidence)}
+    """{"arms": arm_rows, "manipulation": manipulation_rows, "predictivity": predictivity_rows, "patching":
+    patching_rows} of the outputs under `workdir` (empty lists when the study did not run). ValueError naming the
+    file for a malformed output."""
+    return {"arms": arm_rows(workdir, confidence), "manipulation": manipulation_rows(workdir),
+            "predictivity": predictivity_rows(workdir, confidence), "patching": patching_rows(workdir, confidence)}

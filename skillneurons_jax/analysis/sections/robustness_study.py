@@ -21,13 +21,16 @@ from skillneurons_jax.analysis import robust_tables as robust_summary
 HEADING = "Robust prompts and activation patching (issue 17)"
 FIGURE = "figures/robustness/patching_recovery.png"
 ARM_HEADER = ("model", "task", "arm", "scored set", "seeds", "n", "majority class %", "accuracy % [CI]",
-              "vs plain (pp) [CI]", "clean cost (pp) [CI]")
+              "vs plain (pp) [CI]", "p vs plain (Holm)", "anchored − perturbed (pp) [CI]", "p (Holm)",
+              "clean cost (pp) [CI]")
+MANIPULATION_HEADER = ("model", "task", "step", "arm", "seeds", "task CE (clean)", "CE (perturbed)",
+                       "anchor term", "strength × term", "selection-rows balanced acc. %")
 PREDICTIVITY_HEADER = ("model", "task", "arm", "adversarial set", "seeds", "skill neurons", "clean Pred % [CI]",
                        "adversarial Pred % [CI]", "drop (pp) [CI], at matched n", "all neurons, adversarial %",
                        "permutation floor, adversarial %", "vs plain (pp) [CI]", "Spearman ρ")
 PATCHING_HEADER = ("model", "clean → adversarial", "patch source", "k %", "seeds", "n examples",
                    "unpatched adversarial %", "original %", "skill-patched % [CI]", "random-patched %",
-                   "skill − random (pp) [CI]", "fraction recovered %")
+                   "skill − random (pp) [CI]", "p skill > random (Holm)", "fraction recovered %")
 
 
 def build(context: ReportContext) -> None:
@@ -37,7 +40,8 @@ def build(context: ReportContext) -> None:
     context.document.h(2, HEADING)
     _render(context, context.document, tables, lambda panels: context.figure(
         figures.patching_recovery_curves, FIGURE, FIGURE_CAPTION, panels, title=FIGURE_TITLE))
-    context.summary["robustness_study"] = no_nan({key: tables[key] for key in ("arms", "predictivity", "patching")})
+    context.summary["robustness_study"] = no_nan({key: tables[key] for key in ("arms", "manipulation", "predictivity",
+                                                                                "patching")})
 
 
 FIGURE_CAPTION = ("Patching recovery: accuracy on adversarial inputs with the top-k% skill neurons (band: interval "
@@ -51,6 +55,7 @@ def _tables(context: ReportContext) -> Optional[dict]:
     the study did not run."""
     confidence = float(context.options["confidence"])
     arms, arms_read = _load(context, robust_summary.arm_rows, confidence)
+    manipulation, _ = _load(context, lambda workdir, _: robust_summary.manipulation_rows(workdir), confidence)
     predictivity, predictivity_read = _load(context, robust_summary.predictivity_rows, confidence)
     patching, patching_read = _load(context, robust_summary.patching_rows, confidence)
     if arms_read and patching_read and predictivity_read and not arms and not patching and not predictivity:
@@ -73,7 +78,7 @@ def _tables(context: ReportContext) -> Optional[dict]:
             if counts is not None and sum(counts) == row["n_dev"]:
                 row["majority_rate"] = robustness.majority_rate(counts)
                 row["majority_borrowed"] = root != context.workdir
-    return {"arms": arms, "predictivity": predictivity, "patching": patching,
+    return {"arms": arms, "manipulation": manipulation, "predictivity": predictivity, "patching": patching,
             "readable": {"arms": arms_read, "predictivity": predictivity_read, "patching": patching_read}}
 
 
@@ -140,6 +145,18 @@ def _render(context: ReportContext, document, tables: dict, figure: Callable) ->
                        "counts of the set, over as many rows; this study's evaluation did not record its labels.")
     else:
         document.p("No robust arm was evaluated.")
+    manipulation = tables.get("manipulation") or []
+    if manipulation:
+        document.h(3, "Manipulation check: the anchor term during training")
+        document.p("Each term of the training loss, averaged over the steps since the previous evaluation and over "
+                   "seeds (metrics.jsonl): the cross-entropy on the clean and on the perturbed copy of each batch, "
+                   "and the anchor term on the perturbed copy (the skill neurons' hinge penalty, unweighted). The "
+                   "perturbed control is not trained on the term but measures it with the same targets, so the "
+                   "two arms' terms compare: an anchored term well below the control's shows that the anchor moved "
+                   "the neurons it targets; one that is not shows that it did not, whatever the accuracies. "
+                   "'selection-rows balanced acc.' is the checkpoint-selection dev part's, not the measurement "
+                   "rows'. No interval: a description of training, not a test.")
+        document.table(MANIPULATION_HEADER, [_manipulation_cells(row) for row in manipulation])
     document.h(3, "The clean task's skill neurons on adversarial data, per arm")
     if not predictivity_read:
         document.p("The arms' predictivity files could not be read (the report lists them under unreadable result files).")
@@ -222,18 +239,24 @@ def _load(context: ReportContext, read: Callable, confidence: float) -> tuple[li
 
 def _null_hypotheses(confidence: float) -> str:
     level, significance = f"{100 * confidence:g}%", f"{100 * (1 - confidence):g}%"
-    return (f"Every interval is a {level} Student-t interval of the mean over prompt seeds (mean ± t · sd / √n; "
-            "seeds are the unit, because the prompts of one seed see every example; none below 2 seeds). "
-            "'vs plain' is the arm's accuracy minus the plain arm's on the same scored set and 'clean cost' is "
-            "plain − arm on the clean dev (> 0: robustness cost clean accuracy), both paired by seed and only "
-            "when the plain arm has the same seeds; their null hypothesis: on average over seeds the arm and the "
-            "plain arm score the same. 'skill − random' is the adversarial accuracy with the top-k% skill neurons "
+    return (f"Intervals are {level}. Where an evaluation recorded each example's outcome and there are at least "
+            f"{inference.MIN_BOOTSTRAP_SEEDS} seeds, an interval is the percentile interval of a two-level bootstrap "
+            "over seeds and examples (every seed is scored on the same rows, so an interval over seeds alone would "
+            "leave out the rows' sampling error); otherwise it is a Student-t interval of the mean over seeds "
+            "(none below 2 seeds). 'vs plain' is the arm's accuracy minus the plain arm's on the same scored set "
+            "and 'clean cost' is plain − arm on the clean dev (> 0: robustness cost clean accuracy); 'anchored − "
+            "perturbed' is the decisive contrast: the anchor term alone, both arms trained on the same perturbed "
+            "batches. All are paired by seed and example. Their null hypothesis: for every example the two arms are "
+            "exchangeable (the sign of its seed-mean difference is a fair coin); the test is the two-sided "
+            "per-example paired sign-flip test (unit of replication: the example, seeds averaged first), and its "
+            "p is Holm-adjusted (in brackets) within one family: every 'vs plain' p of the table, and the "
+            "'anchored − perturbed' ps. 'skill − random' is the adversarial accuracy with the top-k% skill neurons "
             "patched minus that with as many random neurons patched (random averaged over its draws first), "
-            "paired by seed; its null hypothesis: on average over seeds, patching the skill neurons and patching "
-            f"random ones give the same accuracy. An interval that excludes 0 rejects its null at level {significance} "
-            "(two-sided; each row on its own, with no correction for the number of rows); one that contains 0 "
-            "shows no difference, and is no evidence that there is none. With 3 seeds (2 degrees of freedom) "
-            "the intervals are wide: only large effects exclude 0. 'fraction recovered' = (skill-patched − "
+            "paired by seed and example; its null hypothesis: patching the skill neurons and patching random ones are "
+            "exchangeable per example, tested one-sided (skill > random) by the same sign-flip test, Holm over the "
+            "levels of one pair. An interval that excludes 0 rejects its null at level "
+            f"{significance} (two-sided, uncorrected: read the Holm-adjusted p for the family); one that contains "
+            "0 shows no difference, and is no evidence that there is none. 'fraction recovered' = (skill-patched − "
             "unpatched) / (original − unpatched), for patch source 'original' when that gap is > 0; it has no "
             "interval. Accuracies in %, differences in percentage points (pp); – where undefined.")
 
@@ -289,6 +312,14 @@ def _predictivity_cells(row: dict) -> tuple:
             "–" if row["spearman"] is None or not np.isfinite(row["spearman"]) else f"{row['spearman']:.3f}")
 
 
+def _p(row: dict, field: str) -> str:
+    """"p (Holm-adjusted p)" of a row's test; "–" where it was not computed."""
+    p, holm = row.get(field), row.get(f"{field}_holm")
+    if p is None:
+        return "–"
+    return f"{p:.3g}" + ("" if holm is None else f" ({holm:.3g})")
+
+
 def _arm_cells(row: dict) -> tuple:
     """One "arms" row of analysis.robust_tables -> ARM_HEADER's cells (clean cost only on clean rows)."""
     scored = "clean dev" if row["split"] == "clean" else (
@@ -297,7 +328,15 @@ def _arm_cells(row: dict) -> tuple:
     return (row["model"], row["task"], row["arm"], scored, _seeds(row), row["n_dev"],
             _percent(row.get("majority_rate")) + ("†" if row.get("majority_borrowed") else ""),
             _with_interval(row, "accuracy"),
-            _with_interval(row, "vs_plain", signed=True), cost)
+            _with_interval(row, "vs_plain", signed=True), _p(row, "vs_plain_p"),
+            _with_interval(row, "vs_perturbed", signed=True), _p(row, "vs_perturbed_p"), cost)
+
+
+def _manipulation_cells(row: dict) -> tuple:
+    """One "manipulation" row of analysis.robust_tables -> MANIPULATION_HEADER's cells."""
+    return (row["model"], row["task"], row["step"], row["arm"], _seeds(row), f"{row['ce_mean']:.4f}",
+            f"{row['perturbed_ce_mean']:.4f}", f"{row['anchor_mean']:.4f}", f"{row['weighted_anchor_mean']:.4f}",
+            _percent(row["dev_balanced_accuracy_mean"]))
 
 
 def _patching_cells(row: dict) -> tuple:
@@ -306,7 +345,8 @@ def _patching_cells(row: dict) -> tuple:
     return (row["model"], f"{row['clean']} → {row['adversarial']}", row["source"], f"{float(row['k']):g}",
             _seeds(row), n_examples, _percent(row["adversarial_mean"]), _percent(row["original_mean"]),
             _with_interval(row, "skill"), _percent(row["random_mean"]),
-            _with_interval(row, "skill_minus_random", signed=True), _percent(row["fraction_recovered"]))
+            _with_interval(row, "skill_minus_random", signed=True), _p(row, "skill_minus_random_p"),
+            _percent(row["fraction_recovered"]))
 
 
 def _panels(rows: list[dict]) -> list[figures.PatchingPanel]:
