@@ -431,6 +431,10 @@ def test_verdict_table_and_document_from_stage_results(tmp_path):
     assert next(r for r in summary["accuracy"] if r["task"] == "advqqp")["prompt"] == "mrpc"
     figures = list((doc.parent / "validation").glob("*.png"))
     assert figures and sum(f.stat().st_size for f in figures) < 2 * 1024 * 1024
+    # what differs from the paper: the plan's own tasks, types and caps, not a typed-in count
+    assert ("6 clean tasks in 4 types, with same-type groups: ethicsdeontology / ethicsjustice (ethics), sst2 / "
+            "movierationales (sentiment)") in text
+    assert "splits capped at 1200 rows" in text and "at most 400 dev rows with 5 random draws per level" in text
 
 
 def test_learning_curves_section_reads_every_evaluation_and_the_probe(tmp_path):

@@ -40,32 +40,48 @@ KEY_FIGURES = (("transfer_relative.png", "F1: relative transfer (source prompt o
                ("suppression_same_task.png", "F5: suppressing each task's own skill neurons vs random neurons"),
                ("suppression_cross_task.png", "F6: clean skill neurons suppressed on the adversarial sets"))
 
-# What differs from the paper's setting, per finding, and what it means for the verdict. Explanations of the
-# setting, not results: the numbers they refer to are in the tables above them.
-DIFFERENCES = {
-    "F1": "The paper: RoBERTa-base / T5-base, 100 prompt tokens, full training. Here MiniLM (6 layers), short "
-          "prompts and a few hundred steps: prompts that learn little transfer little, which compresses relative "
-          "transfer towards 1 for every pair and makes a within/between difference harder to see. Six clean tasks "
-          "in four types leave only two same-type pairs (sentiment, ethics), and no QQP/IMDB.",
-    "F2": "The paper evaluates AdvQQP with QQP prompts; there is no QQP train here, so AdvQQP uses the MRPC prompts "
-          "(a paraphrase transfer): its accuracy mixes the transfer loss with the adversarial loss. AdvGLUE dev sets "
-          "are small (78-148 examples), so chance-level verdicts rest on wide intervals.",
-    "F3": "Predictivity here is measured on capped splits (max_examples per split) with a short prompt: fewer "
-          "prompt positions to take the max over (eq. 5) lowers Pred, a small dev split raises the max over "
-          "neurons by chance; F3a is tested against the label-permutation null of the max Pred at the split's n "
-          "(inconclusive where the stage computed none), and F3b is also given with prompt slot 0 (the readout) "
-          "left out of the max over prompt tokens. MiniLM has 6 layers, so 'upper layers' is a coarser statement "
-          "than in 12/24 layers.",
-    "F4": "Same type structure as F1 (two same-type pairs among six tasks): the exact task-type permutation test "
-          "has few assignments, so even a clean separation has a limited smallest p; the verdict says so.",
-    "F5": "Suppression here is evaluated on a capped dev subset with fewer random draws than the paper; MiniLM's "
-          "FFN has 1536 neurons per layer (RoBERTa 3072), so k % removes fewer neurons. Prompts near majority "
-          "accuracy leave little to lose, which can hide a skill-neuron effect.",
-    "F6": "As F2 for AdvQQP (MRPC prompts and MRPC TRAIN baseline). Adversarial and clean predictivities share the "
-          "prompt and the baseline, which alone correlates them: F6a is tested against a control pair (an unrelated "
-          "set of the same size seen through the same prompt and baseline) and is inconclusive without one; the "
-          "neuron-permutation p it prints is not its test.",
-}
+# What differs from the paper's setting, per finding, and what it means for the verdict: explanations of the
+# setting, not results (the numbers they refer to are in the tables above them); the plan's own facts (tasks,
+# types, caps, draws) come from the config and the results found, never typed in.
+def differences(config: dict, clean_tasks: list[str], model: str) -> dict[str, str]:
+    """{finding: text} for the document's last section. clean_tasks: the clean tasks with results."""
+    by_type: dict[str, list[str]] = {}
+    for task in clean_tasks:
+        by_type.setdefault(results.task_type(task), []).append(task)
+    pairs = [f"{' / '.join(tasks)} ({kind})" for kind, tasks in sorted(by_type.items()) if len(tasks) > 1]
+    types = (f"{len(clean_tasks)} clean task{'s' if len(clean_tasks) != 1 else ''} in {len(by_type)} type"
+             f"{'s' if len(by_type) != 1 else ''}, with same-type groups: {', '.join(pairs) if pairs else 'none'}")
+    cap = config.get("max_examples")
+    rows = f"splits capped at {cap} rows" if cap else "full splits"
+    suppression = config.get("suppression") or {}
+    supp_cap = suppression.get("max_examples") or cap
+    supp_rows = f"at most {supp_cap} dev rows" if supp_cap else "every dev row"
+    draws = suppression.get("random_draws")
+    return {
+        "F1": f"The paper: RoBERTa-base / T5-base, 100 prompt tokens, full training. Here {model}, its recipe "
+              "(configs) and budget: prompts that learn little transfer little, which compresses relative transfer "
+              "towards 1 for every pair and makes a within/between difference harder to see. The results hold "
+              f"{types}; the paper's comparison needs learned prompts on several types with several datasets each "
+              "(no QQP, IMDB or MNLI here).",
+        "F2": "The paper evaluates AdvQQP with QQP prompts; there is no QQP train here, so AdvQQP uses the MRPC prompts "
+              "(a paraphrase transfer): its accuracy mixes the transfer loss with the adversarial loss. AdvGLUE dev "
+              "sets are small (tens to about 150 examples), so chance-level verdicts rest on wide intervals.",
+        "F3": f"Predictivity here is measured on {rows}, with this model's prompt length: fewer prompt positions to "
+              "take the max over (eq. 5) lowers Pred, a small split raises the max over neurons by chance; F3a is "
+              "tested against the label-permutation null of the max Pred at the split's n (inconclusive where the "
+              "stage computed none), and F3b is also given with prompt slot 0 (the readout) left out of the max over "
+              "prompt tokens. With few layers, 'upper layers' is a coarser statement than in 12/24 layers.",
+        "F4": "Same type structure as F1 (above): the exact task-type permutation test has as many assignments as "
+              "the types allow, so even a clean separation has a limited smallest p; the verdict says so.",
+        "F5": f"Suppression here is evaluated on {supp_rows}"
+              + (f" with {draws} random draws per level" if draws else "")
+              + "; the model's FFN width sets how many neurons k % removes. Prompts near majority accuracy leave "
+              "little to lose, which can hide a skill-neuron effect.",
+        "F6": "As F2 for AdvQQP (MRPC prompts and MRPC TRAIN baseline). Adversarial and clean predictivities share the "
+              "prompt and the baseline, which alone correlates them: F6a is tested against a control pair (an "
+              "unrelated set of the same size seen through the same prompt and baseline) and is inconclusive without "
+              "one; the neuron-permutation p it prints is not its test.",
+    }
 
 
 def write(context: ReportContext, doc_path) -> pathlib.Path:
@@ -120,8 +136,10 @@ def write(context: ReportContext, doc_path) -> pathlib.Path:
         summary["problems"][model] = found.problems
         _figures(context, document, model, figure_dir, doc_path.parent)
     document.h(2, "What differs from the paper, per finding")
-    for finding, text in DIFFERENCES.items():
-        document.p(f"**{finding}.** {text}")
+    for model in context.inventory.models:
+        clean = [t for t in context.tasks(model) if results.clean_task(t) is None]
+        for finding, text in differences(context.config, clean, model).items():
+            document.p(f"**{finding}.**{f' ({model})' if len(context.inventory.models) > 1 else ''} {text}")
     document.h(2, "Configuration")
     document.pre(json.dumps(context.config, indent=1, sort_keys=True, default=str))
     doc_path.parent.mkdir(parents=True, exist_ok=True)
