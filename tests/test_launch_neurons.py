@@ -1,8 +1,10 @@
 """The predictivity and suppress stages (skillneurons_jax.stages) and their launch scripts end to end on a tiny
 random BERT (no MLM head: the tied readout) and a tiny SST-2 / AdvGLUE data folder written here; bad inputs fail
 with errors that say what to do."""
+import dataclasses
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -434,3 +436,29 @@ def test_explorer_records_the_top_neurons_of_a_task_and_its_adversarial_set(env,
         assert set(out[f"rows__{task}"]) == set(out[f"top__{task}"].ravel()) | set(out[f"bottom__{task}"].ravel())
     dev = readers.load_split("sst2", "dev", env["data"])
     assert list(out["texts__sst2"]) == [dev[r].text_a for r in out["rows__sst2"]]
+
+
+def test_explorer_records_the_rows_the_predictivity_was_measured_on(env, tmp_path):
+    """With a checkpoint-selection part carved from dev (tune.select_percent), the predictivity is measured on
+    the other rows: the explorer records the same rows (stages.setup.read_split), so its eq. 3 accuracies
+    reproduce the npz's (before, it read the whole dev split and disagreed by up to 0.155 on a small set)."""
+    from skillneurons_jax.stages import explorer as explorer_stage
+    workdir = tmp_path / "work"
+    shutil.copytree(env["workdir"] / "prompts", workdir / "prompts")
+    config = tune_config.get_config()
+    setups = [dataclasses.replace(SESSION.setup(str(env["ckpt"]), t, config),
+                                  dev_rows=stage_setup.DevRows(select_percent=50)) for t in ("sst2", "advsst2")]
+    for setup in setups:
+        predictivity_stage.predictivity(setup, str(workdir), str(env["data"]), SEEDS, model_path=str(env["ckpt"]),
+                                        max_text_tokens=config.max_text_tokens, eval_batch_size=8,
+                                        prompt_task="sst2", baseline_task="sst2")
+    summary = explorer_stage.record_neurons(setups, str(workdir), str(env["data"]), SEEDS,
+                                            model_path=str(env["ckpt"]), max_text_tokens=config.max_text_tokens,
+                                            eval_batch_size=8, top_k=3, examples=2)
+    meta = json.loads(io.sidecar_path(summary["output"]).read_text())
+    for setup in setups:
+        task = setup.task.name
+        measured = stage_setup.read_split(setup, "dev", str(env["data"]), None).examples
+        full = readers.load_split(task, "dev", env["data"])
+        assert meta["n_dev"][task] == len(measured) < len(full)
+        assert meta["acc_check"][task] <= 1 / meta["n_dev"][task] + 1e-9

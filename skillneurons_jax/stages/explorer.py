@@ -39,13 +39,12 @@ import numpy as np
 
 from skillneurons_jax import io, layout, parallel
 from skillneurons_jax.data import batches as batching
-from skillneurons_jax.data import readers
 from skillneurons_jax.models.ffn import Capture
 from skillneurons_jax.prompt import eval_loop, files
 from skillneurons_jax.stages import predictivity as predictivity_kind
 from skillneurons_jax.stages import registry
 from skillneurons_jax.stages.predictivity import make_forward
-from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, hold, model_batches
+from skillneurons_jax.stages.setup import MODEL_KEYS, TaskSetup, buckets_for, hold, model_batches, read_split
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +160,9 @@ def _record(setups, workdir, data_dir, seeds, output, *, model_path, max_text_to
     check, n_dev = {}, {}
     for setup in setups:
         name = setup.task.name
-        data = readers.read_split(setup.task, "dev", data_dir, max_examples=max_examples)
-        if not data.examples:
-            raise ValueError(f"task {name!r}: the dev split is empty")
-        # the examples as read, so that row r of the activations is data.examples[r] (the texts shown)
+        # the rows the predictivity was measured on (the measurement part of dev: stages.setup.read_split), as
+        # read, so that row r of the activations is data.examples[r] (the texts shown)
+        data = read_split(setup, "dev", data_dir, max_examples)
         encoded = batching.encode(data.examples, loaded.tokenizer, setup.task, loaded.family,
                                   max_text_tokens=max_text_tokens)
         act = np.zeros((len(encoded), len(neurons)), np.float32)

@@ -65,6 +65,20 @@ def make_setup(loaded, task, readout_settings: ReadoutSettings = ReadoutSettings
                      readout_settings=readout_settings, dev_rows=dev_rows)
 
 
+def read_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[int], *, task=None,
+               role: str = "measure") -> readers.SplitData:
+    """The examples of one split of `task` (default: the setup's task) as encode_split reads them: the setup's
+    task's dev split restricted to its `role` part of dev_rows (every statistic and every view of it, e.g. the
+    explorer's recorded activations, sees the same rows). An empty split is a ValueError."""
+    spec = setup.task if task is None else tasks.get_task(task)
+    rows = setup.dev_rows.options(role) if (setup.dev_rows is not None and split == "dev"
+                                             and spec.name == setup.task.name) else {}
+    data = readers.read_split(spec, split, data_dir, max_examples=max_examples, **rows)
+    if not data.examples:
+        raise ValueError(f"task {spec.name!r}: the {split} split is empty")
+    return data
+
+
 def encode_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[int], max_text_tokens: int, *,
                  task=None, role: str = "measure") -> batching.Encoded:
     """One split of `task` (default: the setup's task; the clean TRAIN split of an adversarial task differs),
@@ -72,11 +86,7 @@ def encode_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[
     `dev_rows` say: the `role` part ("measure", the default, or "select": checkpoint selection). An empty split is
     a ValueError."""
     spec = setup.task if task is None else tasks.get_task(task)
-    rows = setup.dev_rows.options(role) if (setup.dev_rows is not None and split == "dev"
-                                             and spec.name == setup.task.name) else {}
-    data = readers.read_split(spec, split, data_dir, max_examples=max_examples, **rows)
-    if not data.examples:
-        raise ValueError(f"task {spec.name!r}: the {split} split is empty")
+    data = read_split(setup, split, data_dir, max_examples, task=spec.name, role=role)
     encoded = batching.encode(data.examples, setup.loaded.tokenizer, spec, setup.loaded.family,
                               max_text_tokens=max_text_tokens)
     reading = {"excluded_adversarial_originals": data.excluded_adversarial_originals,
