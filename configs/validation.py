@@ -1,33 +1,25 @@
 """The validation study: the paper's findings F1-F6 measured with the offline MiniLM on the paper's data.
 
-Power (issue #29; the settings below, not yet run): 5 seeds; every clean task's FULL dev split (max_examples 4000
-covers SST-2 872, MRPC 408, QNLI's grouped dev carve 1104, ETHICS deontology 3596 / justice 2704, Movie Rationales
-200; the eq. 2 TRAIN baseline on 4000 train rows), carved by `tune.select_percent` into a selection part (25 %,
-checkpoints) and a disjoint measurement part (the rest: Table 1's dev rows, predictivity, transfer, suppression;
-stages.setup.DevRows), both without AdvGLUE originals (`select_without_originals`); the held-out test split in
-full; suppression on the full measurement rows with 5 random draws per level; the recipe: warm-up 50 steps then
-cosine decay to 0.1 x lr, best prompt and patience on BALANCED dev accuracy (patience 4 evaluations of 100 steps);
-per-task budgets by learnability (docs/LEARNABILITY.md, the frozen-feature probes, chosen before any skill-neuron
-statistic): SST-2 and Movie Rationales, whose probes are far above chance, get the most steps; the tasks whose
-probes sit within about 10 points of chance get fewer (early stopping ends them sooner when nothing improves).
-The cost: `--dry_run` with `cost.flops_per_second` = 2.1e11 and `cost.stage_overhead_s` = 2, calibrated on the two
-runs measured on this project's 2-core AMD EPYC (AVX-512) host (the default study 310 s against 795 s of FLOP time
-at 8e10, the previous validation config 1566 s against 4155 s: both about 0.38 of the FLOP estimate, compilation
-time lost in the noise); see POWER_ESTIMATE below for its figure. On top (`checks`): the frozen-feature probe of
-every clean task (the reference beside Table 1, dev and test, and the "beyond this model" rule), F6a's control
-pair for each AdvGLUE set and F5 with prompt slot 0 left out for SST-2 and Movie Rationales.
-
     python -m launch.reproduce --config=configs/validation.py --data_dir /work/shared/data --workdir W
 
 writes the report under W/report/ and, because `report.validation_doc` is set, docs/VALIDATION.md (relative to the
-directory the command runs in; figures under docs/validation/): the command, commits, machines, run time, Table 1,
-the verdict table (analysis/verdicts.py) and what differs from the paper. Every measured figure, the run time
-included, is in that document; tests/test_validation.py checks that this config builds a valid plan.
+directory the command runs in; figures under docs/validation/): the command, commits, machines, run time, Table 1
+with the probes, the learning curves, the verdict table (analysis/verdicts.py) and what differs from the paper.
+Every measured figure is in that document, not here; tests/test_validation.py checks that this config builds a
+valid plan and fits its budget by the cost model.
 
-Tasks: SST-2, Movie Rationales, MRPC, QNLI, ETHICS deontology and justice (clean); AdvSST-2 and AdvQNLI with their
-clean task's prompts and TRAIN baselines; AdvQQP with MRPC's (no QQP train data here: a paraphrase transfer, and
-the document says so). One recipe for every task (configs/minilm_sst2.py's: no per-task tuning toward an answer);
-SST-2 alone trains 450 steps. Budget: 120 min wall on 2 CPU cores (`--dry_run` prints the plan's estimate).
+Design (`power` below over the earlier `get_config` settings): 5 seeds; every clean task's dev split up to
+max_examples rows, carved by `tune.select_percent` into a selection part (checkpoints, patience) and a disjoint
+measurement part (Table 1's dev rows, predictivity, transfer, suppression; stages.setup.DevRows), neither holding
+an AdvGLUE original; the held-out test split; one recipe for every task (warm-up, cosine decay, selection on
+balanced accuracy, patience) with per-task step budgets set by learnability (docs/LEARNABILITY.md's frozen-feature
+probes, fixed before any skill-neuron statistic); suppression and pruning only where the prompts learned
+(LEARNED_TASKS, judged on the tune stage's selection rows before any skill-neuron statistic of the study); on top
+(`checks`): the probe of every clean task, F6a's control pairs, F5 with prompt slot 0 left out.
+
+Tasks: SST-2, Movie Rationales, MRPC, QNLI, ETHICS deontology (clean); AdvSST-2 and AdvQNLI with their clean
+task's prompts and TRAIN baselines; AdvQQP with MRPC's (no QQP train data here: a paraphrase transfer, and the
+document says so). Budget: 120 min wall on 2 CPU cores (`--dry_run` prints the plan's estimate).
 """
 import ml_collections
 
@@ -40,7 +32,7 @@ VALIDATION_TASKS = CLEAN_TASKS + ",advsst2,advqnli,advqqp"
 CROSS_PAIRS = "sst2:advsst2,qnli:advqnli,mrpc:advqqp"
 # AdvQQP has no clean train split here (no QQP): it is evaluated with the MRPC prompts (same task type, paraphrase).
 ADVERSARIAL_PROMPTS = "advqqp:mrpc"
-# SST-2 trains 3x longer: the one task whose dev accuracy still rose after 150 steps in the probes (seed 0)
+# SST-2 trains 3x longer in the earlier design (its dev accuracy still rose after 150 steps)
 STEPS_BY_TASK = "sst2:450"
 # k (%): the paper's range 1..15 % at 4 levels (its 8 levels cost 17 instead of 9 passes per seed and stage)
 LEVELS = "0,1,5,10,15"
@@ -48,31 +40,23 @@ COMMAND = ("python -m launch.reproduce --config=configs/validation.py --data_dir
            "--workdir workdir/validation")
 
 
-# Per-task budgets by learnability (docs/LEARNABILITY.md): the probe's dev balanced accuracy far above chance
-# (SST-2 0.78) -> the most steps; within about 10 points of chance -> fewer (patience stops them earlier).
+# Per-task budgets by learnability (docs/LEARNABILITY.md): a probe far above chance -> the most steps; within
+# about 10 points of chance -> fewer (patience stops them earlier).
 POWER_STEPS_BY_TASK = "sst2:600,movierationales:400,mrpc:200,qnli:200,ethicsdeontology:200"
-# ETHICS justice is left out of the power study: its probe's held-out (test_hard) balanced accuracy is 0.510
-# [0.489, 0.531], an interval holding chance (docs/LEARNABILITY.md); the 120-minute budget goes to the tasks a
-# prompt can learn. The rule: a clean task whose reference probe's held-out test interval holds 0.5 is left out;
-# of the six clean tasks' probes, justice's is the only one (the next lowest, ETHICS deontology: [0.515, 0.575]).
+# The rule: a clean task whose reference probe's held-out test interval holds 0.5 is left out (ETHICS justice
+# alone, docs/LEARNABILITY.md); the budget goes to the tasks a prompt can learn.
 POWER_CLEAN_TASKS = "sst2,movierationales,mrpc,qnli,ethicsdeontology"
 # Suppression (F5, F6b) only for the tasks whose prompts learned, judged on the tune stage's selection rows
-# before any skill-neuron statistic of this study was computed: SST-2 (balanced 0.77 at its best evaluation, mean
-# over 5 seeds) and Movie Rationales (0.60); MRPC (0.50), QNLI (0.55) and ETHICS deontology (0.51) stayed at
-# chance, so their F5/F6b verdicts are inconclusive by the document's premise and their curves (about 30 min of
-# this host each) answer nothing. Their Table 1, predictivity, transfer and control stages run as planned.
+# before any skill-neuron statistic was computed (the learning curves: docs/VALIDATION.md); on prompts at chance
+# the verdicts are inconclusive by the document's premise. The other tasks' remaining stages run as planned.
 LEARNED_TASKS = "sst2,movierationales"
 LEARNED_CROSS_PAIRS = "sst2:advsst2"
 CONTROL_TASKS = "advsst2,advqnli,advqqp"
 SLOT_TASKS = "sst2,movierationales"
 POWER_LEVELS = "0,5,15"
 POWER_SEEDS = "0,1,2,3,4"
-# --dry_run of get_config() with the calibrated cost (see the docstring), measured at the commit that set it.
-# 43 stages: tune 3176 s, transfer 978, predictivity 420, prune 361, suppression 296, its slot-0 check 248,
-# explorer 105, report 66, F6a controls 24, and the probes 438 (learnability: the reference beside Table 1 and the
-# "beyond this model" rule). The model is optimistic on a loaded host: the probes took 213 s (Movie Rationales)
-# to about 53 min (MRPC) under load 6.5-22 (docs/LEARNABILITY.md); the run's real stage times are in
-# docs/VALIDATION.md. Without the probes: 5671 s (94.5 min).
+# --dry_run of get_config() with the calibrated cost (cost.flops_per_second below); the measured stage times are
+# in docs/VALIDATION.md (the model is optimistic on a loaded host).
 POWER_ESTIMATE = "6109 s (101.8 min)"
 
 
@@ -135,15 +119,14 @@ def power(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.tune.eval_every = 100
     c.tune.max_steps = 200
     c.tune.max_steps_by_task = POWER_STEPS_BY_TASK
-    c.suppression.max_examples = 400                  # 8x the old 48 rows; SST-2's measurement part is ~560
+    c.suppression.max_examples = 400                  # measurement rows per suppression curve
     c.suppression.random_draws = 5
     c.suppression.random_from = "rest"                # controls drawn from the neurons outside the skill set
-    # section 6.1 on the learned task; each seed's prompt tuned on for 100 steps on each pruned model (the task's
-    # recipe; the cost function's estimate: 361 s of the stage, 81 s without it)
+    # section 6.1 on the learned task; each seed's prompt tuned on for 100 steps on each pruned model
     c.prune = ml_collections.ConfigDict({"keep_percent": 2.0, "tasks": "sst2", "continue_steps": 100})
     c.stats.label_permutations = 100                  # Pred's null at each split's n: floors, F3a/F3b tests
     c.stats.subsample_sizes = "78,148"                # Pred at the AdvGLUE sets' n: matched-n drops
-    c.cost.flops_per_second = 2.1e11                  # calibrated on this host (docstring)
+    c.cost.flops_per_second = 2.1e11                  # calibrated on the 2-core AVX-512 EPYC host's runs
     c.cost.stage_overhead_s = 2.0
     return checks(c)
 
@@ -155,8 +138,8 @@ def checks(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # through the same clean prompts and TRAIN baseline (stages.control's rule picks it; the report names it)
     c.control = ml_collections.ConfigDict({"tasks": CONTROL_TASKS})
     # F5 (and its curves) with prompt slot 0, the readout slot, left out of the skill-neuron selection, for the
-    # tasks whose reference probe reaches dev balanced accuracy >= 0.65 in docs/LEARNABILITY.md (SST-2 0.783,
-    # Movie Rationales 0.655): a rule fixed from the probes before any skill-neuron statistic was seen
+    # tasks whose reference probe reaches dev balanced accuracy >= 0.65 in docs/LEARNABILITY.md: a rule fixed from
+    # the probes before any skill-neuron statistic was seen
     c.suppress_slots = ml_collections.ConfigDict({"tasks": SLOT_TASKS, "slots": "0"})
     # the frozen-feature probe of every clean task with docs/LEARNABILITY.md's reference settings: the reference
     # beside Table 1 (dev and test) and the "beyond this model" rule (analysis.learnability), from this study's own
