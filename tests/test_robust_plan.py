@@ -197,6 +197,23 @@ def test_each_arm_is_scored_on_clean_and_adversarial_dev(done):
         assert doc["clean"]["n_dev"] == 16 and len(doc["clean"]["accuracy"]) == 2
         assert set(doc["adversarial"]) == {"advsst2"} and doc["adversarial"]["advsst2"]["n_dev"] == 12
         assert all(0.0 <= a <= 1.0 for a in doc["adversarial"]["advsst2"]["accuracy"])
+        # per-example outcomes of every seed, in the split's row order: they average to the accuracies
+        for row in (doc["clean"], doc["adversarial"]["advsst2"]):
+            correct = np.asarray(row["correct"])
+            assert correct.shape == (2, row["n_dev"]) and len(row["labels"]) == row["n_dev"]
+            np.testing.assert_allclose(correct.mean(axis=1), row["accuracy"])
+        if arm != "plain":
+            # the manipulation check: each evaluation logs the loss's terms; the perturbed control measures the
+            # anchored arm's term without training on it
+            log = [json.loads(line) for line in
+                   layout.robust_metrics_path(w, M, "sst2", arm, SEEDS[0]).read_text().splitlines()]
+            trained = [r for r in log if r.get("train_loss") is not None]
+            assert trained and all(r["train_anchor"] > 0 for r in trained)
+            assert all(r["train_ce"] > 0 and r["train_perturbed_ce"] > 0 for r in trained)
+    # the arms table pairs the anchored arm with its control per example
+    rows = {(r["arm"], r["split"]): r for r in summary.arm_rows(w)}
+    assert rows[("anchored", "clean")]["vs_perturbed_p"] is not None
+    assert rows[("perturbed", "adversarial")]["vs_plain_p"] is not None
     # the plain arm's clean dev accuracy is the plain prompts' (the same files), scored the same way
     plain = json.loads(layout.robust_eval_path(w, M, "sst2", "plain").read_text())
     metrics = [json.loads(line) for line in layout.metrics_path(w, M, "sst2", 0).read_text().splitlines()]
@@ -281,6 +298,10 @@ def test_patching_output(done):
     doc = json.loads(layout.patching_path(done["workdir"], M, "sst2", "advsst2", "original").read_text())
     assert doc["ks"] == [0, 10, 50] and doc["patch_source"] == "original"
     assert doc["n_pairs_used"] == 11 and doc["pairs"]["skipped"]
+    # per level, draw, seed and pair: the per-example test of skill against random patches
+    assert np.asarray(doc["skill_correct"]["50"]).shape == (2, 11)
+    assert np.asarray(doc["random_correct"]["50"]).shape[1:] == (2, 11)
+    assert all(r["skill_minus_random_p"] is not None for r in summary.patching_rows(done["workdir"]))
 
 
 def test_robust_settings_arms_share_one_budget():

@@ -282,11 +282,12 @@ def evaluate_arm(targets: Sequence[transfer_stage.TransferTarget], task: str, ar
     with hold(path, f"robust evaluation {model}/{task}/{arm}"):
         rows, digests = {}, None
         for target in targets:
-            row = transfer_stage.transfer_pair(target, task, seeds, root)
+            row = transfer_stage.transfer_pair(target, task, seeds, root, outcomes=True)
             digests = row.pop("prompt_sha256")
             rows[target.setup.task.name] = {"target": row["target"], "accuracy": row["accuracy"], "f1": row["f1"],
                                             "n_dev": row["n_dev"], "confusion": row["confusion"],
-                                            "kind": task_table.scored_kind(task, row["target"])}
+                                            "kind": task_table.scored_kind(task, row["target"]),
+                                            "correct": row["correct"], "labels": row["labels"]}
         adversarial_kinds = (task_table.ADVERSARIAL, task_table.ADVERSARIAL_TRANSFER)
         doc = {"model": model, "task": task, "arm": arm, "seeds": [int(s) for s in seeds], "clean": rows[task],
                "adversarial": {name: row for name, row in rows.items() if row["kind"] in adversarial_kinds},
