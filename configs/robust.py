@@ -23,6 +23,9 @@ the same computation). Its document, with every measured figure and the run time
   the proposal's "transfer this prompt to other tasks of that type"; only its dev split is read);
 - `robust_predictivity/<m>/<task>/<arm>`: each arm's predictivity on its clean dev and its adversarial sets, for
   the table of the clean skill neurons' Pred on adversarial data per arm;
+- `robust_perturbed_predictivity/<m>/<task>/<arm>`: the same on a copy of the clean dev rows perturbed as the arms
+  were trained (robust.perturbations, a fixed recorded seed): held-out perturbations of the training kind, the
+  manipulation check of the anchor (robust/<arm>/predictivity_perturbed_dev/<m>/<task>.npz);
 - `patching/<m>/<clean>__<adv>.<source>`: activation patching of the AdvGLUE pairs (advglue/dev_ann.json) with the
   clean prompts, skill vs random neurons, k = 1..15 %; SST-2 -> AdvSST-2 and QNLI -> AdvQNLI (patching needs a
   clean task's own prompts: none for AdvQQP).
@@ -40,7 +43,7 @@ its stages off: configs/default.py has neither):
   robust.extra_targets       "clean:target,...": sets the arms of a clean task are scored on besides its own
                              adversarial sets (present data only)
   robust.transfer_within_type  also score the arms on the plan's other clean tasks of the same type
-  robust.predictivity        the robust_predictivity stages (on by default)
+  robust.predictivity        the robust_predictivity and robust_perturbed_predictivity stages (on by default)
   robust.anchor              robust.anchor.AnchorSettings: strength (the anchored arm), top_percent, scope, mode,
                              penalty, margin, tokens, epsilon, adversarial_steps (perturbed_weight is set per arm);
                              top_percent and scope also name the skill neurons of the predictivity table

@@ -34,6 +34,7 @@ PROMPTS_DIR = "prompts"
 TRANSFER_DIR = "transfer"
 PREDICTIVITY_DIR = "predictivity"
 CONTROL_DIR = "predictivity_controls"
+PERTURBED_PREDICTIVITY_DIR = "predictivity_perturbed_dev"
 SUPPRESSION_SLOTS_DIR = "suppression_slot0_excluded"
 SUPPRESSION_DIR = "suppression"
 REPORT_DIR = "report"
@@ -126,6 +127,12 @@ def control_predictivity_path(workdir, model: str, adversarial: str) -> pathlib.
     """F6a's control pair of an adversarial set: an unrelated set of its size scored with the same prompts and
     baseline (stages.predictivity control_for); a folder of its own, so no task inventory mistakes it for a task."""
     return pathlib.Path(workdir) / CONTROL_DIR / model / f"{adversarial}.npz"
+
+
+def perturbed_predictivity_path(workdir, model: str, task: str) -> pathlib.Path:
+    """The predictivity of a perturbed copy of `task`'s dev rows (robust_perturbed_predictivity, under a
+    robustness arm's root); a folder of its own, so no task inventory mistakes it for a task."""
+    return pathlib.Path(workdir) / PERTURBED_PREDICTIVITY_DIR / model / f"{task}.npz"
 
 
 def suppression_path(workdir, model: str, source: str, target: str, split: str = "dev") -> pathlib.Path:

@@ -2,6 +2,7 @@
 test_robust_summary.py and test_report_robustness.py):
   robust/<arm>/eval/<model>/<task>.json                  (robust.tuning.evaluate_arm)
   robust/<arm>/predictivity/<model>/<set>.npz (+ sidecar) (the robust_predictivity stages: stages.predictivity)
+  robust/<arm>/predictivity_perturbed_dev/<model>/<task>.npz (+ sidecar) (robust_perturbed_predictivity)
   predictivity/<model>/<task>.npz                         (the main study's, whose pred picks the skill neurons)
   patching/<model>/<clean>__<adversarial>.<source>.json  (robust.stage.run_patching)"""
 import numpy as np
@@ -43,17 +44,26 @@ def write_arm_eval(workdir, arm, clean, adversarial, seeds=(0, 1, 2), model="m",
     return path
 
 
+# What robust_perturbed_predictivity records as its sidecar's dev_transform (robust.perturbed_predictivity_stage).
+PERTURBED_DEV = {"kind": "perturbed", "rows": "dev (measure)", "seed": 100003,
+                 "perturbations": {"char_swap": 0.1, "word_drop": 0.05}, "mode": "all", "neighbour_k": 8,
+                 "protected_words": []}
+
+
 def write_predictivity(root, task, pred_per_seed, seeds=(0, 1, 2), model="m", prompt_task="sst2", n_dev=None,
-                       **extra):
+                       dev_transform=None, **extra):
     """A predictivity npz (pred [L, N] = the seed mean, pred_per_seed [S, L, N], and any `extra` arrays such as
     the stage's null_pred_layer_mean or matched_n / matched_pred_per_seed) and its sidecar under `root` (a workdir,
-    or layout.robust_arm_dir of one); n_dev recorded when given."""
+    or layout.robust_arm_dir of one); n_dev recorded when given. dev_transform (e.g. PERTURBED_DEV): the
+    perturbed dev's result instead (layout.perturbed_predictivity_path, the record in its sidecar)."""
     pred_per_seed = np.asarray(pred_per_seed, np.float32)
-    path = layout.predictivity_path(root, model, task)
+    path = (layout.predictivity_path(root, model, task) if dev_transform is None
+            else layout.perturbed_predictivity_path(root, model, task))
     io.atomic_save_npz(path, pred=pred_per_seed.mean(axis=0), pred_per_seed=pred_per_seed,
                        **{k: np.asarray(v) for k, v in extra.items()})
     io.write_sidecar(path, stage="predictivity", task=task, prompt_task=prompt_task, baseline_task=prompt_task,
-                     seeds=list(seeds), **({} if n_dev is None else {"n_dev": int(n_dev)}))
+                     seeds=list(seeds), **({} if n_dev is None else {"n_dev": int(n_dev)}),
+                     **({} if dev_transform is None else {"dev_transform": dev_transform}))
     return path
 
 

@@ -10,7 +10,7 @@ from matplotlib import image as mimage
 from scipy import stats
 
 import analysis_synthetic as synth
-from robust_outputs import patching_doc, write_arm_eval, write_patching, write_predictivity
+from robust_outputs import PERTURBED_DEV, patching_doc, write_arm_eval, write_patching, write_predictivity
 from skillneurons_jax import layout
 from skillneurons_jax.analysis import figures, results
 from skillneurons_jax.analysis.sections import robustness_study
@@ -99,6 +99,31 @@ def test_predictivity_table_per_arm(tmp_path):
     # anchored vs plain on AdvSST-2: [.2, .1, .1] -> +13.3 ± 14.3
     assert "| +13.3 [-1.0, +27.7] | -1.000 |" in markdown
     assert "top 50% (per layer)" in markdown
+
+
+def test_perturbed_dev_rows_and_what_they_check(tmp_path):
+    """The perturbed clean dev (robust_perturbed_predictivity) is rendered per arm beside the adversarial set, with
+    a sentence saying it is the manipulation check, its perturbation settings and seed, and anchored − perturbed."""
+    workdir = tmp_path / "work"
+    _write_arms(workdir)
+    write_arm_eval(workdir, "perturbed", [0.88, 0.9, 0.87], [0.5, 0.5, 0.55])
+    write_predictivity(workdir, "sst2", [[[0.9, 0.8, 0.5, 0.6], [0.5, 0.55, 0.7, 0.95]]], seeds=(0,))
+    skill = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+    for arm, perturbed in (("plain", [0.7, 0.6, 0.65]), ("perturbed", [0.72, 0.7, 0.68]),
+                           ("anchored", [0.8, 0.75, 0.7])):
+        root = layout.robust_arm_dir(workdir, arm)
+        write_predictivity(root, "sst2", [np.where(skill, v, 0.97) for v in (0.9, 0.8, 0.85)])
+        write_predictivity(root, "advsst2", [np.where(skill, v, 0.5) for v in (0.6, 0.6, 0.65)])
+        write_predictivity(root, "sst2", [np.where(skill, v, 0.5) for v in perturbed], dev_transform=PERTURBED_DEV)
+    markdown = _build(tmp_path, workdir).index_md.read_text()
+    assert "the anchor did not do what it was meant to do" in markdown
+    assert "(char_swap 0.1, word_drop 0.05; mode all, perturbation seed 100003)" in markdown
+    # plain: perturbed dev [.7, .6, .65] -> 65.0; drop from clean [.9, .8, .85] on the same rows: +20.0 exactly
+    assert "| m | sst2 | plain | sst2, perturbed dev (held-out, training kind) | 0,1,2 | 4 | 85.0 [72.6, 97.4] | " \
+           "65.0 [52.6, 77.4] | +20.0 [+20.0, +20.0] |" in markdown
+    # anchored: vs plain [.1, .15, .05] -> +10.0 ± t(2) * .05 / sqrt(3) = ± 12.4; vs perturbed [.08, .05, .02]
+    # -> +5.0 ± t(2) * .03 / sqrt(3) = ± 7.5
+    assert "| +10.0 [-2.4, +22.4] | -1.000 | +5.0 [-2.5, +12.5] |" in markdown
 
 
 def test_no_study_no_section(tmp_path):

@@ -18,6 +18,7 @@ from skillneurons_jax.pipeline import runner  # noqa: E402
 from skillneurons_jax.pipeline import session as session_module  # noqa: E402
 from skillneurons_jax.pipeline import build, presence  # noqa: E402
 from skillneurons_jax.pipeline.settings import StudySettings  # noqa: E402
+from skillneurons_jax.robust import perturbed_predictivity_stage as perturbed_stage  # noqa: E402
 from skillneurons_jax.robust import tune_stage as robust_tune_stage  # noqa: E402
 from skillneurons_jax.stages import predictivity as predictivity_stage  # noqa: E402
 from skillneurons_jax.stages import registry  # noqa: E402
@@ -260,9 +261,42 @@ def test_arm_predictivity_stages(world, done, tmp_path):
             assert not np.array_equal(anchored["pred_per_seed"], main["pred_per_seed"])
     assert not layout.predictivity_path(layout.robust_arm_dir(w, "plain"), M, "mrpc").exists()
     rows = summary.predictivity_rows(w)
-    assert [(r["arm"], r["adversarial"]) for r in rows] == [(a, "advsst2") for a in ("plain", "perturbed", "anchored")]
-    assert rows[0]["vs_plain_mean"] is None and rows[2]["vs_plain_mean"] is not None
+    assert [(r["arm"], r["adversarial"], r["kind"]) for r in rows] == [
+        (a, t, k) for a in ("plain", "perturbed", "anchored")
+        for t, k in (("advsst2", "adversarial"), ("sst2", summary.PERTURBED_DEV_KIND))]
+    assert rows[0]["vs_plain_mean"] is None and rows[4]["vs_plain_mean"] is not None
+    assert rows[5]["vs_plain_mean"] is not None and rows[5]["vs_perturbed_mean"] is not None
     assert all(0.0 <= r["adversarial_pred_mean"] <= 1.0 for r in rows)
+
+
+def test_perturbed_dev_predictivity_stages(world, done, tmp_path):
+    """The manipulation check's held-out half: each arm's Pred on a perturbed copy of the clean dev rows, perturbed
+    with the arms' training perturbations and a fixed seed that the stage's settings and the sidecar record; the
+    TRAIN baseline is the arm's clean result's; the Pred differs from the clean dev's (the rows were perturbed)."""
+    w = done["workdir"]
+    record = {"kind": "perturbed", "rows": "dev (measure)", "seed": perturbed_stage.PERTURBED_DEV_SEED,
+              "perturbations": {"char_swap": 0.3, "word_drop": 0.2, "neighbour": 0.3}, "mode": "all",
+              "neighbour_k": 2, "protected_words": ["good", "bad"]}
+    stages = {s.key: s for s in build.build_plan(StudySettings.from_config(_config(world), tmp_path / "w"))}
+    for arm in ("plain", "perturbed", "anchored"):
+        stage = stages[f"robust_perturbed_predictivity/{M}/sst2/{arm}"]
+        assert stage.settings["perturbed_dev"] == record and stage.settings["arm"] == arm
+        assert stage.deps == [f"robust_predictivity/{M}/sst2/{arm}"] and stage.group == f"{M}/sst2/{arm}"
+        assert stage.key in done["first"]["executed"]
+        root = layout.robust_arm_dir(w, arm)
+        path = layout.perturbed_predictivity_path(root, M, "sst2")
+        side = json.loads(io.sidecar_path(path).read_text())
+        assert side["dev_transform"] == record and side["prompt_task"] == "sst2"
+        assert side["reused_baseline_from"] == str(layout.predictivity_path(root, M, "sst2"))
+        with np.load(path) as perturbed, np.load(layout.predictivity_path(root, M, "sst2")) as clean:
+            np.testing.assert_array_equal(perturbed["baseline"], clean["baseline"])
+            assert not np.array_equal(perturbed["pred_per_seed"], clean["pred_per_seed"])
+        assert side["n_dev"] == json.loads(io.sidecar_path(layout.predictivity_path(root, M, "sst2")).read_text())[
+            "n_dev"]
+    off = _config(world)
+    off.robust.predictivity = False
+    assert "robust_perturbed_predictivity" not in {
+        s.kind for s in build.build_plan(StudySettings.from_config(off, tmp_path / "w2"))}
 
 
 def test_scored_set_kinds_and_within_type_targets(world, tmp_path):

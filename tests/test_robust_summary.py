@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from robust_outputs import patching_doc, write_arm_eval, write_patching, write_predictivity
+from robust_outputs import PERTURBED_DEV, patching_doc, write_arm_eval, write_patching, write_predictivity
 from skillneurons_jax import io, layout
 from skillneurons_jax.analysis import robust_tables as summary
 
@@ -207,3 +207,48 @@ def test_manipulation_rows_compare_the_anchor_term_of_the_arms_step_by_step(tmp_
     assert anchored["anchor_mean"] == pytest.approx(0.15) and anchored["weighted_anchor_mean"] == pytest.approx(0.3)
     assert anchored["seeds"] == [0, 1] and anchored["dev_balanced_accuracy_mean"] == pytest.approx(0.65)
     assert rows[0]["anchor_mean"] == pytest.approx(0.5) and rows[0]["weighted_anchor_mean"] == 0
+
+
+def test_perturbed_dev_rows_per_arm_against_plain_and_the_perturbed_control(tmp_path):
+    """The manipulation check's held-out half: each arm's robust_perturbed_predictivity result (the clean task's dev
+    rows perturbed as in training) is a row of its own beside the adversarial set, with the clean skill neurons'
+    Pred, the drop from the clean dev (same rows, same n), vs plain and, for the anchored arm, vs the perturbed
+    control, paired by seed; its sidecar's perturbation settings and seed are carried."""
+    approx = functools.partial(pytest.approx, abs=1e-6)
+    write_predictivity(tmp_path, "sst2", [[[0.9, 0.8, 0.5, 0.6], [0.5, 0.55, 0.7, 0.95]]], seeds=(0,))
+    skill = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)
+
+    def arm_values(skill_values, other):
+        return [np.where(skill, v, other) for v in skill_values]
+
+    perturbed_dev = {"plain": [0.7, 0.6, 0.65], "perturbed": [0.72, 0.7, 0.68], "anchored": [0.8, 0.75, 0.7]}
+    for arm, values in perturbed_dev.items():
+        write_arm_eval(tmp_path, arm, [0.9] * 3, [0.5] * 3)
+        root = layout.robust_arm_dir(tmp_path, arm)
+        write_predictivity(root, "sst2", arm_values([0.9, 0.8, 0.85], 0.97), n_dev=100)
+        write_predictivity(root, "advsst2", arm_values([0.6, 0.6, 0.65], 0.5), n_dev=40)
+        write_predictivity(root, "sst2", arm_values(values, 0.5), n_dev=100, dev_transform=PERTURBED_DEV,
+                           null_pred_layer_mean=np.full((5, 2), 0.55))
+    rows = summary.predictivity_rows(tmp_path)
+    kind = summary.PERTURBED_DEV_KIND
+    assert [(r["arm"], r["adversarial"], r["kind"]) for r in rows] == [
+        (arm, target, k) for arm in ("plain", "perturbed", "anchored")
+        for target, k in (("advsst2", "adversarial"), ("sst2", kind))]
+    by = {(r["arm"], r["kind"]): r for r in rows}
+    plain, control, anchored = (by[(arm, kind)] for arm in ("plain", "perturbed", "anchored"))
+    assert plain["adversarial_pred_mean"] == approx(0.65) and plain["adversarial_n"] == 100
+    assert plain["drop_mean"] == approx(np.mean([0.2, 0.2, 0.2])) and plain["drop_basis"] == "same n = 100"
+    assert plain["adversarial_floor"] == approx(0.55)
+    assert plain["perturbation"] == PERTURBED_DEV and by[("plain", "adversarial")]["perturbation"] is None
+    assert plain["vs_plain_mean"] is None and plain["vs_perturbed_mean"] is None
+    assert control["vs_plain_mean"] == approx(np.mean([0.02, 0.1, 0.03])) and control["vs_perturbed_mean"] is None
+    assert anchored["vs_plain_mean"] == approx(np.mean([0.1, 0.15, 0.05]))
+    assert anchored["vs_perturbed_mean"] == approx(np.mean([0.08, 0.05, 0.02]))
+    assert anchored["vs_perturbed_low"] < anchored["vs_perturbed_mean"] < anchored["vs_perturbed_high"]
+    # on the adversarial set the anchored arm is compared with its control too (equal there: 0)
+    assert by[("anchored", "adversarial")]["vs_perturbed_mean"] == approx(0.0)
+    # a result without its perturbation record is not taken for the perturbed dev
+    write_predictivity(layout.robust_arm_dir(tmp_path, "anchored"), "sst2", arm_values([0.8] * 3, 0.5),
+                       dev_transform="perturbed")
+    with pytest.raises(ValueError, match=r"predictivity_perturbed_dev/m/sst2.npz: not a perturbed dev"):
+        summary.predictivity_rows(tmp_path)

@@ -4,8 +4,9 @@
 
 Reads (nothing else, nothing written):
   robust/<arm>/eval/<model>/<task>.json                 (robust.tuning.evaluate_arm)
-  robust/<arm>/predictivity/<model>/<set>.npz (+ .json) (the robust_predictivity stages) and the main study's
-  predictivity/<model>/<task>.npz (the clean skill neurons the anchor chose)
+  robust/<arm>/predictivity/<model>/<set>.npz (+ .json) (the robust_predictivity stages),
+  robust/<arm>/predictivity_perturbed_dev/<model>/<task>.npz (+ .json) (robust_perturbed_predictivity) and the main
+  study's predictivity/<model>/<task>.npz (the clean skill neurons the anchor chose)
   patching/<model>/<clean>__<adversarial>.<source>.json (robust.stage.run_patching; the suppression JSON format)
 
 "arms": one row per (model, task, arm, scored set), the clean dev first, then each other scored set by name:
@@ -25,7 +26,8 @@ Reads (nothing else, nothing written):
   the other arms' rows.
 "manipulation": one row per (model, task, arm, evaluation step) of the arms trained on perturbed batches: the
   loss's terms during training (manipulation_rows' docstring).
-"predictivity": one row per (model, task, arm, adversarial set): the clean skill neurons' Pred per arm
+"predictivity": one row per (model, task, arm, adversarial set, and the perturbed clean dev where measured): the
+  clean skill neurons' Pred per arm
   (predictivity_rows' docstring defines its fields, and the selection caveat of its clean column).
 "patching": one row per (model, clean, adversarial, patch source, k > 0):
   seeds, n_seeds, n_examples, adversarial_mean (unpatched), original_mean (None for source "mean"),
@@ -395,6 +397,27 @@ def _layer_mean_spearman(pred_a: np.ndarray, pred_b: np.ndarray) -> Optional[flo
     return None if np.all(np.isnan(rho)) else float(np.nanmean(rho))
 
 
+# The "kind" of the predictivity table's row of a perturbed copy of the clean task's dev rows
+# (robust_perturbed_predictivity): the manipulation check on perturbations of the training kind, held out.
+PERTURBED_DEV_KIND = "perturbed dev (held-out, training kind)"
+
+
+def _perturbed_dev(workdir: pathlib.Path, doc: dict, eval_path, seeds, shape):
+    """(pred_per_seed [S, L, N], path, sidecar) of the arm's robust_perturbed_predictivity result, or None when
+    the stage has not run; ValueError naming the file when it is not this arm's clean task's computation."""
+    path = layout.perturbed_predictivity_path(layout.robust_arm_dir(workdir, doc["arm"]), doc["model"], doc["task"])
+    if not path.exists():
+        return None
+    values, set_seeds, side = _predictivity_per_seed(path)
+    if side.get("prompt_task") != doc["task"] or not isinstance(side.get("dev_transform"), dict):
+        raise ValueError(f"{path}: not a perturbed dev of {doc['task']!r} under its prompts (sidecar prompt_task "
+                         f"{side.get('prompt_task')!r}, dev_transform {side.get('dev_transform')!r}; {eval_path})")
+    if set_seeds != seeds or values.shape != shape:
+        raise ValueError(f"{path}: seeds {set_seeds} and shape {values.shape} differ from the clean task's "
+                         f"({seeds}, {shape})")
+    return values, path, side
+
+
 def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
     """The "predictivity" table: the clean task's skill neurons on adversarial data, per arm (issue 17, item 3).
 
@@ -410,14 +433,20 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
     (every neuron: what any neuron scores there), adversarial_floor (the label-permutation floor at the
     adversarial n, None without the stage's null),
     vs_plain_mean / _low / _high (the arm's adversarial Pred of those neurons - the plain arm's, paired by seed;
-    None for the plain arm or without a plain arm of the same seeds) and spearman (between the arm's seed-mean
-    clean and adversarial Pred: Spearman per layer over its neurons, averaged over the layers, as
-    analysis.specificity correlates datasets; the paper's AdvX-X correlation, per arm; None if no layer varies).
+    None for the plain arm or without a plain arm of the same seeds), vs_perturbed_mean / _low / _high (the same
+    against the perturbed control, for the anchored arm only: the anchor's own effect), perturbation (the
+    perturbed dev's settings and seed, its sidecar's dev_transform; None for an adversarial set) and spearman
+    (between the arm's seed-mean clean and adversarial Pred: Spearman per layer over its neurons, averaged over
+    the layers, as analysis.specificity correlates datasets; the paper's AdvX-X correlation, per arm; None if no
+    layer varies).
     Selection: the plain arm's clean Pred IS the statistic the neurons were chosen by (the same prompts and dev
     rows), so it is optimistic (regression to the mean) and its drop overstates what adversarial data cost; the
-    other arms' clean Pred is less so. No arm's adversarial Pred was selected on: compare arms there (vs_plain)."""
+    other arms' clean Pred is less so. No arm's adversarial Pred was selected on: compare arms there (vs_plain).
+    Besides the adversarial sets, a row of kind PERTURBED_DEV_KIND ("adversarial" = the clean task) where the arm's
+    robust_perturbed_predictivity ran: the same neurons on a perturbed copy of the clean dev rows (the training
+    kind of perturbation, held out: the neurons the anchor targets, where it should keep their Pred)."""
     workdir = pathlib.Path(workdir)
-    per_arm, paths = {}, {}
+    per_arm, paths, transforms = {}, {}, {}
     for eval_path in _arm_files(workdir):
         doc = _read(eval_path)
         _need(doc, eval_path, "model", "task", "arm")
@@ -445,35 +474,47 @@ def predictivity_rows(workdir, confidence: float = 0.95) -> list[dict]:
             sets[target] = values
             paths[(doc["model"], doc["task"], doc["arm"], target)] = (clean_path, clean_side.get("n_dev"), path,
                                                                       side.get("n_dev"))
+        perturbed = _perturbed_dev(workdir, doc, eval_path, seeds, clean.shape)
+        if perturbed is not None:            # keyed by the clean task's name: never one of its adversarial sets
+            values, path, side = perturbed
+            sets[doc["task"]] = values
+            key = (doc["model"], doc["task"], doc["arm"], doc["task"])
+            paths[key] = (clean_path, clean_side.get("n_dev"), path, side.get("n_dev"))
+            transforms[key] = side["dev_transform"]
         per_arm[(doc["model"], doc["task"], doc["arm"])] = (clean, seeds, mask, sets, doc["skill_neurons"])
     order = {"plain": 0, "perturbed": 1, "anchored": 2}
     rows = []
     for (model, task, arm), (clean, seeds, mask, sets, skill_neurons) in sorted(
             per_arm.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9), kv[0][2])):
         plain = per_arm.get((model, task, "plain"))
+        control = per_arm.get((model, task, "perturbed")) if arm == "anchored" else None
         clean_skill = clean[:, mask].mean(axis=1)                       # [S]
-        for target, values in sorted(sets.items()):
+        # the adversarial sets by name, then the perturbed dev (keyed by the clean task)
+        for target, values in sorted(sets.items(), key=lambda kv: (kv[0] == task, kv[0])):
             adversarial_skill = values[:, mask].mean(axis=1)            # [S]
             clean_path, clean_n, adversarial_path, adversarial_n = paths[(model, task, arm, target)]
             matched, basis = matched_clean(clean_path, clean, clean_n, adversarial_n)
             drop = (_stats("drop", matched[:, mask].mean(axis=1) - adversarial_skill, confidence)
                     if matched is not None else {"drop_mean": None, "drop_low": None, "drop_high": None})
+            kind = PERTURBED_DEV_KIND if target == task else task_table.scored_kind(task, target)
             row = {"model": model, "task": task, "arm": arm, "adversarial": target,
-                   "kind": task_table.scored_kind(task, target), "seeds": seeds, "n_seeds": len(seeds),
+                   "kind": kind, "seeds": seeds, "n_seeds": len(seeds),
                    "n_neurons": int(mask.sum()), "top_percent": float(skill_neurons["top_percent"]),
                    "scope": skill_neurons["scope"], **_stats("clean_pred", clean_skill, confidence),
                    **_stats("adversarial_pred", adversarial_skill, confidence),
                    **drop, "drop_basis": basis, "clean_n": clean_n, "adversarial_n": adversarial_n,
                    "adversarial_all_mean": float(values.mean()), "adversarial_floor": _floor(adversarial_path),
                    # per layer, then the mean over the layers where it is defined: the report's correlation
-                   "spearman": _layer_mean_spearman(clean.mean(axis=0), values.mean(axis=0))}
-            base = None
-            if plain is not None and arm != "plain" and plain[1] == seeds and target in plain[3]:
-                base = plain[3][target][:, mask].mean(axis=1)
-            if base is None:
-                row.update(vs_plain_mean=None, vs_plain_low=None, vs_plain_high=None)
-            else:
-                row.update(_stats("vs_plain", adversarial_skill - base, confidence))
+                   "spearman": _layer_mean_spearman(clean.mean(axis=0), values.mean(axis=0)),
+                   "perturbation": transforms.get((model, task, arm, target))}
+            for name, other in (("vs_plain", plain if arm != "plain" else None), ("vs_perturbed", control)):
+                base = None
+                if other is not None and other[1] == seeds and target in other[3]:
+                    base = other[3][target][:, mask].mean(axis=1)
+                if base is None:
+                    row.update({f"{name}_mean": None, f"{name}_low": None, f"{name}_high": None})
+                else:
+                    row.update(_stats(name, adversarial_skill - base, confidence))
             rows.append(row)
     return rows
 

@@ -3,4 +3,5 @@
 See docs/ROBUSTNESS.md."""
 
 # The robustness study's stage kinds register for the plan here (the core never imports this package).
-from skillneurons_jax.robust import predictivity_stage, stage, tune_stage  # noqa: E402,F401
+from skillneurons_jax.robust import (perturbed_predictivity_stage, predictivity_stage, stage,  # noqa: E402,F401
+                                     tune_stage)

@@ -201,6 +201,28 @@ def protected_ids(tokenizer, words: Sequence[str]) -> list[int]:
     return sorted(ids)
 
 
+def neighbour_table(loaded, settings: RobustSettings, examples: Sequence) -> Optional[perturb.NeighbourTable]:
+    """The `neighbour` operation's table for `examples`' texts (None when the set has no neighbour rate): the
+    model's input-embedding neighbours, robust.neighbour_k of them, robust.protected_words never edited."""
+    if not settings.perturbations.needs_neighbours:
+        return None
+    vocab = jnp.arange(loaded.config.vocab_size)
+    embeddings = np.asarray(loaded.module.apply({"params": loaded.params}, vocab, method="embed_tokens"))
+    texts = [t for ex in examples for t in (ex.text_a, ex.text_b) if t]
+    return perturb.NeighbourTable.build(loaded.tokenizer, embeddings, texts, int(settings.neighbour_k),
+                                        protected_ids(loaded.tokenizer, settings.protected_words))
+
+
+def perturbed_examples(setup: TaskSetup, settings: RobustSettings, seed: int):
+    """[E] examples -> their perturbed copy with `seed` (robust.perturb.perturb_examples with the arms'
+    perturbation set and a neighbour table of these examples' texts, as the training split's is built): e.g.
+    stages.predictivity's dev_transform for held-out perturbations of the training kind."""
+    def transform(examples):
+        return perturb.perturb_examples(examples, int(seed), settings.perturbations,
+                                        neighbours=neighbour_table(setup.loaded, settings, examples))
+    return transform
+
+
 def perturbed_batches(setup: TaskSetup, settings: RobustSettings, seeds: Sequence[int]):
     """stages.tune.tune's `extend_batches`: (train examples [E], train Encoded, cfg) -> extend(seed, batch), which
     joins to each batch the rows of seed's perturbed copy of the split (robust.perturb.perturb_examples with
@@ -211,13 +233,7 @@ def perturbed_batches(setup: TaskSetup, settings: RobustSettings, seeds: Sequenc
     def extend_batches(train_examples, train_enc, cfg):
         if len(train_examples) != len(train_enc):
             raise ValueError(f"{len(train_examples)} training examples read, {len(train_enc)} encoded")
-        neighbours = None
-        if settings.perturbations.needs_neighbours:
-            vocab = jnp.arange(loaded.config.vocab_size)
-            embeddings = np.asarray(loaded.module.apply({"params": loaded.params}, vocab, method="embed_tokens"))
-            texts = [t for ex in train_examples for t in (ex.text_a, ex.text_b) if t]
-            neighbours = perturb.NeighbourTable.build(loaded.tokenizer, embeddings, texts, int(settings.neighbour_k),
-                                                      protected_ids(loaded.tokenizer, settings.protected_words))
+        neighbours = neighbour_table(loaded, settings, train_examples)
         encoded = {}
         for seed in seeds:
             changed = perturb.perturb_examples(train_examples, int(seed), settings.perturbations,

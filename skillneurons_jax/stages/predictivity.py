@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from io import BytesIO
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -227,7 +227,9 @@ def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, m
                  eval_batch_size: int, options: StatsOptions = StatsOptions(), max_examples: Optional[int] = None,
                  batch_size: Optional[int] = None, baseline_task: Optional[str] = None,
                  prompt_task: Optional[str] = None, decoder: bool = True, reuse_baseline: bool = True,
-                 reuse_from=None, control_for: Optional[str] = None) -> dict:
+                 reuse_from=None, control_for: Optional[str] = None,
+                 dev_transform: Optional[Callable[[list], list]] = None, dev_record: Optional[dict] = None,
+                 output=None) -> dict:
     """Computes and writes the predictivity of `setup.task` (see the module docstring); returns a summary dict
     ({"output", "task", "baseline_task", "model_accuracy", "top_pred", "seconds"}).
 
@@ -241,7 +243,21 @@ def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, m
     layout.control_predictivity_path(workdir, model, A): `setup.task` is an unrelated clean task whose dev split,
     capped at A's dev size, is scored with the prompts and TRAIN baseline of A's clean task (baseline_task and
     prompt_task default to it), so that the correlation the shared prompt and baseline give by themselves can be
-    measured (analysis.verdicts.f6_correlation)."""
+    measured (analysis.verdicts.f6_correlation).
+
+    dev_transform: [E] examples -> [E] examples applied to the dev rows before they are encoded (stages.setup
+    encode_split's `transform`; e.g. a perturbed copy: robust_perturbed_predictivity); it needs `output` (another
+    file than the task's result) and `dev_record` (what the transform is, for the sidecar's "dev_transform"). The
+    result is never copied from `reuse_from`; the TRAIN baseline of the task's own result under `workdir` is
+    reused when it is the same computation."""
+    if dev_transform is not None:
+        if output is None or dev_record is None:
+            raise ValueError("predictivity with a dev_transform needs an output path and a dev_record: it must "
+                             "not overwrite the task's own result")
+        if control_for is not None:
+            raise ValueError("predictivity: dev_transform and control_for do not combine")
+    elif output is not None or dev_record is not None:
+        raise ValueError("predictivity: output and dev_record go with a dev_transform")
     if control_for is not None:
         clean = tasks.clean_task_of(tasks.get_task(control_for))
         if clean == control_for:
@@ -251,21 +267,23 @@ def predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, m
             raise ValueError(f"the control set of {control_for!r} must be unrelated to it; got {setup.task.name!r}")
         baseline_task, prompt_task = baseline_task or clean, prompt_task or clean
         output = layout.control_predictivity_path(workdir, setup.loaded.name, control_for)
-    else:
+    elif output is None:
         output = layout.predictivity_path(workdir, setup.loaded.name, setup.task.name)
     with hold(output, f"predictivity {setup.loaded.name}/{setup.task.name}"):
         return _predictivity(setup, workdir, data_dir, seeds, model_path=model_path, max_text_tokens=max_text_tokens,
                              eval_batch_size=eval_batch_size, options=options, max_examples=max_examples,
                              batch_size=batch_size, baseline_task=baseline_task, prompt_task=prompt_task,
                              decoder=decoder, reuse_baseline=reuse_baseline,
-                             reuse_from=None if control_for else reuse_from, control_for=control_for,
-                             output=output)
+                             reuse_from=None if (control_for or dev_transform) else reuse_from,
+                             control_for=control_for, output=output, dev_transform=dev_transform,
+                             dev_record=dev_record)
 
 
 def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, model_path, max_text_tokens: int,
                   eval_batch_size: int, options: StatsOptions, max_examples: Optional[int], batch_size: Optional[int],
                   baseline_task: Optional[str], prompt_task: Optional[str], decoder: bool, reuse_baseline: bool,
-                  reuse_from=None, control_for: Optional[str] = None, output=None) -> dict:
+                  reuse_from=None, control_for: Optional[str] = None, output=None,
+                  dev_transform: Optional[Callable[[list], list]] = None, dev_record: Optional[dict] = None) -> dict:
     """The body of `predictivity`, run while its output is held."""
     t0 = time.time()
     seeds = [int(s) for s in seeds]
@@ -292,7 +310,7 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
     if control_for is not None:      # the control set has the adversarial set's size
         n_control = len(encode_split(setup, "dev", data_dir, max_examples, max_text_tokens, task=control_for))
         dev_cap = n_control if max_examples is None else min(int(max_examples), n_control)
-    dev_enc = encode_split(setup, "dev", data_dir, dev_cap, max_text_tokens)
+    dev_enc = encode_split(setup, "dev", data_dir, dev_cap, max_text_tokens, transform=dev_transform)
     if control_for is not None and len(dev_enc) < dev_cap:
         raise ValueError(f"control set {spec.name!r} has {len(dev_enc)} dev rows, fewer than {control_for!r}'s "
                          f"{dev_cap}: the control pair needs the same size")
@@ -304,8 +322,10 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
                                    str(model_path))
         if copied is not None:
             return {**copied, "seconds": round(time.time() - t0, 3)}
+    # an adversarial set, or a transformed dev of the task itself, reuses the TRAIN baseline of the baseline task's
+    # own result when it is the same computation
     reused = _reusable_train(workdir, loaded.name, fingerprint) if (
-        reuse_baseline and baseline_task != spec.name) else None
+        reuse_baseline and (baseline_task != spec.name or dev_transform is not None)) else None
     train_enc = None
     if reused is None:
         train_enc = encode_split(setup, "train", data_dir, max_examples, max_text_tokens, task=baseline_task)
@@ -358,6 +378,7 @@ def _predictivity(setup: TaskSetup, workdir, data_dir, seeds: Sequence[int], *, 
         "stage": "predictivity", "model": loaded.name, "model_path": str(model_path), "family": loaded.family,
         "task": spec.name, "baseline_task": baseline_task, "prompt_task": prompt_task, "seeds": seeds,
         **({"control_for": control_for} if control_for else {}),
+        **({"dev_transform": dev_record} if dev_transform is not None else {}),
         "n_train": encoder.n_train, "n_dev": encoder.n_dev, "dev_label_counts": encoder.dev_label_counts.tolist(),
         "model_accuracy": metrics.accuracy(confusion).tolist(), "model_f1": metrics.f1(confusion).tolist(),
         "model_confusion": confusion.astype(int).tolist(),
@@ -421,16 +442,16 @@ def column_flops(ctx, dev: int) -> float:
     return 2.0 * cm.S * cm.L * positions * cm.F * columns * dev
 
 
-def run_in(ctx, task: str, workdir, *, prompt_task: Optional[str], reuse_from=None) -> dict:
+def run_in(ctx, task: str, workdir, *, prompt_task: Optional[str], reuse_from=None, **transformed) -> dict:
     """`predictivity` of `task` for the plan's model under the workdir-shaped root `workdir` (the study's, or a
     robustness arm's: robust_predictivity); prompt_task: the clean task whose prompts and TRAIN baseline an
     adversarial set uses (None: the task table's clean task); reuse_from: a root whose result of the same
-    computation is copied."""
+    computation is copied; `transformed`: predictivity's dev_transform, dev_record and output."""
     s, path = ctx.study, ctx.model.path
     return predictivity(ctx.session.setup(path, task, s.tune), workdir, s.data_dir, list(s.seeds), model_path=path,
                         max_text_tokens=int(s.tune["max_text_tokens"]), eval_batch_size=int(s.tune["eval_batch_size"]),
                         options=s.stats, max_examples=s.max_examples, prompt_task=prompt_task,
-                        baseline_task=prompt_task, reuse_from=reuse_from)
+                        baseline_task=prompt_task, reuse_from=reuse_from, **transformed)
 
 
 def run(ctx, task: str, prompt_task: Optional[str] = None) -> dict:

@@ -10,7 +10,7 @@ Nothing here loads a model or reads a flag: the caller (a launch script, a pipel
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 
@@ -80,14 +80,21 @@ def read_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[in
 
 
 def encode_split(setup: TaskSetup, split: str, data_dir, max_examples: Optional[int], max_text_tokens: int, *,
-                 task=None, role: str = "measure") -> batching.Encoded:
+                 task=None, role: str = "measure",
+                 transform: Optional[Callable[[list], list]] = None) -> batching.Encoded:
     """One split of `task` (default: the setup's task; the clean TRAIN split of an adversarial task differs),
     tokenized with that task's template for the model's family. The setup's task's dev split is read as its
     `dev_rows` say: the `role` part ("measure", the default, or "select": checkpoint selection). An empty split is
-    a ValueError."""
+    a ValueError. `transform`: [E] examples -> [E] examples (same order and labels) applied to the rows read before
+    they are encoded (e.g. a perturbed copy of the dev rows: robust_perturbed_predictivity)."""
     spec = setup.task if task is None else tasks.get_task(task)
     data = read_split(setup, split, data_dir, max_examples, task=spec.name, role=role)
-    encoded = batching.encode(data.examples, setup.loaded.tokenizer, spec, setup.loaded.family,
+    examples = data.examples
+    if transform is not None:
+        examples = list(transform(list(data.examples)))
+        if len(examples) != len(data.examples) or [e.label for e in examples] != [e.label for e in data.examples]:
+            raise ValueError(f"task {spec.name!r}: the {split} split's transform changed its rows or labels")
+    encoded = batching.encode(examples, setup.loaded.tokenizer, spec, setup.loaded.family,
                               max_text_tokens=max_text_tokens)
     reading = {"excluded_adversarial_originals": data.excluded_adversarial_originals,
                "adversarial_match": data.adversarial_match}

@@ -27,7 +27,8 @@ MANIPULATION_HEADER = ("model", "task", "step", "arm", "seeds", "task CE (clean)
                        "anchor term", "strength × term", "selection-rows balanced acc. %")
 PREDICTIVITY_HEADER = ("model", "task", "arm", "adversarial set", "seeds", "skill neurons", "clean Pred % [CI]",
                        "adversarial Pred % [CI]", "drop (pp) [CI], at matched n", "all neurons, adversarial %",
-                       "permutation floor, adversarial %", "vs plain (pp) [CI]", "Spearman ρ")
+                       "permutation floor, adversarial %", "vs plain (pp) [CI]", "Spearman ρ",
+                       "anchored − perturbed (pp) [CI]")
 PATCHING_HEADER = ("model", "clean → adversarial", "patch source", "k %", "seeds", "n examples",
                    "unpatched adversarial %", "original %", "skill-patched % [CI]", "random-patched %",
                    "skill − random (pp) [CI]", "p skill > random (Holm)", "fraction recovered %")
@@ -155,13 +156,17 @@ def _render(context: ReportContext, document, tables: dict, figure: Callable) ->
                    "two arms' terms compare: an anchored term well below the control's shows that the anchor moved "
                    "the neurons it targets; one that is not shows that it did not, whatever the accuracies. "
                    "'selection-rows balanced acc.' is the checkpoint-selection dev part's, not the measurement "
-                   "rows'. No interval: a description of training, not a test.")
+                   "rows'. No interval: a description of training, not a test. Its held-out half is the 'perturbed "
+                   "dev' rows of the predictivity table below.")
         document.table(MANIPULATION_HEADER, [_manipulation_cells(row) for row in manipulation])
     document.h(3, "The clean task's skill neurons on adversarial data, per arm")
     if not predictivity_read:
         document.p("The arms' predictivity files could not be read (the report lists them under unreadable result files).")
     elif predictivity:
         document.p(_predictivity_text(predictivity[0]))
+        perturbed = next((row for row in predictivity if row["kind"] == robust_summary.PERTURBED_DEV_KIND), None)
+        if perturbed is not None:
+            document.p(_perturbed_dev_text(perturbed))
         document.table(PREDICTIVITY_HEADER, [_predictivity_cells(row) for row in predictivity])
     else:
         document.p("No arm's predictivity was computed (robust.predictivity off, or its stages have not run).")
@@ -300,16 +305,32 @@ def _predictivity_text(row: dict) -> str:
             "layers (the paper's AdvX–X correlation), with no test.")
 
 
+def _perturbed_dev_text(row: dict) -> str:
+    """What the rows of the perturbed clean dev are (robust_perturbed_predictivity), from one row's settings."""
+    setting = row.get("perturbation") or {}
+    rates = ", ".join(f"{name} {float(rate):g}" for name, rate in (setting.get("perturbations") or {}).items())
+    return ("The rows 'perturbed dev (held-out, training kind)' are the manipulation check: the same neurons, the "
+            "neurons the anchor targets, measured on a perturbed copy of the clean task's dev rows, perturbed with "
+            f"the operations and rates the arms were trained with ({rates or 'as recorded'}; mode "
+            f"{setting.get('mode', '?')}, perturbation seed {setting.get('seed', '?')}). The dev rows are never "
+            "trained on, so these perturbations are held out but of the training kind. 'drop' there is clean − "
+            "perturbed on the same rows. If the anchored arm does not raise their Pred there over the perturbed "
+            "control ('anchored − perturbed', paired by seed), the anchor did not do what it was meant to do.")
+
+
 def _predictivity_cells(row: dict) -> tuple:
     """One "predictivity" row of analysis.robust_tables -> PREDICTIVITY_HEADER's cells."""
     target = row["adversarial"] if row["kind"] == "adversarial" else f"{row['adversarial']} ({row['kind']})"
+    if row["kind"] == robust_summary.PERTURBED_DEV_KIND:
+        target = f"{row['adversarial']}, perturbed dev (held-out, training kind)"
     return (row["model"], row["task"], row["arm"], target, _seeds(row), row["n_neurons"],
             _with_interval(row, "clean_pred"), _with_interval(row, "adversarial_pred"),
             _with_interval(row, "drop", signed=True) + ("" if row.get("drop_mean") is not None
                                                         else f" ({row.get('drop_basis')})"),
             _percent(row["adversarial_all_mean"]), _percent(row.get("adversarial_floor")),
             _with_interval(row, "vs_plain", signed=True),
-            "–" if row["spearman"] is None or not np.isfinite(row["spearman"]) else f"{row['spearman']:.3f}")
+            "–" if row["spearman"] is None or not np.isfinite(row["spearman"]) else f"{row['spearman']:.3f}",
+            _with_interval(row, "vs_perturbed", signed=True))
 
 
 def _p(row: dict, field: str) -> str:
