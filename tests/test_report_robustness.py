@@ -47,12 +47,13 @@ def test_section_tables_figure_and_summary(tmp_path):
     half = T2 * 0.05 / math.sqrt(3)
     assert round(100 * half, 1) == 12.4
     # (no per-example outcomes in these files: t intervals over seeds, no p; anchored - perturbed: no perturbed arm)
-    assert ("| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | – | 55.0 [42.6, 67.4] | +10.0 [-2.4, +22.4] | – | – | – "
-            "| – |") in markdown
+    # MDE: (t(2) quantiles at 97.5 % and 80 %) x se = 5.363 x 0.05 / sqrt(3)
+    assert ("| m | sst2 | anchored | advsst2 | 0,1,2 | 40 | – | 55.0 [42.6, 67.4] | +10.0 [-2.4, +22.4]; MDE 15.5 | – "
+            "| – | – | – |") in markdown
     # anchored on the clean dev: [.86, .90, .85] -> 87.0 ± t(2) * sqrt(.0007) / sqrt(3) = ± 6.6; cost plain - anchored
     # = [.04, .02, .03] -> +3.0 ± t(2) * 0.01 / sqrt(3) = ± 2.5
-    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | – | 87.0 [80.4, 93.6] | -3.0 [-5.5, -0.5] | – | – | " \
-           "– | +3.0 [+0.5, +5.5] |" in markdown
+    assert "| m | sst2 | anchored | clean dev | 0,1,2 | 100 | – | 87.0 [80.4, 93.6] | -3.0 [-5.5, -0.5]; MDE 3.1 | – " \
+           "| – | – | +3.0 [+0.5, +5.5] |" in markdown
     assert "| m | sst2 | plain | clean dev | 0,1,2 | 100 | 60.0 | 90.0 [85.0, 95.0] | – | – | – | – | – |" in markdown
 
     # patching at k = 5: unpatched [.4, .5] -> 45.0, original [.9, .8] -> 85.0, skill [.7, .7] -> 70.0 (sd 0),
@@ -60,9 +61,9 @@ def test_section_tables_figure_and_summary(tmp_path):
     # with sd = 0.1 / sqrt(2): ± 63.5; recovered (70 - 45) / (85 - 45) = 62.5%
     assert round(100 * T1 * (0.1 / math.sqrt(2)) / math.sqrt(2), 1) == 63.5
     assert "| m | sst2 → advsst2 | original | 5 | 0,1 | 30 | 45.0 | 85.0 | 70.0 [70.0, 70.0] | 50.0 | " \
-           "+20.0 [-43.5, +83.5] | – | 62.5 |" in markdown
+           "+20.0 [-43.5, +83.5]; MDE 70.4 | – | 62.5 |" in markdown
     assert "| m | sst2 → advsst2 | mean | 5 | 0,1 | 30 | 45.0 | – | 70.0 [70.0, 70.0] | 50.0 | " \
-           "+20.0 [-43.5, +83.5] | – | – |" in markdown
+           "+20.0 [-43.5, +83.5]; MDE 70.4 | – | – |" in markdown
 
     figure = tmp_path / "report" / robustness_study.FIGURE
     assert figure.exists() and figure in rep.figures

@@ -140,6 +140,8 @@ def test_arm_rows_with_per_example_outcomes_bootstrap_over_seeds_and_examples_an
     decisive = rows[("anchored", "clean")]
     assert decisive["vs_perturbed_mean"] == pytest.approx(40 / n)
     assert decisive["vs_perturbed_low"] > 0 and decisive["vs_perturbed_p"] < 0.001
+    # the smallest effect the row could detect: about 2.8 bootstrap standard errors, below the planted 13.3 points
+    assert 0.01 < decisive["vs_perturbed_mde"] < 40 / n
     assert decisive["vs_perturbed_p_holm"] <= 2 * decisive["vs_perturbed_p"] + 1e-12
     assert decisive["clean_cost_mean"] == pytest.approx(-40 / n) and decisive["clean_cost_high"] < 0
     null = rows[("anchored", "adversarial")]

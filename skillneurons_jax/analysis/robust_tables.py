@@ -18,11 +18,12 @@ Reads (nothing else, nothing written):
   else "seeds (t)": a Student-t interval over seeds, None below 2 seeds), and against the plain arm of the same
   model and task, paired by seed (and by example where recorded; None for the plain arm itself, or when the plain
   arm is absent or has other seeds): vs_plain_mean / vs_plain_low / vs_plain_high = arm - plain accuracy,
-  vs_plain_p (two-sided per-example paired sign-flip test, None without per-example outcomes) and vs_plain_p_holm
+  vs_plain_mde (the smallest difference detectable at 80 % power: _paired), vs_plain_p (two-sided per-example
+  paired sign-flip test, None without per-example outcomes) and vs_plain_p_holm
   (Holm over every vs-plain p of the table: one family); on clean rows also clean_cost_mean / _low / _high = plain
   - arm (what robustness cost on clean data; > 0 is a loss). The anchored arm's rows also carry the decisive
   contrast against its control, anchored - perturbed (the anchor term alone: both arms see the same perturbed
-  batches): vs_perturbed_mean / _low / _high / _p / _p_holm (Holm over the anchored rows: one family); None on
+  batches): vs_perturbed_mean / _low / _high / _mde / _p / _p_holm (Holm over the anchored rows: one family); None on
   the other arms' rows.
 "manipulation": one row per (model, task, arm, evaluation step) of the arms trained on perturbed batches: the
   loss's terms during training (manipulation_rows' docstring).
@@ -34,8 +35,8 @@ Reads (nothing else, nothing written):
   skill_mean / _low / _high (accuracy with the top-k % skill neurons patched), random_mean (over draws and seeds),
   skill_recovery_mean = skill - unpatched, random_recovery_mean = random - unpatched, skill_minus_random_mean /
   _low / _high (paired by seed and, where the file has per-example outcomes, by example; random averaged over draws
-  first), skill_minus_random_p (one-sided per-example paired sign-flip test of skill > random; None without
-  per-example outcomes), skill_minus_random_p_holm (Holm over the levels of one clean -> adversarial pair and
+  first), skill_minus_random_mde, skill_minus_random_p (one-sided per-example paired sign-flip test of skill >
+  random; None without per-example outcomes), skill_minus_random_p_holm (Holm over the levels of one clean -> adversarial pair and
   source: one family), interval (as in "arms"), fraction_recovered = skill recovery / (original - unpatched) when
   that gap is > 0 (source "original"), else None.
 
@@ -101,16 +102,22 @@ def _stats(prefix: str, values, confidence) -> dict:
 
 def _paired(prefix: str, diff: Optional[np.ndarray], by_seed: np.ndarray, confidence: float,
             alternative: str = "two-sided") -> dict:
-    """prefix_mean / _low / _high / _p of a paired difference: diff [S, E] per seed and example (None where not
-    recorded: a t interval over the per-seed differences by_seed [S], no p). p: the per-example sign-flip test
-    (robustness.sign_flip_test) of the seed-mean differences, two-sided or "greater" (one-sided, > 0)."""
+    """prefix_mean / _low / _high / _p / _mde of a paired difference: diff [S, E] per seed and example (None where
+    not recorded: a t interval over the per-seed differences by_seed [S], no p). p: the per-example sign-flip test
+    (robustness.sign_flip_test) of the seed-mean differences, two-sided or "greater" (one-sided, > 0). mde: the
+    smallest difference found at 80 % power at the interval's standard error (inference.mde; the bootstrap's se,
+    normal quantiles, or the t se over seeds with its df; None below 2 seeds)."""
     if diff is None:
-        return {**_stats(prefix, by_seed, confidence), f"{prefix}_p": None}
+        se, df = inference.t_se(by_seed)
+        return {**_stats(prefix, by_seed, confidence), f"{prefix}_p": None,
+                f"{prefix}_mde": inference.mde(se, confidence, df)}
     if diff.shape[0] >= inference.MIN_BOOTSTRAP_SEEDS:
         boot = inference.two_level_bootstrap(diff, confidence=confidence)
-        out = {f"{prefix}_mean": boot.estimate, f"{prefix}_low": boot.interval[0], f"{prefix}_high": boot.interval[1]}
+        out = {f"{prefix}_mean": boot.estimate, f"{prefix}_low": boot.interval[0], f"{prefix}_high": boot.interval[1],
+               f"{prefix}_mde": inference.mde(boot.se, confidence)}
     else:
-        out = _stats(prefix, diff.mean(axis=1), confidence)
+        se, df = inference.t_se(diff.mean(axis=1))
+        out = {**_stats(prefix, diff.mean(axis=1), confidence), f"{prefix}_mde": inference.mde(se, confidence, df)}
     per_example = diff.mean(axis=0)
     greater = robustness.sign_flip_test(per_example)[0]
     p = greater if alternative == "greater" else min(1.0, 2 * min(greater, robustness.sign_flip_test(-per_example)[0]))
@@ -196,7 +203,7 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
         return _paired(prefix, row["_correct"] - base["_correct"] if both else None, by_seed, confidence)
 
     empty = {f"{prefix}_{field}": None for prefix in ("vs_plain", "vs_perturbed")
-             for field in ("mean", "low", "high", "p")}
+             for field in ("mean", "low", "high", "p", "mde")}
     for (model, task, arm), doc in sorted(docs.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9),
                                                                           kv[0][2])):
         others = {**doc["adversarial"], **doc.get("transfer", {})}
@@ -207,6 +214,7 @@ def arm_rows(workdir, confidence: float = 0.95) -> list[dict]:
             accuracy = (_paired("accuracy", correct, np.asarray(row["accuracy"], np.float64), confidence)
                         if correct is not None else _stats("accuracy", row["accuracy"], confidence))
             accuracy.pop("accuracy_p", None)
+            accuracy.pop("accuracy_mde", None)
             out = {"model": model, "task": task, "arm": arm, "target": target, "split": split,
                    "seeds": list(doc["seeds"]), "n_seeds": len(doc["seeds"]), "n_dev": int(row["n_dev"]),
                    "majority_rate": _majority_rate(row.get("confusion")), **accuracy,
@@ -308,6 +316,7 @@ def patching_rows(workdir, confidence: float = 0.95) -> list[dict]:
                 diff = skill_correct - per_example.random_correct[i].astype(np.float64).mean(axis=0)
             skill_stats = _paired("skill", skill_correct, skill, confidence)
             skill_stats.pop("skill_p")
+            skill_stats.pop("skill_mde")
             rows.append({"model": doc["model"], "clean": doc["source"], "adversarial": doc["target"],
                          "source": doc["patch_source"], "k": k, "seeds": list(doc["seeds"]),
                          "n_seeds": len(doc["seeds"]), "n_examples": doc.get("n_examples"),
