@@ -211,6 +211,12 @@ def stage_record_path(workdir, key: str) -> pathlib.Path:
     return pathlib.Path(workdir) / STAGE_RECORDS_DIR / (key.replace("/", "__") + ".json")
 
 
+def stage_failure_path(workdir, key: str) -> pathlib.Path:
+    """WORKDIR/.stages/<key>.failed: the reason a stage failed or could not run in its host's last run (removed
+    when it starts again): the hosts waiting for it stop waiting."""
+    return pathlib.Path(workdir) / STAGE_RECORDS_DIR / (key.replace("/", "__") + ".failed")
+
+
 def lock_path(output) -> pathlib.Path:
     """The lock file that gives one run at a time an output (io.stage_lock): `<folder>/.lock` for a stage's output
     folder (tune: prompts/<model>/<task>/), `<folder>/.<name>.lock` beside an output file (one per result file, so

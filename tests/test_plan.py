@@ -237,3 +237,44 @@ def test_hosts_wait_for_each_others_stages_in_the_plans_order(tmp_path):
     (tmp_path / "x.txt").unlink()
     with pytest.raises(ValueError, match="depends on x, which another host runs"):
         plan.run(plan.shard(stages, 0, 2), tmp_path, printer=lambda *_: None, elsewhere=plan.shard(stages, 1, 2))
+
+
+def test_another_hosts_pending_stage_makes_mine_pending_and_its_failure_ends_the_wait(tmp_path):
+    """(1) My stage b is done on x's old output, but x (another host's) is pending: b is pending too (x is about to
+    be rewritten). (2) A stage that failed leaves a failure record: the host waiting for it stops at once with the
+    reason; a retry removes it. (3) A dependency skipped on another host blocks my stage at once, as on one host."""
+    calls = []
+
+    def writer(name, text):
+        def run():
+            calls.append(name)
+            io.atomic_write_text(tmp_path / f"{name}.txt", text)
+        return run
+
+    x = plan.Stage("x", "x", [tmp_path / "x.txt"], writer("x", "X"), group="g2")
+    b = plan.Stage("b", "x", [tmp_path / "b.txt"], writer("b", "B"), deps=["x"], group="g1")
+    plan.run([x, b], tmp_path, printer=lambda *_: None)
+    assert plan.pending([b], tmp_path, [x]) == []
+    x.settings = {"changed": 1}                              # x's settings changed: it reruns on its host
+    assert [s.key for s in plan.pending([b], tmp_path, [x])] == ["b"]
+    stages = [x, b]
+    owners = {"g1": 0, "g2": 1}
+    assert "not done after 0 s" in runner.wait_for_stages([x], stages, tmp_path, owners, wait_s=0, poll_s=0.01,
+                                                          printer=lambda *_: None)
+
+    def boom():
+        raise RuntimeError("no data")
+
+    x.run = boom
+    res = plan.run([x], tmp_path, printer=lambda *_: None, continue_on_error=True)
+    assert "x" in res["failed"] and plan.failure_path(tmp_path, "x").read_text().startswith("RuntimeError")
+    assert runner.wait_for_stages([x], stages, tmp_path, owners, wait_s=60, poll_s=0.01,
+                                  printer=lambda *_: None) == "dependency x failed on host 1"
+    x.run = writer("x", "X2")
+    plan.run([x], tmp_path, printer=lambda *_: None)
+    assert not plan.failure_path(tmp_path, "x").exists()
+    skipped = plan.Stage("s", "x", [tmp_path / "s.txt"], writer("s", "S"), group="g2", skip_reason="data absent")
+    c = plan.Stage("c", "x", [tmp_path / "c.txt"], writer("c", "C"), deps=["s"], group="g1")
+    res = plan.run([c], tmp_path, printer=lambda *_: None, continue_on_error=True, elsewhere=[skipped],
+                   wait_for=lambda deps: pytest.fail("a skipped dependency is not waited for"))
+    assert res["failed"] == {"c": "dependency s did not finish"}

@@ -72,6 +72,15 @@ def _record_path(workdir: pathlib.Path, key: str) -> pathlib.Path:
     return layout.stage_record_path(workdir, key)
 
 
+def failure_path(workdir: pathlib.Path, key: str) -> pathlib.Path:
+    return layout.stage_failure_path(workdir, key)
+
+
+def _record_failure(workdir: pathlib.Path, key: str, reason: str) -> None:
+    """The failure record another host's wait for this stage reads (runner.wait_for_stages)."""
+    io.atomic_write_text(failure_path(workdir, key), reason + "\n")
+
+
 def _name(path, workdir: pathlib.Path) -> str:
     """How a file is named in a record: relative to the workdir when inside it, so a copied or moved workdir
     keeps its records."""
@@ -234,16 +243,19 @@ def order_within(stages: Sequence[Stage], elsewhere: Sequence[Stage] = ()) -> li
 
 
 def pending(stages: Sequence[Stage], workdir: pathlib.Path, elsewhere: Sequence[Stage] = ()) -> list[Stage]:
-    """The stages a run would execute, in order: those not done, and everything downstream of them (a dependency
-    in `elsewhere`, another host's, counts through its outputs, which a stage's record hashes as its inputs)."""
+    """The stages a run would execute, in order: those not done, and everything downstream of them. The stages of
+    `elsewhere` (other hosts') count like this host's: one downstream of another host's pending stage is pending
+    too (that host is about to rewrite its inputs), though only `stages` are returned."""
+    mine = {s.key for s in stages}
     by_key = {s.key: s for s in [*elsewhere, *stages]}
     out, keys = [], set()
-    for s in order_within(stages, elsewhere):
+    for s in order([*stages, *(e for e in elsewhere if e.key not in mine)]):
         if s.skip_reason:
             continue
         if any(d in keys for d in s.deps) or not is_done(s, workdir, stage_inputs(s, by_key)):
-            out.append(s)
             keys.add(s.key)
+            if s.key in mine:
+                out.append(s)
     return out
 
 
@@ -307,7 +319,9 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
     for i, s in enumerate(todo, 1):
         inputs = stage_inputs(s, by_key)
         left = todo[i - 1:]
-        blocked = [] if s.soft_deps else [d for d in s.deps if d in failed or d in skipped]
+        # a dependency skipped on another host (every skipped stage sits with host 0) blocks as it does here
+        blocked = [] if s.soft_deps else [d for d in s.deps if d in failed or d in skipped
+                                          or (d in by_key and by_key[d].skip_reason)]
         external = [by_key[d] for d in s.deps if d in other_keys]
         if not blocked and external:
             if wait_for is None:
@@ -316,10 +330,12 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
             reason = wait_for(external)
             if reason is not None and not s.soft_deps:
                 failed[s.key] = reason
+                _record_failure(workdir, s.key, reason)
                 printer(f"[plan] {i}/{len(todo)} {s.key}: not run ({reason})")
                 continue
         if blocked:
             failed[s.key] = f"dependency {blocked[0]} did not finish"
+            _record_failure(workdir, s.key, failed[s.key])
             printer(f"[plan] {i}/{len(todo)} {s.key}: not run ({failed[s.key]})")
             continue
         if is_done(s, workdir, inputs):
@@ -329,11 +345,13 @@ def run(stages: Sequence[Stage], workdir: pathlib.Path, *, printer=print,
         printer(f"[plan] stage {i} of {len(todo)}: {s.key}  ({clock.describe(left)}; "
                 f"{(time.time() - t_start) / 60:.1f} min so far)")
         t0 = time.time()
+        failure_path(workdir, s.key).unlink(missing_ok=True)      # a retry: the hosts waiting for it wait again
         try:
             s.run()
             mark_done(s, workdir, time.time() - t0, inputs)
             ran.append(s.key)
         except Exception as e:  # noqa: BLE001 - a sweep goes on with the other stages when asked to
+            _record_failure(workdir, s.key, f"{type(e).__name__}: {e}")
             if not continue_on_error:
                 raise
             failed[s.key] = f"{type(e).__name__}: {e}"

@@ -107,17 +107,27 @@ def wait_for_others(stages, workdir, wait_s: float, poll_s: float, printer=print
 def wait_for_stages(deps, stages, workdir, owners: dict, wait_s: float, poll_s: float, printer=print,
                     watch: Optional[hosts.Watch] = None) -> Optional[str]:
     """Waits (polling every poll_s, at most wait_s) until the stages `deps`, which other hosts run, are done;
-    returns None then, else why they will not be: their host (owners: {group: host}) finished its share without
-    them, or the wait ran out. With `watch`, each poll checks the other hosts' heartbeats (hosts.HostLost)."""
-    by_key = {s.key: s for s in stages}
+    returns None then, else why they will not be: one failed (its failure record, plan.failure_path), their host
+    (owners: {group: host}) finished its share without them, or the wait ran out. With `watch`, each poll checks
+    the other hosts' heartbeats (hosts.HostLost)."""
+    work = [s for s in stages if s.kind != "report"]
     deadline = time.time() + wait_s
+
+    def not_done() -> list:
+        """The awaited stages still pending in the whole plan: not done, or downstream of a stage that is (done
+        on inputs that are about to be rewritten is not done)."""
+        pending = {s.key for s in plan.pending(work, workdir)}
+        return [d for d in deps if d.key in pending]
+
     while True:
-        left = [d for d in deps if not plan.is_done(d, workdir, plan.stage_inputs(d, by_key))]
+        left = not_done()
         if not left:
             return None
+        failed = [d for d in left if plan.failure_path(workdir, d.key).exists()]
+        if failed:
+            return f"dependency {failed[0].key} failed on host {owners.get(failed[0].group)}"
         finished = watch.check() if watch is not None else []
-        gone = [d for d in left if owners.get(d.group) in finished
-                and not plan.is_done(d, workdir, plan.stage_inputs(d, by_key))]
+        gone = [d for d in not_done() if owners.get(d.group) in finished]
         if gone:
             return f"dependency {gone[0].key} (host {owners[gone[0].group]}) finished its share without it"
         if time.time() >= deadline:

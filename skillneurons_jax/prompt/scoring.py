@@ -3,8 +3,8 @@ model accuracy and suppression.
 
     step = make_eval_step(readout.score_fn(), mesh)
     confusion, mean_loss = evaluate(step, prompts [S, P, H], params, batches, mesh)   # [S, C, C], [S]
-    correct, labels = example_outcomes(make_outcome_step(score_fn, mesh), prompts, params, batches, mesh)
-                                                                                     # [S, E], [E] (row order)
+    confusion, correct, labels = example_outcomes(make_outcome_step(score_fn, mesh), prompts, params, batches, mesh)
+                                                                          # [S, C, C], [S, E], [E] (row order)
 
 The prompts of all seeds are one vmapped argument of one compiled step, so S seeds cost one compile per batch
 length. Stages whose forward does more than score (predictivity captures activations, suppression intervenes)
@@ -74,25 +74,31 @@ def evaluate(eval_step, prompts, params, batches: Sequence[Mapping[str, np.ndarr
 
 
 def make_outcome_step(score_fn: ScoreFn, mesh):
-    """jit (prompts [S, P, H], params, batch [B, ...]) -> correct int8 [S, B]: whether each seed's answer (argmax,
-    as the confusion counts it) is the row's label (filler rows: the caller drops them)."""
+    """jit (prompts [S, P, H], params, batch [B, ...]) -> (confusion [S, C, C], correct int8 [S, B]): the counts and
+    whether each seed's answer (argmax, as the confusion counts it) is the row's label, from ONE set of scores, so
+    that the per-example outcomes always average to the accuracy (filler rows: the caller drops them)."""
 
     def outcome_batch(prompts, params, batch):
         scores = jax.vmap(lambda prompt: score_fn(params, prompt, batch))(prompts)          # [S, B, C]
-        return (jnp.argmax(scores, axis=-1) == batch["labels"][None]).astype(jnp.int8)
+        correct = (jnp.argmax(scores, axis=-1) == batch["labels"][None]).astype(jnp.int8)
+        return seed_confusion(scores, batch["labels"], batch["example_mask"]), correct
 
-    return jax.jit(outcome_batch, out_shardings=parallel.replicated(mesh))
+    replicated = parallel.replicated(mesh)
+    return jax.jit(outcome_batch, out_shardings=(replicated, replicated))
 
 
 def example_outcomes(outcome_step, prompts, params, batches: Sequence[Mapping[str, np.ndarray]], mesh
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(correct int8 [S, E], labels [E]) of every seed's prompt on every real row of `batches`, in the split's row
-    order (the batches' "index"; data.batches.iterate), for paired per-example tests between prompts scored on
-    the same rows."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confusion [S, C, C], correct int8 [S, E], labels [E]) of every seed's prompt on every real row of
+    `batches`, the outcomes in the split's row order (the batches' "index"; data.batches.iterate), for paired
+    per-example tests between prompts scored on the same rows."""
     correct, labels, index = [], [], []
+    confusion = eval_loop.Sum()
 
     def accumulate(placed, out):
-        correct.append(placed.real(out, axis=1))
+        counts, outcome = out
+        confusion.add(counts)
+        correct.append(placed.real(outcome, axis=1))
         labels.append(placed.real(placed.host["labels"]))
         index.append(placed.real(placed.host["index"]) if "index" in placed.host else None)
 
@@ -102,7 +108,7 @@ def example_outcomes(outcome_step, prompts, params, batches: Sequence[Mapping[st
     if all(i is not None for i in index):                   # else the batches' order is the rows' order
         order = np.argsort(np.concatenate(index), kind="stable")
         correct, labels = correct[:, order], labels[order]
-    return correct, labels
+    return confusion.total, correct, labels
 
 
 def per_seed(confusion: np.ndarray) -> dict[str, list[float]]:

@@ -78,15 +78,17 @@ def transfer_pair(target: TransferTarget, source: str, seeds: Sequence[int], wor
     prompts_np, digests = files.load_tuned_prompts(workdir, setup.loaded, setup.readout, source,
                                                    [int(s) for s in seeds], target.max_text_tokens)
     prompts = parallel.replicate(jnp.asarray(prompts_np), target.mesh)
-    confusion, _ = scoring.evaluate(target.eval_step, prompts, target.params, target.batches, target.mesh)
-    row = {"model": setup.loaded.name, "source": source, "target": setup.task.name, "prompt_task": source,
-           "seeds": [int(s) for s in seeds], **scoring.per_seed(confusion),
-           "n_dev": int(target.n_dev), "split": target.split, "prompt_sha256": digests}
-    if outcomes:
+    extra = {}
+    if outcomes:     # one pass gives the counts and the per-example outcomes (they agree by construction)
         step = scoring.make_outcome_step(setup.readout.score_fn(), target.mesh)
-        correct, labels = scoring.example_outcomes(step, prompts, target.params, target.batches, target.mesh)
-        row.update(correct=correct.astype(int).tolist(), labels=labels.tolist())
-    return row
+        confusion, correct, labels = scoring.example_outcomes(step, prompts, target.params, target.batches,
+                                                              target.mesh)
+        extra = {"correct": correct.astype(int).tolist(), "labels": labels.tolist()}
+    else:
+        confusion, _ = scoring.evaluate(target.eval_step, prompts, target.params, target.batches, target.mesh)
+    return {"model": setup.loaded.name, "source": source, "target": setup.task.name, "prompt_task": source,
+            "seeds": [int(s) for s in seeds], **scoring.per_seed(confusion),
+            "n_dev": int(target.n_dev), "split": target.split, "prompt_sha256": digests, **extra}
 
 
 def transfer(targets: Sequence[TransferTarget], source: str, seeds: Sequence[int], workdir, *, model_path,
