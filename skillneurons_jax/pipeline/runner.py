@@ -127,7 +127,9 @@ def wait_for_stages(deps, stages, workdir, owners: dict, wait_s: float, poll_s: 
         if failed:
             return f"dependency {failed[0].key} failed on host {owners.get(failed[0].group)}"
         finished = watch.check() if watch is not None else []
-        gone = [d for d in not_done() if owners.get(d.group) in finished]
+        # checked again only when an owner has finished: it may have written the stage just before its record
+        gone = [d for d in left if owners.get(d.group) in finished]
+        gone = [d for d in not_done() if d in gone] if gone else []
         if gone:
             return f"dependency {gone[0].key} (host {owners[gone[0].group]}) finished its share without it"
         if time.time() >= deadline:
